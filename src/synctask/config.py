@@ -1,0 +1,417 @@
+"""Plan files (TOML) → model objects, with errors that name the file, the table and the key.
+
+Parsing has two passes. pydantic checks the shape (keys, types) of each table; then the
+cross-checks that need the whole file run (a dataset's vendor exists, a weight fits its limits, a
+secret is set). Every problem of both passes is collected, so one run of ``synctask check`` lists
+everything to fix, not just the first thing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator, model_validator
+
+from .errors import PlanFileError, Problem
+from .grid import ParamGrid, TemplateError
+from .limits import Concurrency, Limit, Quota
+from .model import Dataset, Secret, SyncPlan, Vendor
+from .retry import RetryPolicy
+from .schedule import parse_schedule
+from .units import parse_duration, parse_duration_range
+
+__all__ = ["PlanFile", "load_plan_file", "parse_plan_text"]
+
+Duration = Union[str, StrictInt, float]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _positive_duration(value: Duration) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"must be a positive duration, got {value!r}")
+    return seconds
+
+
+class LimitSpec(_Strict):
+    rate: StrictInt | None = None
+    per: Duration | None = None
+    window: Literal["sliding", "clock"] = "sliding"
+    tz: str | None = None
+    scope: Literal["vendor", "dataset", "node"] | None = None
+    concurrency: StrictInt | None = None
+
+    @field_validator("per")
+    @classmethod
+    def _per(cls, value: Duration | None) -> Duration | None:
+        if value is not None:
+            _positive_duration(value)
+        return value
+
+    @field_validator("rate", "concurrency")
+    @classmethod
+    def _at_least_one(cls, value: int | None) -> int | None:
+        if value is not None and value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> LimitSpec:
+        if self.concurrency is not None:
+            if self.rate is not None or self.per is not None:
+                raise ValueError(
+                    "a limit is either { rate = N, per = \"1m\" } or { concurrency = N }, not both"
+                )
+            return self
+        if self.rate is None or self.per is None:
+            raise ValueError('a quota needs both rate and per, e.g. { rate = 500, per = "1m" }')
+        return self
+
+    def to_limit(self) -> Limit:
+        if self.concurrency is not None:
+            return Concurrency(self.concurrency)
+        assert self.rate is not None and self.per is not None
+        return Quota(self.rate, parse_duration(self.per), self.window == "clock", self.tz)
+
+
+class EnvSecret(_Strict):
+    env: str
+
+
+class VendorSpec(_Strict):
+    connector: str
+    base_url: str | None = None
+    token: EnvSecret | None = None
+    limits: list[LimitSpec] = []
+    options: dict[str, Any] = {}
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _no_literal_secret(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(
+                'secrets come from the environment: write token = { env = "VENDOR_TOKEN" } '
+                "and export VENDOR_TOKEN"
+            )
+        return value
+
+
+class SinkSpec(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)  # each sink kind has its own keys
+    kind: Literal["parquet", "sqlite", "duckdb", "postgres", "jsonl", "callback", "memory"]
+    key: list[str] = []
+
+
+class DatasetSpec(_Strict):
+    vendor: str
+    api: str | None = None
+    limits: list[LimitSpec] = []
+    weight: StrictInt = 1
+    sink: SinkSpec | None = None
+    options: dict[str, Any] = {}
+
+    @field_validator("weight")
+    @classmethod
+    def _weight(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+
+class RetrySpec(_Strict):
+    attempts: StrictInt = 5
+    backoff: str = "0.5s..60s"
+
+    @field_validator("attempts")
+    @classmethod
+    def _attempts(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1 (the first try counts), got {value}")
+        return value
+
+    @field_validator("backoff")
+    @classmethod
+    def _backoff(cls, value: str) -> str:
+        low, high = parse_duration_range(value)
+        if low < 0 or high < low:
+            raise ValueError(f"the first delay must not exceed the largest, got {value!r}")
+        return value
+
+
+class PlanSpec(_Strict):
+    name: str
+    dataset: str
+    params: dict[str, Any] = {}
+    schedule: str = "manual"
+    priority: StrictInt = 0
+    timeout: Duration | None = None
+    retry: RetrySpec = RetrySpec()
+    on_fatal: Literal["stop_plan", "stop_all"] = "stop_plan"
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, value: Duration | None) -> Duration | None:
+        if value is not None:
+            _positive_duration(value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError(f"use letters, digits, '-', '_' and '.', got {value!r}")
+        return value
+
+
+class FileSpec(_Strict):
+    vendors: dict[str, VendorSpec] = {}
+    datasets: dict[str, DatasetSpec] = {}
+    plans: list[PlanSpec] = []
+
+
+@dataclass
+class PlanFile:
+    """A validated plan file: its vendors, datasets and plans, ready for the engine."""
+
+    source: str
+    vendors: dict[str, Vendor] = field(default_factory=dict)
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    plans: list[SyncPlan] = field(default_factory=list)
+
+    def plan(self, name: str) -> SyncPlan:
+        for plan in self.plans:
+            if plan.name == name:
+                return plan
+        known = [p.name for p in self.plans]
+        raise PlanFileError(self.source, [Problem("plans", f"no plan named {name!r}{_suggest(name, known)}")])
+
+
+def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> PlanFile:
+    """Read and validate a plan file; raises ``PlanFileError`` listing every problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(source, [Problem("", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanFileError(source, [Problem("", f"cannot read the file: {exc}")]) from None
+    return parse_plan_text(text, source, env)
+
+
+def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] | None = None) -> PlanFile:
+    """Validate plan-file text; ``env`` supplies secrets (default: the process environment)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
+    try:
+        spec = FileSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PlanFileError(source, [_problem(e, raw) for e in exc.errors()]) from None
+    return _build(spec, source, os.environ if env is None else env)
+
+
+def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
+    out = PlanFile(source)
+    problems: list[Problem] = []
+    for name, v in spec.vendors.items():
+        where = f"vendors.{name}"
+        token = None
+        if v.token is not None:
+            value = env.get(v.token.env)
+            if not value:
+                problems.append(Problem(
+                    f"{where}.token",
+                    f"environment variable {v.token.env} is not set; export it before running "
+                    "(its value is never printed)",
+                ))
+            else:
+                token = Secret(value, f"env {v.token.env}")
+        limits, node_limits = [], []
+        for i, lim in enumerate(v.limits):
+            if lim.scope == "dataset":
+                problems.append(Problem(f"{where}.limits[{i}].scope",
+                                        "a vendor limit applies to 'vendor' or 'node', not 'dataset'"))
+            (node_limits if lim.scope == "node" else limits).append(_limit(lim, f"{where}.limits[{i}]", problems))
+        out.vendors[name] = Vendor(name, v.connector, v.base_url, token,
+                                   tuple(x for x in limits if x), tuple(x for x in node_limits if x), v.options)
+    for name, d in spec.datasets.items():
+        where = f"datasets.{name}"
+        if d.vendor not in spec.vendors:
+            problems.append(Problem(f"{where}.vendor",
+                                    f"unknown vendor {d.vendor!r}{_suggest(d.vendor, spec.vendors)}"))
+        limits = []
+        for i, lim in enumerate(d.limits):
+            if lim.scope not in (None, "dataset"):
+                problems.append(Problem(f"{where}.limits[{i}].scope",
+                                        "a dataset limit applies to its dataset; put vendor or node limits under [vendors]"))
+            limits.append(_limit(lim, f"{where}.limits[{i}]", problems))
+        sink = d.sink.model_dump() if d.sink else {}
+        dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options)
+        _check_weight(dataset, out.vendors.get(d.vendor), where, problems)
+        out.datasets[name] = dataset
+    seen: set[str] = set()
+    for i, p in enumerate(spec.plans):
+        where = f"plans[{i}] ({p.name})"
+        if p.name in seen:
+            problems.append(Problem(f"{where}.name", f"plan name {p.name!r} is used twice; names must be unique"))
+        seen.add(p.name)
+        if p.dataset not in spec.datasets:
+            problems.append(Problem(f"{where}.dataset",
+                                    f"unknown dataset {p.dataset!r}{_suggest(p.dataset, spec.datasets)}"))
+        try:
+            grid = ParamGrid.from_spec(p.params)
+            grid.bind()  # resolves templates and ranges once, so bad values surface now
+        except (ValueError, TemplateError) as exc:
+            problems.append(Problem(f"{where}.params", str(exc)))
+            continue
+        out.plans.append(SyncPlan(
+            name=p.name,
+            dataset=p.dataset,
+            params=grid,
+            schedule=parse_schedule(p.schedule),
+            priority=p.priority,
+            timeout=parse_duration(p.timeout) if p.timeout is not None else None,
+            retry=RetryPolicy.parse(p.retry.attempts, p.retry.backoff),
+            on_fatal=p.on_fatal,
+        ))
+    if problems:
+        raise PlanFileError(source, problems)
+    return out
+
+
+def _limit(spec: LimitSpec, where: str, problems: list[Problem]) -> Limit | None:
+    try:
+        return spec.to_limit()
+    except Exception as exc:  # ZoneInfo raises several kinds for a bad tz
+        problems.append(Problem(where, f"{exc}".strip() or "invalid limit"))
+        return None
+
+
+def _check_weight(dataset: Dataset, vendor: Vendor | None, where: str, problems: list[Problem]) -> None:
+    limits = list(dataset.limits) + (list(vendor.limits) + list(vendor.node_limits) if vendor else [])
+    for limit in limits:
+        if isinstance(limit, Quota) and dataset.weight > limit.rate:
+            problems.append(Problem(f"{where}.weight",
+                                    f"a request of weight {dataset.weight} can never fit in the limit "
+                                    f"{limit}; lower the weight or raise the limit"))
+
+
+def _suggest(word: str, choices: Any) -> str:
+    names = list(choices)
+    close = difflib.get_close_matches(word, names, n=1)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if names:
+        return f"; defined: {', '.join(repr(n) for n in names)}"
+    return "; none is defined"
+
+
+# --- pydantic errors → problems ----------------------------------------------------------
+
+
+def _problem(error: Mapping[str, Any], raw: Any) -> Problem:
+    loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        allowed = _allowed_keys(loc[:-1])
+        return Problem(_where(loc[:-1], raw), f"unknown key {key!r}{_suggest_key(key, allowed)}")
+    if kind == "missing":
+        return Problem(_where(loc[:-1], raw), f"missing key {loc[-1]!r}")
+    message = _MESSAGES.get(kind)
+    if message is None:
+        message = str(error["msg"])
+        for prefix in ("Value error, ", "Assertion failed, "):
+            message = message.removeprefix(prefix)
+        message = message[:1].lower() + message[1:]
+    if kind in _MESSAGES or kind.endswith("_type") or kind == "literal_error":
+        message += f", got {error.get('input')!r}"
+    return Problem(_where(loc, raw), message)
+
+
+_MESSAGES = {
+    "int_type": "expected a whole number",
+    "string_type": "expected a string",
+    "dict_type": "expected a table",
+    "list_type": "expected an array",
+    "bool_type": "expected true or false",
+    "model_type": "expected a table",
+    "model_attributes_type": "expected a table",
+}
+
+
+def _where(loc: tuple[Any, ...], raw: Any) -> str:
+    parts: list[str] = []
+    node = raw
+    for item in loc:
+        if isinstance(item, int):
+            label = f"[{item}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+            if parts == ["plans"] and isinstance(node, Mapping) and isinstance(node.get("name"), str):
+                label += f" ({node['name']})"
+            parts.append(label)
+            continue
+        key = str(item)
+        if key in ("str", "int", "float", "function-after[_positive_duration(), str]"):
+            continue  # pydantic names union members in locations; people don't
+        parts.append(("." if parts else "") + key)
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return "".join(parts)
+
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the table at ``loc`` accepts, found by walking the spec models."""
+    model: Any = FileSpec
+    for item in loc:
+        if isinstance(item, int) or model is None:
+            continue
+        if item in ("vendors", "datasets", "plans") and model is FileSpec:
+            model = {"vendors": VendorSpec, "datasets": DatasetSpec, "plans": PlanSpec}[item]
+            if item == "plans":
+                continue
+            model = ("dict", model)
+            continue
+        if isinstance(model, tuple):  # a dict of models: this item is the table's name
+            model = model[1]
+            continue
+        field_info = model.model_fields.get(item)
+        model = _inner_model(field_info.annotation) if field_info else None
+    if isinstance(model, tuple):
+        model = model[1]
+    return list(model.model_fields) if model is not None else []
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _suggest_key(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if allowed:
+        return f"; allowed: {', '.join(allowed)}"
+    return ""

@@ -1,0 +1,276 @@
+"""Errors users can catch, and the classifier that turns a failed request into an outcome.
+
+Every exception synctask raises derives from one root::
+
+    SyncError
+    ├── PlanFileError        a plan file (or plan data) is invalid; lists every problem found
+    ├── IllegalTransition    a task, plan or run was asked to change state in a way the table forbids
+    ├── LimitError           a reservation can never be admitted (weight above a quota, unknown scope)
+    ├── UnknownPlan          a control operation named a plan the scheduler does not know
+    └── TaskFailed           a task ended in a failure; carries its ``Failure``
+
+A failed request is not an exception inside the engine: connectors and fetchers describe it as a
+``Failure`` of one ``OutcomeKind``, and the scheduler decides what to do with it:
+
+============== ============================================ ========================
+kind           what synctask does                           counts as an attempt
+============== ============================================ ========================
+network        retry later with exponential backoff + jitter yes
+timeout        retry later with exponential backoff + jitter yes
+server (5xx)   retry later with exponential backoff + jitter yes
+rate_limited   freeze the scope until Retry-After, retry     no
+quota          pause the dataset until its window resets     no
+invalid        the task fails, the plan goes on              --
+fatal          stop the plan (or everything) gracefully      --
+============== ============================================ ========================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from .retry import parse_retry_after
+
+__all__ = [
+    "SyncError",
+    "PlanFileError",
+    "Problem",
+    "IllegalTransition",
+    "LimitError",
+    "UnknownPlan",
+    "TaskFailed",
+    "OutcomeKind",
+    "Failure",
+    "ErrorRule",
+    "classify",
+]
+
+
+class SyncError(Exception):
+    """The root of every error synctask raises."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a plan file: where (``datasets.daily.limits[0]``) and what."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class PlanFileError(SyncError):
+    """A plan file is invalid. ``problems`` lists each place and what is expected there."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = [f"{source}: {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class IllegalTransition(SyncError):
+    """A state change that the transition table does not allow (a bug, or a racing control op)."""
+
+    def __init__(self, what: str, current: Enum, requested: Enum) -> None:
+        self.what = what
+        self.current = current
+        self.requested = requested
+        super().__init__(
+            f"{what} cannot go from {current.value!r} to {requested.value!r}"
+        )
+
+
+class LimitError(SyncError):
+    """A request that no limit configuration could ever admit."""
+
+
+class UnknownPlan(SyncError):
+    """A plan name or id that is not (or no longer) known."""
+
+
+class OutcomeKind(str, Enum):
+    """How one task ended; the scheduler maps each kind to an action (see the module table)."""
+
+    OK = "ok"
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    SERVER = "server"
+    RATE_LIMITED = "rate_limited"
+    QUOTA = "quota"
+    INVALID = "invalid"
+    FATAL = "fatal"
+    CANCELLED = "cancelled"
+
+    @property
+    def retryable(self) -> bool:
+        """Network, timeout and server errors are retried with backoff, using an attempt."""
+        return self in _RETRYABLE
+
+
+_RETRYABLE = frozenset({OutcomeKind.NETWORK, OutcomeKind.TIMEOUT, OutcomeKind.SERVER})
+
+_HAPPENED = {
+    OutcomeKind.NETWORK: "the connection to the vendor failed",
+    OutcomeKind.TIMEOUT: "the request timed out",
+    OutcomeKind.SERVER: "the vendor answered with a server error",
+    OutcomeKind.RATE_LIMITED: "the vendor rate-limited the request",
+    OutcomeKind.QUOTA: "the vendor's quota for this window is used up",
+    OutcomeKind.INVALID: "the vendor rejected the request as invalid",
+    OutcomeKind.FATAL: "the vendor refused us in a way retrying cannot fix",
+    OutcomeKind.CANCELLED: "the task was cancelled",
+}
+
+_USER_CAN = {
+    OutcomeKind.NETWORK: "check the network or the vendor's status page if this persists",
+    OutcomeKind.TIMEOUT: "raise the plan's timeout if the vendor is slow but healthy",
+    OutcomeKind.SERVER: "nothing, unless it persists; then check the vendor's status page",
+    OutcomeKind.RATE_LIMITED: "lower the configured limit if this happens often",
+    OutcomeKind.QUOTA: "wait for the reset or raise the quota with the vendor",
+    OutcomeKind.INVALID: "fix the task's parameters in the plan file",
+    OutcomeKind.FATAL: "check the credentials and the api name, then start the plan again",
+    OutcomeKind.CANCELLED: "start the plan again to continue",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed task, as connectors describe it: a kind, the vendor's words, hints for the action.
+
+    ``retry_after`` is seconds from the failure (a vendor's Retry-After or a rule's cooldown).
+    ``scope`` names which limit scope to freeze ("vendor" or "dataset"); None lets the
+    scheduler choose (the dataset). ``detail`` never holds secrets: connectors redact them.
+    """
+
+    kind: OutcomeKind
+    detail: str = ""
+    status: int | None = None
+    retry_after: float | None = None
+    scope: str | None = None
+
+    def explain(self, action: str) -> str:
+        """One sentence for people: what happened, what synctask did (``action``), what to do."""
+        happened = _HAPPENED[self.kind]
+        if self.status is not None:
+            happened += f" (HTTP {self.status})"
+        if self.detail:
+            happened += f": {self.detail}"
+        return f"{happened}; synctask {action}; {_USER_CAN[self.kind]}."
+
+
+class TaskFailed(SyncError):
+    """A task ended in failure; ``failure`` says how, ``str(err)`` says it in a sentence."""
+
+    def __init__(self, task_id: str, failure: Failure, message: str) -> None:
+        self.task_id = task_id
+        self.failure = failure
+        super().__init__(f"task {task_id}: {message}")
+
+
+@dataclass(frozen=True)
+class ErrorRule:
+    """A user rule: a regex on the status, the body or the message → an outcome kind.
+
+    ``on`` is "status", "body" or "message"; ``cooldown`` (seconds) applies to rate-limited and
+    quota outcomes when the vendor gives no Retry-After.
+    """
+
+    pattern: re.Pattern[str]
+    kind: OutcomeKind
+    on: str = "body"
+    cooldown: float | None = None
+
+    def matches(self, status: int | None, body: str, message: str) -> bool:
+        subject = {"status": "" if status is None else str(status), "body": body, "message": message}
+        return self.pattern.search(subject[self.on]) is not None
+
+
+_STATUS_KINDS: dict[int, OutcomeKind] = {
+    400: OutcomeKind.INVALID,
+    401: OutcomeKind.FATAL,
+    403: OutcomeKind.FATAL,
+    404: OutcomeKind.INVALID,
+    405: OutcomeKind.FATAL,
+    408: OutcomeKind.TIMEOUT,
+    409: OutcomeKind.INVALID,
+    410: OutcomeKind.FATAL,
+    413: OutcomeKind.INVALID,
+    418: OutcomeKind.RATE_LIMITED,  # Binance's IP ban: a long freeze, never a failure
+    422: OutcomeKind.INVALID,
+    425: OutcomeKind.SERVER,
+    429: OutcomeKind.RATE_LIMITED,
+}
+
+
+def classify(
+    *,
+    status: int | None = None,
+    exc: BaseException | None = None,
+    body: str = "",
+    message: str = "",
+    headers: Mapping[str, str] | None = None,
+    rules: Sequence[ErrorRule] = (),
+    now: float | None = None,
+) -> Failure:
+    """Turn what a request produced into a ``Failure``: user rules first, then status, then exception.
+
+    ``headers`` supplies Retry-After (seconds or an HTTP date; ``now`` is needed for a date).
+    """
+    retry_after = None
+    if headers:
+        raw = _header(headers, "retry-after")
+        if raw is not None:
+            retry_after = parse_retry_after(raw, now)
+    detail = message or _short(body)
+    for rule in rules:
+        if rule.matches(status, body, message):
+            if retry_after is None:
+                retry_after = rule.cooldown
+            return Failure(rule.kind, detail, status, retry_after)
+    if status is not None:
+        kind = _STATUS_KINDS.get(status)
+        if kind is None:
+            kind = OutcomeKind.SERVER if status >= 500 else OutcomeKind.INVALID
+        return Failure(kind, detail, status, retry_after)
+    if exc is not None:
+        return Failure(_exception_kind(exc), detail or _describe(exc), None, retry_after)
+    return Failure(OutcomeKind.FATAL, detail or "no status and no exception to classify")
+
+
+def _exception_kind(exc: BaseException) -> OutcomeKind:
+    if isinstance(exc, asyncio.CancelledError):
+        return OutcomeKind.CANCELLED
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return OutcomeKind.TIMEOUT
+    if isinstance(exc, (ConnectionError, OSError, EOFError)):
+        return OutcomeKind.NETWORK
+    # aiohttp's errors without importing aiohttp: all connection-level ones share this name root.
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"ClientConnectionError", "ServerDisconnectedError", "ClientPayloadError"}:
+        return OutcomeKind.NETWORK
+    if "ServerTimeoutError" in names:
+        return OutcomeKind.TIMEOUT
+    return OutcomeKind.FATAL
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _short(body: str, limit: int = 200) -> str:
+    body = " ".join(body.split())
+    return body if len(body) <= limit else body[: limit - 1] + "…"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None

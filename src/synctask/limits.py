@@ -1,0 +1,446 @@
+"""Rate limits, exact: sliding and clock-aligned quotas, request weights, concurrency caps, freezes.
+
+Theory of operation. A *scope* ("vendor:binance", "dataset:daily", "node:n1:vendor:binance") holds
+any number of limits. A task is admitted through a ``Gate``, the set of scopes it draws on, and is
+counted on all of them at once or on none. The limiter never sleeps and never reads a clock: the
+caller passes ``now`` (epoch seconds) and ``Gate.try_acquire`` either admits the task or answers
+the exact instant it may go (``math.inf`` while a concurrency cap is full: that waits on a
+release, not on time).
+
+Counting is the vendors' way:
+
+* sliding window: at any instant ``t`` the weight sent in ``(t - per, t]`` is at most ``rate``.
+  We keep the log of sends; an entry sent at ``s`` stops counting at exactly ``s + per`` (plus an
+  optional safety ``margin`` for network jitter), which is the instant we answer.
+* clock window: windows are ``[k*per, (k+1)*per)`` in UTC, or local calendar days in ``tz`` for
+  whole-day periods (Tushare resets at midnight Asia/Shanghai); each window holds ``rate``.
+
+Each counter's earliest admission time is monotone (usage only leaves it as time passes), so the
+earliest time a task may pass every counter of every scope is the maximum of theirs: exact, with
+no polling and no padding. That is why this module is ours: aiolimiter's leaky bucket admits up to
+2x its rate in a sliding window, and pyrate-limiter pads each wait.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time as dtime, timedelta
+from typing import Any, Union
+from zoneinfo import ZoneInfo
+
+from .errors import LimitError
+from .units import format_duration
+
+__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "DAY"]
+
+DAY = 86400.0
+
+
+@dataclass(frozen=True)
+class Quota:
+    """At most ``rate`` weight per ``per`` seconds, in a sliding window or a clock-aligned one."""
+
+    rate: int
+    per: float
+    clock: bool = False
+    tz: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rate, int) or isinstance(self.rate, bool) or self.rate < 1:
+            raise ValueError(f"rate must be a whole number of at least 1, got {self.rate!r}")
+        if not (self.per > 0 and math.isfinite(self.per)):
+            raise ValueError(f"per must be a positive duration, got {self.per!r}")
+        if self.tz is not None:
+            ZoneInfo(self.tz)  # raises for an unknown zone
+
+    def __str__(self) -> str:
+        text = f"{self.rate} per {format_duration(self.per)}"
+        if self.clock:
+            text += " (clock-aligned" + (f", {self.tz})" if self.tz else ")")
+        return text
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most ``cap`` tasks in flight at once."""
+
+    cap: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cap, int) or isinstance(self.cap, bool) or self.cap < 1:
+            raise ValueError(f"concurrency must be a whole number of at least 1, got {self.cap!r}")
+
+    def __str__(self) -> str:
+        return f"{self.cap} in flight"
+
+
+Limit = Union[Quota, Concurrency]
+
+
+class _Sliding:
+    """The log of one sliding window, kept as the instants each send stops counting.
+
+    A send at ``s`` stops counting at the first float ``e`` with both ``s + span <= e`` and
+    ``s <= e - span``: vendors write the window either way, and at exact boundaries float
+    rounding can make the two disagree by one ulp; we honour the stricter. ``used`` is the
+    weight still inside the window."""
+
+    __slots__ = ("spec", "rate", "span", "expiries", "weights", "used")
+
+    def __init__(self, spec: Quota, margin: float) -> None:
+        self.spec = spec
+        self.rate = spec.rate
+        self.span = spec.per + margin
+        self.expiries: deque[float] = deque()
+        self.weights: deque[int] = deque()
+        self.used = 0
+
+    def _evict(self, now: float) -> None:
+        expiries = self.expiries
+        while expiries and expiries[0] <= now:
+            expiries.popleft()
+            self.used -= self.weights.popleft()
+
+    def earliest(self, weight: int, now: float) -> float:
+        expiries = self.expiries
+        if expiries and expiries[0] <= now:
+            self._evict(now)
+        excess = self.used + weight - self.rate
+        if excess <= 0:
+            return now
+        # The instant enough of the oldest weight has left the window.
+        freed = 0
+        for expiry, w in zip(expiries, self.weights):
+            freed += w
+            if freed >= excess:
+                return expiry
+        raise LimitError(f"weight {weight} can never fit in {self.spec}")  # pragma: no cover
+
+    def add(self, weight: int, now: float) -> None:
+        span = self.span
+        expiry = now + span
+        while expiry - span < now:
+            expiry = math.nextafter(expiry, math.inf)
+        if self.expiries and self.expiries[-1] == expiry:
+            self.weights[-1] += weight
+        else:
+            self.expiries.append(expiry)
+            self.weights.append(weight)
+        self.used += weight
+
+    def reset_time(self, now: float) -> float:
+        self._evict(now)
+        return self.expiries[0] if self.expiries else now
+
+    def log(self) -> list[tuple[float, int]]:
+        """(send instant, weight) pairs still counting; the instant is never earlier than the send."""
+        return [(e - self.span, w) for e, w in zip(self.expiries, self.weights)]
+
+
+class _Clock:
+    """The count of one clock-aligned window; rolls over at the window's end."""
+
+    __slots__ = ("spec", "rate", "per", "zone", "start", "end", "used")
+
+    def __init__(self, spec: Quota) -> None:
+        self.spec = spec
+        self.rate = spec.rate
+        self.per = spec.per
+        self.zone = ZoneInfo(spec.tz) if spec.tz else None
+        self.start = self.end = -math.inf
+        self.used = 0
+
+    def bounds(self, now: float) -> tuple[float, float]:
+        """The window holding ``now``: UTC multiples of ``per``, or local days in ``tz``."""
+        if self.zone is None:
+            start = math.floor(now / self.per) * self.per
+            return start, start + self.per
+        local = datetime.fromtimestamp(now, self.zone)
+        midnight = datetime.combine(local.date(), dtime(0), tzinfo=self.zone).timestamp()
+        if self.per < DAY:
+            start = midnight + math.floor((now - midnight) / self.per) * self.per
+            return start, min(start + self.per, self._midnight_after(local))
+        days = round(self.per / DAY)
+        ordinal = local.date().toordinal()
+        first = datetime.fromordinal(ordinal - ordinal % days)
+        start_day = first.replace(tzinfo=self.zone)
+        end_day = (first + timedelta(days=days)).replace(tzinfo=self.zone)
+        return start_day.timestamp(), end_day.timestamp()
+
+    def _midnight_after(self, local: datetime) -> float:
+        tomorrow = local.date() + timedelta(days=1)
+        return datetime.combine(tomorrow, dtime(0), tzinfo=self.zone).timestamp()
+
+    def _roll(self, now: float) -> None:
+        if now >= self.end or now < self.start:
+            self.start, self.end = self.bounds(now)
+            self.used = 0
+
+    def earliest(self, weight: int, now: float) -> float:
+        self._roll(now)
+        return now if self.used + weight <= self.rate else self.end
+
+    def add(self, weight: int, now: float) -> None:
+        self._roll(now)
+        self.used += weight
+
+    def reset_time(self, now: float) -> float:
+        self._roll(now)
+        return self.end
+
+
+class _Slots:
+    """A concurrency cap: how many admitted tasks have not been released yet."""
+
+    __slots__ = ("spec", "cap", "active")
+
+    def __init__(self, spec: Concurrency) -> None:
+        self.spec = spec
+        self.cap = spec.cap
+        self.active = 0
+
+
+class _Scope:
+    __slots__ = ("name", "quotas", "slots", "frozen_until")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.quotas: list[_Sliding | _Clock] = []
+        self.slots: list[_Slots] = []
+        self.frozen_until = -math.inf
+
+
+class Gate:
+    """The scopes one kind of task draws on; admits a task on all of them at once or on none."""
+
+    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency")
+
+    def __init__(self, scopes: Sequence[_Scope]) -> None:
+        self.scopes = tuple(scopes)
+        self._quotas = tuple(q for s in scopes for q in s.quotas)
+        self._slots = tuple(c for s in scopes for c in s.slots)
+        self.has_concurrency = bool(self._slots)
+
+    def earliest(self, weight: int, now: float) -> float:
+        """The first instant ≥ ``now`` a task of ``weight`` may go; ``inf`` while a cap is full.
+
+        A freeze answers first (the quotas are asked again when it ends), which keeps a frozen
+        scope cheap; otherwise the answer is the latest of every counter's earliest instant."""
+        when = now
+        for scope in self.scopes:
+            if scope.frozen_until > when:
+                when = scope.frozen_until
+        if when > now:
+            return when
+        for slot in self._slots:
+            if slot.active >= slot.cap:
+                return math.inf
+        for quota in self._quotas:
+            at = quota.earliest(weight, now)
+            if at > when:
+                when = at
+        return when
+
+    def try_acquire(self, weight: int, now: float) -> float | None:
+        """Admit and count a task now (None), or return when it may go without counting anything."""
+        when = self.earliest(weight, now)
+        if when > now:
+            return when
+        for quota in self._quotas:
+            quota.add(weight, now)
+        for slot in self._slots:
+            slot.active += 1
+        return None
+
+    def release(self) -> None:
+        """A task admitted through this gate has finished: give back its concurrency slots."""
+        for slot in self._slots:
+            if slot.active > 0:
+                slot.active -= 1
+
+
+class Limiter:
+    """Every scope's limits and freezes; hands out ``Gate`` objects over sets of scopes.
+
+    ``margin`` (seconds) widens every sliding window by a safety gap for the jitter between when
+    a request leaves and when the vendor counts it; 0 counts exactly as sent.
+    """
+
+    def __init__(self, margin: float = 0.0) -> None:
+        if margin < 0:
+            raise ValueError(f"margin must not be negative, got {margin}")
+        self.margin = margin
+        self._scopes: dict[str, _Scope] = {}
+
+    # --- configuration -------------------------------------------------------------------
+    def configure(self, scope: str, limits: Iterable[Limit]) -> None:
+        """Set the limits of ``scope``; counters of limits that stay the same keep their usage.
+
+        Gates made before a reconfiguration still see the scope's new counters, since gates hold
+        the scope; call ``gate()`` again after changing limits to refresh its flattened view.
+        """
+        state = self._scopes.get(scope) or _Scope(scope)
+        old_q = {q.spec: q for q in state.quotas}
+        old_c = {c.spec: c for c in state.slots}
+        quotas: list[_Sliding | _Clock] = []
+        slots: list[_Slots] = []
+        for limit in limits:
+            if isinstance(limit, Quota):
+                kept = old_q.pop(limit, None)
+                quotas.append(kept or (_Clock(limit) if limit.clock else _Sliding(limit, self.margin)))
+            elif isinstance(limit, Concurrency):
+                slots.append(old_c.pop(limit, None) or _Slots(limit))
+            else:
+                raise LimitError(f"scope {scope!r}: not a limit: {limit!r}")
+        state.quotas, state.slots = quotas, slots
+        self._scopes[scope] = state
+
+    def limits(self, scope: str) -> list[Limit]:
+        state = self._scopes.get(scope)
+        if state is None:
+            return []
+        return [q.spec for q in state.quotas] + [c.spec for c in state.slots]
+
+    def scopes(self) -> list[str]:
+        return list(self._scopes)
+
+    def gate(self, scopes: Sequence[str], max_weight: int = 1) -> Gate:
+        """A gate over ``scopes`` (created empty when unknown); checks ``max_weight`` can ever fit."""
+        states = []
+        for name in scopes:
+            state = self._scopes.get(name)
+            if state is None:
+                state = self._scopes[name] = _Scope(name)
+            for quota in state.quotas:
+                if max_weight > quota.rate:
+                    raise LimitError(
+                        f"a request of weight {max_weight} can never fit in {name}'s limit "
+                        f"{quota.spec}; raise the limit or lower the weight"
+                    )
+            states.append(state)
+        return Gate(states)
+
+    # --- what vendors tell us ------------------------------------------------------------
+    def freeze(self, scope: str, until: float) -> None:
+        """Admit nothing through ``scope`` before ``until`` (a 429's Retry-After, a ban)."""
+        state = self._scope(scope)
+        if until > state.frozen_until:
+            state.frozen_until = until
+
+    def thaw(self, scope: str) -> None:
+        """Lift a freeze early (an operator's decision)."""
+        self._scope(scope).frozen_until = -math.inf
+
+    def frozen_until(self, scope: str, now: float) -> float | None:
+        """When a freeze on ``scope`` ends, or None when it is not frozen at ``now``."""
+        state = self._scopes.get(scope)
+        if state is None or state.frozen_until <= now:
+            return None
+        return state.frozen_until
+
+    def observe(self, scope: str, used: int, now: float, per: float | None = None) -> None:
+        """Reconcile with the vendor's own count (``X-MBX-USED-WEIGHT-1M: 1200``).
+
+        Our count only ever rises to the vendor's, never falls: the vendor may not have counted
+        requests still in flight, and other clients of the same key count against us too.
+        ``per`` picks the window the vendor reported on (all quota windows when None).
+        """
+        for quota in self._scope(scope).quotas:
+            if per is not None and quota.spec.per != per:
+                continue
+            if isinstance(quota, _Clock):
+                quota._roll(now)
+                quota.used = max(quota.used, used)
+            else:
+                quota._evict(now)
+                if used > quota.used:
+                    quota.add(used - quota.used, now)
+
+    def next_reset(self, scope: str, now: float) -> float | None:
+        """When the longest window of ``scope`` next frees room (to pause an exhausted dataset)."""
+        state = self._scopes.get(scope)
+        if state is None or not state.quotas:
+            return None
+        longest = max(state.quotas, key=lambda q: q.spec.per)
+        return longest.reset_time(now)
+
+    def usage(self, scope: str, now: float) -> list[tuple[Limit, int]]:
+        """Each limit of ``scope`` with what counts against it at ``now``."""
+        state = self._scopes.get(scope)
+        if state is None:
+            return []
+        out: list[tuple[Limit, int]] = []
+        for quota in state.quotas:
+            if isinstance(quota, _Clock):
+                quota._roll(now)
+            else:
+                quota._evict(now)
+            out.append((quota.spec, quota.used))
+        out.extend((c.spec, c.active) for c in state.slots)
+        return out
+
+    # --- persistence of long windows ------------------------------------------------------
+    def export_usage(self, now: float, min_period: float = 3600.0) -> list[dict[str, Any]]:
+        """Usage of windows of ``min_period`` or longer, as JSON-ready records, so a restart
+        does not reset a daily quota. Sliding entries are rounded *up* to the second: a restored
+        log may block slightly longer than the original, never shorter."""
+        records: list[dict[str, Any]] = []
+        for name, state in self._scopes.items():
+            for quota in state.quotas:
+                if quota.spec.per < min_period:
+                    continue
+                base = {"scope": name, "rate": quota.spec.rate, "per": quota.spec.per,
+                        "clock": quota.spec.clock, "tz": quota.spec.tz}
+                if isinstance(quota, _Clock):
+                    quota._roll(now)
+                    if quota.used:
+                        records.append({**base, "window_start": quota.start, "used": quota.used})
+                else:
+                    quota._evict(now)
+                    buckets: dict[float, int] = {}
+                    for sent, w in quota.log():
+                        key = float(math.ceil(sent))
+                        buckets[key] = buckets.get(key, 0) + w
+                    if buckets:
+                        records.append({**base, "entries": [[t, w] for t, w in buckets.items()]})
+        return records
+
+    def restore_usage(self, records: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Add exported usage back; records whose scope or limit no longer exist are ignored.
+        Returns how many records applied."""
+        applied = 0
+        for rec in records:
+            state = self._scopes.get(rec["scope"])
+            if state is None:
+                continue
+            spec = Quota(int(rec["rate"]), float(rec["per"]), bool(rec["clock"]), rec.get("tz"))
+            for quota in state.quotas:
+                if quota.spec != spec:
+                    continue
+                if isinstance(quota, _Clock):
+                    quota._roll(now)
+                    if quota.start == rec["window_start"]:
+                        quota.used = max(quota.used, int(rec["used"]))
+                        applied += 1
+                else:
+                    _merge_log(quota, rec["entries"], now)
+                    applied += 1
+        return applied
+
+    def _scope(self, scope: str) -> _Scope:
+        state = self._scopes.get(scope)
+        if state is None:
+            state = self._scopes[scope] = _Scope(scope)
+        return state
+
+
+def _merge_log(quota: _Sliding, entries: Iterable[Sequence[float]], now: float) -> None:
+    fresh = _Sliding(quota.spec, quota.span - quota.spec.per)
+    merged = sorted(quota.log() + [(min(float(t), now), int(w)) for t, w in entries])
+    for sent, weight in merged:
+        fresh.add(weight, sent)
+    fresh._evict(now)
+    quota.expiries, quota.weights, quota.used = fresh.expiries, fresh.weights, fresh.used

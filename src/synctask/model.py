@@ -1,0 +1,260 @@
+"""Plans, tasks, runs and their states: plain typed data, no I/O.
+
+Every state change goes through ``transition``, which consults the tables below; a change the
+tables do not list raises ``IllegalTransition`` instead of silently corrupting a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .errors import IllegalTransition
+from .limits import Limit
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .grid import ParamGrid
+    from .schedule import Schedule
+
+__all__ = [
+    "Secret",
+    "TaskState",
+    "PlanState",
+    "RunState",
+    "TASK_TRANSITIONS",
+    "PLAN_TRANSITIONS",
+    "RUN_TRANSITIONS",
+    "transition",
+    "Vendor",
+    "Dataset",
+    "SyncPlan",
+    "SyncTask",
+    "Run",
+    "task_id",
+]
+
+
+class Secret:
+    """A credential. Printing, logging or formatting it shows ``***``; ``reveal()`` gives the value."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = "") -> None:
+        self._value = value
+        self.source = source  # where it came from, e.g. "env TUSHARE_TOKEN"; safe to print
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret('***', source={self.source!r})" if self.source else "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __format__(self, spec: str) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class TaskState(str, Enum):
+    """Where one task is; changes only through ``TASK_TRANSITIONS``."""
+
+    PENDING = "pending"        # waiting in its dataset queue
+    RUNNING = "running"        # admitted by the limiter, a worker has it
+    RETRY_WAIT = "retry_wait"  # failed, waiting for its backoff to pass
+    DONE = "done"              # rows durable in the sink, state recorded
+    FAILED = "failed"          # invalid request, or attempts used up
+    CANCELLED = "cancelled"    # its plan was cancelled or removed
+
+
+class PlanState(str, Enum):
+    """Where a plan's current run is; changes only through ``PLAN_TRANSITIONS``."""
+
+    IDLE = "idle"            # known, not running (manual, or waiting for its schedule)
+    RUNNING = "running"
+    PAUSED = "paused"        # dispatches nothing; in-flight tasks finish
+    STOPPED = "stopped"      # dispatches nothing; in-flight tasks went back to pending
+    COMPLETED = "completed"  # the run finished (some tasks may have failed)
+    FAILED = "failed"        # a fatal error stopped it
+    CANCELLED = "cancelled"
+
+
+class RunState(str, Enum):
+    """How a run ended (or that it is running); changes only through ``RUN_TRANSITIONS``."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"  # the process was asked to stop; the next start resumes
+
+
+_T = TaskState
+TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {
+    _T.PENDING: frozenset({_T.RUNNING, _T.CANCELLED}),
+    _T.RUNNING: frozenset({_T.DONE, _T.FAILED, _T.RETRY_WAIT, _T.PENDING, _T.CANCELLED}),
+    _T.RETRY_WAIT: frozenset({_T.PENDING, _T.CANCELLED}),
+    _T.DONE: frozenset(),
+    _T.FAILED: frozenset(),
+    _T.CANCELLED: frozenset(),
+}
+
+_P = PlanState
+PLAN_TRANSITIONS: Mapping[PlanState, frozenset[PlanState]] = {
+    _P.IDLE: frozenset({_P.RUNNING, _P.CANCELLED}),
+    _P.RUNNING: frozenset({_P.PAUSED, _P.STOPPED, _P.COMPLETED, _P.FAILED, _P.CANCELLED}),
+    _P.PAUSED: frozenset({_P.RUNNING, _P.STOPPED, _P.CANCELLED, _P.FAILED}),
+    _P.STOPPED: frozenset({_P.RUNNING, _P.CANCELLED}),
+    _P.COMPLETED: frozenset({_P.RUNNING, _P.IDLE}),
+    _P.FAILED: frozenset({_P.RUNNING, _P.IDLE}),
+    _P.CANCELLED: frozenset({_P.RUNNING, _P.IDLE}),
+}
+
+_R = RunState
+RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    _R.RUNNING: frozenset({_R.COMPLETED, _R.FAILED, _R.CANCELLED, _R.INTERRUPTED}),
+    _R.INTERRUPTED: frozenset({_R.RUNNING, _R.CANCELLED}),
+    _R.COMPLETED: frozenset(),
+    _R.FAILED: frozenset({_R.RUNNING}),
+    _R.CANCELLED: frozenset(),
+}
+
+_TABLES: dict[type[Enum], Mapping[Any, frozenset[Any]]] = {
+    TaskState: TASK_TRANSITIONS,
+    PlanState: PLAN_TRANSITIONS,
+    RunState: RUN_TRANSITIONS,
+}
+
+S = TypeVar("S", TaskState, PlanState, RunState)
+
+
+def transition(what: str, current: S, requested: S) -> S:
+    """Return ``requested`` if the table allows ``current → requested``; raise otherwise."""
+    if requested not in _TABLES[type(current)][current]:
+        raise IllegalTransition(what, current, requested)
+    return requested
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A data provider with one set of credentials; its limits are shared by all its datasets.
+
+    ``node_limits`` apply per worker node (per-IP limits), ``limits`` to the whole vendor.
+    """
+
+    name: str
+    connector: str
+    base_url: str | None = None
+    token: Secret | None = None
+    limits: tuple[Limit, ...] = ()
+    node_limits: tuple[Limit, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One endpoint of a vendor, with its own limits, request weight and sink."""
+
+    name: str
+    vendor: str
+    api: str
+    limits: tuple[Limit, ...] = ()
+    weight: int = 1
+    sink: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def scopes(self, node: str | None = None) -> tuple[str, ...]:
+        """The limiter scopes a request to this dataset draws on (node scope when on a node)."""
+        scopes = (f"vendor:{self.vendor}", f"dataset:{self.name}")
+        if node is not None:
+            scopes += (f"node:{node}:vendor:{self.vendor}",)
+        return scopes
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What to sync: a dataset, a parameter grid, a schedule, a priority, a timeout, retries."""
+
+    name: str
+    dataset: str
+    params: ParamGrid
+    schedule: Schedule
+    priority: int = 0
+    timeout: float | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    on_fatal: str = "stop_plan"  # or "stop_all"
+
+
+class SyncTask:
+    """One request with concrete parameters. ``id`` is derived from plan + parameters."""
+
+    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "_id")
+
+    def __init__(
+        self,
+        plan: str,
+        params: Mapping[str, Any],
+        priority: int = 0,
+        timeout: float | None = None,
+        seq: int = 0,
+    ) -> None:
+        self.plan = plan
+        self.params = params
+        self.priority = priority
+        self.timeout = timeout
+        self.attempt = 0  # failed attempts so far that counted against the retry policy
+        self.state = TaskState.PENDING
+        self.seq = seq
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = task_id(self.plan, self.params)
+        return self._id
+
+    def move(self, to: TaskState) -> None:
+        """Change state through the task transition table."""
+        self.state = transition(f"task {self.id}", self.state, to)
+
+    def __repr__(self) -> str:
+        return f"SyncTask({self.id!r}, {dict(self.params)!r}, state={self.state.value})"
+
+
+@dataclass
+class Run:
+    """One execution of a plan; progress and checkpoints belong to it."""
+
+    plan: str
+    id: str
+    logical_time: datetime
+    started_at: float
+    state: RunState = RunState.RUNNING
+
+    def move(self, to: RunState) -> None:
+        self.state = transition(f"run {self.id}", self.state, to)
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def task_id(plan: str, params: Mapping[str, Any]) -> str:
+    """``plan:hash``: the same plan and parameters (in any key order) always give the same id."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=_canonical)
+    digest = hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()
+    return f"{plan}:{digest}"

@@ -1,0 +1,542 @@
+"""Which task runs next: per-dataset queues, fair round-robin, retries, control ops. No I/O.
+
+Theory of operation. Each dataset has one queue; each plan running on it is a *lane* in that queue
+(priority first, then the order plans were added). A lane pulls tasks lazily from its plan's
+parameter grid, so a plan's size never costs memory; failed tasks wait in the lane's retry heap
+until their backoff has passed, then go ahead of new tasks.
+
+The scheduler keeps every queue in exactly one place:
+
+* ``ready``: a round-robin line of queues that may have a task to send now;
+* ``sleeping``: a heap of queues with nothing to send before a known instant (the limiter's
+  answer, a retry's due time, a freeze);
+* ``parked``: queues waiting on a concurrency slot; any release puts them back in line;
+* ``idle``: queues with no work at all until a control op adds some.
+
+``dispatch(now, slots)`` takes queues from the front of the line, admits at most one task per
+queue per turn through the queue's limiter gate, and sends a blocked queue to sleep or to the
+park, so a frozen, paused or exhausted queue never delays another. It returns the tasks to run
+and the instant to call again. ``report(task, failure, now)`` applies a task's outcome (see the
+table in ``errors``) and returns a ``Verdict`` the executor carries out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from .errors import Failure, OutcomeKind, UnknownPlan
+from .limits import Gate, Limiter
+from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
+from .retry import RetryPolicy
+
+__all__ = ["Scheduler", "Decision", "Verdict", "PlanStats"]
+
+_READY, _SLEEPING, _PARKED, _IDLE = "ready", "sleeping", "parked", "idle"
+
+_PENDING, _RUNNING, _RETRY_WAIT = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY_WAIT
+_DONE, _FAILED, _CANCELLED = TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED
+_RUNNING_PLAN = PlanState.RUNNING
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do now: run ``tasks``; call ``dispatch`` again at ``wake_at`` (None: on an event)."""
+
+    tasks: list[SyncTask]
+    wake_at: float | None
+    finished: list[str] = field(default_factory=list)  # plans whose run just completed
+
+
+class Verdict(NamedTuple):
+    """What a task's outcome led to, for the executor to carry out and for people to read.
+
+    ``cancel`` lists in-flight tasks to cancel (a fatal error stops their plan), ``checkpoint``
+    asks for the state to be saved now (a quota ran out), ``message`` is the one-sentence
+    explanation of a failure (None on success).
+    """
+
+    task: SyncTask
+    state: TaskState
+    message: str | None = None
+    cancel: tuple[SyncTask, ...] = ()
+    checkpoint: bool = False
+    finished: tuple[str, ...] = ()
+    stopped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlanStats:
+    """A snapshot of one plan's run, for progress displays (``total`` None when unknown)."""
+
+    plan: str
+    dataset: str
+    state: PlanState
+    total: int | None
+    done: int
+    failed: int
+    skipped: int
+    in_flight: int
+    retries: int
+    freezes: int
+    dispatched: int
+
+    @property
+    def remaining(self) -> int | None:
+        if self.total is None:
+            return None
+        return max(self.total - self.done - self.failed - self.skipped, 0)
+
+
+class _Lane:
+    """One plan's run inside its dataset queue."""
+
+    __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "skip", "ready",
+                 "delayed", "running", "state", "total", "done", "failed", "skipped", "retries",
+                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh")
+
+    def __init__(self, plan: SyncPlan, queue: _Queue, order: int, params: Iterable[Mapping[str, Any]],
+                 total: int | None, skip: Callable[[str], bool] | None) -> None:
+        self.plan = plan
+        self.name = plan.name
+        self.priority = plan.priority
+        self.order = order
+        self.queue = queue
+        self.retry: RetryPolicy = plan.retry
+        self.on_fatal = plan.on_fatal
+        self.cursor: Iterator[Mapping[str, Any]] | None = iter(params)
+        self.skip = skip
+        self.fresh: SyncTask | None = None  # the next new task, pulled from the grid but not sent
+        self.ready: list[tuple[int, SyncTask]] = []  # heap by seq: retries due, returned tasks
+        self.delayed: list[tuple[float, int, SyncTask]] = []  # heap by due time
+        self.running: set[SyncTask] = set()
+        self.state = PlanState.RUNNING
+        self.total = total
+        self.done = self.failed = self.skipped = self.retries = self.freezes = self.dispatched = 0
+        self.next_seq = 0
+
+    def head(self, now: float) -> SyncTask | None:
+        """The next task of this lane at ``now`` without removing it; None when it has none now.
+
+        Returned and due retry tasks (in ``ready``, by sequence) go before the next new one
+        (``fresh``, pulled from the grid), since they are older."""
+        delayed, ready = self.delayed, self.ready
+        while delayed and delayed[0][0] <= now:
+            _, seq, task = heapq.heappop(delayed)
+            task.state = transition("task", task.state, _PENDING)
+            heapq.heappush(ready, (seq, task))
+        if ready:
+            return ready[0][1]
+        if self.fresh is not None:
+            return self.fresh
+        cursor = self.cursor
+        if cursor is None:
+            return None
+        plan, skip, priority, timeout = self.name, self.skip, self.priority, self.plan.timeout
+        for params in cursor:
+            task = SyncTask(plan, params, priority, timeout, self.next_seq)
+            self.next_seq += 1
+            if skip is not None and skip(task.id):
+                self.skipped += 1
+                continue
+            self.fresh = task
+            return task
+        self.cursor = None
+        return None
+
+    def take(self) -> SyncTask:
+        """Remove and return what ``head`` returned."""
+        if self.ready:
+            return heapq.heappop(self.ready)[1]
+        task, self.fresh = self.fresh, None
+        assert task is not None
+        return task
+
+    def next_due(self) -> float | None:
+        return self.delayed[0][0] if self.delayed else None
+
+    @property
+    def exhausted(self) -> bool:
+        return (self.cursor is None and self.fresh is None and not self.ready and not self.delayed
+                and not self.running)
+
+    def stats(self) -> PlanStats:
+        return PlanStats(self.name, self.queue.name, self.state, self.total, self.done, self.failed,
+                         self.skipped, len(self.running), self.retries, self.freezes, self.dispatched)
+
+
+class _Queue:
+    """One dataset's queue: its lanes in priority order and the limiter gate they share."""
+
+    __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused")
+
+    def __init__(self, dataset: Dataset, gate: Gate, scopes: Sequence[str]) -> None:
+        self.name = dataset.name
+        self.dataset = dataset
+        self.gate = gate
+        self.weight = dataset.weight
+        self.scopes = {s.split(":", 1)[0]: s for s in scopes}  # "vendor" → "vendor:binance"
+        self.lanes: list[_Lane] = []
+        self.where = _IDLE
+        self.sleep_token = 0
+        self.paused = False
+
+    def head(self, now: float) -> tuple[_Lane, SyncTask] | None:
+        if self.paused:
+            return None
+        for lane in self.lanes:
+            if lane.state is _RUNNING_PLAN:
+                task = lane.head(now)
+                if task is not None:
+                    return lane, task
+        return None
+
+    def next_due(self) -> float | None:
+        """The earliest retry due in a running lane (what to sleep until when nothing is ready)."""
+        if self.paused:
+            return None
+        dues = [d for lane in self.lanes if lane.state is PlanState.RUNNING
+                if (d := lane.next_due()) is not None]
+        return min(dues) if dues else None
+
+
+class Scheduler:
+    """Dataset queues, plan lanes and the dispatch decision. Time is always an argument.
+
+    ``node`` names this machine's worker node for node-scoped limits; ``default_cooldown`` is the
+    freeze after a rate-limit answer that gives no Retry-After when the scope has no window to go by.
+    """
+
+    def __init__(self, limiter: Limiter | None = None, *, node: str | None = None,
+                 default_cooldown: float = 10.0, quota_cooldown: float = 3600.0) -> None:
+        self.limiter = limiter or Limiter()
+        self.node = node
+        self.default_cooldown = default_cooldown
+        self.quota_cooldown = quota_cooldown
+        self._queues: dict[str, _Queue] = {}
+        self._lanes: dict[str, _Lane] = {}
+        self._in_flight: dict[SyncTask, _Lane] = {}
+        self._ready: deque[_Queue] = deque()
+        self._sleeping: list[tuple[float, int, _Queue]] = []
+        self._parked: list[_Queue] = []
+        self._token = 0
+        self._order = 0
+        self._finished: list[str] = []
+
+    # --- setup ---------------------------------------------------------------------------
+    def add_dataset(self, dataset: Dataset, vendor: Vendor | None = None) -> None:
+        """Create the dataset's queue and configure the limiter scopes it draws on."""
+        if dataset.name in self._queues:
+            raise ValueError(f"dataset {dataset.name!r} is already known")
+        scopes = dataset.scopes(self.node if vendor is not None and vendor.node_limits else None)
+        if vendor is not None:
+            self.limiter.configure(scopes[0], vendor.limits)
+            if len(scopes) > 2:
+                self.limiter.configure(scopes[2], vendor.node_limits)
+        self.limiter.configure(scopes[1], dataset.limits)
+        gate = self.limiter.gate(scopes, dataset.weight)
+        self._queues[dataset.name] = _Queue(dataset, gate, scopes)
+
+    def add_plan(self, plan: SyncPlan, params: Iterable[Mapping[str, Any]] | None = None, *,
+                 logical_time: datetime | None = None, skip: Callable[[str], bool] | None = None,
+                 paused: bool = False) -> None:
+        """Start a run of ``plan``: its tasks come lazily from ``params`` (default: its grid bound
+        to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped)."""
+        queue = self._queues.get(plan.dataset)
+        if queue is None:
+            raise UnknownPlan(f"plan {plan.name!r} uses dataset {plan.dataset!r}, which was not added")
+        old = self._lanes.get(plan.name)
+        if old is not None and not (old.exhausted or old.state is PlanState.CANCELLED):
+            raise ValueError(f"plan {plan.name!r} is already running; stop or cancel it first")
+        if old is not None:
+            self._forget(old)
+        total: int | None = None
+        if params is None:
+            grid = plan.params.bind(logical_time)
+            total, params = len(grid), grid
+        elif hasattr(params, "__len__"):
+            total = len(params)  # type: ignore[arg-type]
+        self._order += 1
+        lane = _Lane(plan, queue, self._order, params, total, skip)
+        queue.lanes.append(lane)
+        queue.lanes.sort(key=lambda ln: (-ln.priority, ln.order))
+        self._lanes[plan.name] = lane
+        if paused:
+            lane.state = PlanState.PAUSED
+        self._poke(queue)
+
+    # --- control ops ---------------------------------------------------------------------
+    def pause_plan(self, name: str) -> None:
+        """Dispatch no more of the plan's tasks; in-flight ones finish."""
+        lane = self._lane(name)
+        lane.state = transition(f"plan {name}", lane.state, PlanState.PAUSED)
+
+    def resume_plan(self, name: str) -> None:
+        """Go on after a pause, a stop or a fatal error."""
+        lane = self._lane(name)
+        lane.state = transition(f"plan {name}", lane.state, PlanState.RUNNING)
+        self._poke(lane.queue)
+
+    start_plan = resume_plan
+
+    def stop_plan(self, name: str) -> list[SyncTask]:
+        """Dispatch no more; returns the in-flight tasks for the caller to cancel. When they are
+        reported as cancelled they return to pending, so a later start continues where it was."""
+        lane = self._lane(name)
+        lane.state = transition(f"plan {name}", lane.state, PlanState.STOPPED)
+        return list(lane.running)
+
+    def cancel_plan(self, name: str) -> list[SyncTask]:
+        """End the run as cancelled: drop pending work; returns in-flight tasks to cancel."""
+        lane = self._lane(name)
+        lane.state = transition(f"plan {name}", lane.state, PlanState.CANCELLED)
+        lane.cursor = None
+        if lane.fresh is not None:
+            lane.fresh.state = transition("task", lane.fresh.state, _CANCELLED)
+            lane.fresh = None
+        for _, task in lane.ready:
+            task.state = transition("task", task.state, _CANCELLED)
+        for _, _, task in lane.delayed:
+            task.state = transition("task", task.state, _CANCELLED)
+        lane.ready.clear()
+        lane.delayed.clear()
+        return list(lane.running)
+
+    def remove_plan(self, name: str) -> list[SyncTask]:
+        """Cancel the plan and forget it; returns in-flight tasks to cancel."""
+        lane = self._lane(name)
+        running = self.cancel_plan(name) if lane.state is not PlanState.CANCELLED else list(lane.running)
+        self._forget(lane)
+        return running
+
+    def pause_dataset(self, dataset: str) -> None:
+        """Dispatch nothing from this dataset's queue until ``resume_dataset``."""
+        self._queues[dataset].paused = True
+
+    def resume_dataset(self, dataset: str) -> None:
+        queue = self._queues[dataset]
+        queue.paused = False
+        self._poke(queue)
+
+    def freeze(self, scope: str, until: float) -> None:
+        """Admit nothing through ``scope`` before ``until``; queues learn it on their next turn."""
+        self.limiter.freeze(scope, until)
+
+    def thaw(self, scope: str) -> None:
+        self.limiter.thaw(scope)
+        self._poke_all()
+
+    # --- the decision --------------------------------------------------------------------
+    def dispatch(self, now: float, slots: int) -> Decision:
+        """Admit up to ``slots`` tasks at ``now``, one per queue per round-robin turn."""
+        sleeping, ready = self._sleeping, self._ready
+        while sleeping and sleeping[0][0] <= now:
+            _, token, queue = heapq.heappop(sleeping)
+            if queue.where is _SLEEPING and queue.sleep_token == token:
+                queue.where = _READY
+                ready.append(queue)
+        out: list[SyncTask] = []
+        in_flight = self._in_flight
+        while slots > 0 and ready:
+            queue = ready.popleft()
+            found = queue.head(now)
+            if found is None:
+                self._rest(queue, queue.next_due())
+                continue
+            lane, task = found
+            wake = queue.gate.try_acquire(queue.weight, now)
+            if wake is not None:
+                self._rest(queue, wake)
+                continue
+            lane.take()
+            task.state = transition("task", task.state, _RUNNING)
+            lane.running.add(task)
+            lane.dispatched += 1
+            in_flight[task] = lane
+            out.append(task)
+            slots -= 1
+            ready.append(queue)
+        finished, self._finished = self._finished, []
+        return Decision(out, self.next_wake(), finished)
+
+    def next_wake(self) -> float | None:
+        """When a sleeping queue next wakes (None: nothing sleeps; wait for an event)."""
+        sleeping = self._sleeping
+        while sleeping:
+            _, token, queue = sleeping[0]
+            if queue.where is _SLEEPING and queue.sleep_token == token:
+                return sleeping[0][0]
+            heapq.heappop(sleeping)
+        return None
+
+    @property
+    def has_ready(self) -> bool:
+        """True when some queue may have a task to send now (dispatch again without waiting)."""
+        return bool(self._ready)
+
+    def _rest(self, queue: _Queue, until: float | None) -> None:
+        if until is None:
+            queue.where = _IDLE
+            self._check_finished(queue)
+        elif until == math.inf:
+            queue.where = _PARKED
+            self._parked.append(queue)
+        else:
+            self._token += 1
+            queue.where = _SLEEPING
+            queue.sleep_token = self._token
+            heapq.heappush(self._sleeping, (until, self._token, queue))
+
+    def _poke(self, queue: _Queue) -> None:
+        if queue.where is not _READY:
+            if queue.where is _PARKED:
+                self._parked.remove(queue)
+            queue.where = _READY
+            self._ready.append(queue)
+
+    def _poke_all(self) -> None:
+        for queue in self._queues.values():
+            self._poke(queue)
+
+    def _check_finished(self, queue: _Queue) -> None:
+        for lane in queue.lanes:
+            if lane.state is PlanState.RUNNING and lane.exhausted:
+                lane.state = transition(f"plan {lane.name}", lane.state, PlanState.COMPLETED)
+                self._finished.append(lane.name)
+
+    # --- outcomes ------------------------------------------------------------------------
+    def report(self, task: SyncTask, failure: Failure | None, now: float) -> Verdict:
+        """Apply a finished task's outcome (None: success, rows durable) and say what it led to."""
+        lane = self._in_flight.pop(task, None)
+        if lane is None:
+            raise ValueError(f"task {task.id} is not in flight")
+        lane.running.discard(task)
+        queue = lane.queue
+        gate = queue.gate
+        if gate.has_concurrency:
+            gate.release()
+            if self._parked:
+                for parked in self._parked:
+                    parked.where = _READY
+                    self._ready.append(parked)
+                self._parked.clear()
+        if failure is None:
+            task.state = transition("task", task.state, _DONE)
+            lane.done += 1
+            verdict = Verdict(task, _DONE)
+        else:
+            verdict = self._apply(lane, task, failure, now)
+        if lane.cursor is None and lane.state is _RUNNING_PLAN and lane.exhausted:
+            lane.state = transition(f"plan {lane.name}", lane.state, PlanState.COMPLETED)
+            verdict = verdict._replace(finished=(lane.name,))
+        if queue.where is not _READY:
+            self._poke(queue)
+        return verdict
+
+    def _apply(self, lane: _Lane, task: SyncTask, failure: Failure, now: float) -> Verdict:
+        kind = failure.kind
+        if lane.state is PlanState.CANCELLED:
+            task.state = transition("task", task.state, _CANCELLED)
+            return Verdict(task, _CANCELLED, failure.explain("cancelled the task with its plan"))
+        if kind is OutcomeKind.CANCELLED:
+            self._requeue(lane, task)
+            return Verdict(task, _PENDING, failure.explain("put the task back in its queue"))
+        if kind is OutcomeKind.RATE_LIMITED:
+            scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
+            wait = failure.retry_after
+            if wait is None:
+                wait = self._window_of(scope) or self.default_cooldown
+            self.limiter.freeze(scope, now + wait)
+            lane.freezes += 1
+            self._requeue(lane, task)
+            return Verdict(task, _PENDING, failure.explain(
+                f"froze {scope} for {wait:g}s and will retry the task without using an attempt"))
+        if kind is OutcomeKind.QUOTA:
+            scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
+            until = now + failure.retry_after if failure.retry_after is not None else None
+            if until is None:
+                reset = self.limiter.next_reset(scope, now)
+                until = reset if reset is not None and reset > now else now + self.quota_cooldown
+            self.limiter.freeze(scope, until)
+            lane.freezes += 1
+            self._requeue(lane, task)
+            return Verdict(task, _PENDING, failure.explain(
+                f"paused {scope} for {until - now:g}s until its quota resets and saved a checkpoint"),
+                checkpoint=True)
+        if kind.retryable:
+            task.attempt += 1
+            if lane.retry.should_retry(task.attempt):
+                delay = lane.retry.delay(task.attempt, failure.retry_after)
+                task.state = transition("task", task.state, _RETRY_WAIT)
+                heapq.heappush(lane.delayed, (now + delay, task.seq, task))
+                lane.retries += 1
+                return Verdict(task, _RETRY_WAIT, failure.explain(
+                    f"will retry in {delay:.2f}s (attempt {task.attempt + 1} of {lane.retry.attempts})"))
+            task.state = transition("task", task.state, _FAILED)
+            lane.failed += 1
+            return Verdict(task, _FAILED, failure.explain(
+                f"gave up after {task.attempt} attempts and marked the task failed"))
+        if kind is OutcomeKind.INVALID:
+            task.state = transition("task", task.state, _FAILED)
+            lane.failed += 1
+            return Verdict(task, _FAILED, failure.explain("marked the task failed; the plan goes on"))
+        # Fatal: the task is not to blame; it returns to pending and its plan (or all) stops.
+        self._requeue(lane, task)
+        lanes = list(self._lanes.values()) if lane.on_fatal == "stop_all" else [lane]
+        cancel: list[SyncTask] = []
+        stopped: list[str] = []
+        for other in lanes:
+            if other.state in (PlanState.RUNNING, PlanState.PAUSED):
+                other.state = transition(f"plan {other.name}", other.state, PlanState.FAILED)
+                cancel.extend(other.running)
+                stopped.append(other.name)
+        what = "stopped every plan" if lane.on_fatal == "stop_all" else f"stopped plan {lane.name}"
+        return Verdict(task, _PENDING, failure.explain(f"{what} gracefully, keeping finished work"),
+                       cancel=tuple(cancel), stopped=tuple(stopped))
+
+    def _requeue(self, lane: _Lane, task: SyncTask) -> None:
+        task.state = transition("task", task.state, _PENDING)
+        heapq.heappush(lane.ready, (task.seq, task))
+
+    def _window_of(self, scope: str) -> float | None:
+        windows = [lim.per for lim in self.limiter.limits(scope) if hasattr(lim, "per")]
+        return min(windows) if windows else None
+
+    # --- looking in ----------------------------------------------------------------------
+    def plan_state(self, name: str) -> PlanState:
+        return self._lane(name).state
+
+    def stats(self, name: str) -> PlanStats:
+        return self._lane(name).stats()
+
+    def all_stats(self) -> list[PlanStats]:
+        return [lane.stats() for lane in self._lanes.values()]
+
+    def in_flight(self, name: str | None = None) -> list[SyncTask]:
+        if name is None:
+            return list(self._in_flight)
+        return list(self._lane(name).running)
+
+    def plans(self) -> list[str]:
+        return list(self._lanes)
+
+    def queue_state(self, dataset: str) -> str:
+        """Where the dataset's queue is: "ready", "sleeping", "parked" or "idle"."""
+        return self._queues[dataset].where
+
+    def _lane(self, name: str) -> _Lane:
+        lane = self._lanes.get(name)
+        if lane is None:
+            raise UnknownPlan(f"no plan named {name!r} is known to the scheduler")
+        return lane
+
+    def _forget(self, lane: _Lane) -> None:
+        lane.queue.lanes.remove(lane)
+        if self._lanes.get(lane.name) is lane:
+            del self._lanes[lane.name]
+

@@ -1,0 +1,33 @@
+"""The public API is exactly what ``synctask.__all__`` lists; changing it is a deliberate act."""
+
+import synctask
+
+EXPECTED = {
+    "Concurrency", "Dataset", "Decision", "ErrorRule", "Failure", "Gate", "IllegalTransition",
+    "LimitError", "Limiter", "OutcomeKind", "ParamGrid", "PlanFile", "PlanFileError", "PlanState",
+    "PlanStats", "Problem", "Quota", "RetryPolicy", "Run", "RunState", "Schedule", "Scheduler",
+    "Secret", "SyncError", "SyncPlan", "SyncTask", "TaskFailed", "TaskState", "UnknownPlan",
+    "Vendor", "Verdict", "classify", "load_plan_file", "parse_plan_text", "parse_retry_after",
+    "parse_schedule", "task_id",
+}
+
+
+def test_public_api_is_pinned():
+    assert set(synctask.__all__) == EXPECTED
+
+
+def test_every_exported_name_exists_and_is_documented():
+    for name in synctask.__all__:
+        member = getattr(synctask, name)
+        assert member.__doc__, f"{name} has no docstring"
+
+
+def test_every_error_derives_from_sync_error():
+    for name in ("PlanFileError", "IllegalTransition", "LimitError", "UnknownPlan", "TaskFailed"):
+        assert issubclass(getattr(synctask, name), synctask.SyncError)
+
+
+def test_package_is_typed():
+    from importlib.resources import files
+
+    assert files("synctask").joinpath("py.typed").is_file()

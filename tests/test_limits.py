@@ -1,0 +1,281 @@
+"""The limiter: exact admission instants, no window ever over its quota, the allowance used fully."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import defaultdict
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synctask import Concurrency, LimitError, Limiter, Quota
+
+
+def over_limit_windows(sends: list[tuple[float, int]], quota: Quota) -> int:
+    """How many windows of ``quota`` hold more than its rate (sends sorted by time)."""
+    if quota.clock:
+        per_window: dict[int, int] = defaultdict(int)
+        for t, w in sends:
+            per_window[math.floor(t / quota.per)] += w
+        return sum(1 for total in per_window.values() if total > quota.rate)
+    times = [t for t, _ in sends]
+    prefix = [0]
+    for _, w in sends:
+        prefix.append(prefix[-1] + w)
+    bad = 0
+    for i, (t, _) in enumerate(sends):
+        # The window (t - per, t]: the worst window ending at a send.
+        end = bisect_right(times, t)
+        start = bisect_right(times, t - quota.per)
+        if prefix[end] - prefix[start] > quota.rate:
+            bad += 1
+    return bad
+
+
+def test_sliding_window_admits_rate_then_waits_exactly_one_window():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(3, 10.0)])
+    gate = limiter.gate(["s"])
+    assert [gate.try_acquire(1, 0.0) for _ in range(3)] == [None, None, None]
+    assert gate.try_acquire(1, 0.0) == 10.0
+    assert gate.try_acquire(1, 9.999) == 10.0
+    assert gate.try_acquire(1, 10.0) is None
+
+
+def test_sliding_window_frees_weight_in_send_order():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(10, 1.0)])
+    gate = limiter.gate(["s"], max_weight=6)
+    assert gate.try_acquire(4, 0.0) is None
+    assert gate.try_acquire(4, 0.5) is None
+    # 8 used; a weight of 6 needs 4 freed: the first send leaves at 1.0.
+    assert gate.earliest(6, 0.6) == 1.0
+    # a weight of 10 needs both gone: 1.5.
+    limiter2 = Limiter()
+    limiter2.configure("s", [Quota(10, 1.0)])
+    gate2 = limiter2.gate(["s"], max_weight=10)
+    gate2.try_acquire(4, 0.0)
+    gate2.try_acquire(4, 0.5)
+    assert gate2.earliest(10, 0.6) == 1.5
+
+
+def test_clock_window_resets_on_the_boundary():
+    limiter = Limiter()
+    limiter.configure("c", [Quota(2, 60.0, clock=True)])
+    gate = limiter.gate(["c"])
+    assert gate.try_acquire(1, 59.0) is None
+    assert gate.try_acquire(1, 59.5) is None
+    assert gate.try_acquire(1, 59.9) == 60.0
+    assert gate.try_acquire(1, 60.0) is None  # a new minute: full quota again
+
+
+def test_daily_clock_window_resets_at_local_midnight():
+    limiter = Limiter()
+    limiter.configure("d", [Quota(1, 86400.0, clock=True, tz="Asia/Shanghai")])
+    gate = limiter.gate(["d"])
+    # 2026-11-25 12:00 UTC is 20:00 in Shanghai; the next local midnight is 16:00 UTC.
+    noon_utc = 1795608000.0
+    assert gate.try_acquire(1, noon_utc) is None
+    assert gate.try_acquire(1, noon_utc + 1) == noon_utc + 4 * 3600
+
+
+def test_scopes_are_reserved_together_or_not_at_all():
+    limiter = Limiter()
+    limiter.configure("vendor", [Quota(1, 10.0)])
+    limiter.configure("dataset", [Quota(5, 10.0)])
+    both = limiter.gate(["vendor", "dataset"])
+    only_dataset = limiter.gate(["dataset"])
+    assert both.try_acquire(1, 0.0) is None
+    assert both.try_acquire(1, 1.0) == 10.0  # the vendor blocks ...
+    assert limiter.usage("dataset", 1.0)[0][1] == 1  # ... and the dataset was not charged
+    for _ in range(4):
+        assert only_dataset.try_acquire(1, 1.0) is None
+    assert only_dataset.try_acquire(1, 1.0) == 10.0
+
+
+def test_concurrency_cap_waits_for_a_release_not_for_time():
+    limiter = Limiter()
+    limiter.configure("c", [Concurrency(2)])
+    gate = limiter.gate(["c"])
+    assert gate.try_acquire(1, 0.0) is None
+    assert gate.try_acquire(1, 0.0) is None
+    assert gate.try_acquire(1, 0.0) == math.inf
+    gate.release()
+    assert gate.try_acquire(1, 0.0) is None
+
+
+def test_freeze_blocks_until_its_end_then_limits_apply_again():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(1, 1.0)])
+    gate = limiter.gate(["s"])
+    limiter.freeze("s", 30.0)
+    assert gate.try_acquire(1, 0.0) == 30.0
+    assert limiter.frozen_until("s", 10.0) == 30.0
+    assert gate.try_acquire(1, 30.0) is None
+    assert limiter.frozen_until("s", 30.0) is None
+    limiter.freeze("s", 5.0)  # an earlier freeze never shortens a longer one
+    limiter.freeze("s", 40.0)
+    limiter.freeze("s", 35.0)
+    assert gate.earliest(1, 31.0) == 40.0
+
+
+def test_observe_raises_our_count_to_the_vendors_never_lowers_it():
+    limiter = Limiter()
+    limiter.configure("b", [Quota(1200, 60.0, clock=True)])
+    gate = limiter.gate(["b"])
+    gate.try_acquire(1, 0.0)
+    limiter.observe("b", 1199, 1.0, per=60.0)
+    assert gate.try_acquire(1, 1.0) is None
+    assert gate.try_acquire(1, 1.0) == 60.0
+    limiter.observe("b", 10, 2.0)  # lower than ours: ignored
+    assert limiter.usage("b", 2.0)[0][1] == 1200
+
+
+def test_observe_on_a_sliding_window_counts_the_difference_now():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(10, 10.0)])
+    gate = limiter.gate(["s"])
+    gate.try_acquire(1, 0.0)
+    limiter.observe("s", 10, 5.0)
+    assert gate.earliest(1, 5.0) == 10.0  # our own send leaves first
+    gate.try_acquire(1, 10.0)
+    assert gate.earliest(1, 10.0) == 15.0  # then the observed weight at 5.0
+
+
+def test_weight_above_a_quota_is_refused_when_the_gate_is_made():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(5, 1.0)])
+    with pytest.raises(LimitError, match="weight 6 can never fit"):
+        limiter.gate(["s"], max_weight=6)
+
+
+def test_reconfiguring_keeps_usage_of_unchanged_limits():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(2, 10.0), Quota(100, 86400.0)])
+    gate = limiter.gate(["s"])
+    gate.try_acquire(1, 0.0)
+    gate.try_acquire(1, 0.0)
+    limiter.configure("s", [Quota(2, 10.0), Concurrency(3)])
+    assert limiter.gate(["s"]).earliest(1, 1.0) == 10.0
+
+
+def test_long_window_usage_survives_export_and_restore():
+    first = Limiter()
+    first.configure("d", [Quota(100, 86400.0), Quota(50, 86400.0, clock=True), Quota(5, 1.0)])
+    gate = first.gate(["d"])
+    for i in range(40):
+        assert gate.try_acquire(1, 1000.0 + i * 2) is None
+    records = first.export_usage(2000.0)
+    assert {r["per"] for r in records} == {86400.0}  # short windows are not worth saving
+
+    second = Limiter()
+    second.configure("d", [Quota(100, 86400.0), Quota(50, 86400.0, clock=True), Quota(5, 1.0)])
+    assert second.restore_usage(records, 2000.0) == 2
+    usage = {str(limit): used for limit, used in second.usage("d", 2000.0)}
+    assert usage["100 per 1d"] == 40
+    assert usage["50 per 1d (clock-aligned)"] == 40
+    gate2 = second.gate(["d"])
+    for i in range(10):
+        assert gate2.try_acquire(1, 2000.0 + i) is None
+    assert gate2.try_acquire(1, 2010.0) == 86400.0  # the daily clock window is full until midnight
+
+
+def test_restored_sliding_entries_never_expire_earlier_than_the_originals():
+    first = Limiter()
+    first.configure("d", [Quota(1, 86400.0)])
+    first.gate(["d"]).try_acquire(1, 100.25)
+    second = Limiter()
+    second.configure("d", [Quota(1, 86400.0)])
+    second.restore_usage(first.export_usage(200.0), 200.0)
+    assert second.gate(["d"]).earliest(1, 200.0) >= 100.25 + 86400.0
+
+
+# --- properties ------------------------------------------------------------------------
+
+quotas = st.builds(
+    Quota,
+    rate=st.integers(1, 20),
+    per=st.sampled_from([0.5, 1.0, 3.0, 10.0]),
+    clock=st.booleans(),
+)
+
+
+@given(
+    limits=st.dictionaries(st.sampled_from(["vendor", "dataset", "node"]), st.lists(quotas, min_size=1, max_size=3),
+                           min_size=1),
+    tasks=st.lists(
+        st.tuples(st.integers(1, 4), st.sets(st.sampled_from(["vendor", "dataset", "node"]), min_size=1),
+                  st.floats(0, 2.0)),
+        min_size=1, max_size=120,
+    ),
+)
+def test_no_window_ever_holds_more_than_its_quota(limits, tasks):
+    """Greedy callers send each task at the instant the limiter names; no window overflows."""
+    limiter = Limiter()
+    for scope, qs in limits.items():
+        limiter.configure(scope, qs)
+    sends: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    now = 0.0
+    for weight, scopes, pause in tasks:
+        scopes = sorted(scopes)
+        cap = min((q.rate for s in scopes for q in limits.get(s, [])), default=weight)
+        weight = min(weight, cap)
+        gate = limiter.gate(scopes, weight)
+        now += pause
+        when = gate.try_acquire(weight, now)
+        if when is not None:
+            assert when > now
+            now = when
+            assert gate.try_acquire(weight, now) is None, "admission must hold at the named instant"
+        for scope in scopes:
+            sends[scope].append((now, weight))
+    for scope, qs in limits.items():
+        for quota in qs:
+            assert over_limit_windows(sends[scope], quota) == 0, (scope, quota)
+
+
+@given(
+    rate=st.integers(500, 2000),  # weights up to 5 leave under 1% unusable
+    per=st.sampled_from([1.0, 10.0, 60.0]),
+    weights=st.lists(st.integers(1, 5), min_size=1, max_size=20),
+    clock=st.booleans(),
+)
+def test_long_runs_use_the_allowance_to_within_one_percent(rate, per, weights, clock):
+    limiter = Limiter()
+    quota = Quota(rate, per, clock=clock)
+    limiter.configure("s", [quota])
+    gate = limiter.gate(["s"], max_weight=5)
+    now, sent, windows = 0.0, 0, 100
+    horizon = windows * per
+    i = 0
+    while True:
+        w = weights[i % len(weights)]
+        i += 1
+        when = gate.try_acquire(w, now)
+        if when is not None:
+            now = when
+            if now >= horizon:
+                break
+            assert gate.try_acquire(w, now) is None
+        sent += w
+    assert sent <= rate * windows + rate  # never above (the first window starts full)
+    assert sent >= 0.99 * rate * windows
+
+
+def test_ten_thousand_tasks_take_the_theoretical_minimum():
+    """10,000 tasks under 1,000 per 10 s: the last one goes at exactly 90 s."""
+    limiter = Limiter()
+    limiter.configure("s", [Quota(1000, 10.0)])
+    gate = limiter.gate(["s"])
+    now = 0.0
+    sends = []
+    for _ in range(10_000):
+        when = gate.try_acquire(1, now)
+        if when is not None:
+            now = when
+            assert gate.try_acquire(1, now) is None
+        sends.append((now, 1))
+    assert now == 90.0
+    assert over_limit_windows(sends, Quota(1000, 10.0)) == 0
