@@ -130,7 +130,7 @@ _HAPPENED = {
 _USER_CAN = {
     OutcomeKind.NETWORK: "check the network or the vendor's status page if this persists",
     OutcomeKind.TIMEOUT: "raise the plan's timeout if the vendor is slow but healthy",
-    OutcomeKind.SERVER: "nothing, unless it persists; then check the vendor's status page",
+    OutcomeKind.SERVER: "if it persists, check the vendor's status page",
     OutcomeKind.RATE_LIMITED: "lower the configured limit if this happens often",
     OutcomeKind.QUOTA: "wait for the reset or raise the quota with the vendor",
     OutcomeKind.INVALID: "fix the task's parameters in the plan file",

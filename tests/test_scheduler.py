@@ -1,0 +1,413 @@
+"""The scheduler: fair dispatch, priorities, retries, freezes and control ops, with a fake clock."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from synctask import (
+    Concurrency,
+    Failure,
+    IllegalTransition,
+    Limiter,
+    OutcomeKind,
+    PlanState,
+    Quota,
+    RetryPolicy,
+    Scheduler,
+    TaskState,
+    UnknownPlan,
+    Vendor,
+)
+
+from .conftest import dataset, make_plan, run_until_idle
+
+
+def scheduler_with(*datasets, vendor=None):
+    sched = Scheduler(Limiter())
+    for ds in datasets:
+        sched.add_dataset(ds, vendor)
+    return sched
+
+
+def test_a_plan_runs_every_task_once_in_grid_order():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 50))
+    sent, _ = run_until_idle(sched)
+    assert [t.params["i"] for _, t in sent] == list(range(50))
+    assert all(t.state is TaskState.DONE for _, t in sent)
+    assert sched.plan_state("p") is PlanState.COMPLETED
+    stats = sched.stats("p")
+    assert (stats.total, stats.done, stats.failed, stats.in_flight, stats.remaining) == (50, 50, 0, 0, 0)
+
+
+def test_dispatch_follows_the_limit_to_the_exact_instant():
+    sched = scheduler_with(dataset("d", limits=(Quota(10, 1.0),)))
+    sched.add_plan(make_plan("p", "d", 35))
+    sent, end = run_until_idle(sched)
+    times = Counter(t for t, _ in sent)
+    assert times == {0.0: 10, 1.0: 10, 2.0: 10, 3.0: 5}
+    assert end == 3.0
+
+
+def test_completion_is_reported_once_by_the_decision_or_the_verdict():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 2))
+    decision = sched.dispatch(0.0, 10)
+    verdicts = [sched.report(t, None, 0.0) for t in decision.tasks]
+    assert [v.finished for v in verdicts] == [(), ("p",)]
+    assert sched.dispatch(0.0, 10).finished == []
+
+
+def test_an_empty_plan_completes_at_the_next_dispatch():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 0))
+    assert sched.dispatch(0.0, 10).finished == ["p"]
+
+
+def test_higher_priority_first_then_plans_in_the_order_added():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("low", "d", 3, priority=1))
+    sched.add_plan(make_plan("high", "d", 3, priority=9))
+    sched.add_plan(make_plan("low2", "d", 3, priority=1))
+    sent, _ = run_until_idle(sched, slots=1)
+    assert [t.plan for _, t in sent] == ["high"] * 3 + ["low"] * 3 + ["low2"] * 3
+
+
+def test_round_robin_is_fair_across_ready_datasets():
+    sched = scheduler_with(dataset("a"), dataset("b"), dataset("c"))
+    for name in "abc":
+        sched.add_plan(make_plan(f"p{name}", name, 4))
+    decision = sched.dispatch(0.0, 6)
+    assert [t.plan for t in decision.tasks] == ["pa", "pb", "pc", "pa", "pb", "pc"]
+
+
+def test_frozen_dataset_does_not_delay_others():
+    sched = scheduler_with(dataset("slow", limits=(Quota(1, 60.0),)), dataset("fast", limits=(Quota(5, 1.0),)))
+    sched.add_plan(make_plan("s", "slow", 3))
+    sched.add_plan(make_plan("f", "fast", 20))
+    sched.freeze("dataset:slow", 1000.0)
+    sent, _ = run_until_idle(sched)
+    fast_times = [t for t, task in sent if task.plan == "f"]
+    assert fast_times == [float(i // 5) for i in range(20)]
+    slow_times = [t for t, task in sent if task.plan == "s"]
+    assert slow_times == [1000.0, 1060.0, 1120.0]
+
+
+def test_paused_plan_dispatches_nothing_while_others_keep_their_pace():
+    sched = scheduler_with(dataset("a", limits=(Quota(2, 1.0),)), dataset("b", limits=(Quota(2, 1.0),)))
+    sched.add_plan(make_plan("pa", "a", 10))
+    sched.add_plan(make_plan("pb", "b", 10))
+    sched.pause_plan("pa")
+    sent, end = run_until_idle(sched)
+    assert {t.plan for _, t in sent} == {"pb"}
+    assert [t for t, _ in sent] == [float(i // 2) for i in range(10)]
+    assert sched.plan_state("pa") is PlanState.PAUSED
+    sched.resume_plan("pa")
+    sent, _ = run_until_idle(sched, now=end)
+    assert [t.params["i"] for _, t in sent] == list(range(10))
+
+
+def test_stop_returns_in_flight_tasks_to_pending_and_start_continues():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 10))
+    running = sched.dispatch(0.0, 4).tasks
+    sched.report(running[0], None, 0.0)
+    to_cancel = sched.stop_plan("p")
+    assert set(to_cancel) == set(running[1:])
+    for task in to_cancel:
+        verdict = sched.report(task, Failure(OutcomeKind.CANCELLED), 0.0)
+        assert verdict.state is TaskState.PENDING
+    assert sched.dispatch(0.0, 10).tasks == []
+    sched.start_plan("p")
+    sent, _ = run_until_idle(sched)
+    assert [t.params["i"] for _, t in sent] == list(range(1, 10))  # the returned ones first, in order
+    assert sched.stats("p").done == 10
+
+
+def test_cancel_drops_pending_work_and_ends_the_run():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 10))
+    running = sched.dispatch(0.0, 2).tasks
+    assert set(sched.cancel_plan("p")) == set(running)
+    for task in running:
+        assert sched.report(task, Failure(OutcomeKind.CANCELLED), 0.0).state is TaskState.CANCELLED
+    assert sched.dispatch(0.0, 10).tasks == []
+    assert sched.plan_state("p") is PlanState.CANCELLED
+    with pytest.raises(IllegalTransition):
+        sched.pause_plan("p")
+
+
+def test_remove_forgets_the_plan_and_late_reports_are_harmless():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 10))
+    running = sched.dispatch(0.0, 3).tasks
+    sched.remove_plan("p")
+    with pytest.raises(UnknownPlan):
+        sched.stats("p")
+    for task in running:
+        sched.report(task, None, 0.0)  # the worker finished before it saw the cancel
+    sched.add_plan(make_plan("p", "d", 2))  # the name is free again
+    sent, _ = run_until_idle(sched)
+    assert len(sent) == 2
+
+
+def test_network_errors_retry_with_backoff_and_count_attempts():
+    sched = scheduler_with(dataset("d"))
+    policy = RetryPolicy(attempts=3, base=1.0, cap=4.0, jitter=False)
+    sched.add_plan(make_plan("p", "d", 1, retry=policy))
+    sent, _ = run_until_idle(sched, outcome=lambda t, now: Failure(OutcomeKind.NETWORK, "reset"))
+    assert [t for t, _ in sent] == [0.0, 1.0, 3.0]  # waits of 1 s then 2 s
+    stats = sched.stats("p")
+    assert (stats.failed, stats.retries, stats.done) == (1, 2, 0)
+    assert sent[-1][1].state is TaskState.FAILED
+
+
+def test_a_retry_goes_before_new_tasks_once_due():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 5, retry=RetryPolicy(attempts=2, base=1.0, cap=1.0, jitter=False)))
+    first = {"seen": False}
+
+    def fail_first(task, now):
+        if task.params["i"] == 0 and not first["seen"]:
+            first["seen"] = True
+            return Failure(OutcomeKind.SERVER, status=503)
+        return None
+
+    sent, _ = run_until_idle(sched, slots=1, outcome=fail_first)
+    order = [(t, task.params["i"]) for t, task in sent]
+    assert order == [(0.0, 0), (0.0, 1), (0.0, 2), (0.0, 3), (0.0, 4), (1.0, 0)]
+
+
+def test_rate_limited_freezes_the_scope_and_does_not_use_an_attempt():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 1, retry=RetryPolicy(attempts=1)))
+    calls = []
+
+    def limited_twice(task, now):
+        calls.append(now)
+        if len(calls) <= 2:
+            return Failure(OutcomeKind.RATE_LIMITED, status=429, retry_after=7.0)
+        return None
+
+    sent, _ = run_until_idle(sched, outcome=limited_twice)
+    assert calls == [0.0, 7.0, 14.0]
+    assert sent[-1][1].state is TaskState.DONE and sent[-1][1].attempt == 0
+    assert sched.stats("p").freezes == 2
+
+
+def test_rate_limited_vendor_scope_freezes_every_dataset_of_the_vendor():
+    vendor = Vendor("v", "rest")
+    sched = scheduler_with(dataset("a"), dataset("b"), vendor=vendor)
+    sched.add_plan(make_plan("pa", "a", 1))
+    sched.add_plan(make_plan("pb", "b", 2))
+    task = sched.dispatch(0.0, 1).tasks[0]
+    verdict = sched.report(task, Failure(OutcomeKind.RATE_LIMITED, retry_after=30.0, scope="vendor"), 0.0)
+    assert "froze vendor:v for 30s" in verdict.message
+    decision = sched.dispatch(1.0, 10)
+    assert decision.tasks == [] and decision.wake_at == 30.0
+
+
+def test_rate_limited_without_retry_after_waits_one_window_of_the_scope():
+    sched = scheduler_with(dataset("d", limits=(Quota(100, 60.0), Quota(1000, 3600.0))))
+    sched.add_plan(make_plan("p", "d", 1))
+    task = sched.dispatch(0.0, 1).tasks[0]
+    sched.report(task, Failure(OutcomeKind.RATE_LIMITED), 0.0)
+    assert sched.dispatch(0.0, 1).wake_at == 60.0
+
+
+def test_quota_exhausted_pauses_the_dataset_until_its_window_resets_and_asks_for_a_checkpoint():
+    day = Quota(1000, 86400.0, clock=True)
+    sched = scheduler_with(dataset("d", limits=(day,)), dataset("other"))
+    sched.add_plan(make_plan("p", "d", 3))
+    sched.add_plan(make_plan("o", "other", 3))
+    task = sched.dispatch(100.0, 1).tasks[0]
+    verdict = sched.report(task, Failure(OutcomeKind.QUOTA, "每天最多访问该接口100次"), 100.0)
+    assert verdict.checkpoint and verdict.state is TaskState.PENDING
+    sent, _ = run_until_idle(sched, now=100.0)
+    times = {task.plan: t for t, task in sent}
+    assert times["o"] == 100.0
+    assert times["p"] == 86400.0  # the next UTC midnight
+
+
+def test_invalid_request_fails_the_task_and_the_plan_goes_on():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 5))
+
+    def bad_second(task, now):
+        return Failure(OutcomeKind.INVALID, "bad ts_code", status=400) if task.params["i"] == 1 else None
+
+    sent, _ = run_until_idle(sched, outcome=bad_second)
+    stats = sched.stats("p")
+    assert (stats.done, stats.failed) == (4, 1)
+    assert sched.plan_state("p") is PlanState.COMPLETED
+
+
+def test_fatal_error_stops_its_plan_gracefully_and_others_go_on():
+    sched = scheduler_with(dataset("a"), dataset("b"))
+    sched.add_plan(make_plan("pa", "a", 10))
+    sched.add_plan(make_plan("pb", "b", 10))
+    decision = sched.dispatch(0.0, 4)  # pa, pb, pa, pb
+    verdict = sched.report(decision.tasks[0], Failure(OutcomeKind.FATAL, "invalid token", status=401), 0.0)
+    assert verdict.stopped == ("pa",)
+    assert verdict.cancel == (decision.tasks[2],)
+    assert "check the credentials" in verdict.message
+    assert sched.plan_state("pa") is PlanState.FAILED
+    sched.report(decision.tasks[2], Failure(OutcomeKind.CANCELLED), 0.0)
+    sched.report(decision.tasks[1], None, 0.0)
+    sched.report(decision.tasks[3], None, 0.0)
+    sent, _ = run_until_idle(sched)
+    assert {t.plan for _, t in sent} == {"pb"}
+    assert sched.stats("pb").done == 10
+    # Fixing the credentials and starting again finishes the plan without losing a task.
+    sched.start_plan("pa")
+    sent, _ = run_until_idle(sched)
+    assert sorted(t.params["i"] for _, t in sent) == list(range(10))
+
+
+def test_fatal_with_stop_all_stops_every_plan():
+    sched = scheduler_with(dataset("a"), dataset("b"))
+    sched.add_plan(make_plan("pa", "a", 10, on_fatal="stop_all"))
+    sched.add_plan(make_plan("pb", "b", 10))
+    decision = sched.dispatch(0.0, 2)
+    verdict = sched.report(decision.tasks[0], Failure(OutcomeKind.FATAL), 0.0)
+    assert set(verdict.stopped) == {"pa", "pb"}
+    assert verdict.cancel == (decision.tasks[1],)
+
+
+def test_concurrency_cap_parks_the_queue_until_a_task_finishes():
+    sched = scheduler_with(dataset("d", limits=(Concurrency(2),)), dataset("free"))
+    sched.add_plan(make_plan("p", "d", 5))
+    sched.add_plan(make_plan("f", "free", 5))
+    first = sched.dispatch(0.0, 100).tasks
+    assert Counter(t.plan for t in first) == {"p": 2, "f": 5}
+    assert sched.queue_state("d") == "parked"
+    assert sched.dispatch(0.0, 100).tasks == []
+    sched.report(next(t for t in first if t.plan == "p"), None, 0.0)
+    assert [t.plan for t in sched.dispatch(0.0, 100).tasks] == ["p"]
+
+
+def test_skip_counts_already_done_tasks_without_running_them():
+    sched = scheduler_with(dataset("d"))
+    plan = make_plan("p", "d", 10)
+    done = {t.id for t in _tasks_of(plan) if t.params["i"] % 2 == 0}
+    sched.add_plan(plan, skip=done.__contains__)
+    sent, _ = run_until_idle(sched)
+    assert [t.params["i"] for _, t in sent] == [1, 3, 5, 7, 9]
+    stats = sched.stats("p")
+    assert (stats.skipped, stats.done, stats.remaining) == (5, 5, 0)
+
+
+def _tasks_of(plan):
+    from synctask import SyncTask
+
+    return [SyncTask(plan.name, p) for p in plan.params.bind()]
+
+
+def test_tasks_are_pulled_lazily_so_plan_size_costs_no_memory():
+    pulled = 0
+
+    def grid():
+        nonlocal pulled
+        for i in range(10_000_000):
+            pulled += 1
+            yield {"i": i}
+
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 1), params=grid())
+    decision = sched.dispatch(0.0, 100)
+    assert len(decision.tasks) == 100
+    assert pulled <= 101
+
+
+def test_control_ops_on_unknown_plans_raise_a_catchable_error():
+    sched = scheduler_with(dataset("d"))
+    for op in (sched.pause_plan, sched.resume_plan, sched.stop_plan, sched.cancel_plan, sched.remove_plan):
+        with pytest.raises(UnknownPlan, match="no plan named 'ghost'"):
+            op("ghost")
+
+
+def test_a_plan_cannot_start_twice_while_running():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 3))
+    with pytest.raises(ValueError, match="already running"):
+        sched.add_plan(make_plan("p", "d", 3))
+
+
+def test_reporting_a_task_twice_is_an_error():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 3))
+    task = sched.dispatch(0.0, 1).tasks[0]
+    sched.report(task, None, 0.0)
+    with pytest.raises(ValueError, match="not in flight"):
+        sched.report(task, None, 0.0)
+
+
+# --- properties ------------------------------------------------------------------------
+
+limit_sets = st.lists(
+    st.builds(Quota, rate=st.integers(1, 8), per=st.sampled_from([1.0, 2.5, 10.0]), clock=st.booleans()),
+    min_size=1, max_size=2,
+)
+
+
+@given(b_limits=limit_sets, a_limits=limit_sets, n=st.integers(1, 40),
+       disturbance=st.sampled_from(["freeze", "pause", "exhaust", "none"]))
+def test_no_queue_is_delayed_by_a_frozen_paused_or_exhausted_one(b_limits, a_limits, n, disturbance):
+    def b_times(with_a: bool) -> list[float]:
+        sched = Scheduler(Limiter())
+        sched.add_dataset(dataset("b", limits=tuple(b_limits)))
+        sched.add_plan(make_plan("pb", "b", n))
+        if with_a:
+            sched.add_dataset(dataset("a", limits=tuple(a_limits)))
+            sched.add_plan(make_plan("pa", "a", 50))
+            if disturbance == "freeze":
+                sched.freeze("dataset:a", 1e6)
+            elif disturbance == "pause":
+                sched.pause_plan("pa")
+            elif disturbance == "exhaust":
+                sched.freeze("dataset:a", 86400.0)
+        sent, _ = run_until_idle(sched, until=1e5)
+        return [t for t, task in sent if task.plan == "pb"]
+
+    assert b_times(True) == b_times(False)
+
+
+@given(priorities=st.lists(st.integers(0, 3), min_size=1, max_size=5), sizes=st.data())
+def test_priority_then_fifo_holds_for_any_mix_of_plans(priorities, sizes):
+    sched = scheduler_with(dataset("d"))
+    expected = []
+    for k, prio in enumerate(priorities):
+        n = sizes.draw(st.integers(0, 6))
+        sched.add_plan(make_plan(f"p{k}", "d", n, priority=prio))
+        expected += [(-prio, k, i) for i in range(n)]
+    sent, _ = run_until_idle(sched, slots=1)
+    got = [(-task.priority, int(task.plan[1:]), task.params["i"]) for _, task in sent]
+    assert got == sorted(expected)
+
+
+@given(outcomes=st.lists(st.sampled_from(list(OutcomeKind)), min_size=1, max_size=60))
+def test_every_task_ends_exactly_once_whatever_the_outcomes(outcomes):
+    """Random outcomes (fatal aside): each task ends done or failed once, never twice, none lost."""
+    sched = scheduler_with(dataset("d", limits=(Quota(3, 1.0),)))
+    sched.add_plan(make_plan("p", "d", 20, retry=RetryPolicy(attempts=3, base=0.5, cap=2.0)))
+    feed = iter(outcomes)
+    ended: Counter[int] = Counter()
+
+    def outcome(task, now):
+        kind = next(feed, OutcomeKind.OK)
+        if kind in (OutcomeKind.OK, OutcomeKind.FATAL, OutcomeKind.CANCELLED):
+            return None  # fatal stops plans and cancelled needs a stop; covered above
+        return Failure(kind, retry_after=1.0 if kind is OutcomeKind.RATE_LIMITED else None)
+
+    sent, _ = run_until_idle(sched, outcome=outcome)
+    for _, task in sent:
+        if task.state in (TaskState.DONE, TaskState.FAILED):
+            ended[task.params["i"]] += 1
+    assert sorted(ended) == list(range(20))
+    stats = sched.stats("p")
+    assert stats.done + stats.failed == 20
+    assert sched.plan_state("p") is PlanState.COMPLETED
