@@ -24,7 +24,7 @@ def test_status_codes_map_to_outcome_kinds(status, kind):
 @pytest.mark.parametrize("exc, kind", [
     (ConnectionResetError("reset"), OutcomeKind.NETWORK),
     (TimeoutError(), OutcomeKind.TIMEOUT),
-    (asyncio.TimeoutError(), OutcomeKind.TIMEOUT),
+    (TimeoutError(), OutcomeKind.TIMEOUT),
     (OSError("no route"), OutcomeKind.NETWORK),
     (asyncio.CancelledError(), OutcomeKind.CANCELLED),
     (KeyError("x"), OutcomeKind.FATAL),

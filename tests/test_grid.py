@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 from hypothesis import given
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from synctask import ParamGrid
 
-LOGICAL = datetime(2026, 11, 25, 18, 30, tzinfo=timezone.utc)
+LOGICAL = datetime(2026, 11, 25, 18, 30, tzinfo=UTC)
 
 
 def test_lists_and_a_date_range_make_a_cartesian_product_first_key_outermost():
@@ -55,7 +55,7 @@ def test_templates_resolve_on_the_logical_time():
     rows = list(grid)
     assert [r["window"] for r in rows] == [date(2026, 11, 23), date(2026, 11, 24)]
     assert rows[0]["trade_date"] == "20261124"
-    assert rows[0]["since"] == datetime(2026, 11, 25, 17, 30, tzinfo=timezone.utc)
+    assert rows[0]["since"] == datetime(2026, 11, 25, 17, 30, tzinfo=UTC)
     assert rows[0]["label"] == "run for 2026-11-25"
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from synctask import Concurrency, LimitError, Limiter, Quota
+from synctask import Concurrency, Limiter, LimitError, Quota
 
 
 def over_limit_windows(sends: list[tuple[float, int]], quota: Quota) -> int:
@@ -25,7 +25,7 @@ def over_limit_windows(sends: list[tuple[float, int]], quota: Quota) -> int:
     for _, w in sends:
         prefix.append(prefix[-1] + w)
     bad = 0
-    for i, (t, _) in enumerate(sends):
+    for t, _ in sends:
         # The window (t - per, t]: the worst window ending at a send.
         end = bisect_right(times, t)
         start = bisect_right(times, t - quota.per)
@@ -279,3 +279,25 @@ def test_ten_thousand_tasks_take_the_theoretical_minimum():
         sends.append((now, 1))
     assert now == 90.0
     assert over_limit_windows(sends, Quota(1000, 10.0)) == 0
+
+
+@given(
+    rates=st.dictionaries(st.sampled_from("abcd"), st.integers(1, 5), min_size=1),
+    attempts=st.lists(st.tuples(st.sets(st.sampled_from("abcd"), min_size=1), st.integers(1, 3),
+                                st.sampled_from([0.0, 0.3, 1.0])), min_size=1, max_size=60),
+)
+def test_a_task_on_several_scopes_is_counted_on_all_or_none(rates, attempts):
+    limiter = Limiter()
+    for scope, rate in rates.items():
+        limiter.configure(scope, [Quota(rate, 1.0)])
+    now = 0.0
+    for scopes, weight, step in attempts:
+        now += step
+        scopes = sorted(scopes)
+        weight = min([weight] + [rates[s] for s in scopes if s in rates])
+        gate = limiter.gate(scopes, weight)
+        before = {s: sum(u for _, u in limiter.usage(s, now)) for s in scopes}
+        admitted = gate.try_acquire(weight, now) is None
+        after = {s: sum(u for _, u in limiter.usage(s, now)) for s in scopes}
+        expected = weight if admitted else 0
+        assert all(after[s] - before[s] == (expected if s in rates else 0) for s in scopes)

@@ -1,13 +1,13 @@
 """Schedules: next due instants for every, cron with a time zone, at, manual."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from synctask import parse_schedule
 
-NOW = datetime(2026, 11, 25, 12, 7, tzinfo=timezone.utc)  # a Wednesday
+NOW = datetime(2026, 11, 25, 12, 7, tzinfo=UTC)  # a Wednesday
 
 
 def test_manual_is_never_due():
@@ -16,7 +16,7 @@ def test_manual_is_never_due():
 
 def test_every_is_aligned_on_the_clock():
     due = parse_schedule("every 1h").next_due(NOW)
-    assert due == datetime(2026, 11, 25, 13, 0, tzinfo=timezone.utc)
+    assert due == datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
 
 
 def test_cron_in_a_time_zone():
@@ -27,8 +27,8 @@ def test_cron_in_a_time_zone():
 
 def test_at_is_due_once():
     schedule = parse_schedule("at 2026-11-26T09:00")
-    assert schedule.next_due(NOW) == datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)
-    assert schedule.next_due(datetime(2026, 11, 27, tzinfo=timezone.utc)) is None
+    assert schedule.next_due(NOW) == datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+    assert schedule.next_due(datetime(2026, 11, 27, tzinfo=UTC)) is None
 
 
 @pytest.mark.parametrize("text, message", [

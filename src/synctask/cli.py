@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Optional
 
 import typer
@@ -62,7 +62,7 @@ def check(
 
 
 def _print_plans(plans: PlanFile, names: list[str]) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for plan in plans.plans:
         if plan.name not in names:
             continue

@@ -242,7 +242,8 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
                 ))
             else:
                 token = Secret(value, f"env {v.token.env}")
-        limits, node_limits = [], []
+        limits: list[Limit | None] = []
+        node_limits: list[Limit | None] = []
         for i, lim in enumerate(v.limits):
             if lim.scope == "dataset":
                 problems.append(Problem(f"{where}.limits[{i}].scope",
@@ -258,8 +259,10 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
         limits = []
         for i, lim in enumerate(d.limits):
             if lim.scope not in (None, "dataset"):
-                problems.append(Problem(f"{where}.limits[{i}].scope",
-                                        "a dataset limit applies to its dataset; put vendor or node limits under [vendors]"))
+                problems.append(Problem(
+                    f"{where}.limits[{i}].scope",
+                    "a dataset limit applies to its dataset; put vendor or node limits under [vendors]",
+                ))
             limits.append(_limit(lim, f"{where}.limits[{i}]", problems))
         sink = d.sink.model_dump() if d.sink else {}
         dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options)

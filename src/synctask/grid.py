@@ -21,7 +21,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Union
 
 from .units import UNITS, parse_duration
@@ -112,10 +112,10 @@ class Range:
 class _RangeSeq(Sequence[Any]):
     """A range as a lazy sequence: ``seq[i]`` is computed, nothing is stored."""
 
-    __slots__ = ("start", "step", "count", "fmt", "kind")
+    __slots__ = ("start", "step", "size", "fmt", "kind")
 
-    def __init__(self, start: Any, step: Any, count: int, fmt: str | None, kind: str) -> None:
-        self.start, self.step, self.count, self.fmt, self.kind = start, step, count, fmt, kind
+    def __init__(self, start: Any, step: Any, size: int, fmt: str | None, kind: str) -> None:
+        self.start, self.step, self.size, self.fmt, self.kind = start, step, size, fmt, kind
 
     @classmethod
     def make(cls, start: Any, end: Any, step: float | int, fmt: str | None) -> _RangeSeq:
@@ -134,13 +134,13 @@ class _RangeSeq(Sequence[Any]):
         return cls(start, timedelta(days=int(days)), count, fmt, "date")
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, index: int) -> Any:  # type: ignore[override]
-        if not -self.count <= index < self.count:
+        if not -self.size <= index < self.size:
             raise IndexError(index)
         if index < 0:
-            index += self.count
+            index += self.size
         value = self.start + self.step * index
         return value.strftime(self.fmt) if self.fmt and self.kind != "int" else value
 
@@ -170,7 +170,7 @@ class ParamGrid:
 
     def bind(self, logical_time: datetime | None = None) -> BoundGrid:
         """Resolve templates for a run whose logical time is ``logical_time`` (default: now, UTC)."""
-        when = logical_time or datetime.now(timezone.utc)
+        when = logical_time or datetime.now(UTC)
         keys: list[str] = []
         seqs: list[Sequence[Any]] = []
         for name, dim in self.dims.items():

@@ -27,7 +27,8 @@ import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time as dtime, timedelta
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any, Union
 from zoneinfo import ZoneInfo
 
@@ -88,9 +89,10 @@ class _Sliding:
     rounding can make the two disagree by one ulp; we honour the stricter. ``used`` is the
     weight still inside the window."""
 
-    __slots__ = ("spec", "rate", "span", "expiries", "weights", "used")
+    __slots__ = ("spec", "rate", "span", "expiries", "weights", "used", "last_sent")
 
     def __init__(self, spec: Quota, margin: float) -> None:
+        self.last_sent = -math.inf
         self.spec = spec
         self.rate = spec.rate
         self.span = spec.per + margin
@@ -120,16 +122,20 @@ class _Sliding:
         raise LimitError(f"weight {weight} can never fit in {self.spec}")  # pragma: no cover
 
     def add(self, weight: int, now: float) -> None:
+        self.used += weight
+        if now <= self.last_sent:
+            # The instant of the previous send (a burst; or a caller's clock that stepped back):
+            # one log entry, more weight, never an earlier expiry. That entry cannot have been
+            # evicted yet, since it expires after ``now``.
+            self.weights[-1] += weight
+            return
         span = self.span
         expiry = now + span
         while expiry - span < now:
             expiry = math.nextafter(expiry, math.inf)
-        if self.expiries and self.expiries[-1] == expiry:
-            self.weights[-1] += weight
-        else:
-            self.expiries.append(expiry)
-            self.weights.append(weight)
-        self.used += weight
+        self.expiries.append(expiry)
+        self.weights.append(weight)
+        self.last_sent = now
 
     def reset_time(self, now: float) -> float:
         self._evict(now)
@@ -246,7 +252,18 @@ class Gate:
 
     def try_acquire(self, weight: int, now: float) -> float | None:
         """Admit and count a task now (None), or return when it may go without counting anything."""
-        when = self.earliest(weight, now)
+        # ``earliest`` inlined: this runs once per dispatched task.
+        for scope in self.scopes:
+            if scope.frozen_until > now:
+                return self.earliest(weight, now)
+        for slot in self._slots:
+            if slot.active >= slot.cap:
+                return math.inf
+        when = now
+        for quota in self._quotas:
+            at = quota.earliest(weight, now)
+            if at > when:
+                when = at
         if when > now:
             return when
         for quota in self._quotas:
@@ -292,7 +309,7 @@ class Limiter:
                 kept = old_q.pop(limit, None)
                 quotas.append(kept or (_Clock(limit) if limit.clock else _Sliding(limit, self.margin)))
             elif isinstance(limit, Concurrency):
-                slots.append(old_c.pop(limit, None) or _Slots(limit))
+                slots.append(old_c.pop(limit) if limit in old_c else _Slots(limit))
             else:
                 raise LimitError(f"scope {scope!r}: not a limit: {limit!r}")
         state.quotas, state.slots = quotas, slots
@@ -444,3 +461,4 @@ def _merge_log(quota: _Sliding, entries: Iterable[Sequence[float]], now: float) 
         fresh.add(weight, sent)
     fresh._evict(now)
     quota.expiries, quota.weights, quota.used = fresh.expiries, fresh.weights, fresh.used
+    quota.last_sent = fresh.last_sent

@@ -178,9 +178,9 @@ class Dataset:
     def scopes(self, node: str | None = None) -> tuple[str, ...]:
         """The limiter scopes a request to this dataset draws on (node scope when on a node)."""
         scopes = (f"vendor:{self.vendor}", f"dataset:{self.name}")
-        if node is not None:
-            scopes += (f"node:{node}:vendor:{self.vendor}",)
-        return scopes
+        if node is None:
+            return scopes
+        return (*scopes, f"node:{node}:vendor:{self.vendor}")
 
 
 @dataclass(frozen=True)

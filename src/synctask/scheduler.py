@@ -186,14 +186,13 @@ class _Queue:
         self.sleep_token = 0
         self.paused = False
 
-    def head(self, now: float) -> tuple[_Lane, SyncTask] | None:
+    def head(self, now: float) -> _Lane | None:
+        """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), or None."""
         if self.paused:
             return None
         for lane in self.lanes:
-            if lane.state is _RUNNING_PLAN:
-                task = lane.head(now)
-                if task is not None:
-                    return lane, task
+            if lane.state is _RUNNING_PLAN and lane.head(now) is not None:
+                return lane
         return None
 
     def next_due(self) -> float | None:
@@ -344,16 +343,15 @@ class Scheduler:
         in_flight = self._in_flight
         while slots > 0 and ready:
             queue = ready.popleft()
-            found = queue.head(now)
-            if found is None:
+            lane = queue.head(now)
+            if lane is None:
                 self._rest(queue, queue.next_due())
                 continue
-            lane, task = found
             wake = queue.gate.try_acquire(queue.weight, now)
             if wake is not None:
                 self._rest(queue, wake)
                 continue
-            lane.take()
+            task = lane.take()
             task.state = transition("task", task.state, _RUNNING)
             lane.running.add(task)
             lane.dispatched += 1
