@@ -7,7 +7,14 @@ Every exception synctask raises derives from one root::
     ├── IllegalTransition    a task, plan or run was asked to change state in a way the table forbids
     ├── LimitError           a reservation can never be admitted (weight above a quota, unknown scope)
     ├── UnknownPlan          a control operation named a plan the scheduler does not know
-    └── TaskFailed           a task ended in a failure; carries its ``Failure``
+    ├── TaskFailed           a task ended in a failure; carries its ``Failure``
+    ├── JobFailed            a job's mini-tasks failed; lists which and why
+    └── TaskError            raised *by* Python tasks to say how they failed:
+        ├── RateLimited      the vendor said slow down (optional retry_after)
+        ├── QuotaExhausted   the window's quota is used up (optional retry_after)
+        ├── InvalidRequest   these parameters will never work
+        ├── TransientError   try again later (counts an attempt)
+        └── FatalError       nothing will work until a person acts (credentials, unknown api)
 
 A failed request is not an exception inside the engine: connectors and fetchers describe it as a
 ``Failure`` of one ``OutcomeKind``, and the scheduler decides what to do with it:
@@ -43,6 +50,13 @@ __all__ = [
     "LimitError",
     "UnknownPlan",
     "TaskFailed",
+    "JobFailed",
+    "TaskError",
+    "RateLimited",
+    "QuotaExhausted",
+    "InvalidRequest",
+    "TransientError",
+    "FatalError",
     "OutcomeKind",
     "Failure",
     "ErrorRule",
@@ -93,6 +107,17 @@ class LimitError(SyncError):
 
 class UnknownPlan(SyncError):
     """A plan name or id that is not (or no longer) known."""
+
+
+class JobFailed(SyncError):
+    """A job ended with failed mini-tasks; ``failures`` maps each task id to its explanation."""
+
+    def __init__(self, job: str, failures: dict[str, str], total: int) -> None:
+        self.job = job
+        self.failures = dict(failures)
+        shown = "; ".join(f"{tid}: {msg}" for tid, msg in list(self.failures.items())[:5])
+        more = f" (and {len(self.failures) - 5} more)" if len(self.failures) > 5 else ""
+        super().__init__(f"job {job}: {len(self.failures)} of {total} mini-tasks failed: {shown}{more}")
 
 
 class OutcomeKind(str, Enum):
@@ -162,6 +187,50 @@ class Failure:
         if self.detail:
             happened += f": {self.detail}"
         return f"{happened}; synctask {action}; {_USER_CAN[self.kind]}."
+
+
+class TaskError(SyncError):
+    """Raise a subclass from a Python task to tell synctask how it failed."""
+
+    kind: OutcomeKind = OutcomeKind.FATAL
+
+    def __init__(self, message: str = "", *, retry_after: float | None = None, scope: str | None = None) -> None:
+        self.retry_after = retry_after
+        self.scope = scope
+        super().__init__(message)
+
+    def to_failure(self) -> Failure:
+        return Failure(self.kind, str(self), None, self.retry_after, self.scope)
+
+
+class RateLimited(TaskError):
+    """The vendor rate-limited the request: freeze the scope, retry without using an attempt."""
+
+    kind = OutcomeKind.RATE_LIMITED
+
+
+class QuotaExhausted(TaskError):
+    """The vendor's quota for the window is used up: pause the dataset until it resets."""
+
+    kind = OutcomeKind.QUOTA
+
+
+class InvalidRequest(TaskError):
+    """These parameters will never work: fail the task, the plan goes on."""
+
+    kind = OutcomeKind.INVALID
+
+
+class TransientError(TaskError):
+    """A temporary failure: retry with backoff, counting an attempt."""
+
+    kind = OutcomeKind.SERVER
+
+
+class FatalError(TaskError):
+    """Nothing will work until a person acts: stop the plan gracefully."""
+
+    kind = OutcomeKind.FATAL
 
 
 class TaskFailed(SyncError):
@@ -238,6 +307,8 @@ def classify(
         if kind is None:
             kind = OutcomeKind.SERVER if status >= 500 else OutcomeKind.INVALID
         return Failure(kind, detail, status, retry_after)
+    if isinstance(exc, TaskError):
+        return exc.to_failure()
     if exc is not None:
         return Failure(_exception_kind(exc), detail or _describe(exc), None, retry_after)
     return Failure(OutcomeKind.FATAL, detail or "no status and no exception to classify")

@@ -118,7 +118,7 @@ PLAN_TRANSITIONS: Mapping[PlanState, frozenset[PlanState]] = {
     _P.PAUSED: frozenset({_P.RUNNING, _P.STOPPED, _P.CANCELLED, _P.FAILED}),
     _P.STOPPED: frozenset({_P.RUNNING, _P.CANCELLED}),
     _P.COMPLETED: frozenset({_P.RUNNING, _P.IDLE}),
-    _P.FAILED: frozenset({_P.RUNNING, _P.IDLE}),
+    _P.FAILED: frozenset({_P.RUNNING, _P.IDLE, _P.CANCELLED}),
     _P.CANCELLED: frozenset({_P.RUNNING, _P.IDLE}),
 }
 
@@ -198,9 +198,10 @@ class SyncPlan:
 
 
 class SyncTask:
-    """One request with concrete parameters. ``id`` is derived from plan + parameters."""
+    """One request with concrete parameters. ``id`` is derived from plan + parameters (+ the run's
+    logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
-    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "_id")
+    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "_id")
 
     def __init__(
         self,
@@ -209,8 +210,10 @@ class SyncTask:
         priority: int = 0,
         timeout: float | None = None,
         seq: int = 0,
+        run_key: str | None = None,
     ) -> None:
         self.plan = plan
+        self.run_key = run_key
         self.params = params
         self.priority = priority
         self.timeout = timeout
@@ -222,7 +225,7 @@ class SyncTask:
     @property
     def id(self) -> str:
         if self._id is None:
-            self._id = task_id(self.plan, self.params)
+            self._id = task_id(self.plan if self.run_key is None else f"{self.plan}@{self.run_key}", self.params)
         return self._id
 
     def move(self, to: TaskState) -> None:

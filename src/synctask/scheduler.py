@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from .errors import Failure, OutcomeKind, UnknownPlan
-from .limits import Gate, Limiter
+from .limits import Gate, Limiter, Quota
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
 from .retry import RetryPolicy
 
@@ -68,6 +68,7 @@ class Verdict(NamedTuple):
     checkpoint: bool = False
     finished: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
+    frozen: tuple[str, float, bool] | None = None  # (scope, until, is a new freeze) after a freeze
 
 
 @dataclass(frozen=True)
@@ -98,11 +99,12 @@ class _Lane:
 
     __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "skip", "ready",
                  "delayed", "running", "state", "total", "done", "failed", "skipped", "retries",
-                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh")
+                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "run_key")
 
     def __init__(self, plan: SyncPlan, queue: _Queue, order: int, params: Iterable[Mapping[str, Any]],
-                 total: int | None, skip: Callable[[str], bool] | None) -> None:
+                 total: int | None, skip: Callable[[str], bool] | None, run_key: str | None = None) -> None:
         self.plan = plan
+        self.run_key = run_key
         self.name = plan.name
         self.priority = plan.priority
         self.order = order
@@ -139,7 +141,7 @@ class _Lane:
             return None
         plan, skip, priority, timeout = self.name, self.skip, self.priority, self.plan.timeout
         for params in cursor:
-            task = SyncTask(plan, params, priority, timeout, self.next_seq)
+            task = SyncTask(plan, params, priority, timeout, self.next_seq, self.run_key)
             self.next_seq += 1
             if skip is not None and skip(task.id):
                 self.skipped += 1
@@ -241,11 +243,27 @@ class Scheduler:
         gate = self.limiter.gate(scopes, dataset.weight)
         self._queues[dataset.name] = _Queue(dataset, gate, scopes)
 
+    def remove_dataset(self, name: str) -> None:
+        """Forget a dataset's queue; its plans must be removed first."""
+        queue = self._queues.get(name)
+        if queue is None:
+            return
+        if queue.lanes:
+            raise ValueError(f"dataset {name!r} still has plans: {[lane.name for lane in queue.lanes]}")
+        if queue.where is _PARKED:
+            self._parked.remove(queue)
+        elif queue.where is _READY:
+            self._ready.remove(queue)
+        queue.where = _IDLE
+        queue.sleep_token = -1
+        del self._queues[name]
+
     def add_plan(self, plan: SyncPlan, params: Iterable[Mapping[str, Any]] | None = None, *,
                  logical_time: datetime | None = None, skip: Callable[[str], bool] | None = None,
-                 paused: bool = False) -> None:
+                 paused: bool = False, run_key: str | None = None) -> None:
         """Start a run of ``plan``: its tasks come lazily from ``params`` (default: its grid bound
-        to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped)."""
+        to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped);
+        ``run_key`` goes into task ids so each scheduled run's tasks are new work."""
         queue = self._queues.get(plan.dataset)
         if queue is None:
             raise UnknownPlan(f"plan {plan.name!r} uses dataset {plan.dataset!r}, which was not added")
@@ -261,7 +279,7 @@ class Scheduler:
         elif hasattr(params, "__len__"):
             total = len(params)  # type: ignore[arg-type]
         self._order += 1
-        lane = _Lane(plan, queue, self._order, params, total, skip)
+        lane = _Lane(plan, queue, self._order, params, total, skip, run_key)
         queue.lanes.append(lane)
         queue.lanes.sort(key=lambda ln: (-ln.priority, ln.order))
         self._lanes[plan.name] = lane
@@ -309,7 +327,10 @@ class Scheduler:
     def remove_plan(self, name: str) -> list[SyncTask]:
         """Cancel the plan and forget it; returns in-flight tasks to cancel."""
         lane = self._lane(name)
-        running = self.cancel_plan(name) if lane.state is not PlanState.CANCELLED else list(lane.running)
+        if lane.state in (PlanState.COMPLETED, PlanState.CANCELLED):
+            running = list(lane.running)
+        else:
+            running = self.cancel_plan(name)
         self._forget(lane)
         return running
 
@@ -449,23 +470,28 @@ class Scheduler:
             wait = failure.retry_after
             if wait is None:
                 wait = self._window_of(scope) or self.default_cooldown
+            already = self.limiter.frozen_until(scope, now)
             self.limiter.freeze(scope, now + wait)
-            lane.freezes += 1
+            if already is None:
+                lane.freezes += 1  # answers to requests already in flight are the same freeze
             self._requeue(lane, task)
             return Verdict(task, _PENDING, failure.explain(
-                f"froze {scope} for {wait:g}s and will retry the task without using an attempt"))
+                f"froze {scope} for {wait:g}s and will retry the task without using an attempt"),
+                frozen=(scope, now + wait, already is None))
         if kind is OutcomeKind.QUOTA:
             scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
             until = now + failure.retry_after if failure.retry_after is not None else None
             if until is None:
                 reset = self.limiter.next_reset(scope, now)
                 until = reset if reset is not None and reset > now else now + self.quota_cooldown
+            already = self.limiter.frozen_until(scope, now)
+            if already is None:
+                lane.freezes += 1
             self.limiter.freeze(scope, until)
-            lane.freezes += 1
             self._requeue(lane, task)
             return Verdict(task, _PENDING, failure.explain(
                 f"paused {scope} for {until - now:g}s until its quota resets and saved a checkpoint"),
-                checkpoint=True)
+                checkpoint=True, frozen=(scope, until, already is None))
         if kind.retryable:
             task.attempt += 1
             if lane.retry.should_retry(task.attempt):
@@ -502,7 +528,7 @@ class Scheduler:
         heapq.heappush(lane.ready, (task.seq, task))
 
     def _window_of(self, scope: str) -> float | None:
-        windows = [lim.per for lim in self.limiter.limits(scope) if hasattr(lim, "per")]
+        windows = [lim.per for lim in self.limiter.limits(scope) if isinstance(lim, Quota)]
         return min(windows) if windows else None
 
     # --- looking in ----------------------------------------------------------------------
@@ -522,6 +548,17 @@ class Scheduler:
 
     def plans(self) -> list[str]:
         return list(self._lanes)
+
+    def has_plan(self, name: str) -> bool:
+        return name in self._lanes
+
+    def allowed_rate(self, dataset: str) -> float | None:
+        """Tasks per second the dataset's quotas allow at most (None: no quota applies)."""
+        queue = self._queues[dataset]
+        rates = [lim.rate / lim.per / queue.weight
+                 for scope in queue.scopes.values() for lim in self.limiter.limits(scope)
+                 if isinstance(lim, Quota)]
+        return min(rates) if rates else None
 
     def queue_state(self, dataset: str) -> str:
         """Where the dataset's queue is: "ready", "sleeping", "parked" or "idle"."""

@@ -1,0 +1,94 @@
+"""Live progress for the commands: a rich table on a terminal, plain lines anywhere else.
+
+It reads ``Progress`` snapshots on a timer; it never touches the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .executor import RunSummary, SyncTaskExecutor
+from .progress import PlanProgress
+
+__all__ = ["ProgressDisplay", "summary_table", "format_eta"]
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def _state(p: PlanProgress, now: float) -> str:
+    if p.frozen_until is not None and p.frozen_until > now and p.state == "running":
+        until = datetime.fromtimestamp(p.frozen_until).strftime("%H:%M:%S")
+        return f"frozen until {until}"
+    return p.state
+
+
+class ProgressDisplay:
+    """Shows every plan's progress until stopped; ``plain`` forces periodic text lines."""
+
+    def __init__(self, executor: SyncTaskExecutor, console: Console, *, plain: bool | None = None,
+                 interval: float | None = None) -> None:
+        self.executor = executor
+        self.console = console
+        self.plain = (not console.is_terminal) if plain is None else plain
+        self.interval = interval if interval is not None else (5.0 if self.plain else 0.25)
+
+    def table(self) -> Table:
+        now = time.time()
+        table = Table(expand=False)
+        for column in ("plan", "state", "done/total", "failed", "rate/s", "ETA", "retries", "freezes", "in flight"):
+            table.add_column(column, justify="left" if column in ("plan", "state") else "right")
+        for name in list(self.executor.progress.plans):
+            p = self.executor.progress.snapshot(name, now)
+            total = "?" if p.total is None else f"{p.total:,}"
+            table.add_row(name, _state(p, now), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}",
+                          f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes), str(p.in_flight))
+        return table
+
+    def lines(self) -> list[str]:
+        now = time.time()
+        out = []
+        for name in list(self.executor.progress.plans):
+            p = self.executor.progress.snapshot(name, now)
+            total = "?" if p.total is None else f"{p.total}"
+            out.append(f"{name}: {_state(p, now)}, {p.done + p.skipped}/{total} done, {p.failed} failed, "
+                       f"{p.rate:.1f}/s, ETA {format_eta(p.eta)}, {p.retries} retries, {p.freezes} freezes")
+        return out
+
+    async def run_until(self, task: asyncio.Task[RunSummary]) -> RunSummary:
+        """Refresh while ``task`` (the executor's run) goes on; return its result."""
+        if self.plain:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self.interval)
+                for line in self.lines():
+                    self.console.print(line, markup=False, highlight=False)
+            return task.result()
+        with Live(self.table(), console=self.console, refresh_per_second=4, transient=False) as live:
+            while not task.done():
+                await asyncio.wait({task}, timeout=self.interval)
+                live.update(self.table())
+        return task.result()
+
+
+def summary_table(summary: RunSummary) -> Table:
+    table = Table(title="Summary", title_justify="left")
+    for column in ("plan", "state", "done", "skipped", "failed", "rows", "retries", "freezes"):
+        table.add_column(column, justify="left" if column in ("plan", "state") else "right")
+    for name, s in summary.plans.items():
+        table.add_row(name, s["state"], f"{s['done']:,}", f"{s['skipped']:,}", f"{s['failed']:,}",
+                      f"{s['rows']:,}", str(s["retries"]), str(s["freezes"]))
+    return table

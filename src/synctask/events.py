@@ -1,0 +1,53 @@
+"""Frozen event objects the executor emits; progress displays, logs and client code observe them.
+
+Events never carry secrets: messages come from ``Failure.explain``, whose details connectors redact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent"]
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float  # epoch seconds
+    plan: str
+
+
+@dataclass(frozen=True)
+class TaskEvent(Event):
+    """A task started or ended. ``kind``: started, done, failed, retry, requeued, cancelled."""
+
+    kind: str
+    task_id: str
+    message: str | None = None
+    rows: int = 0
+
+
+@dataclass(frozen=True)
+class PlanEvent(Event):
+    """A plan's run changed state (running, paused, stopped, completed, failed, cancelled...)."""
+
+    state: str
+    run_id: str | None = None
+    total: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class FreezeEvent(Event):
+    """A scope stopped admitting requests until ``until`` (a rate limit or an exhausted quota)."""
+
+    scope: str
+    until: float
+    message: str
+    new: bool = True  # False: an answer to a request already in flight extended the same freeze
+
+
+@dataclass(frozen=True)
+class SkipEvent(Event):
+    """``count`` more tasks of the plan were already done in an earlier run and were skipped."""
+
+    count: int

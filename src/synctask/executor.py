@@ -1,0 +1,650 @@
+"""SyncTaskExecutor: carries out the scheduler's decisions with real time and real workers.
+
+Theory of operation. One loop owns all decisions. Each turn it starts plans that are due, asks
+the scheduler for as many tasks as there are free worker slots, launches each in its own asyncio
+task (with its timeout), and then sleeps until the next thing that can change the answer: the
+instant the scheduler names (a limit admits, a retry is due, a freeze ends), the next scheduled
+plan, or a wake-up from a finished task or a control op. It never polls.
+
+A worker fetches, writes the rows to the dataset's sink (which returns only once they are
+durable), and only then reports the outcome to the scheduler and buffers the record for the
+store; a background flush writes records in batches. Control ops act on one plan through the
+scheduler and cancel only that plan's asyncio tasks, so other plans keep their pace.
+
+Shutdown: the first SIGINT/SIGTERM stops dispatching and gives in-flight tasks ``grace`` seconds;
+the rest are cancelled (they return to pending), the store is flushed, long-window quota usage
+and the runs' states are saved. A second signal cancels at once and still saves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import PlanFile
+from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
+from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
+from .fetchers import Fetcher, PythonFetcher, resolve_callable
+from .grid import ParamGrid
+from .limits import Limit, Limiter
+from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
+from .progress import Progress
+from .retry import RetryPolicy
+from .schedule import parse_schedule
+from .scheduler import Scheduler, Verdict
+from .sinks import Sink, open_sink
+from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
+
+__all__ = ["SyncTaskExecutor", "RunSummary"]
+
+_EVENT_BUFFER = 10_000
+
+
+@dataclass
+class RunSummary:
+    """What ``run()`` did: per plan counts, whether it was interrupted, what to type to resume."""
+
+    interrupted: bool = False
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Run:
+    id: str
+    plan: str
+    logical_time: datetime
+
+
+class SyncTaskExecutor:
+    """The engine: plans in, tasks run under exact limits, outcomes recorded durably.
+
+    ``workers`` is the number of concurrent task slots (``set_workers`` changes it while running);
+    ``store`` (or ``state``, a SQLite path) keeps outcomes; ``grace`` is how long in-flight tasks
+    may finish after the first interrupt.
+    """
+
+    def __init__(
+        self,
+        plans: PlanFile | None = None,
+        *,
+        workers: int = 16,
+        store: Store | None = None,
+        state: str | Path | None = None,
+        base_dir: str | Path | None = None,
+        grace: float = 10.0,
+        flush_interval: float = 0.2,
+        node: str | None = None,
+        margin: float = 0.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.limiter = Limiter(margin=margin)
+        self.scheduler = Scheduler(self.limiter, node=node)
+        self.store: Store = store if store is not None else (SQLiteStore(state) if state else MemoryStore())
+        self.progress = Progress()
+        self.base_dir = Path(base_dir) if base_dir else Path.cwd()
+        self.grace = grace
+        self.flush_interval = flush_interval
+        self._workers = workers
+        self._vendors: dict[str, Vendor] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._fetchers: dict[str, Fetcher] = {}
+        self._sinks: dict[str, Sink] = {}
+        self._plans: dict[str, SyncPlan] = {}
+        self._due: dict[str, datetime] = {}
+        self._runs: dict[str, _Run] = {}
+        self._active: dict[SyncTask, asyncio.Task[None]] = {}
+        self._subscribers: list[asyncio.Queue[Event]] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._interrupts = 0
+        self._epoch: float | None = None
+        self._running = False
+        self._job_results: dict[str, dict[int, Any]] = {}
+        self._job_failures: dict[str, dict[str, str]] = {}
+        self._run_done: dict[str, asyncio.Future[str]] = {}
+        self._usage_restored = False
+        if plans is not None:
+            self.load(plans)
+
+    # --- setup ---------------------------------------------------------------------------
+    def load(self, plans: PlanFile, *, start: bool = True, only: Sequence[str] | None = None) -> None:
+        """Register a plan file's vendors, datasets and plans (``only``: these plans)."""
+        for vendor in plans.vendors.values():
+            self.add_vendor(vendor)
+        for dataset in plans.datasets.values():
+            self.add_dataset(dataset)
+        for plan in plans.plans:
+            if only is None or plan.name in only:
+                self.add_plan(plan, start=start)
+
+    def add_vendor(self, vendor: Vendor) -> None:
+        self._vendors[vendor.name] = vendor
+
+    def add_dataset(self, dataset: Dataset, *, fetch: Callable[..., Any] | Fetcher | None = None,
+                    sink: Sink | None = None) -> None:
+        """Register a dataset with how its tasks run (``fetch``: a callable or a Fetcher; default
+        from a ``python:`` api or connector) and where rows go (default: its ``sink`` table)."""
+        vendor = self._vendors.get(dataset.vendor)
+        self.scheduler.add_dataset(dataset, vendor)
+        self._datasets[dataset.name] = dataset
+        self._fetchers[dataset.name] = self._make_fetcher(dataset, vendor, fetch)
+        if sink is not None:
+            self._sinks[dataset.name] = sink
+        elif dataset.sink:
+            self._sinks[dataset.name] = open_sink(dataset.name, dataset.sink, self.base_dir)
+
+    def _make_fetcher(self, dataset: Dataset, vendor: Vendor | None, fetch: Any) -> Fetcher:
+        if fetch is not None:
+            return fetch if hasattr(fetch, "fetch") else PythonFetcher(fetch)
+        for spec in (dataset.api, vendor.connector if vendor else ""):
+            if spec.startswith("python:"):
+                return PythonFetcher(resolve_callable(spec))
+        connector = vendor.connector if vendor else "?"
+        raise SyncError(
+            f"dataset {dataset.name!r}: connector {connector!r} is not available yet; "
+            "use a Python task (api = \"python:package.module:function\")"
+        )
+
+    def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
+        """Register a plan; ``start`` begins a run now, and a schedule starts later runs when due."""
+        if plan.dataset not in self._datasets:
+            raise UnknownPlan(f"plan {plan.name!r} uses dataset {plan.dataset!r}, which was not added")
+        if plan.name in self._plans:
+            raise ValueError(f"plan {plan.name!r} is already added; remove it first")
+        self._plans[plan.name] = plan
+        self.progress.set_allowed_rate(plan.name, self.scheduler.allowed_rate(plan.dataset))
+        due = plan.schedule.next_due(self._now_dt()) if plan.schedule.kind != "manual" else None
+        if due is not None:
+            self._due[plan.name] = due
+        if start:
+            self._start_run(plan, None)
+        self._wake.set()
+
+    # --- control ops ---------------------------------------------------------------------
+    def start_plan(self, name: str) -> None:
+        """Start the plan now, even if not due; a stopped, paused or failed run continues."""
+        plan = self._plan(name)
+        if self.scheduler.has_plan(name):
+            state = self.scheduler.plan_state(name)
+            if state in (PlanState.STOPPED, PlanState.PAUSED, PlanState.FAILED):
+                self.scheduler.resume_plan(name)
+                self._emit(PlanEvent(self._now(), name, "running", self._run_id(name)))
+                self._wake.set()
+                return
+            if state is PlanState.RUNNING:
+                return
+        self._start_run(plan, None)
+        self._wake.set()
+
+    def pause_plan(self, name: str) -> None:
+        """Dispatch no more of the plan's tasks; in-flight tasks finish."""
+        self._plan(name)
+        self.scheduler.pause_plan(name)
+        self._emit(PlanEvent(self._now(), name, "paused", self._run_id(name)))
+
+    def resume_plan(self, name: str) -> None:
+        self._plan(name)
+        self.scheduler.resume_plan(name)
+        self._emit(PlanEvent(self._now(), name, "running", self._run_id(name)))
+        self._wake.set()
+
+    def stop_plan(self, name: str) -> list[SyncTask]:
+        """Dispatch no more; cancel in-flight tasks (they return to pending). Returns them."""
+        self._plan(name)
+        tasks = self.scheduler.stop_plan(name)
+        self._cancel_tasks(tasks)
+        self._emit(PlanEvent(self._now(), name, "stopped", self._run_id(name)))
+        return tasks
+
+    def cancel_plan(self, name: str) -> list[SyncTask]:
+        """Stop and end the run as cancelled."""
+        self._plan(name)
+        tasks = self.scheduler.cancel_plan(name)
+        self._cancel_tasks(tasks)
+        self._end_run(name, RunState.CANCELLED)
+        return tasks
+
+    def remove_plan(self, name: str) -> list[SyncTask]:
+        """Cancel the plan and forget it (its finished work stays recorded)."""
+        self._plan(name)
+        tasks: list[SyncTask] = []
+        if self.scheduler.has_plan(name):
+            if self.scheduler.plan_state(name) is not PlanState.CANCELLED and name in self._runs:
+                tasks = self.cancel_plan(name)
+            else:
+                tasks = self.scheduler.in_flight(name)
+            self.scheduler.remove_plan(name)
+        self._cancel_tasks(tasks)
+        self._plans.pop(name, None)
+        self._due.pop(name, None)
+        self._emit(PlanEvent(self._now(), name, "removed"))
+        return tasks
+
+    def set_workers(self, workers: int) -> None:
+        """Change the number of concurrent slots; fewer slots let running tasks finish first."""
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self._workers = workers
+        self._wake.set()
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    def plan_state(self, name: str) -> PlanState:
+        self._plan(name)
+        if not self.scheduler.has_plan(name):
+            return PlanState.IDLE
+        return self.scheduler.plan_state(name)
+
+    # --- events --------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[Event]:
+        """Every event from now on, in order. A consumer that falls 10,000 events behind loses
+        the oldest ones rather than slowing the engine down."""
+        queue: asyncio.Queue[Event] = asyncio.Queue(_EVENT_BUFFER)
+        self._subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._subscribers.remove(queue)
+
+    def _emit(self, event: Event) -> None:
+        self.progress.observe(event)
+        for queue in self._subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self, *, until_idle: bool = True, handle_signals: bool = False) -> RunSummary:
+        """Drive the plans. ``until_idle``: return when no plan has work left (burst mode);
+        otherwise run until ``shutdown()`` or a signal. ``handle_signals`` installs the
+        SIGINT/SIGTERM handlers (first: graceful, second: immediate)."""
+        loop = asyncio.get_running_loop()
+        if self._epoch is None:
+            self._epoch = time.time() - loop.time()
+        self._restore_usage()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, self.interrupt)
+        self._running = True
+        flusher = asyncio.create_task(self._flush_periodically())
+        try:
+            await self._loop(until_idle)
+            await self._drain()
+        finally:
+            self._running = False
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            # Cleanup runs whatever happened; it needs no awaits, so cancellation cannot cut it.
+            self._checkpoint()
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        await self._close_sinks()
+        return self._summary()
+
+    async def _loop(self, until_idle: bool) -> None:
+        while not self._stopping:
+            now = self._now()
+            self._start_due_plans()
+            free = self._workers - len(self._active)
+            if free > 0:
+                decision = self.scheduler.dispatch(now, free)
+                self._note_skips()
+                for task in decision.tasks:
+                    self._launch(task)
+                for name in decision.finished:
+                    self._end_run(name, RunState.COMPLETED)
+                wake_at = decision.wake_at
+                if decision.tasks and self.scheduler.has_ready and len(self._active) < self._workers:
+                    await asyncio.sleep(0)  # let workers start; more may be admissible right now
+                    continue
+            else:
+                wake_at = self.scheduler.next_wake()
+            if until_idle and self._idle():
+                return
+            for due in self._due.values():
+                instant = due.timestamp()
+                wake_at = instant if wake_at is None else min(wake_at, instant)
+            await self._sleep_until(wake_at)
+
+    async def _sleep_until(self, wake_at: float | None) -> None:
+        self._wake.clear()
+        timeout = None if wake_at is None else max(wake_at - self._now(), 0.0)
+        if timeout == 0.0:
+            await asyncio.sleep(0)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    def _idle(self) -> bool:
+        if self._active:
+            return False
+        return not any(s.state is PlanState.RUNNING for s in self.scheduler.all_stats())
+
+    def shutdown(self) -> None:
+        """Stop dispatching and end ``run()`` gracefully (as a first Ctrl-C does)."""
+        self._stopping = True
+        self._wake.set()
+
+    def interrupt(self) -> None:
+        """What a signal does: the first is graceful, the second cancels everything at once."""
+        self._interrupts += 1
+        self.shutdown()
+        if self._interrupts >= 2:
+            self._cancel_tasks(list(self._active))
+
+    async def _drain(self) -> None:
+        """After the loop: let in-flight tasks finish within the grace period, then cancel."""
+        if not self._active:
+            return
+        if self._interrupts < 2:
+            pending = set(self._active.values())
+            deadline = self._now() + self.grace
+            while pending and self._interrupts < 2:
+                left = deadline - self._now()
+                if left <= 0:
+                    break
+                _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
+        self._cancel_tasks(list(self._active))
+        remaining = list(self._active.values())
+        if remaining:
+            await asyncio.gather(*remaining, return_exceptions=True)
+
+    # --- runs ----------------------------------------------------------------------------
+    def _start_due_plans(self) -> None:
+        if not self._due:
+            return
+        now_dt = self._now_dt()
+        for name, due in list(self._due.items()):
+            if due > now_dt:
+                continue
+            plan = self._plans[name]
+            nxt = plan.schedule.next_due(due)
+            if nxt is None:
+                del self._due[name]
+            else:
+                self._due[name] = nxt
+            if self.scheduler.has_plan(name) and self.scheduler.plan_state(name) in (
+                    PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED):
+                continue  # the previous run is still going; this due time is skipped
+            self._start_run(plan, due)
+
+    def _start_run(self, plan: SyncPlan, logical_time: datetime | None) -> None:
+        now = self._now()
+        scheduled = logical_time is not None
+        logical = logical_time or self._now_dt()
+        run_key = logical.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if scheduled else None
+        last = self.store.last_run(plan.name)
+        if not scheduled and last is not None and last.state in ("running", "interrupted", "failed"):
+            run_id = last.id  # a manual plan continues its unfinished run
+        else:
+            run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+        grid = plan.params.bind(logical)
+        self.scheduler.add_plan(plan, grid, skip=self.store.is_done, run_key=run_key)
+        self._runs[plan.name] = _Run(run_id, plan.name, logical)
+        self.store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
+        self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
+
+    def _end_run(self, name: str, state: RunState, message: str | None = None) -> None:
+        run = self._runs.get(name)
+        if run is None:
+            return
+        if name not in self._job_results:
+            self.store.end_run(run.id, state.value, self._now(), self._stats(name))
+        self._emit(PlanEvent(self._now(), name, state.value, run.id, message=message))
+        future = self._run_done.get(name)
+        if future is not None and not future.done():
+            future.set_result(state.value)
+
+    def _note_skips(self) -> None:
+        for stats in self.scheduler.all_stats():
+            seen = self.progress.plans.get(stats.plan)
+            if seen is not None and stats.skipped > seen.skipped:
+                self._emit(SkipEvent(self._now(), stats.plan, stats.skipped - seen.skipped))
+
+    # --- workers -------------------------------------------------------------------------
+    def _launch(self, task: SyncTask) -> None:
+        self._emit(TaskEvent(self._now(), task.plan, "started", task.id))
+        self._active[task] = asyncio.create_task(self._execute(task), name=f"synctask:{task.id}")
+
+    async def _execute(self, task: SyncTask) -> None:
+        plan = self._plans.get(task.plan)
+        dataset = plan.dataset if plan else ""
+        failure: Failure | None = None
+        rows = 0
+        try:
+            try:
+                async with asyncio.timeout(task.timeout):
+                    result = await self._fetchers[dataset].fetch(task)
+                rows = await self._deliver(task, dataset, result)
+            except asyncio.CancelledError:
+                failure = Failure(OutcomeKind.CANCELLED, "stopped while running")
+                raise
+            except Exception as exc:  # every failure becomes an outcome; none may kill the loop
+                failure = classify(exc=exc)
+                if isinstance(exc, TimeoutError) and task.timeout:
+                    failure = Failure(OutcomeKind.TIMEOUT, f"no answer within {task.timeout:g}s")
+        finally:
+            self._active.pop(task, None)
+            self._finish(task, failure, rows)
+
+    async def _deliver(self, task: SyncTask, dataset: str, result: Any) -> int:
+        """Hand the result to the sink (durable when this returns) or keep it for its job."""
+        job = self._job_results.get(task.plan)
+        if job is not None:
+            job[task.seq] = result
+            return 0
+        rows = _rows(result)
+        sink = self._sinks.get(dataset)
+        if sink is not None and rows:
+            await sink.write(rows)
+        return len(rows)
+
+    def _finish(self, task: SyncTask, failure: Failure | None, rows: int) -> None:
+        now = self._now()
+        try:
+            verdict = self.scheduler.report(task, failure, now)
+        except ValueError:
+            return  # the plan was removed and forgotten meanwhile
+        self._after(task, verdict, rows, now)
+        self._wake.set()
+
+    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float) -> None:
+        run = self._runs.get(task.plan)
+        state = verdict.state
+        job_failures = self._job_failures.get(task.plan)
+        if job_failures is not None:
+            if state is TaskState.FAILED or verdict.stopped:
+                job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
+        elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
+            self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now))
+        kind = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
+                TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}[state]
+        self._emit(TaskEvent(now, task.plan, kind, task.id, verdict.message, rows))
+        if verdict.frozen is not None:
+            scope, until, new = verdict.frozen
+            self._emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
+        if verdict.cancel:
+            self._cancel_tasks(list(verdict.cancel))
+        for name in verdict.stopped:
+            self._end_run(name, RunState.FAILED, verdict.message)
+        if verdict.checkpoint:
+            self._checkpoint()
+        for name in verdict.finished:
+            self._end_run(name, RunState.COMPLETED)
+
+    def _cancel_tasks(self, tasks: Iterable[SyncTask]) -> None:
+        for task in tasks:
+            handle = self._active.get(task)
+            if handle is not None:
+                handle.cancel()
+
+    # --- durability ----------------------------------------------------------------------
+    async def _flush_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            self.store.flush()
+
+    def _checkpoint(self) -> None:
+        """Save what must survive: buffered outcomes, long-window usage, unfinished runs."""
+        self.store.flush()
+        self.store.save_usage(self.limiter.export_usage(self._now()))
+        if self._stopping:
+            for name, run in self._runs.items():
+                if self.scheduler.has_plan(name) and self.scheduler.plan_state(name) in (
+                        PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED):
+                    self.store.end_run(run.id, RunState.INTERRUPTED.value, self._now(), self._stats(name))
+
+    def _restore_usage(self) -> None:
+        if not self._usage_restored:
+            self.limiter.restore_usage(self.store.load_usage(), self._now())
+            self._usage_restored = True
+
+    async def _close_sinks(self) -> None:
+        for sink in self._sinks.values():
+            await sink.close()
+        self._sinks.clear()
+
+    def close(self) -> None:
+        """Flush and close the store (call once, after the last ``run``)."""
+        self.store.close()
+
+    # --- jobs: the general master/worker API ---------------------------------------------
+    async def submit_job(
+        self,
+        split: Iterable[Any] | Callable[[], Iterable[Any]],
+        execute: Callable[[Any], Any],
+        aggregate: Callable[[list[Any]], Any] = list,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        limits: Sequence[Limit] = (),
+        vendor: str | None = None,
+    ) -> Any:
+        """Divide work into mini-tasks (``split``), run ``execute(item)`` for each under the same
+        limits, priorities, timeouts, retries and control ops as plans, and return
+        ``aggregate(results)`` with results in split order. Raises ``JobFailed`` naming each
+        failed mini-task and why. The job is a plan named ``name`` while it runs."""
+        items = list(split() if callable(split) else split)
+        name = name or f"job-{next(_job_counter)}"
+        dataset_name = f"job:{name}"
+        if vendor is not None and vendor not in self._vendors:
+            raise UnknownPlan(f"job {name!r} names vendor {vendor!r}, which was not added")
+        dataset = Dataset(dataset_name, vendor or f"job:{name}", dataset_name, tuple(limits))
+        self.scheduler.add_dataset(dataset, self._vendors.get(vendor) if vendor else None)
+        self._datasets[dataset_name] = dataset
+        self._fetchers[dataset_name] = PythonFetcher(execute, single_argument=True)
+        params = [dict(item) if isinstance(item, Mapping) else {"item": item} for item in items]
+        plan = SyncPlan(name, dataset_name, ParamGrid({}), parse_schedule("manual"), priority, timeout,
+                        retry or RetryPolicy())
+        self._plans[name] = plan
+        results: dict[int, Any] = {}
+        self._job_results[name] = results
+        self._job_failures[name] = {}
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._run_done[name] = done
+        self._runs[name] = _Run(f"{name}:job", name, self._now_dt())
+        self.progress.set_allowed_rate(name, self.scheduler.allowed_rate(dataset_name))
+        self.scheduler.add_plan(plan, params)
+        self._emit(PlanEvent(self._now(), name, "running", f"{name}:job", total=len(params)))
+        self._wake.set()
+        driver = None if self._running else asyncio.create_task(self.run(until_idle=True))
+        try:
+            outcome = await done
+        finally:
+            if self.scheduler.has_plan(name) and self.scheduler.plan_state(name) is not PlanState.COMPLETED:
+                self._cancel_tasks(self.scheduler.remove_plan(name))
+            if driver is not None:
+                await driver
+            self._job_results.pop(name, None)
+            self._run_done.pop(name, None)
+            self._forget_job(name, dataset_name)
+        failures = self._job_failures.pop(name, {})
+        if outcome != "completed" or failures:
+            if not failures:
+                failures = {name: f"the job ended {outcome}"}
+            raise JobFailed(name, failures, len(params))
+        if len(results) != len(params):
+            raise JobFailed(name, {name: "some mini-tasks produced no result"}, len(params))
+        return aggregate([results[i] for i in range(len(params))])
+
+    def _forget_job(self, name: str, dataset: str) -> None:
+        if self.scheduler.has_plan(name):
+            self.scheduler.remove_plan(name)
+        self.scheduler.remove_dataset(dataset)
+        self._plans.pop(name, None)
+        self._runs.pop(name, None)
+        self._datasets.pop(dataset, None)
+        self._fetchers.pop(dataset, None)
+
+    # --- helpers -------------------------------------------------------------------------
+    def _now(self) -> float:
+        if self._epoch is None:
+            return time.time()
+        return self._epoch + asyncio.get_running_loop().time() if _loop_running() else time.time()
+
+    def _now_dt(self) -> datetime:
+        return datetime.fromtimestamp(self._now(), UTC)
+
+    def _plan(self, name: str) -> SyncPlan:
+        plan = self._plans.get(name)
+        if plan is None:
+            raise UnknownPlan(f"no plan named {name!r}; known: {', '.join(self._plans) or 'none'}")
+        return plan
+
+    def _run_id(self, name: str) -> str | None:
+        run = self._runs.get(name)
+        return run.id if run else None
+
+    def _stats(self, name: str) -> dict[str, Any]:
+        s = self.scheduler.stats(name)
+        return {"done": s.done, "failed": s.failed, "skipped": s.skipped, "retries": s.retries,
+                "freezes": s.freezes, "total": s.total}
+
+    def _summary(self) -> RunSummary:
+        summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping)
+        for name in self._plans:
+            if self.scheduler.has_plan(name):
+                summary.plans[name] = {**self._stats(name), "state": self.scheduler.plan_state(name).value,
+                                       "rows": self.progress.plans[name].rows if name in self.progress.plans else 0}
+        return summary
+
+
+_job_counter = itertools.count(1)
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _rows(result: Any) -> list[Mapping[str, Any]]:
+    if result is None:
+        return []
+    if isinstance(result, Mapping):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(r, Mapping) for r in result):
+        return list(result)
+    return []
+

@@ -1,0 +1,129 @@
+"""Progress per plan, run and job: counts, rate, and an ETA that knows the rate limits.
+
+``Progress`` only observes events (it never steers). The ETA divides the remaining work by the
+rate the plan can actually reach: the observed pace, but never more than the rate its limits
+allow, since a burst at the start of a sliding window is not a pace that lasts. Before any task
+finished, the allowed rate alone gives the ETA.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
+
+__all__ = ["Progress", "PlanProgress"]
+
+PACE_WINDOW = 10.0  # seconds of completions the observed pace is measured over
+
+
+@dataclass
+class PlanProgress:
+    """One plan's counters; ``rate`` is tasks per second, ``eta`` seconds (None: unknown)."""
+
+    plan: str
+    state: str = "idle"
+    run_id: str | None = None
+    total: int | None = None
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    in_flight: int = 0
+    retries: int = 0
+    freezes: int = 0
+    rows: int = 0
+    frozen_until: float | None = None
+    allowed_rate: float | None = None
+    rate: float = 0.0
+    eta: float | None = None
+    last_message: str | None = None
+    started_at: float | None = None
+    _finished: deque[float] = field(default_factory=deque, repr=False)
+
+    @property
+    def remaining(self) -> int | None:
+        if self.total is None:
+            return None
+        return max(self.total - self.done - self.failed - self.skipped, 0)
+
+
+class Progress:
+    """Counts events per plan and computes rates and ETAs on demand (``snapshot``)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, PlanProgress] = {}
+
+    def set_allowed_rate(self, plan: str, rate: float | None) -> None:
+        """Tasks per second the plan's limits allow (None: unlimited)."""
+        self._plan(plan).allowed_rate = rate
+
+    def observe(self, event: Event) -> None:
+        p = self._plan(event.plan)
+        if isinstance(event, TaskEvent):
+            kind = event.kind
+            if kind == "started":
+                p.in_flight += 1
+                return
+            p.in_flight = max(p.in_flight - 1, 0)
+            if kind == "done":
+                p.done += 1
+                p.rows += event.rows
+                p._finished.append(event.at)
+            elif kind == "failed":
+                p.failed += 1
+                p._finished.append(event.at)
+                p.last_message = event.message
+            elif kind == "retry":
+                p.retries += 1
+                p.last_message = event.message
+        elif isinstance(event, PlanEvent):
+            if event.state == "running" and event.run_id != p.run_id:
+                p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = 0
+                p._finished.clear()
+                p.started_at = event.at
+            p.state = event.state
+            p.run_id = event.run_id or p.run_id
+            if event.total is not None:
+                p.total = event.total
+            if event.message:
+                p.last_message = event.message
+        elif isinstance(event, FreezeEvent):
+            p.freezes += event.new
+            p.frozen_until = event.until
+            p.last_message = event.message
+        elif isinstance(event, SkipEvent):
+            p.skipped += event.count
+
+    def snapshot(self, plan: str, now: float) -> PlanProgress:
+        """The plan's progress at ``now`` with ``rate`` and ``eta`` filled in."""
+        p = self._plan(plan)
+        finished = p._finished
+        while finished and finished[0] <= now - PACE_WINDOW:
+            finished.popleft()
+        span = min(PACE_WINDOW, now - p.started_at) if p.started_at is not None else PACE_WINDOW
+        p.rate = len(finished) / span if span > 0 else 0.0
+        if p.frozen_until is not None and p.frozen_until <= now:
+            p.frozen_until = None
+        p.eta = self._eta(p, now)
+        return p
+
+    def _eta(self, p: PlanProgress, now: float) -> float | None:
+        remaining = p.remaining
+        if remaining is None:
+            return None
+        if remaining == 0:
+            return 0.0
+        reachable = p.rate
+        if p.allowed_rate is not None:
+            reachable = min(reachable, p.allowed_rate) if reachable > 0 else p.allowed_rate
+        if reachable <= 0:
+            return None
+        wait = max(p.frozen_until - now, 0.0) if p.frozen_until is not None else 0.0
+        return wait + remaining / reachable
+
+    def _plan(self, plan: str) -> PlanProgress:
+        p = self.plans.get(plan)
+        if p is None:
+            p = self.plans[plan] = PlanProgress(plan)
+        return p

@@ -1,0 +1,35 @@
+"""Where rows go. Every sink is idempotent by the dataset's key: writing the same rows twice
+leaves the data as if written once. ``write`` returns only when the rows are durable.
+
+Available now: ``memory`` (tests), ``sqlite``, ``callback`` (client code). Parquet, DuckDB,
+PostgreSQL and JSONL follow with the vendor work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .base import Row, Sink
+from .callback import CallbackSink
+from .memory import MemorySink
+from .sqlite import SQLiteSink
+
+__all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "open_sink"]
+
+
+def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None) -> Sink:
+    """Build the sink a dataset's ``sink = {...}`` table describes (paths relative to ``base``)."""
+    kind = spec.get("kind", "memory")
+    key = list(spec.get("key", []))
+    if kind == "memory":
+        return MemorySink(key)
+    if kind == "sqlite":
+        path = Path(spec.get("path", "data/synctask.db"))
+        if base is not None and not path.is_absolute():
+            path = base / path
+        return SQLiteSink(path, spec.get("table", dataset), key)
+    raise ValueError(
+        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; use 'sqlite' or 'memory'"
+    )

@@ -1,0 +1,30 @@
+"""The sink protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+Row = Mapping[str, Any]
+
+
+class Sink(Protocol):
+    """Rows in, durably, idempotent by key."""
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        """Store ``rows``; return only when they are durable. Same key twice: last one wins."""
+        ...
+
+    async def close(self) -> None:
+        """Flush anything buffered and release resources."""
+        ...
+
+
+def row_key(row: Row, key: Sequence[str]) -> tuple[Any, ...]:
+    """The identity of a row: its key columns' values (the whole row when there is no key)."""
+    if not key:
+        return tuple(sorted(row.items()))
+    try:
+        return tuple(row[k] for k in key)
+    except KeyError as exc:
+        raise ValueError(f"a row is missing key column {exc.args[0]!r}; row keys are {sorted(row)}") from None

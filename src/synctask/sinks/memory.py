@@ -1,0 +1,23 @@
+"""Rows in a dict by key: the sink tests use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .base import Row, row_key
+
+
+class MemorySink:
+    def __init__(self, key: Sequence[str] = ()) -> None:
+        self.key = list(key)
+        self.rows: dict[tuple[Any, ...], Row] = {}
+        self.writes = 0
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        for row in rows:
+            self.rows[row_key(row, self.key)] = dict(row)
+        self.writes += 1
+
+    async def close(self) -> None:
+        return None

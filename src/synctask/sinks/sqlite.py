@@ -1,0 +1,83 @@
+"""Rows into a SQLite table, upserted by key; each write is one committed transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from .base import Row
+
+
+class SQLiteSink:
+    """Creates the table from the first rows' columns; a unique index on the key makes re-runs
+    overwrite instead of duplicate. Writes run in a thread so the event loop never waits on disk."""
+
+    def __init__(self, path: str | Path, table: str, key: Sequence[str]) -> None:
+        if not key:
+            raise ValueError(f"the sqlite sink for {table!r} needs key = [...] columns to stay idempotent")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.table = table
+        self.key = list(key)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._columns: list[str] | None = None
+        self._lock = asyncio.Lock()
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        async with self._lock:
+            await asyncio.to_thread(self._write, rows)
+
+    def _write(self, rows: Sequence[Row]) -> None:
+        if self._columns is None:
+            self._create(rows[0])
+        assert self._columns is not None
+        for row in rows:
+            for column in row:
+                if column not in self._columns:
+                    self._db.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{_ident(column)}"')
+                    self._columns.append(column)
+        columns = self._columns
+        names = ", ".join(f'"{c}"' for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        values = [tuple(_value(row.get(c)) for c in columns) for row in rows]
+        self._db.execute("BEGIN")
+        try:
+            self._db.executemany(f'INSERT OR REPLACE INTO "{self.table}" ({names}) VALUES ({marks})', values)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _create(self, first: Row) -> None:
+        table = _ident(self.table)
+        existing = [r[1] for r in self._db.execute(f'PRAGMA table_info("{table}")')]
+        if not existing:
+            columns = list(dict.fromkeys([*self.key, *first]))
+            spec = ", ".join(f'"{_ident(c)}"' for c in columns)
+            self._db.execute(f'CREATE TABLE IF NOT EXISTS "{table}" ({spec})')
+            existing = columns
+        keys = ", ".join(f'"{_ident(c)}"' for c in self.key)
+        self._db.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{table}_key" ON "{table}" ({keys})')
+        self._columns = existing
+
+    async def close(self) -> None:
+        self._db.close()
+
+
+def _ident(name: str) -> str:
+    if '"' in name or "\x00" in name:
+        raise ValueError(f"column or table name {name!r} may not contain quotes")
+    return name
+
+
+def _value(value: object) -> object:
+    if value is None or isinstance(value, (int, float, str, bytes)):
+        return value
+    return str(value)

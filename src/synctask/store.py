@@ -1,0 +1,247 @@
+"""Durable state: runs, task outcomes, quota usage and checkpoints (SQLite by default).
+
+Protocol first, then two implementations behind it: ``MemoryStore`` for tests and
+``SQLiteStore`` (WAL mode) for everyone else; one test suite runs against both. Outcomes are
+buffered and written in batches (``flush``), so the store never dominates dispatch. The order of
+events makes this safe: a task's rows are durable in its sink *before* its outcome is buffered,
+so a crash can only forget that a task finished (it runs again, and the idempotent sink
+overwrites the same keys), never claim a task finished whose rows are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore"]
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """How one task ended in one run."""
+
+    task_id: str
+    plan: str
+    run_id: str
+    state: str  # "done" or "failed"
+    attempts: int = 0
+    message: str | None = None
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    plan: str
+    logical_time: str
+    started_at: float
+    state: str
+    ended_at: float | None = None
+    summary: dict[str, Any] | None = None
+
+
+class Store(Protocol):
+    """Where synctask keeps what must survive a restart."""
+
+    def is_done(self, task_id: str) -> bool: ...
+    def record(self, record: TaskRecord) -> None: ...
+    def flush(self) -> None: ...
+    def start_run(self, run: RunRecord) -> None: ...
+    def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None: ...
+    def runs(self, plan: str | None = None) -> list[RunRecord]: ...
+    def last_run(self, plan: str) -> RunRecord | None: ...
+    def task_states(self, plan: str) -> dict[str, int]: ...
+    def forget_plan(self, plan: str) -> None: ...
+    def save_usage(self, records: list[dict[str, Any]]) -> None: ...
+    def load_usage(self) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+class MemoryStore:
+    """The store protocol in memory: fast, forgetful, for tests and throwaway runs."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskRecord] = {}
+        self._pending: list[TaskRecord] = []
+        self._runs: dict[str, RunRecord] = {}
+        self._usage: list[dict[str, Any]] = []
+
+    def is_done(self, task_id: str) -> bool:
+        record = self._tasks.get(task_id)
+        return record is not None and record.state == "done"
+
+    def record(self, record: TaskRecord) -> None:
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        for record in self._pending:
+            self._tasks[record.task_id] = record
+        self._pending.clear()
+
+    def start_run(self, run: RunRecord) -> None:
+        self._runs[run.id] = run
+
+    def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
+        run = self._runs[run_id]
+        self._runs[run_id] = RunRecord(run.id, run.plan, run.logical_time, run.started_at, state, ended_at, summary)
+
+    def runs(self, plan: str | None = None) -> list[RunRecord]:
+        return [r for r in self._runs.values() if plan is None or r.plan == plan]
+
+    def last_run(self, plan: str) -> RunRecord | None:
+        runs = self.runs(plan)
+        return max(runs, key=lambda r: r.started_at) if runs else None
+
+    def task_states(self, plan: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self._tasks.values():
+            if record.plan == plan:
+                counts[record.state] = counts.get(record.state, 0) + 1
+        return counts
+
+    def forget_plan(self, plan: str) -> None:
+        self.flush()
+        self._tasks = {k: v for k, v in self._tasks.items() if v.plan != plan}
+
+    def save_usage(self, records: list[dict[str, Any]]) -> None:
+        self._usage = list(records)
+
+    def load_usage(self) -> list[dict[str, Any]]:
+        return list(self._usage)
+
+    def close(self) -> None:
+        self.flush()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    message TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan, state);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,
+    logical_time TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    state TEXT NOT NULL,
+    ended_at REAL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_at REAL NOT NULL,
+    records TEXT NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    """The store protocol on SQLite in WAL mode: one file, safe against kill -9.
+
+    ``synchronous=NORMAL`` in WAL mode loses nothing when the process dies; only a power cut can
+    take the last commits, and those tasks simply run again.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._pending: list[TaskRecord] = []
+
+    def is_done(self, task_id: str) -> bool:
+        row = self._db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return row is not None and row[0] == "done"
+
+    def record(self, record: TaskRecord) -> None:
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = [(r.task_id, r.plan, r.run_id, r.state, r.attempts, r.message, r.at) for r in self._pending]
+        with self._transaction():
+            self._db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        self._pending.clear()
+
+    def start_run(self, run: RunRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (run.id, run.plan, run.logical_time, run.started_at, run.state, run.ended_at,
+             json.dumps(run.summary) if run.summary else None),
+        )
+
+    def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
+        self.flush()
+        self._db.execute(
+            "UPDATE runs SET state = ?, ended_at = ?, summary = ? WHERE id = ?",
+            (state, ended_at, json.dumps(summary) if summary else None, run_id),
+        )
+
+    def runs(self, plan: str | None = None) -> list[RunRecord]:
+        query = "SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs"
+        args: tuple[Any, ...] = ()
+        if plan is not None:
+            query += " WHERE plan = ?"
+            args = (plan,)
+        return [_run(row) for row in self._db.execute(query + " ORDER BY started_at", args)]
+
+    def last_run(self, plan: str) -> RunRecord | None:
+        row = self._db.execute(
+            "SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs "
+            "WHERE plan = ? ORDER BY started_at DESC LIMIT 1", (plan,),
+        ).fetchone()
+        return _run(row) if row else None
+
+    def task_states(self, plan: str) -> dict[str, int]:
+        rows = self._db.execute("SELECT state, COUNT(*) FROM tasks WHERE plan = ? GROUP BY state", (plan,))
+        return dict(rows.fetchall())
+
+    def forget_plan(self, plan: str) -> None:
+        self.flush()
+        self._db.execute("DELETE FROM tasks WHERE plan = ?", (plan,))
+
+    def save_usage(self, records: list[dict[str, Any]]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO usage VALUES (1, ?, ?)", (time.time(), json.dumps(records)))
+
+    def load_usage(self) -> list[dict[str, Any]]:
+        row = self._db.execute("SELECT records FROM usage WHERE id = 1").fetchone()
+        return json.loads(row[0]) if row else []
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    def _transaction(self) -> _Tx:
+        return _Tx(self._db)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _run(row: Iterable[Any]) -> RunRecord:
+    id_, plan, logical, started, state, ended, summary = row
+    return RunRecord(id_, plan, logical, started, state, ended, json.loads(summary) if summary else None)
