@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from bisect import bisect_right
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _virtual_loop import run_virtual  # noqa: E402
-
-from synctask import Limiter, Quota  # noqa: E402
+from synctask import Limiter, Quota
+from synctask.testing import run_virtual
 
 SENDERS = 100
 

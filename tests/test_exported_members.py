@@ -9,6 +9,11 @@ EXPECTED = {
     "Secret", "SyncError", "SyncPlan", "SyncTask", "TaskFailed", "TaskState", "UnknownPlan",
     "Vendor", "Verdict", "classify", "load_plan_file", "parse_plan_text", "parse_retry_after",
     "parse_schedule", "task_id",
+    # the executor issue
+    "CallbackSink", "Event", "FatalError", "FreezeEvent", "InvalidRequest", "JobFailed", "MemorySink",
+    "MemoryStore", "PlanEvent", "PlanProgress", "Progress", "QuotaExhausted", "RateLimited", "RunRecord",
+    "RunSummary", "SQLiteSink", "SQLiteStore", "Sink", "SkipEvent", "Store", "SyncTaskExecutor", "TaskError",
+    "TaskEvent", "TaskRecord", "TransientError",
 }
 
 
@@ -23,7 +28,8 @@ def test_every_exported_name_exists_and_is_documented():
 
 
 def test_every_error_derives_from_sync_error():
-    for name in ("PlanFileError", "IllegalTransition", "LimitError", "UnknownPlan", "TaskFailed"):
+    for name in ("PlanFileError", "IllegalTransition", "LimitError", "UnknownPlan", "TaskFailed", "JobFailed",
+                 "TaskError", "RateLimited", "QuotaExhausted", "InvalidRequest", "TransientError", "FatalError"):
         assert issubclass(getattr(synctask, name), synctask.SyncError)
 
 

@@ -190,6 +190,7 @@ class SyncTaskExecutor:
         self._plan(name)
         self.scheduler.pause_plan(name)
         self._emit(PlanEvent(self._now(), name, "paused", self._run_id(name)))
+        self._wake.set()
 
     def resume_plan(self, name: str) -> None:
         self._plan(name)
@@ -203,6 +204,7 @@ class SyncTaskExecutor:
         tasks = self.scheduler.stop_plan(name)
         self._cancel_tasks(tasks)
         self._emit(PlanEvent(self._now(), name, "stopped", self._run_id(name)))
+        self._wake.set()
         return tasks
 
     def cancel_plan(self, name: str) -> list[SyncTask]:
@@ -211,6 +213,7 @@ class SyncTaskExecutor:
         tasks = self.scheduler.cancel_plan(name)
         self._cancel_tasks(tasks)
         self._end_run(name, RunState.CANCELLED)
+        self._wake.set()
         return tasks
 
     def remove_plan(self, name: str) -> list[SyncTask]:
@@ -227,6 +230,7 @@ class SyncTaskExecutor:
         self._plans.pop(name, None)
         self._due.pop(name, None)
         self._emit(PlanEvent(self._now(), name, "removed"))
+        self._wake.set()
         return tasks
 
     def set_workers(self, workers: int) -> None:
@@ -333,9 +337,12 @@ class SyncTaskExecutor:
             await asyncio.wait_for(self._wake.wait(), timeout)
 
     def _idle(self) -> bool:
+        """Burst mode is over when nothing runs and no plan could go on: paused and stopped plans
+        wait for a control op, so they keep ``run()`` going; completed, failed and cancelled don't."""
         if self._active:
             return False
-        return not any(s.state is PlanState.RUNNING for s in self.scheduler.all_stats())
+        waiting = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
+        return not any(s.state in waiting for s in self.scheduler.all_stats())
 
     def shutdown(self) -> None:
         """Stop dispatching and end ``run()`` gracefully (as a first Ctrl-C does)."""

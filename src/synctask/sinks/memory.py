@@ -9,6 +9,8 @@ from .base import Row, row_key
 
 
 class MemorySink:
+    """Rows kept in a dict by key; ``rows`` is there for tests to inspect."""
+
     def __init__(self, key: Sequence[str] = ()) -> None:
         self.key = list(key)
         self.rows: dict[tuple[Any, ...], Row] = {}

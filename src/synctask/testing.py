@@ -1,8 +1,9 @@
-"""An asyncio event loop whose clock jumps ahead instead of sleeping, for fake-clock benchmarks.
+"""Testing helpers: an asyncio event loop whose clock jumps ahead instead of sleeping.
 
-Any library that reads ``loop.time()`` and sleeps with ``asyncio.sleep`` / ``loop.call_at``
-(aiolimiter does; pyrate-limiter does with a clock that reads the loop) then runs in virtual time:
-a 90-second schedule finishes in well under a second, and the timings are exactly reproducible.
+Code that reads ``loop.time()`` and sleeps with ``asyncio.sleep`` / ``loop.call_at`` (the
+executor does; so does aiolimiter) runs in virtual time: a 90-second schedule finishes in well
+under a second, with reproducible timings. Use ``run_virtual(coro)`` where you would use
+``asyncio.run(coro)``. Work done in threads does not mix with it: the clock races ahead of them.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class _JumpingSelector(selectors.DefaultSelector):
 
 
 class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """A selector loop whose ``time()`` starts at 0 and jumps to the next timer when idle."""
+
     def __init__(self) -> None:
         self.virtual_now = 0.0
         super().__init__(_JumpingSelector(self))
@@ -41,7 +44,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self.virtual_now
 
 
+__all__ = ["VirtualTimeLoop", "run_virtual"]
+
+
 def run_virtual(coro: Any) -> Any:
+    """Run ``coro`` to completion on a new ``VirtualTimeLoop`` and close it."""
     loop = VirtualTimeLoop()
     try:
         return loop.run_until_complete(coro)

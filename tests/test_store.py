@@ -1,0 +1,69 @@
+"""One suite, every store: what must survive a restart does."""
+
+from __future__ import annotations
+
+import pytest
+
+from synctask import MemoryStore, RunRecord, SQLiteStore, TaskRecord
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    s = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+def test_a_recorded_task_is_done_only_after_flush(store):
+    store.record(TaskRecord("p:1", "p", "r1", "done", 0, None, 1.0))
+    assert not store.is_done("p:1")
+    store.flush()
+    assert store.is_done("p:1")
+
+
+def test_failed_tasks_are_not_done(store):
+    store.record(TaskRecord("p:2", "p", "r1", "failed", 3, "gave up", 1.0))
+    store.flush()
+    assert not store.is_done("p:2")
+    assert store.task_states("p") == {"failed": 1}
+
+
+def test_recording_the_same_task_twice_keeps_one_row(store):
+    for state in ("failed", "done"):
+        store.record(TaskRecord("p:3", "p", "r1", state, 0, None, 1.0))
+    store.flush()
+    assert store.task_states("p") == {"done": 1}
+
+
+def test_runs_start_end_and_the_last_one_is_found(store):
+    store.start_run(RunRecord("p:a", "p", "2026-11-25T00:00:00+00:00", 1.0, "running"))
+    store.start_run(RunRecord("p:b", "p", "2026-11-25T01:00:00+00:00", 2.0, "running"))
+    store.end_run("p:b", "interrupted", 3.0, {"done": 5})
+    last = store.last_run("p")
+    assert (last.id, last.state, last.summary) == ("p:b", "interrupted", {"done": 5})
+    assert [r.id for r in store.runs("p")] == ["p:a", "p:b"]
+    assert store.last_run("other") is None
+
+
+def test_usage_round_trips(store):
+    records = [{"scope": "dataset:d", "rate": 10, "per": 86400.0, "clock": True, "tz": None,
+                "window_start": 0.0, "used": 3}]
+    store.save_usage(records)
+    assert store.load_usage() == records
+
+
+def test_forget_plan_clears_its_tasks_only(store):
+    store.record(TaskRecord("p:1", "p", "r", "done", 0, None, 1.0))
+    store.record(TaskRecord("q:1", "q", "r", "done", 0, None, 1.0))
+    store.forget_plan("p")
+    assert not store.is_done("p:1") and store.is_done("q:1")
+
+
+def test_sqlite_state_survives_reopening(tmp_path):
+    first = SQLiteStore(tmp_path / "s.db")
+    first.record(TaskRecord("p:1", "p", "r", "done", 0, None, 1.0))
+    first.close()
+    second = SQLiteStore(tmp_path / "s.db")
+    assert second.is_done("p:1")
+    assert second._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    second.close()
