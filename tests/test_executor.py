@@ -385,7 +385,7 @@ def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path):
         store = SQLiteStore(tmp_path / "state.db")
         ex, _ = executor_with(rec, {"d": []}, store=store)
 
-        async def go():
+        async def go(ex=ex):
             ex.add_plan(plan("p", "d", 10))
             return await ex.run()
 
