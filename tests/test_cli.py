@@ -72,3 +72,34 @@ def test_unknown_command_exits_2():
 def test_version():
     result = synctask("--version")
     assert result.returncode == 0 and result.stdout.startswith("synctask ")
+
+
+def test_demo_runs_every_plan_to_the_end_and_says_where_the_rows_are(tmp_path):
+    import sqlite3
+
+    result = subprocess.run([sys.executable, "-m", "synctask.cli", "demo", "--dir", str(tmp_path), "--plain"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\x1b[" not in out  # plain output has no escape codes
+    for plan in ("quotes-backfill", "daily-bars", "minute-bars"):
+        assert f"{plan}: completed" in out
+    assert "froze dataset:minute" in out and "unknown ts_code 'BAD.XX'" in out
+    db = sqlite3.connect(tmp_path / "demo.db")
+    counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("quotes", "daily", "minute")}
+    assert counts == {"quotes": 255, "daily": 102, "minute": 7200}
+
+
+def test_run_with_a_bad_plan_name_or_workers_exits_2(tmp_path):
+    result = synctask("run", str(EXAMPLE), "--plan", "nope", env={"TUSHARE_TOKEN": "x"})
+    assert result.returncode == 2 and "no plan named 'nope'" in result.stderr
+    result = synctask("run", str(EXAMPLE), "--workers", "0", env={"TUSHARE_TOKEN": "x"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_run_of_a_connector_not_built_yet_says_so_and_exits_2():
+    result = synctask("run", str(EXAMPLE), env={"TUSHARE_TOKEN": "x"})
+    assert result.returncode == 2
+    assert "connector 'tushare' is not available yet" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (EXAMPLE.parent / ".synctask").exists(), "a plan that fails to load leaves no state behind"

@@ -67,3 +67,12 @@ def test_sqlite_state_survives_reopening(tmp_path):
     assert second.is_done("p:1")
     assert second._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     second.close()
+
+
+def test_done_ids_gives_the_set_up_to_a_limit(store):
+    for i in range(5):
+        store.record(TaskRecord(f"p:{i}", "p", "r", "done" if i < 4 else "failed", 0, None, 1.0))
+    store.flush()
+    assert store.done_ids("p", 10) == {"p:0", "p:1", "p:2", "p:3"}
+    assert store.done_ids("p", 3) is None
+    assert store.done_ids("q", 3) == set()

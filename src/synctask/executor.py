@@ -46,6 +46,9 @@ from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
 __all__ = ["SyncTaskExecutor", "RunSummary"]
 
 _EVENT_BUFFER = 10_000
+_DONE_IN_MEMORY = 500_000  # about 50 MB of ids at most
+_EVENT_KIND = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
+               TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}
 
 
 @dataclass
@@ -88,7 +91,8 @@ class SyncTaskExecutor:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.limiter = Limiter(margin=margin)
         self.scheduler = Scheduler(self.limiter, node=node)
-        self.store: Store = store if store is not None else (SQLiteStore(state) if state else MemoryStore())
+        self._store: Store | None = store if store is not None else (None if state else MemoryStore())
+        self._state_path = Path(state) if state else None
         self.progress = Progress()
         self.base_dir = Path(base_dir) if base_dir else Path.cwd()
         self.grace = grace
@@ -107,6 +111,7 @@ class SyncTaskExecutor:
         self._stopping = False
         self._interrupts = 0
         self._epoch: float | None = None
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._running = False
         self._job_results: dict[str, dict[int, Any]] = {}
         self._job_failures: dict[str, dict[str, str]] = {}
@@ -114,6 +119,15 @@ class SyncTaskExecutor:
         self._usage_restored = False
         if plans is not None:
             self.load(plans)
+
+    @property
+    def store(self) -> Store:
+        """The state store; a SQLite file is created only when first needed, so a plan file that
+        fails to load leaves nothing behind."""
+        if self._store is None:
+            assert self._state_path is not None
+            self._store = SQLiteStore(self._state_path)
+        return self._store
 
     # --- setup ---------------------------------------------------------------------------
     def load(self, plans: PlanFile, *, start: bool = True, only: Sequence[str] | None = None) -> None:
@@ -278,6 +292,7 @@ class SyncTaskExecutor:
         otherwise run until ``shutdown()`` or a signal. ``handle_signals`` installs the
         SIGINT/SIGTERM handlers (first: graceful, second: immediate)."""
         loop = asyncio.get_running_loop()
+        self._loop_ref = loop
         if self._epoch is None:
             self._epoch = time.time() - loop.time()
         self._restore_usage()
@@ -403,10 +418,19 @@ class SyncTaskExecutor:
         else:
             run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
-        self.scheduler.add_plan(plan, grid, skip=self.store.is_done, run_key=run_key)
+        self.scheduler.add_plan(plan, grid, skip=self._skipper(plan.name), run_key=run_key)
         self._runs[plan.name] = _Run(run_id, plan.name, logical)
         self.store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
         self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
+
+    def _skipper(self, plan: str) -> Callable[[str], bool] | None:
+        """How to tell finished tasks: nothing to check on a first run, a set in memory when the
+        plan has up to ``_DONE_IN_MEMORY`` finished tasks, else one indexed lookup per task."""
+        self.store.flush()
+        done = self.store.done_ids(plan, _DONE_IN_MEMORY)
+        if done is None:
+            return self.store.is_done
+        return done.__contains__ if done else None
 
     def _end_run(self, name: str, state: RunState, message: str | None = None) -> None:
         run = self._runs.get(name)
@@ -437,8 +461,11 @@ class SyncTaskExecutor:
         rows = 0
         try:
             try:
-                async with asyncio.timeout(task.timeout):
+                if task.timeout is None:
                     result = await self._fetchers[dataset].fetch(task)
+                else:
+                    async with asyncio.timeout(task.timeout):
+                        result = await self._fetchers[dataset].fetch(task)
                 rows = await self._deliver(task, dataset, result)
             except asyncio.CancelledError:
                 failure = Failure(OutcomeKind.CANCELLED, "stopped while running")
@@ -481,9 +508,7 @@ class SyncTaskExecutor:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
             self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now))
-        kind = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
-                TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}[state]
-        self._emit(TaskEvent(now, task.plan, kind, task.id, verdict.message, rows))
+        self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows))
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
             self._emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
@@ -530,7 +555,8 @@ class SyncTaskExecutor:
 
     def close(self) -> None:
         """Flush and close the store (call once, after the last ``run``)."""
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
 
     # --- jobs: the general master/worker API ---------------------------------------------
     async def submit_job(
@@ -604,9 +630,11 @@ class SyncTaskExecutor:
 
     # --- helpers -------------------------------------------------------------------------
     def _now(self) -> float:
-        if self._epoch is None:
+        """Epoch seconds on the loop's clock (so a virtual-time loop moves the executor too)."""
+        loop = self._loop_ref
+        if self._epoch is None or loop is None or loop.is_closed():
             return time.time()
-        return self._epoch + asyncio.get_running_loop().time() if _loop_running() else time.time()
+        return self._epoch + loop.time()
 
     def _now_dt(self) -> datetime:
         return datetime.fromtimestamp(self._now(), UTC)
@@ -636,14 +664,6 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
-
-
-def _loop_running() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:

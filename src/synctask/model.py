@@ -256,8 +256,11 @@ def _canonical(value: Any) -> Any:
     return str(value)
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_canonical)
+
+
 def task_id(plan: str, params: Mapping[str, Any]) -> str:
     """``plan:hash``: the same plan and parameters (in any key order) always give the same id."""
-    blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=_canonical)
+    blob = _ENCODER.encode(params)
     digest = hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()
     return f"{plan}:{digest}"

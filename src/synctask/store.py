@@ -49,6 +49,7 @@ class Store(Protocol):
     """Where synctask keeps what must survive a restart."""
 
     def is_done(self, task_id: str) -> bool: ...
+    def done_ids(self, plan: str, limit: int) -> set[str] | None: ...
     def record(self, record: TaskRecord) -> None: ...
     def flush(self) -> None: ...
     def start_run(self, run: RunRecord) -> None: ...
@@ -74,6 +75,11 @@ class MemoryStore:
     def is_done(self, task_id: str) -> bool:
         record = self._tasks.get(task_id)
         return record is not None and record.state == "done"
+
+    def done_ids(self, plan: str, limit: int) -> set[str] | None:
+        """The ids of the plan's done tasks, or None when there are more than ``limit``."""
+        ids = {r.task_id for r in self._tasks.values() if r.plan == plan and r.state == "done"}
+        return ids if len(ids) <= limit else None
 
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
@@ -167,6 +173,12 @@ class SQLiteStore:
     def is_done(self, task_id: str) -> bool:
         row = self._db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
         return row is not None and row[0] == "done"
+
+    def done_ids(self, plan: str, limit: int) -> set[str] | None:
+        """The ids of the plan's done tasks, or None when there are more than ``limit``."""
+        ids = {r[0] for r in self._db.execute(
+            "SELECT task_id FROM tasks WHERE plan = ? AND state = 'done' LIMIT ?", (plan, limit + 1))}
+        return ids if len(ids) <= limit else None
 
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
