@@ -147,7 +147,10 @@ def _execute(plans: PlanFile, selected: list[str], *, workers: int, state: Path,
     for name, message in messages.items():
         out.print(f"{name}: {message}", markup=False, highlight=False)
     if summary.interrupted:
-        err.print(f"Interrupted. Finished work and quota usage are saved in {state}.")
+        done = sum(s["done"] for s in summary.plans.values())
+        left = sum((s["total"] or 0) - s["done"] - s["failed"] - s["skipped"] for s in summary.plans.values())
+        err.print(f"Interrupted. Saved in {state}: {done:,} tasks finished in this run; "
+                  f"{left:,} left, which the next run picks up (finished ones are skipped).")
         err.print(f"Resume with: {resume}", markup=False)
         if exit_after:
             raise typer.Exit(130)

@@ -9,6 +9,7 @@ import asyncio
 import time
 from datetime import datetime
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -49,7 +50,7 @@ class ProgressDisplay:
 
     def table(self) -> Table:
         now = time.time()
-        table = Table(expand=False)
+        table = Table(expand=False, box=box.SIMPLE_HEAD)
         for column in ("plan", "state", "done/total", "failed", "rate/s", "ETA", "retries", "freezes", "in flight"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right")
         for name in list(self.executor.progress.plans):
@@ -85,9 +86,10 @@ class ProgressDisplay:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    table = Table(title="Summary", title_justify="left")
+    table = Table(title="Summary", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("plan", "state", "done", "skipped", "failed", "rows", "retries", "freezes"):
-        table.add_column(column, justify="left" if column in ("plan", "state") else "right")
+        table.add_column(column, justify="left" if column in ("plan", "state") else "right",
+                         no_wrap=column == "plan")
     for name, s in summary.plans.items():
         table.add_row(name, s["state"], f"{s['done']:,}", f"{s['skipped']:,}", f"{s['failed']:,}",
                       f"{s['rows']:,}", str(s["retries"]), str(s["freezes"]))
