@@ -122,6 +122,39 @@ def demo(
     raise typer.Exit(130 if summary.interrupted else 0)
 
 
+@app.command()
+def simulate(
+    profile: Annotated[str, typer.Option("--profile", help="tushare or binance.")] = "tushare",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 9000,
+    host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
+    scale: Annotated[float, typer.Option("--scale", min=0.001, help="Vendor seconds per real second.")] = 1.0,
+    faults: Annotated[str, typer.Option(
+        "--faults", help="e.g. latency=5ms..40ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+) -> None:
+    """Run the vendor simulator on its own (admin stats at /_admin/stats)."""
+    from .simulator import Faults, Simulator, SimulatorConfig
+
+    if profile not in ("tushare", "binance"):
+        _fail(ValueError(f"unknown profile {profile!r}; use tushare or binance"))
+    try:
+        config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults))
+    except ValueError as exc:
+        _fail(exc)
+
+    async def serve() -> None:
+        async with Simulator(config, host=host, port=port) as sim:
+            out.print(f"simulating {profile} on {sim.url} (scale {scale:g}); token 'demo-token'; Ctrl-C stops")
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
 def _execute(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path, grace: float,
              plain: bool, resume: str, exit_after: bool = True) -> RunSummary:
     from .display import ProgressDisplay, summary_table

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator, model_validator
 
-from .errors import PlanFileError, Problem
+from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem
 from .grid import ParamGrid, TemplateError
 from .limits import Concurrency, Limit, Quota
 from .model import Dataset, Secret, SyncPlan, Vendor
@@ -92,7 +93,15 @@ class VendorSpec(_Strict):
     base_url: str | None = None
     token: EnvSecret | None = None
     limits: list[LimitSpec] = []
+    margin: Duration | None = None
     options: dict[str, Any] = {}
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, value: Duration | None) -> Duration | None:
+        if value is not None and parse_duration(value) < 0:
+            raise ValueError(f"must not be negative, got {value!r}")
+        return value
 
     @field_validator("token", mode="before")
     @classmethod
@@ -111,12 +120,33 @@ class SinkSpec(BaseModel):
     key: list[str] = []
 
 
+class ErrorRuleSpec(_Strict):
+    match: str
+    on: Literal["status", "body", "message"] = "body"
+    kind: Literal["network", "timeout", "server", "rate_limited", "quota", "invalid", "fatal"]
+    cooldown: Duration | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from None
+        return value
+
+    def to_rule(self) -> ErrorRule:
+        cooldown = parse_duration(self.cooldown) if self.cooldown is not None else None
+        return ErrorRule(re.compile(self.match), OutcomeKind(self.kind), self.on, cooldown)
+
+
 class DatasetSpec(_Strict):
     vendor: str
     api: str | None = None
     limits: list[LimitSpec] = []
     weight: StrictInt = 1
     sink: SinkSpec | None = None
+    errors: list[ErrorRuleSpec] = []
     options: dict[str, Any] = {}
 
     @field_validator("weight")
@@ -249,8 +279,9 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
                 problems.append(Problem(f"{where}.limits[{i}].scope",
                                         "a vendor limit applies to 'vendor' or 'node', not 'dataset'"))
             (node_limits if lim.scope == "node" else limits).append(_limit(lim, f"{where}.limits[{i}]", problems))
-        out.vendors[name] = Vendor(name, v.connector, v.base_url, token,
-                                   tuple(x for x in limits if x), tuple(x for x in node_limits if x), v.options)
+        margin = parse_duration(v.margin) if v.margin is not None else None
+        out.vendors[name] = Vendor(name, v.connector, v.base_url, token, tuple(x for x in limits if x),
+                                   tuple(x for x in node_limits if x), v.options, margin)
     for name, d in spec.datasets.items():
         where = f"datasets.{name}"
         if d.vendor not in spec.vendors:
@@ -265,7 +296,8 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
                 ))
             limits.append(_limit(lim, f"{where}.limits[{i}]", problems))
         sink = d.sink.model_dump() if d.sink else {}
-        dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options)
+        dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options,
+                          tuple(rule.to_rule() for rule in d.errors))
         _check_weight(dataset, out.vendors.get(d.vendor), where, problems)
         out.datasets[name] = dataset
     seen: set[str] = set()

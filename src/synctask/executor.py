@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import PlanFile
+from .connectors import CONNECTORS, Observation
 from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
+from .fetchers.http import HttpFetcher, SessionPool
 from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
@@ -101,7 +103,10 @@ class SyncTaskExecutor:
         self._vendors: dict[str, Vendor] = {}
         self._datasets: dict[str, Dataset] = {}
         self._fetchers: dict[str, Fetcher] = {}
-        self._sinks: dict[str, Sink] = {}
+        self._sinks: dict[str, Sink] = {}        # given by the caller: theirs to close
+        self._sink_specs: dict[str, Mapping[str, Any]] = {}  # from plan files: ours, opened per run
+        self._opened: dict[str, Sink] = {}
+        self._http = SessionPool()
         self._plans: dict[str, SyncPlan] = {}
         self._due: dict[str, datetime] = {}
         self._runs: dict[str, _Run] = {}
@@ -154,7 +159,8 @@ class SyncTaskExecutor:
         if sink is not None:
             self._sinks[dataset.name] = sink
         elif dataset.sink:
-            self._sinks[dataset.name] = open_sink(dataset.name, dataset.sink, self.base_dir)
+            self._sink_specs[dataset.name] = dataset.sink
+            open_sink(dataset.name, dataset.sink, self.base_dir, check_only=True)
 
     def _make_fetcher(self, dataset: Dataset, vendor: Vendor | None, fetch: Any) -> Fetcher:
         if fetch is not None:
@@ -162,10 +168,18 @@ class SyncTaskExecutor:
         for spec in (dataset.api, vendor.connector if vendor else ""):
             if spec.startswith("python:"):
                 return PythonFetcher(resolve_callable(spec))
-        connector = vendor.connector if vendor else "?"
+        name = vendor.connector if vendor else "?"
+        if vendor is not None and name in CONNECTORS:
+            connector = CONNECTORS[name](vendor, dataset, dataset.errors)
+            scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
+
+            def observe(observation: Observation, now: float) -> None:
+                self.limiter.observe(scopes[observation.scope], observation.used, now, observation.per)
+
+            return HttpFetcher(vendor.name, connector, self._http, observe, self._now)
         raise SyncError(
-            f"dataset {dataset.name!r}: connector {connector!r} is not available yet; "
-            "use a Python task (api = \"python:package.module:function\")"
+            f"dataset {dataset.name!r}: connector {name!r} is not available yet; use "
+            f"{', '.join(repr(c) for c in CONNECTORS)} or a Python task (api = \"python:package.module:function\")"
         )
 
     def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
@@ -485,7 +499,7 @@ class SyncTaskExecutor:
             job[task.seq] = result
             return 0
         rows = _rows(result)
-        sink = self._sinks.get(dataset)
+        sink = self._sink(dataset)
         if sink is not None and rows:
             await sink.write(rows)
         return len(rows)
@@ -548,10 +562,20 @@ class SyncTaskExecutor:
             self.limiter.restore_usage(self.store.load_usage(), self._now())
             self._usage_restored = True
 
+    def _sink(self, dataset: str) -> Sink | None:
+        sink = self._sinks.get(dataset) or self._opened.get(dataset)
+        if sink is None and dataset in self._sink_specs:
+            sink = open_sink(dataset, self._sink_specs[dataset], self.base_dir)
+            if sink is not None:
+                self._opened[dataset] = sink
+        return sink
+
     async def _close_sinks(self) -> None:
-        for sink in self._sinks.values():
+        """End of a run: close the sinks this executor opened (the next run opens them again)."""
+        await self._http.close()
+        opened, self._opened = self._opened, {}
+        for sink in opened.values():
             await sink.close()
-        self._sinks.clear()
 
     def close(self) -> None:
         """Flush and close the store (call once, after the last ``run``)."""

@@ -293,8 +293,9 @@ class Limiter:
         self._scopes: dict[str, _Scope] = {}
 
     # --- configuration -------------------------------------------------------------------
-    def configure(self, scope: str, limits: Iterable[Limit]) -> None:
+    def configure(self, scope: str, limits: Iterable[Limit], margin: float | None = None) -> None:
         """Set the limits of ``scope``; counters of limits that stay the same keep their usage.
+        ``margin`` overrides the limiter's safety gap for this scope's sliding windows.
 
         Gates made before a reconfiguration still see the scope's new counters, since gates hold
         the scope; call ``gate()`` again after changing limits to refresh its flattened view.
@@ -307,7 +308,8 @@ class Limiter:
         for limit in limits:
             if isinstance(limit, Quota):
                 kept = old_q.pop(limit, None)
-                quotas.append(kept or (_Clock(limit) if limit.clock else _Sliding(limit, self.margin)))
+                gap = self.margin if margin is None else margin
+                quotas.append(kept or (_Clock(limit) if limit.clock else _Sliding(limit, gap)))
             elif isinstance(limit, Concurrency):
                 slots.append(old_c.pop(limit) if limit in old_c else _Slots(limit))
             else:

@@ -161,6 +161,7 @@ class Vendor:
     limits: tuple[Limit, ...] = ()
     node_limits: tuple[Limit, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    margin: float | None = None  # seconds of safety on sliding windows (network jitter); None: none
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class Dataset:
     weight: int = 1
     sink: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    errors: tuple[Any, ...] = ()  # ErrorRule: the user's own classification rules
 
     def scopes(self, node: str | None = None) -> tuple[str, ...]:
         """The limiter scopes a request to this dataset draws on (node scope when on a node)."""

@@ -235,11 +235,12 @@ class Scheduler:
         if dataset.name in self._queues:
             raise ValueError(f"dataset {dataset.name!r} is already known")
         scopes = dataset.scopes(self.node if vendor is not None and vendor.node_limits else None)
+        margin = vendor.margin if vendor is not None else None
         if vendor is not None:
-            self.limiter.configure(scopes[0], vendor.limits)
+            self.limiter.configure(scopes[0], vendor.limits, margin)
             if len(scopes) > 2:
-                self.limiter.configure(scopes[2], vendor.node_limits)
-        self.limiter.configure(scopes[1], dataset.limits)
+                self.limiter.configure(scopes[2], vendor.node_limits, margin)
+        self.limiter.configure(scopes[1], dataset.limits, margin)
         gate = self.limiter.gate(scopes, dataset.weight)
         self._queues[dataset.name] = _Queue(dataset, gate, scopes)
 

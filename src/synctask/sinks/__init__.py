@@ -19,17 +19,21 @@ from .sqlite import SQLiteSink
 __all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "open_sink"]
 
 
-def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None) -> Sink:
-    """Build the sink a dataset's ``sink = {...}`` table describes (paths relative to ``base``)."""
+def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *,
+              check_only: bool = False) -> Sink | None:
+    """Build the sink a dataset's ``sink = {...}`` table describes (paths relative to ``base``);
+    ``check_only`` validates the table without creating anything."""
     kind = spec.get("kind", "memory")
     key = list(spec.get("key", []))
     if kind == "memory":
-        return MemorySink(key)
+        return None if check_only else MemorySink(key)
     if kind == "sqlite":
+        if not key:
+            raise ValueError(f"the sqlite sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
         path = Path(spec.get("path", "data/synctask.db"))
         if base is not None and not path.is_absolute():
             path = base / path
-        return SQLiteSink(path, spec.get("table", dataset), key)
+        return None if check_only else SQLiteSink(path, spec.get("table", dataset), key)
     raise ValueError(
         f"sink kind {kind!r} for dataset {dataset!r} is not available yet; use 'sqlite' or 'memory'"
     )

@@ -1,0 +1,106 @@
+"""Tushare Pro: POST ``{api_name, token, params, fields}``; ``{code, msg, data: {fields, items}}``.
+
+``code != 0`` is classified by its message, including the vendor's Chinese wording: a per-minute
+limit freezes the dataset (one window of its configured limit, else 60 s); a daily limit pauses
+it until its window resets (its configured clock-aligned limit, else midnight Asia/Shanghai); a bad
+token or an unknown api is fatal; anything else is an invalid request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..errors import ErrorRule, FatalError, InvalidRequest, QuotaExhausted, RateLimited, TransientError
+from ..limits import Quota
+from ..model import Dataset, SyncTask, Vendor
+from .base import Observation, Request, Response, Row, apply_rules, decode_json, malformed
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class TushareConnector:
+    def __init__(self, vendor: Vendor, dataset: Dataset, rules: Sequence[ErrorRule] = ()) -> None:
+        self.url = vendor.base_url or "http://api.tushare.pro"
+        self.token = vendor.token
+        self.api = dataset.api
+        self.fields = str(dataset.options.get("fields", ""))
+        self.rules = tuple(rules)
+        self.has_window = any(isinstance(q, Quota) for q in dataset.limits)
+        # A clock-aligned quota on the dataset is how the plan file says "the daily limit": the
+        # limiter then knows exactly when it resets.
+        self.has_daily = any(isinstance(q, Quota) and q.clock for q in dataset.limits)
+
+    def request(self, task: SyncTask) -> Request:
+        params = {key: _text(value) for key, value in task.params.items()}
+        token = self.token.reveal() if self.token is not None else ""
+        return Request("POST", self.url, json={"api_name": self.api, "token": token, "params": params,
+                                               "fields": self.fields})
+
+    def observations(self, response: Response) -> list[Observation]:
+        return []
+
+    def parse(self, response: Response, task: SyncTask, now: float) -> list[Row]:
+        if response.status >= 500:
+            raise TransientError(f"HTTP {response.status} from tushare")
+        if response.status != 200:
+            body = response.body.decode("utf-8", errors="replace")[:200]
+            apply_rules(self.rules, response.status, body, "")
+            raise InvalidRequest(f"HTTP {response.status} from tushare: {body}")
+        data = decode_json(response, "tushare")
+        if not isinstance(data, dict) or "code" not in data:
+            raise malformed("tushare", f"expected an object with 'code', got {_short(data)}")
+        code, msg = data["code"], str(data.get("msg") or "")
+        if code != 0:
+            apply_rules(self.rules, response.status, response.body.decode("utf-8", errors="replace"), msg)
+            raise self._failure(code, msg, now)
+        return _rows(data.get("data"))
+
+    def _failure(self, code: Any, msg: str, now: float) -> Exception:
+        if "每分钟最多访问" in msg:
+            return RateLimited(msg, retry_after=None if self.has_window else 60.0, scope="dataset")
+        if "每天最多访问" in msg:
+            return QuotaExhausted(msg, retry_after=None if self.has_daily else _until_midnight(now), scope="dataset")
+        if code == 40101 or "token" in msg.lower():
+            return FatalError(f"tushare refused the token ({msg}); check the vendor's token variable")
+        if "接口名" in msg:
+            return FatalError(f"tushare does not know api {self.api!r} ({msg})")
+        return InvalidRequest(f"tushare code {code}: {msg}")
+
+
+def _rows(data: Any) -> list[Row]:
+    if not isinstance(data, dict):
+        raise malformed("tushare", f"'data' should be an object, got {_short(data)}")
+    fields, items = data.get("fields"), data.get("items")
+    if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+        raise malformed("tushare", f"'data.fields' should be a list of names, got {_short(fields)}")
+    if not isinstance(items, list):
+        raise malformed("tushare", f"'data.items' should be a list, got {_short(items)}")
+    rows: list[Row] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, list) or len(item) != len(fields):
+            raise malformed("tushare", f"data.items[{index}] should have {len(fields)} values, got {_short(item)}")
+        rows.append(dict(zip(fields, item)))
+    return rows
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y%m%d")
+    if isinstance(value, date):
+        return value.strftime("%Y%m%d")
+    return str(value)
+
+
+def _until_midnight(now: float) -> float:
+    local = datetime.fromtimestamp(now, SHANGHAI)
+    midnight = datetime.combine(local.date() + timedelta(days=1), dtime(0), tzinfo=SHANGHAI)
+    return midnight.timestamp() - now
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

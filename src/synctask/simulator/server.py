@@ -1,0 +1,279 @@
+"""The simulator's aiohttp server: profiles, limits counted the vendors' way, faults, admin stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .data import DAILY_FIELDS, daily_row, kline
+from .faults import FaultDice, Faults
+
+__all__ = ["Simulator", "SimulatorConfig"]
+
+TUSHARE_MINUTE_MSG = "抱歉，您每分钟最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
+TUSHARE_DAILY_MSG = "抱歉，您每天最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
+TUSHARE_TOKEN_MSG = "您的token不对，请确认。"
+TUSHARE_API_MSG = "请指定正确的接口名"
+
+_INTERVALS_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000, "1d": 86_400_000}
+
+
+@dataclass
+class SimulatorConfig:
+    """What the simulated vendor allows. Windows are in vendor time; ``scale`` speeds it up."""
+
+    profile: str = "tushare"
+    scale: float = 1.0
+    seed: int = 7
+    faults: Faults = field(default_factory=Faults)
+    tokens: tuple[str, ...] = ("demo-token",)
+    tushare_per_minute: int = 200
+    tushare_per_day: int = 100_000
+    tushare_apis: tuple[str, ...] = ("daily",)
+    binance_weight_per_minute: int = 6000
+    binance_ban_seconds: float = 120.0
+    binance_ignore_slack: int = 20  # requests after a 429 (already in flight) before a ban
+    bad_codes: tuple[str, ...] = ()  # ts_codes / symbols the vendor rejects as invalid
+
+
+@dataclass
+class Stats:
+    served: int = 0
+    rows: int = 0
+    violations: list[dict[str, Any]] = field(default_factory=list)
+    by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"served": self.served, "rows": self.rows, "violations": self.violations,
+                "by_api": dict(self.by_api), "faults": dict(self.faults)}
+
+
+class Simulator:
+    """Run with ``async with Simulator(config) as sim:``; ``sim.url`` is where it listens."""
+
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or SimulatorConfig()
+        self.host = host
+        self.port = port
+        self.stats = Stats()
+        self._dice = FaultDice(self.config.faults, self.config.seed)
+        self._minute_log: dict[str, deque[float]] = defaultdict(deque)
+        self._day_count: dict[tuple[str, int], int] = defaultdict(int)
+        self._weight: dict[int, int] = defaultdict(int)
+        self._limited_until = 0.0
+        self._banned_until = 0.0
+        self._ignored = 0
+        self._runner: web.AppRunner | None = None
+
+    # --- time -----------------------------------------------------------------------------
+    @property
+    def minute(self) -> float:
+        return 60.0 / self.config.scale
+
+    @property
+    def day(self) -> float:
+        return 86400.0 / self.config.scale
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/_admin/stats", self._admin)
+        app.router.add_post("/_admin/reset", self._reset)
+        if self.config.profile == "tushare":
+            app.router.add_post("/{tail:.*}", self._tushare)
+        elif self.config.profile == "binance":
+            app.router.add_get("/api/v3/{endpoint}", self._binance)
+        else:
+            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare or binance")
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Simulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # --- admin ----------------------------------------------------------------------------
+    async def _admin(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats.as_dict())
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.stats = Stats()
+        return web.json_response({"ok": True})
+
+    def _violation(self, kind: str, api: str, now: float) -> None:
+        self.stats.violations.append({"kind": kind, "api": api, "at": now})
+
+    # --- faults ---------------------------------------------------------------------------
+    async def _fault(self, request: web.Request) -> web.StreamResponse | str | None:
+        delay = self._dice.latency()
+        if delay:
+            await asyncio.sleep(delay)
+        fault = self._dice.pick()
+        if fault is None:
+            return None
+        self.stats.faults[fault] += 1
+        if fault == "drop":
+            transport = request.transport
+            if transport is not None:
+                transport.abort()  # the client sees the connection reset
+            return web.Response(status=599)
+        if fault == "error":
+            return web.Response(status=503, text="Service Unavailable")
+        return "malformed"
+
+    # --- tushare --------------------------------------------------------------------------
+    async def _tushare(self, request: web.Request) -> web.StreamResponse:
+        now = time.time()
+        self.stats.served += 1
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return web.json_response({"code": 40001, "msg": "请求体不是有效的JSON", "data": None})
+        api = str(body.get("api_name", ""))
+        self.stats.by_api[api] += 1
+        # Limits count every request received, as the vendor's do, before anything can fail.
+        window = self._minute_log[api]
+        while window and window[0] <= now - self.minute:
+            window.popleft()
+        window.append(now)
+        day_key = (api, math.floor(now / self.day))
+        self._day_count[day_key] += 1
+        fault = await self._fault(request)
+        if isinstance(fault, web.StreamResponse):
+            return fault
+        if body.get("token") not in self.config.tokens:
+            return _tushare(40101, TUSHARE_TOKEN_MSG)
+        if api not in self.config.tushare_apis:
+            return _tushare(-2001, TUSHARE_API_MSG)
+        if len(window) > self.config.tushare_per_minute:
+            self._violation("per_minute", api, now)
+            return _tushare(40203, TUSHARE_MINUTE_MSG.format(n=self.config.tushare_per_minute))
+        if self._day_count[day_key] > self.config.tushare_per_day:
+            self._violation("per_day", api, now)
+            return _tushare(40203, TUSHARE_DAILY_MSG.format(n=self.config.tushare_per_day))
+        params = body.get("params") or {}
+        codes = [c for c in str(params.get("ts_code", "")).split(",") if c]
+        dates = [d for d in str(params.get("trade_date", "")).split(",") if d]
+        if not codes or not dates:
+            return _tushare(40002, "参数错误：ts_code 和 trade_date 必填")
+        bad = [c for c in codes if c in self.config.bad_codes or "." not in c]
+        if bad:
+            return _tushare(40002, f"参数错误：无效的ts_code {bad[0]}")
+        items = [daily_row(self.config.seed, c, d) for c in codes for d in dates]
+        if fault == "malformed":
+            truncated = '{"code": 0, "msg": "", "data": {"fields": ["ts_code"'
+            return web.Response(status=200, text=truncated, content_type="application/json")
+        self.stats.rows += len(items)
+        return web.json_response({"request_id": f"sim-{self.stats.served}", "code": 0, "msg": "",
+                                  "data": {"fields": DAILY_FIELDS, "items": items, "has_more": False}})
+
+    # --- binance --------------------------------------------------------------------------
+    async def _binance(self, request: web.Request) -> web.StreamResponse:
+        now = time.time()
+        self.stats.served += 1
+        endpoint = request.match_info["endpoint"]
+        self.stats.by_api[endpoint] += 1
+        if now < self._banned_until:
+            self._violation("while_banned", endpoint, now)
+            return self._banned(now)
+        if now < self._limited_until:
+            # Binance: failing to back off after a 429 gets the IP banned. Requests that were
+            # already on the way when the 429 left get some slack; persisting does not.
+            self._violation("ignored_retry_after", endpoint, now)
+            self._ignored += 1
+            if self._ignored > self.config.binance_ignore_slack:
+                self._banned_until = now + self.config.binance_ban_seconds / self.config.scale
+                return self._banned(now)
+            return web.json_response({"code": -1003, "msg": "Too many requests; back off."}, status=429,
+                                     headers={"Retry-After": str(max(1, math.ceil(self._limited_until - now)))})
+        query = request.query
+        limit = int(query.get("limit", "500"))
+        weight = _kline_weight(limit) if endpoint == "klines" else 1
+        minute_index = math.floor(now / self.minute)
+        self._weight[minute_index] += weight
+        used = self._weight[minute_index]
+        headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
+        if used > self.config.binance_weight_per_minute:
+            self._violation("weight_per_minute", endpoint, now)
+            retry_after = (minute_index + 1) * self.minute - now
+            self._limited_until = now + retry_after
+            self._ignored = 0
+            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+            return web.json_response({"code": -1003, "msg": "Too many requests; current limit is "
+                                      f"{self.config.binance_weight_per_minute} request weight per 1 MINUTE."},
+                                     status=429, headers=headers)
+        fault = await self._fault(request)
+        if isinstance(fault, web.StreamResponse):
+            return fault
+        if endpoint != "klines":
+            return web.json_response({"code": -1000, "msg": f"Unknown endpoint {endpoint}."}, status=404)
+        symbol = query.get("symbol", "")
+        interval = _INTERVALS_MS.get(query.get("interval", ""))
+        if not symbol or symbol in self.config.bad_codes:
+            return web.json_response({"code": -1121, "msg": "Invalid symbol."}, status=400, headers=headers)
+        if interval is None:
+            return web.json_response({"code": -1120, "msg": "Invalid interval."}, status=400, headers=headers)
+        start = int(query.get("startTime", "0"))
+        start -= start % interval
+        end = int(query.get("endTime", str(start + interval * limit - 1)))
+        rows: list[list[Any]] = []
+        t = start
+        while t <= end and len(rows) < limit:
+            rows.append(kline(self.config.seed, symbol, t, interval))
+            t += interval
+        if fault == "malformed":
+            return web.Response(status=200, text='[[1700000000000, "1.0", "x"', content_type="application/json",
+                                headers=headers)
+        self.stats.rows += len(rows)
+        return web.json_response(rows, headers=headers)
+
+    def _banned(self, now: float) -> web.Response:
+        left = self._banned_until - now
+        until_ms = int(self._banned_until * 1000)
+        return web.json_response(
+            {"code": -1003, "msg": f"Way too many requests; IP(127.0.0.1) banned until {until_ms}. "
+                                   "Please use the websocket for live updates to avoid bans."},
+            status=418, headers={"Retry-After": str(max(1, math.ceil(left)))})
+
+
+def _tushare(code: int, msg: str) -> web.Response:
+    return web.json_response({"request_id": "sim", "code": code, "msg": msg, "data": None})
+
+
+def _kline_weight(limit: int) -> int:
+    if limit < 100:
+        return 1
+    if limit < 500:
+        return 2
+    if limit <= 1000:
+        return 5
+    return 10
