@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import uuid
 
 import pytest
 
@@ -21,8 +23,37 @@ class _KeyedCallback:
             self.rows[(row["code"], row["day"])] = dict(row)
 
 
-@pytest.fixture(params=["memory", "sqlite", "callback"])
+PG_DSN = os.environ.get("SYNCTASK_TEST_PG", "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3")
+
+
+def _postgres_or_skip():
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed")
+    try:
+        return psycopg.connect(PG_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL server at {PG_DSN!r}: {exc}")
+
+
+@pytest.fixture(params=["memory", "sqlite", "callback", "postgres"])
 def sink_and_reader(request, tmp_path):
+    if request.param == "postgres":
+        from synctask.sinks.postgres import PostgresSink
+
+        admin = _postgres_or_skip()
+        table = f"synctask_test_{uuid.uuid4().hex[:10]}"
+        sink = PostgresSink(PG_DSN, table, ["code", "day"])
+
+        def read_pg():
+            return sorted(admin.execute(f'SELECT code, day, close FROM "{table}"').fetchall())
+
+        yield sink, read_pg
+        asyncio.run(sink.close())
+        admin.execute(f'DROP TABLE IF EXISTS "{table}"')
+        admin.close()
+        return
     if request.param == "memory":
         sink = MemorySink(["code", "day"])
         yield sink, lambda: sorted(tuple(r.values()) for r in sink.rows.values())

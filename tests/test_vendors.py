@@ -229,3 +229,30 @@ def test_user_error_rules_in_the_plan_file_come_first(tmp_path):
 
     summary, messages, _ = asyncio.run(go())
     assert summary.plans["klines"]["state"] == PlanState.FAILED.value
+
+
+def test_tushare_into_postgres_twice_leaves_each_row_once(tmp_path):
+    import uuid
+
+    from .test_sinks import PG_DSN, _postgres_or_skip
+
+    admin = _postgres_or_skip()
+    table = f"synctask_daily_{uuid.uuid4().hex[:8]}"
+
+    async def go():
+        async with Simulator(SimulatorConfig("tushare", scale=60, tushare_per_minute=40)) as sim:
+            text = tushare_plans(sim.url, dataset_limits='{ rate = 40, per = "1s" }', days=10).replace(
+                'sink = { kind = "sqlite", path = "data.db", key = ["ts_code", "trade_date"] }',
+                f'sink = {{ kind = "postgres", dsn = "{PG_DSN}", table = "{table}", key = ["ts_code", "trade_date"] }}')
+            first = await run_plans(text, tmp_path)
+            second = await run_plans(text, tmp_path)  # no state kept: every task runs again
+            return first, second
+
+    try:
+        (first, _, _), (second, _, _) = asyncio.run(go())
+        assert first.plans["daily"]["done"] == second.plans["daily"]["done"] == 20
+        rows = admin.execute(f'SELECT ts_code, trade_date, close FROM "{table}" ORDER BY 1, 2').fetchall()
+        assert len(rows) == 20 == len({(r[0], r[1]) for r in rows})
+    finally:
+        admin.execute(f'DROP TABLE IF EXISTS "{table}"')
+        admin.close()

@@ -1,8 +1,8 @@
 """Where rows go. Every sink is idempotent by the dataset's key: writing the same rows twice
 leaves the data as if written once. ``write`` returns only when the rows are durable.
 
-Available now: ``memory`` (tests), ``sqlite``, ``callback`` (client code). Parquet, DuckDB,
-PostgreSQL and JSONL follow with the vendor work.
+Available now: ``memory`` (tests), ``sqlite``, ``postgres``, ``callback`` (client code). Parquet,
+DuckDB and JSONL follow.
 """
 
 from __future__ import annotations
@@ -34,6 +34,16 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
         if base is not None and not path.is_absolute():
             path = base / path
         return None if check_only else SQLiteSink(path, spec.get("table", dataset), key)
+    if kind == "postgres":
+        if not key:
+            raise ValueError(f"the postgres sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
+        dsn = spec.get("dsn")
+        if not isinstance(dsn, str):
+            raise ValueError(f"the postgres sink of dataset {dataset!r} needs dsn = \"host=... dbname=...\" "
+                             "(put the password in PGPASSWORD, not in the plan file)")
+        from .postgres import PostgresSink
+
+        return None if check_only else PostgresSink(dsn, spec.get("table", dataset), key, spec.get("schema"))
     raise ValueError(
-        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; use 'sqlite' or 'memory'"
+        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; use 'sqlite', 'postgres' or 'memory'"
     )
