@@ -301,3 +301,41 @@ def test_a_task_on_several_scopes_is_counted_on_all_or_none(rates, attempts):
         after = {s: sum(u for _, u in limiter.usage(s, now)) for s in scopes}
         expected = weight if admitted else 0
         assert all(after[s] - before[s] == (expected if s in rates else 0) for s in scopes)
+
+
+def test_a_late_send_is_counted_from_when_it_left():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(3, 1.0)])
+    gate = limiter.gate(["s"])
+    for _ in range(3):
+        assert gate.try_acquire(1, 0.0) is None
+    gate.restamp(1, 0.0, 0.4)  # one of them waited for a connection
+    assert gate.earliest(1, 0.5) == 1.0
+    assert gate.try_acquire(1, 1.0) is None and gate.try_acquire(1, 1.0) is None
+    assert gate.earliest(1, 1.0) == pytest.approx(1.4)
+
+
+@given(delays=st.lists(st.floats(0, 0.7), min_size=1, max_size=80), rate=st.integers(1, 6))
+def test_restamped_sends_never_overflow_a_window(delays, rate):
+    """Requests leave after random waits past admission; counted from their real departure,
+    the departures never put more than the rate in any window."""
+    limiter = Limiter()
+    quota = Quota(rate, 1.0)
+    limiter.configure("s", [quota])
+    gate = limiter.gate(["s"])
+    now, departures, pending = 0.0, [], []
+
+    def depart_until(t):
+        for admitted, leaves in sorted((p for p in pending if p[1] <= t), key=lambda p: p[1]):
+            gate.restamp(1, admitted, leaves)
+            pending.remove((admitted, leaves))
+
+    for delay in delays:
+        depart_until(now)
+        while (when := gate.try_acquire(1, now)) is not None:
+            nxt = min([when] + [p[1] for p in pending])  # wake for a departure or the admission
+            now = max(now, nxt)
+            depart_until(now)
+        pending.append((now, now + delay))
+        departures.append(now + delay)
+    assert over_limit_windows(sorted((t, 1) for t in departures), quota) == 0

@@ -20,7 +20,7 @@ def tushare_plans(url: str, *, dataset_limits: str, codes: int = 2, days: int = 
 connector = "tushare"
 base_url = "{url}"
 token = {{ env = "TS_TOKEN" }}
-margin = "100ms"  # admission to the vendor counting it: pool waits, connection setup, loop lag
+margin = "10ms"  # one-way network jitter; waits before the wire are restamped
 
 [datasets.daily]
 vendor = "ts"

@@ -176,7 +176,7 @@ class SyncTaskExecutor:
             def observe(observation: Observation, now: float) -> None:
                 self.limiter.observe(scopes[observation.scope], observation.used, now, observation.per)
 
-            return HttpFetcher(vendor.name, connector, self._http, observe, self._now)
+            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self.scheduler.restamp)
         raise SyncError(
             f"dataset {dataset.name!r}: connector {name!r} is not available yet; use "
             f"{', '.join(repr(c) for c in CONNECTORS)} or a Python task (api = \"python:package.module:function\")"

@@ -123,7 +123,7 @@ class _Sliding:
 
     def add(self, weight: int, now: float) -> None:
         self.used += weight
-        if now <= self.last_sent:
+        if now <= self.last_sent and self.expiries:
             # The instant of the previous send (a burst; or a caller's clock that stepped back):
             # one log entry, more weight, never an earlier expiry. That entry cannot have been
             # evicted yet, since it expires after ``now``.
@@ -136,6 +136,47 @@ class _Sliding:
         self.expiries.append(expiry)
         self.weights.append(weight)
         self.last_sent = now
+
+    def _expiry(self, sent: float) -> float:
+        span = self.span
+        expiry = sent + span
+        while expiry - span < sent:
+            expiry = math.nextafter(expiry, math.inf)
+        return expiry
+
+    def restamp(self, weight: int, admitted: float, sent: float) -> None:
+        """Count ``weight`` admitted at ``admitted`` as sent at ``sent`` (later) instead.
+
+        Both entries sit near the end of the log (they are recent), so both searches start there.
+        If the admission already left the window (a wait longer than the window), the send is
+        counted afresh: the vendor will count it."""
+        if sent <= admitted:
+            return
+        old, new = self._expiry(admitted), self._expiry(sent)
+        expiries, weights = self.expiries, self.weights
+        for i in range(len(expiries) - 1, -1, -1):
+            if expiries[i] < old:
+                break
+            if expiries[i] == old:
+                taken = min(weights[i], weight)
+                weights[i] -= taken
+                self.used -= taken
+                if weights[i] == 0:
+                    del expiries[i]
+                    del weights[i]
+                break
+        self._evict(sent)
+        i = len(expiries)
+        while i > 0 and expiries[i - 1] > new:
+            i -= 1
+        if i > 0 and expiries[i - 1] == new:
+            weights[i - 1] += weight
+        else:
+            expiries.insert(i, new)
+            weights.insert(i, weight)
+        self.used += weight
+        if sent > self.last_sent:
+            self.last_sent = sent
 
     def reset_time(self, now: float) -> float:
         self._evict(now)
@@ -271,6 +312,14 @@ class Gate:
         for slot in self._slots:
             slot.active += 1
         return None
+
+    def restamp(self, weight: int, admitted: float, sent: float) -> None:
+        """The request admitted at ``admitted`` really left at ``sent``: sliding windows count it
+        from then, so a wait between admission and the wire (a connection pool, a slow event
+        loop) never lets two requests reach the vendor closer together than its window."""
+        for quota in self._quotas:
+            if isinstance(quota, _Sliding):
+                quota.restamp(weight, admitted, sent)
 
     def release(self) -> None:
         """A task admitted through this gate has finished: give back its concurrency slots."""

@@ -203,7 +203,7 @@ class SyncTask:
     """One request with concrete parameters. ``id`` is derived from plan + parameters (+ the run's
     logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
-    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "_id")
+    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "_id")
 
     def __init__(
         self,
@@ -220,6 +220,7 @@ class SyncTask:
         self.priority = priority
         self.timeout = timeout
         self.attempt = 0  # failed attempts so far that counted against the retry policy
+        self.admitted = 0.0  # when the limiter last admitted it
         self.state = TaskState.PENDING
         self.seq = seq
         self._id: str | None = None

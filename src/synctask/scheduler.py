@@ -374,6 +374,7 @@ class Scheduler:
                 self._rest(queue, wake)
                 continue
             task = lane.take()
+            task.admitted = now
             task.state = transition("task", task.state, _RUNNING)
             lane.running.add(task)
             lane.dispatched += 1
@@ -428,6 +429,12 @@ class Scheduler:
             if lane.state is PlanState.RUNNING and lane.exhausted:
                 lane.state = transition(f"plan {lane.name}", lane.state, PlanState.COMPLETED)
                 self._finished.append(lane.name)
+
+    def restamp(self, task: SyncTask, sent: float) -> None:
+        """The in-flight ``task`` actually reached the wire at ``sent``; count it from then."""
+        lane = self._in_flight.get(task)
+        if lane is not None:
+            lane.queue.gate.restamp(lane.queue.weight, task.admitted, sent)
 
     # --- outcomes ------------------------------------------------------------------------
     def report(self, task: SyncTask, failure: Failure | None, now: float) -> Verdict:

@@ -22,13 +22,15 @@ class SessionPool:
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
         self.limit = limit
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._trace = aiohttp.TraceConfig()
+        self._trace.on_request_headers_sent.append(_headers_sent)
 
     def get(self, vendor: str) -> aiohttp.ClientSession:
         session = self._sessions.get(vendor)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self.limit)
             session = aiohttp.ClientSession(timeout=self.timeout, connector=connector,
-                                            headers={"User-Agent": "synctask"})
+                                            headers={"User-Agent": "synctask"}, trace_configs=[self._trace])
             self._sessions[vendor] = session
         return session
 
@@ -47,7 +49,9 @@ class HttpFetcher:
 
     def __init__(self, vendor: str, connector: Connector, sessions: SessionPool,
                  observe: Callable[[Observation, float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_sent: Callable[[SyncTask, float], None] | None = None) -> None:
+        self.on_sent = on_sent
         self.vendor = vendor
         self.connector = connector
         self.sessions = sessions
@@ -58,7 +62,8 @@ class HttpFetcher:
         request = self.connector.request(task)
         session = self.sessions.get(self.vendor)
         async with session.request(request.method, request.url, params=request.params, json=request.json,
-                                   headers=dict(request.headers)) as answer:
+                                   headers=dict(request.headers),
+                                   trace_request_ctx=_Sent(self, task)) as answer:
             body = await answer.read()
             response = Response(answer.status, dict(answer.headers), body)
         now = self.clock()
@@ -66,3 +71,19 @@ class HttpFetcher:
             for observation in self.connector.observations(response):
                 self.observe(observation, now)
         return self.connector.parse(response, task, now)
+
+
+class _Sent:
+    """What the trace hook needs to tell the limiter when a request really left."""
+
+    __slots__ = ("fetcher", "task")
+
+    def __init__(self, fetcher: HttpFetcher, task: SyncTask) -> None:
+        self.fetcher = fetcher
+        self.task = task
+
+
+async def _headers_sent(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
+    sent = getattr(ctx, "trace_request_ctx", None)
+    if isinstance(sent, _Sent) and sent.fetcher.on_sent is not None:
+        sent.fetcher.on_sent(sent.task, sent.fetcher.clock())
