@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import uuid
@@ -37,8 +38,21 @@ def _postgres_or_skip():
         pytest.skip(f"no PostgreSQL server at {PG_DSN!r}: {exc}")
 
 
-@pytest.fixture(params=["memory", "sqlite", "callback", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "callback", "postgres", "jsonl"])
 def sink_and_reader(request, tmp_path):
+    if request.param == "jsonl":
+        from synctask.sinks.jsonl import JsonlSink
+
+        path = tmp_path / "d.jsonl"
+        sink = JsonlSink(path, ["code", "day"])
+
+        def read_jsonl():
+            asyncio.run(sink.close())  # compaction happens at the end of a run
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            return sorted((r["code"], r["day"], r["close"]) for r in rows)
+
+        yield sink, read_jsonl
+        return
     if request.param == "postgres":
         from synctask.sinks.postgres import PostgresSink
 
@@ -120,3 +134,19 @@ def test_a_row_without_its_key_columns_is_refused_with_the_column_named():
     sink = MemorySink(["code"])
     with pytest.raises(ValueError, match="missing key column 'code'"):
         asyncio.run(sink.write([{"day": 1}]))
+
+
+def test_jsonl_sink_after_a_crash_and_a_rerun_holds_each_key_once(tmp_path):
+    from synctask.sinks.jsonl import JsonlSink
+
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"k": 1, "v": "a"}\n{"k": 2, "v": "b"}\n{"k": 1, "v": "a"}\n{"k": 3, "v"')  # killed mid-line
+    sink = JsonlSink(path, ["k"])
+
+    async def rerun():
+        await sink.write([{"k": 1, "v": "a"}, {"k": 3, "v": "c"}])
+        await sink.close()
+
+    asyncio.run(rerun())
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["k"], r["v"]) for r in rows) == [(1, "a"), (2, "b"), (3, "c")]
