@@ -54,5 +54,6 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
 
         return None if check_only else PostgresSink(dsn, spec.get("table", dataset), key, spec.get("schema"))
     raise ValueError(
-        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; use 'sqlite', 'postgres', 'jsonl' or 'memory'"
+        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; "
+        "use 'sqlite', 'postgres', 'jsonl' or 'memory'"
     )

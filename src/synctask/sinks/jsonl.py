@@ -34,7 +34,7 @@ class JsonlSink:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             with self.path.open(encoding="utf-8") as existing:
-                for number, line in enumerate(existing, 1):
+                for line in existing:
                     if not line.strip():
                         continue
                     try:
