@@ -411,3 +411,17 @@ def test_every_task_ends_exactly_once_whatever_the_outcomes(outcomes):
     stats = sched.stats("p")
     assert stats.done + stats.failed == 20
     assert sched.plan_state("p") is PlanState.COMPLETED
+
+
+def test_a_follow_up_task_goes_next_and_counts_in_the_total():
+    sched = scheduler_with(dataset("d"))
+    sched.add_plan(make_plan("p", "d", 3))
+    first = sched.dispatch(0.0, 1).tasks[0]
+    sched.report(first, None, 0.0, follow_up={"i": 0, "page": 2})
+    nxt = sched.dispatch(0.0, 1).tasks[0]
+    assert dict(nxt.params) == {"i": 0, "page": 2}
+    assert sched.stats("p").total == 4
+    sched.report(nxt, None, 0.0)
+    sent, _ = run_until_idle(sched)
+    assert [t.params["i"] for _, t in sent] == [1, 2]
+    assert sched.plan_state("p") is PlanState.COMPLETED

@@ -24,6 +24,7 @@ class TaskEvent(Event):
     task_id: str
     message: str | None = None
     rows: int = 0
+    more: int = 0  # tasks this one added to its plan (a next page)
 
 
 @dataclass(frozen=True)

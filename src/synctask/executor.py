@@ -31,6 +31,7 @@ from typing import Any
 
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
+from .connectors.base import Page
 from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
@@ -174,7 +175,10 @@ class SyncTaskExecutor:
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
 
             def observe(observation: Observation, now: float) -> None:
-                self.limiter.observe(scopes[observation.scope], observation.used, now, observation.per)
+                scope = scopes[observation.scope]
+                self.limiter.observe(scope, observation.used, now, observation.per)
+                if observation.freeze_for:
+                    self.limiter.freeze(scope, now + observation.freeze_for)
 
             return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self.scheduler.restamp)
         raise SyncError(
@@ -473,6 +477,7 @@ class SyncTaskExecutor:
         dataset = plan.dataset if plan else ""
         failure: Failure | None = None
         rows = 0
+        follow_up: Mapping[str, Any] | None = None
         try:
             try:
                 if task.timeout is None:
@@ -480,6 +485,8 @@ class SyncTaskExecutor:
                 else:
                     async with asyncio.timeout(task.timeout):
                         result = await self._fetchers[dataset].fetch(task)
+                if isinstance(result, Page):
+                    follow_up, result = result.next_params, result.rows
                 rows = await self._deliver(task, dataset, result)
             except asyncio.CancelledError:
                 failure = Failure(OutcomeKind.CANCELLED, "stopped while running")
@@ -490,7 +497,7 @@ class SyncTaskExecutor:
                     failure = Failure(OutcomeKind.TIMEOUT, f"no answer within {task.timeout:g}s")
         finally:
             self._active.pop(task, None)
-            self._finish(task, failure, rows)
+            self._finish(task, failure, rows, follow_up if failure is None else None)
 
     async def _deliver(self, task: SyncTask, dataset: str, result: Any) -> int:
         """Hand the result to the sink (durable when this returns) or keep it for its job."""
@@ -504,16 +511,17 @@ class SyncTaskExecutor:
             await sink.write(rows)
         return len(rows)
 
-    def _finish(self, task: SyncTask, failure: Failure | None, rows: int) -> None:
+    def _finish(self, task: SyncTask, failure: Failure | None, rows: int,
+                follow_up: Mapping[str, Any] | None = None) -> None:
         now = self._now()
         try:
-            verdict = self.scheduler.report(task, failure, now)
+            verdict = self.scheduler.report(task, failure, now, follow_up)
         except ValueError:
             return  # the plan was removed and forgotten meanwhile
-        self._after(task, verdict, rows, now)
+        self._after(task, verdict, rows, now, more=1 if follow_up is not None else 0)
         self._wake.set()
 
-    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float) -> None:
+    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float, more: int = 0) -> None:
         run = self._runs.get(task.plan)
         state = verdict.state
         job_failures = self._job_failures.get(task.plan)
@@ -522,7 +530,7 @@ class SyncTaskExecutor:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
             self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now))
-        self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows))
+        self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
             self._emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))

@@ -69,6 +69,8 @@ class Progress:
             if kind == "done":
                 p.done += 1
                 p.rows += event.rows
+                if event.more and p.total is not None:
+                    p.total += event.more
                 p._finished.append(event.at)
             elif kind == "failed":
                 p.failed += 1

@@ -437,8 +437,12 @@ class Scheduler:
             lane.queue.gate.restamp(lane.queue.weight, task.admitted, sent)
 
     # --- outcomes ------------------------------------------------------------------------
-    def report(self, task: SyncTask, failure: Failure | None, now: float) -> Verdict:
-        """Apply a finished task's outcome (None: success, rows durable) and say what it led to."""
+    def report(self, task: SyncTask, failure: Failure | None, now: float,
+               follow_up: Mapping[str, Any] | None = None) -> Verdict:
+        """Apply a finished task's outcome (None: success, rows durable) and say what it led to.
+
+        ``follow_up`` (with success) is the parameters of one more task the answer asked for,
+        such as the next page: it joins the plan's queue ahead of new tasks and counts in its total."""
         lane = self._in_flight.pop(task, None)
         if lane is None:
             raise ValueError(f"task {task.id} is not in flight")
@@ -456,6 +460,12 @@ class Scheduler:
             task.state = transition("task", task.state, _DONE)
             lane.done += 1
             verdict = Verdict(task, _DONE)
+            if follow_up is not None and lane.state is not PlanState.CANCELLED:
+                nxt = SyncTask(lane.name, follow_up, lane.priority, lane.plan.timeout, lane.next_seq, lane.run_key)
+                lane.next_seq += 1
+                heapq.heappush(lane.ready, (nxt.seq, nxt))
+                if lane.total is not None:
+                    lane.total += 1
         else:
             verdict = self._apply(lane, task, failure, now)
         if lane.cursor is None and lane.state is _RUNNING_PLAN and lane.exhausted:

@@ -4,12 +4,14 @@ outcome kinds at this boundary (see ``synctask.errors``)."""
 
 from .base import Connector, Observation, Request, Response
 from .binance import BinanceConnector
+from .rest import RestConnector
 from .tushare import TushareConnector
 
-__all__ = ["Connector", "Observation", "Request", "Response", "BinanceConnector", "TushareConnector",
+__all__ = ["Connector", "Observation", "Request", "Response", "BinanceConnector", "RestConnector", "TushareConnector",
            "CONNECTORS"]
 
-CONNECTORS: dict[str, type[TushareConnector] | type[BinanceConnector]] = {
+CONNECTORS: dict[str, type[TushareConnector] | type[BinanceConnector] | type[RestConnector]] = {
     "tushare": TushareConnector,
     "binance": BinanceConnector,
+    "rest": RestConnector,
 }

@@ -37,17 +37,26 @@ class Response:
 
 
 @dataclass(frozen=True)
+class Page:
+    """Rows of one answer, and the parameters of the request for the next page (None: last)."""
+
+    rows: list[Row]
+    next_params: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Observation:
     """The vendor's own count: ``used`` weight in its window of ``per`` seconds, on ``scope``."""
 
     scope: str  # "vendor" or "dataset"
     used: int
     per: float | None = None
+    freeze_for: float | None = None  # the vendor says nothing is left until its reset
 
 
 class Connector(Protocol):
     def request(self, task: SyncTask) -> Request: ...
-    def parse(self, response: Response, task: SyncTask, now: float) -> list[Row]: ...
+    def parse(self, response: Response, task: SyncTask, now: float) -> list[Row] | Page: ...
     def observations(self, response: Response) -> list[Observation]: ...
 
 

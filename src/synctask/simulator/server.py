@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .data import DAILY_FIELDS, daily_row, kline
+from .data import unit as _unit
 from .faults import FaultDice, Faults
 
 __all__ = ["Simulator", "SimulatorConfig"]
@@ -41,6 +42,8 @@ class SimulatorConfig:
     binance_ban_seconds: float = 120.0
     binance_ignore_slack: int = 20  # requests after a 429 (already in flight) before a ban
     bad_codes: tuple[str, ...] = ()  # ts_codes / symbols the vendor rejects as invalid
+    rest_per_minute: int = 600
+    rest_items_per_day: int = 35
 
 
 @dataclass
@@ -91,8 +94,10 @@ class Simulator:
             app.router.add_post("/{tail:.*}", self._tushare)
         elif self.config.profile == "binance":
             app.router.add_get("/api/v3/{endpoint}", self._binance)
+        elif self.config.profile == "rest":
+            app.router.add_get("/v1/items", self._rest)
         else:
-            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare or binance")
+            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare, binance or rest")
         return app
 
     async def start(self) -> str:
@@ -255,6 +260,51 @@ class Simulator:
                                 headers=headers)
         self.stats.rows += len(rows)
         return web.json_response(rows, headers=headers)
+
+    # --- rest -----------------------------------------------------------------------------
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        """Paginated items (page, offset or cursor; a Link header too) with IETF RateLimit headers."""
+        now = time.time()
+        self.stats.served += 1
+        self.stats.by_api["items"] += 1
+        minute_index = math.floor(now / self.minute)
+        self._weight[minute_index] += 1
+        used = self._weight[minute_index]
+        limit = self.config.rest_per_minute
+        reset = max(1, math.ceil((minute_index + 1) * self.minute - now))
+        headers = {"RateLimit-Policy": f"{limit};w={max(1, round(self.minute))}",
+                   "RateLimit": f"limit={limit}, remaining={max(limit - used, 0)}, reset={reset}"}
+        if used > limit:
+            self._violation("per_minute", "items", now)
+            headers["Retry-After"] = str(reset)
+            return web.json_response({"error": "rate limited"}, status=429, headers=headers)
+        fault = await self._fault(request)
+        if isinstance(fault, web.StreamResponse):
+            return fault
+        query = request.query
+        day = query.get("day")
+        if not day:
+            return web.json_response({"error": "day is required"}, status=400, headers=headers)
+        size = int(query.get("page_size", "10"))
+        if "cursor" in query:
+            offset = int(query["cursor"].removeprefix("c"))
+        elif "offset" in query:
+            offset = int(query["offset"])
+        else:
+            offset = (int(query.get("page", "1")) - 1) * size
+        total = self.config.rest_items_per_day
+        items = [{"id": f"{day}-{i}", "day": day, "value": round(1000 * _unit(self.config.seed, day, i), 3)}
+                 for i in range(offset, min(offset + size, total))]
+        more = offset + size < total
+        if more:
+            page = offset // size + 2
+            headers["Link"] = f'</v1/items?day={day}&page={page}&page_size={size}>; rel="next"'
+        if fault == "malformed":
+            return web.Response(status=200, text='{"data": {"items": [{"id": ', content_type="application/json",
+                                headers=headers)
+        self.stats.rows += len(items)
+        meta = {"next_cursor": f"c{offset + size}" if more else None}
+        return web.json_response({"data": {"items": items}, "meta": meta}, headers=headers)
 
     def _banned(self, now: float) -> web.Response:
         left = self._banned_until - now

@@ -1,0 +1,199 @@
+"""A generic REST connector, configured in the plan file.
+
+Dataset ``options``::
+
+    method = "GET"                         # or POST
+    path = "/v1/orders"                    # "{name}" is filled from task parameters
+    query = { since = "{day}", size = "100" }
+    json = { ... }                         # POST body template
+    headers = { Authorization = "Bearer {token}" }   # {token}: the vendor's secret
+    records = "data.items"                 # where the rows are in the answer ("" = the whole body)
+    pagination = { kind = "page", param = "page", start = 1, size = 100 }
+               # { kind = "offset", param = "offset", size = 100 }
+               # { kind = "cursor", param = "cursor", path = "meta.next_cursor" }
+               # { kind = "link" }          (the Link header's rel="next")
+
+Every page is its own task (a follow-up of the one before), so each request is admitted by the
+limiter and a resumed run starts from the page it stopped at. Rate-limit headers feed the
+limiter: ``RateLimit-Policy``/``RateLimit`` (IETF), ``X-RateLimit-Remaining``/``-Reset``, and
+``Retry-After`` on 429/503.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urljoin
+
+from ..errors import ErrorRule, FatalError, InvalidRequest, RateLimited, TransientError
+from ..model import Dataset, SyncTask, Vendor
+from ..retry import parse_retry_after
+from .base import Observation, Page, Request, Response, Row, apply_rules, decode_json, malformed
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*rel="?next"?', re.IGNORECASE)
+
+
+class RestConnector:
+    def __init__(self, vendor: Vendor, dataset: Dataset, rules: Sequence[ErrorRule] = ()) -> None:
+        options = {**dict(vendor.options), **dict(dataset.options)}
+        self.base = (vendor.base_url or "").rstrip("/")
+        self.token = vendor.token
+        self.method = str(options.get("method", "GET")).upper()
+        self.path = str(options.get("path", f"/{dataset.api}"))
+        self.query: Mapping[str, Any] = options.get("query", {})
+        self.body: Any = options.get("json")
+        self.headers: Mapping[str, Any] = options.get("headers", {})
+        self.records = str(options.get("records", ""))
+        self.pagination: Mapping[str, Any] = options.get("pagination", {})
+        self.rules = tuple(rules)
+
+    # --- requests -------------------------------------------------------------------------
+    def request(self, task: SyncTask) -> Request:
+        params = dict(task.params)
+        next_url = params.pop("_next_url", None)
+        headers = {k: self._fill(str(v), params, secret=True) for k, v in self.headers.items()}
+        if next_url is not None:  # a Link rel="next" page: the vendor wrote the whole URL
+            return Request(self.method, str(next_url), headers=headers)
+        query = {k: self._fill(str(v), params) for k, v in self.query.items()}
+        page = self.pagination
+        if page and page.get("param") in params:
+            query[str(page["param"])] = str(params[str(page["param"])])
+        body = _fill_json(self.body, params) if self.body is not None else None
+        url = self.base + self._fill(self.path, params)
+        return Request(self.method, url, params=query or None, json=body, headers=headers)
+
+    def _fill(self, template: str, params: Mapping[str, Any], secret: bool = False) -> str:
+        def value(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name == "token" and secret and self.token is not None:
+                return self.token.reveal()
+            if name not in params:
+                raise InvalidRequest(f"the template {template!r} needs parameter {name!r}, which the task lacks")
+            return str(params[name])
+
+        return _PLACEHOLDER.sub(value, template)
+
+    # --- answers --------------------------------------------------------------------------
+    def observations(self, response: Response) -> list[Observation]:
+        return rate_limit_observations(response)
+
+    def parse(self, response: Response, task: SyncTask, now: float) -> list[Row] | Page:
+        if response.status != 200:
+            self._raise(response, now)
+        data = decode_json(response, "REST")
+        rows = _records(data, self.records)
+        return Page(rows, self._next(task, response, data, rows))
+
+    def _next(self, task: SyncTask, response: Response, data: Any, rows: list[Row]) -> Mapping[str, Any] | None:
+        page = self.pagination
+        kind = page.get("kind")
+        if not kind or not rows:
+            return None
+        params = dict(task.params)
+        if kind == "page":
+            name = str(page.get("param", "page"))
+            if "size" in page and len(rows) < int(page["size"]):
+                return None  # a short page is the last; without a size, an empty page ends it
+            current = int(params.get(name, page.get("start", 1)))
+            return {**params, name: current + 1}
+        if kind == "offset":
+            param = str(page.get("param", "offset"))
+            size = int(page.get("size", len(rows)))
+            if len(rows) < size:
+                return None
+            return {**params, param: int(params.get(param, 0)) + size}
+        if kind == "cursor":
+            cursor = _dig(data, str(page.get("path", "next_cursor")))
+            if cursor in (None, ""):
+                return None
+            return {**params, str(page.get("param", "cursor")): cursor}
+        if kind == "link":
+            header = response.header("Link") or ""
+            match = _LINK_NEXT.search(header)
+            if match is None:
+                return None
+            here = str(params.get("_next_url") or "")
+            return {**params, "_next_url": urljoin(here or self.base + "/", match.group(1))}
+        raise FatalError(f"unknown pagination kind {kind!r}; use page, offset, cursor or link")
+
+    def _raise(self, response: Response, now: float) -> None:
+        status = response.status
+        text = response.body.decode("utf-8", errors="replace")
+        apply_rules(self.rules, status, text, "")
+        snippet = " ".join(text.split())[:200]
+        raw = response.header("Retry-After")
+        retry_after = parse_retry_after(raw, now) if raw is not None else None
+        if status == 429:
+            raise RateLimited(f"HTTP 429: {snippet}", retry_after=retry_after, scope="vendor")
+        if status >= 500:
+            raise TransientError(f"HTTP {status}: {snippet}", retry_after=retry_after)
+        if status in (401, 403):
+            raise FatalError(f"HTTP {status}: {snippet}; check the credentials")
+        raise InvalidRequest(f"HTTP {status}: {snippet}")
+
+
+def rate_limit_observations(response: Response) -> list[Observation]:
+    """The vendor's own count from its rate-limit headers (IETF draft and X-RateLimit-*)."""
+    limit = remaining = reset = window = None
+    policy = response.header("RateLimit-Policy")
+    if policy:
+        m = re.match(r"\s*(\d+)\s*;\s*w=(\d+)", policy)
+        if m:
+            limit, window = int(m.group(1)), float(m.group(2))
+    combined = response.header("RateLimit")
+    if combined:
+        fields = dict(parse_qsl(combined.replace(",", "&").replace(" ", "")))
+        limit = int(fields["limit"]) if fields.get("limit", "").isdigit() else limit
+        remaining = int(fields["remaining"]) if fields.get("remaining", "").isdigit() else remaining
+        reset = float(fields["reset"]) if fields.get("reset", "").isdigit() else reset
+    for prefix in ("RateLimit-", "X-RateLimit-"):
+        value = response.header(prefix + "Limit")
+        limit = int(value) if value and value.isdigit() else limit
+        value = response.header(prefix + "Remaining")
+        remaining = int(value) if value and value.isdigit() else remaining
+        value = response.header(prefix + "Reset")
+        reset = float(value) if value and value.isdigit() else reset
+    if remaining is None:
+        return []
+    if reset is not None and reset > 10**9:  # an epoch timestamp, not seconds (GitHub's style)
+        reset = None
+    freeze = reset if remaining == 0 and reset is not None else None
+    if limit is None:
+        return [Observation("vendor", 0, window, freeze)] if freeze else []
+    return [Observation("vendor", limit - remaining, window, freeze)]
+
+
+def _records(data: Any, path: str) -> list[Row]:
+    found = _dig(data, path) if path else data
+    if isinstance(found, dict):
+        return [found]
+    if not isinstance(found, list):
+        raise malformed("REST", f"expected a list of records at {path or 'the top'!r}, got {type(found).__name__}")
+    for index, item in enumerate(found):
+        if not isinstance(item, dict):
+            raise malformed("REST", f"record {index} at {path or 'the top'!r} is {type(item).__name__}, not an object")
+    return found
+
+
+def _dig(data: Any, path: str) -> Any:
+    for part in filter(None, path.split(".")):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
+
+
+def _fill_json(template: Any, params: Mapping[str, Any]) -> Any:
+    if isinstance(template, str):
+        whole = _PLACEHOLDER.fullmatch(template)
+        if whole and whole.group(1) in params:
+            return params[whole.group(1)]
+        return _PLACEHOLDER.sub(lambda m: str(params.get(m.group(1), m.group(0))), template)
+    if isinstance(template, dict):
+        return {k: _fill_json(v, params) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_fill_json(v, params) for v in template]
+    return template
+

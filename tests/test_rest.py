@@ -1,0 +1,96 @@
+"""The generic REST connector: templates, every pagination kind, rate-limit headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from synctask import parse_plan_text
+from synctask.connectors.base import Response
+from synctask.connectors.rest import rate_limit_observations
+from synctask.simulator import Simulator, SimulatorConfig
+
+from .test_vendors import run_plans
+
+PAGINATION = {
+    "page": '{ kind = "page", param = "page", start = 1, size = 10 }',
+    "offset": '{ kind = "offset", param = "offset", size = 10 }',
+    "cursor": '{ kind = "cursor", param = "cursor", path = "meta.next_cursor" }',
+    "link": '{ kind = "link" }',
+}
+
+
+def rest_plans(url: str, pagination: str, *, days: int = 3, limits: str = "") -> str:
+    return f"""
+[vendors.api]
+connector = "rest"
+base_url = "{url}"
+token = {{ env = "API_TOKEN" }}
+limits = [{limits}]
+options = {{ headers = {{ Authorization = "Bearer {{token}}" }} }}
+
+[datasets.items]
+vendor = "api"
+sink = {{ kind = "jsonl", path = "items.jsonl", key = ["id"] }}
+options = {{ path = "/v1/items", query = {{ day = "{{day}}", page_size = "10" }}, records = "data.items", pagination = {pagination} }}
+
+[[plans]]
+name = "items"
+dataset = "items"
+params = {{ day = {{ from = "2024-01-01", to = "2024-01-{days:02d}" }} }}
+retry = {{ attempts = 4, backoff = "0.05s..0.2s" }}
+"""
+
+
+@pytest.mark.parametrize("kind", list(PAGINATION))
+def test_every_pagination_kind_fetches_every_page_once(kind, tmp_path):
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
+            result = await run_plans(rest_plans(sim.url, PAGINATION[kind]), tmp_path, env={"API_TOKEN": "t0k"})
+            return result, sim.stats
+
+    (summary, _, _), stats = asyncio.run(go())
+    rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 35 == len({r["id"] for r in rows})
+    assert summary.plans["items"]["done"] == 3 * 4  # 4 pages a day: 10, 10, 10, 5
+    assert stats.served == 12 and stats.violations == []
+
+
+def test_ratelimit_headers_keep_the_client_under_a_limit_it_was_not_told(tmp_path):
+    # The plan file sets no limit; the vendor allows 5 per (scaled) minute and says so in headers.
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_per_minute=5, rest_items_per_day=35)) as sim:
+            result = await run_plans(rest_plans(sim.url, PAGINATION["page"], days=2), tmp_path,
+                                     env={"API_TOKEN": "t0k"}, workers=1)
+            return result, sim.stats
+
+    (summary, _, _), stats = asyncio.run(go())
+    assert summary.plans["items"]["done"] == 8
+    assert stats.violations == []  # "remaining=0" froze the vendor until the reset, before any 429
+
+
+def test_rate_limit_header_forms():
+    ietf = Response(200, {"RateLimit-Policy": "100;w=60", "RateLimit": "limit=100, remaining=0, reset=12"}, b"")
+    (obs,) = rate_limit_observations(ietf)
+    assert (obs.used, obs.per, obs.freeze_for) == (100, 60.0, 12.0)
+    github = Response(200, {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "59",
+                            "X-RateLimit-Reset": "1700000000"}, b"")
+    (obs,) = rate_limit_observations(github)
+    assert (obs.used, obs.freeze_for) == (1, None)
+    assert rate_limit_observations(Response(200, {}, b"")) == []
+
+
+def test_the_token_goes_in_the_header_and_never_into_rows_or_messages(tmp_path):
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=5)) as sim:
+            text = rest_plans(sim.url, PAGINATION["page"], days=1).replace('day = "{day}"', 'day = "{dya}"')
+            return await run_plans(text, tmp_path, env={"API_TOKEN": "super-secret-token"})
+
+    summary, messages, _ = asyncio.run(go())
+    assert summary.plans["items"]["failed"] == 1
+    assert any("needs parameter 'dya'" in m for m in messages)
+    assert not any("super-secret-token" in m for m in messages)
+    plans = parse_plan_text(rest_plans("http://x", PAGINATION["page"]), "p.toml", {"API_TOKEN": "super-secret-token"})
+    assert "super-secret-token" not in repr(plans)
