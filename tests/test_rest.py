@@ -94,3 +94,33 @@ def test_the_token_goes_in_the_header_and_never_into_rows_or_messages(tmp_path):
     assert not any("super-secret-token" in m for m in messages)
     plans = parse_plan_text(rest_plans("http://x", PAGINATION["page"]), "p.toml", {"API_TOKEN": "super-secret-token"})
     assert "super-secret-token" not in repr(plans)
+
+
+def test_an_interrupted_paginated_run_resumes_at_the_page_it_reached(tmp_path):
+    from synctask import SyncTaskExecutor
+
+    async def one_run(sim, stop_after=None):
+        plans = parse_plan_text(rest_plans(sim.url, PAGINATION["cursor"]), "p.toml", {"API_TOKEN": "t"})
+        ex = SyncTaskExecutor(workers=1, state=tmp_path / "state.db", base_dir=tmp_path)
+        ex.load(plans)
+        runner = asyncio.create_task(ex.run())
+        if stop_after is not None:
+            while ex.progress.plans["items"].done < stop_after:
+                await asyncio.sleep(0.005)
+            ex.shutdown()
+        summary = await runner
+        ex.close()
+        return summary.plans["items"]
+
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
+            first = await one_run(sim, stop_after=6)  # day 1 done, day 2 on its second page
+            second = await one_run(sim)
+            return first, second, sim.stats.served
+
+    first, second, served = asyncio.run(go())
+    assert first["state"] == "running" and 6 <= first["done"] < 12
+    assert second["state"] == "completed"
+    assert first["done"] + second["done"] == 12 == served  # no page fetched twice, none missed
+    rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
+    assert len(rows) == 105 == len({r["id"] for r in rows})

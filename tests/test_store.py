@@ -76,3 +76,12 @@ def test_done_ids_gives_the_set_up_to_a_limit(store):
     assert store.done_ids("p", 10) == {"p:0", "p:1", "p:2", "p:3"}
     assert store.done_ids("p", 3) is None
     assert store.done_ids("q", 3) == set()
+
+
+def test_follow_ups_are_kept_for_resuming_paginated_runs(store):
+    store.record(TaskRecord("p:1", "p", "r", "done", 0, None, 1.0, '{"day": "2024-01-01", "page": 2}'))
+    store.record(TaskRecord("q:1", "q", "r", "done", 0, None, 1.0))
+    store.flush()
+    assert store.follow_up("p:1") == {"day": "2024-01-01", "page": 2}
+    assert store.follow_up("q:1") is None and store.follow_up("nope") is None
+    assert store.has_follow_ups("p") and not store.has_follow_ups("q")

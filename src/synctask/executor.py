@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -436,7 +437,9 @@ class SyncTaskExecutor:
         else:
             run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
-        self.scheduler.add_plan(plan, grid, skip=self._skipper(plan.name), run_key=run_key)
+        skip = self._skipper(plan.name)
+        resume = self.store.follow_up if skip is not None and self.store.has_follow_ups(plan.name) else None
+        self.scheduler.add_plan(plan, grid, skip=skip, run_key=run_key, resume=resume)
         self._runs[plan.name] = _Run(run_id, plan.name, logical)
         self.store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
         self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
@@ -518,10 +521,12 @@ class SyncTaskExecutor:
             verdict = self.scheduler.report(task, failure, now, follow_up)
         except ValueError:
             return  # the plan was removed and forgotten meanwhile
-        self._after(task, verdict, rows, now, more=1 if follow_up is not None else 0)
+        self._after(task, verdict, rows, now, follow_up)
         self._wake.set()
 
-    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float, more: int = 0) -> None:
+    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float,
+               follow_up: Mapping[str, Any] | None = None) -> None:
+        more = 1 if follow_up is not None and verdict.state is TaskState.DONE else 0
         run = self._runs.get(task.plan)
         state = verdict.state
         job_failures = self._job_failures.get(task.plan)
@@ -529,7 +534,9 @@ class SyncTaskExecutor:
             if state is TaskState.FAILED or verdict.stopped:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
-            self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now))
+            follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
+            self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now,
+                                         follow))
         self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen

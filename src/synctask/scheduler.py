@@ -99,10 +99,12 @@ class _Lane:
 
     __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "skip", "ready",
                  "delayed", "running", "state", "total", "done", "failed", "skipped", "retries",
-                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "run_key")
+                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "run_key", "resume")
 
     def __init__(self, plan: SyncPlan, queue: _Queue, order: int, params: Iterable[Mapping[str, Any]],
-                 total: int | None, skip: Callable[[str], bool] | None, run_key: str | None = None) -> None:
+                 total: int | None, skip: Callable[[str], bool] | None, run_key: str | None = None,
+                 resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
+        self.resume = resume
         self.plan = plan
         self.run_key = run_key
         self.name = plan.name
@@ -145,11 +147,30 @@ class _Lane:
             self.next_seq += 1
             if skip is not None and skip(task.id):
                 self.skipped += 1
+                if self.resume is not None:
+                    self._resume_after(task)
+                    if self.ready:
+                        return self.ready[0][1]
                 continue
             self.fresh = task
             return task
         self.cursor = None
         return None
+
+    def _resume_after(self, done: SyncTask) -> None:
+        """A skipped task had asked for a follow-up (a next page): queue the first one not done."""
+        assert self.resume is not None and self.skip is not None
+        params = self.resume(done.id)
+        while params is not None:
+            task = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq, self.run_key)
+            self.next_seq += 1
+            if self.total is not None:
+                self.total += 1
+            if not self.skip(task.id):
+                heapq.heappush(self.ready, (task.seq, task))
+                return
+            self.skipped += 1
+            params = self.resume(task.id)
 
     def take(self) -> SyncTask:
         """Remove and return what ``head`` returned."""
@@ -261,10 +282,13 @@ class Scheduler:
 
     def add_plan(self, plan: SyncPlan, params: Iterable[Mapping[str, Any]] | None = None, *,
                  logical_time: datetime | None = None, skip: Callable[[str], bool] | None = None,
-                 paused: bool = False, run_key: str | None = None) -> None:
+                 paused: bool = False, run_key: str | None = None,
+                 resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         """Start a run of ``plan``: its tasks come lazily from ``params`` (default: its grid bound
         to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped);
-        ``run_key`` goes into task ids so each scheduled run's tasks are new work."""
+        ``run_key`` goes into task ids so each scheduled run's tasks are new work; ``resume(id)``
+        gives the follow-up a skipped task had asked for, so a resumed paginated run goes on
+        from the page it reached."""
         queue = self._queues.get(plan.dataset)
         if queue is None:
             raise UnknownPlan(f"plan {plan.name!r} uses dataset {plan.dataset!r}, which was not added")
@@ -280,7 +304,7 @@ class Scheduler:
         elif hasattr(params, "__len__"):
             total = len(params)  # type: ignore[arg-type]
         self._order += 1
-        lane = _Lane(plan, queue, self._order, params, total, skip, run_key)
+        lane = _Lane(plan, queue, self._order, params, total, skip, run_key, resume if skip else None)
         queue.lanes.append(lane)
         queue.lanes.sort(key=lambda ln: (-ln.priority, ln.order))
         self._lanes[plan.name] = lane

@@ -32,6 +32,7 @@ class TaskRecord:
     attempts: int = 0
     message: str | None = None
     at: float = 0.0
+    follow_up: str | None = None  # JSON parameters of the task this one asked for (a next page)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Store(Protocol):
 
     def is_done(self, task_id: str) -> bool: ...
     def done_ids(self, plan: str, limit: int) -> set[str] | None: ...
+    def follow_up(self, task_id: str) -> dict[str, Any] | None: ...
+    def has_follow_ups(self, plan: str) -> bool: ...
     def record(self, record: TaskRecord) -> None: ...
     def flush(self) -> None: ...
     def start_run(self, run: RunRecord) -> None: ...
@@ -80,6 +83,13 @@ class MemoryStore:
         """The ids of the plan's done tasks, or None when there are more than ``limit``."""
         ids = {r.task_id for r in self._tasks.values() if r.plan == plan and r.state == "done"}
         return ids if len(ids) <= limit else None
+
+    def follow_up(self, task_id: str) -> dict[str, Any] | None:
+        record = self._tasks.get(task_id)
+        return json.loads(record.follow_up) if record is not None and record.follow_up else None
+
+    def has_follow_ups(self, plan: str) -> bool:
+        return any(r.plan == plan and r.follow_up for r in self._tasks.values())
 
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
@@ -132,7 +142,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL,
     message TEXT,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    follow_up TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan, state);
 CREATE TABLE IF NOT EXISTS runs (
@@ -168,6 +179,9 @@ class SQLiteStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "follow_up" not in columns:  # a state file from before pagination
+            self._db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
         self._pending: list[TaskRecord] = []
 
     def is_done(self, task_id: str) -> bool:
@@ -180,15 +194,27 @@ class SQLiteStore:
             "SELECT task_id FROM tasks WHERE plan = ? AND state = 'done' LIMIT ?", (plan, limit + 1))}
         return ids if len(ids) <= limit else None
 
+    def follow_up(self, task_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT follow_up FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def has_follow_ups(self, plan: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM tasks WHERE plan = ? AND follow_up IS NOT NULL LIMIT 1", (plan,)).fetchone()
+        return row is not None
+
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
 
     def flush(self) -> None:
         if not self._pending:
             return
-        rows = [(r.task_id, r.plan, r.run_id, r.state, r.attempts, r.message, r.at) for r in self._pending]
+        rows = [(r.task_id, r.plan, r.run_id, r.state, r.attempts, r.message, r.at, r.follow_up)
+                for r in self._pending]
         with self._transaction():
-            self._db.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         self._pending.clear()
 
     def start_run(self, run: RunRecord) -> None:
