@@ -38,8 +38,22 @@ def _postgres_or_skip():
         pytest.skip(f"no PostgreSQL server at {PG_DSN!r}: {exc}")
 
 
-@pytest.fixture(params=["memory", "sqlite", "callback", "postgres", "jsonl"])
+@pytest.fixture(params=["memory", "sqlite", "callback", "postgres", "jsonl", "parquet"])
 def sink_and_reader(request, tmp_path):
+    if request.param == "parquet":
+        import pyarrow.parquet as pq
+
+        from synctask.sinks.parquet import ParquetSink
+
+        sink = ParquetSink(tmp_path / "bars", ["code", "day"], partition_by="code")
+
+        def read_parquet():
+            asyncio.run(sink.close())  # compaction happens at the end of a run
+            rows = pq.read_table(tmp_path / "bars").to_pylist()
+            return sorted((str(r["code"]), r["day"], r["close"]) for r in rows)
+
+        yield sink, read_parquet
+        return
     if request.param == "jsonl":
         from synctask.sinks.jsonl import JsonlSink
 
@@ -150,3 +164,24 @@ def test_jsonl_sink_after_a_crash_and_a_rerun_holds_each_key_once(tmp_path):
     asyncio.run(rerun())
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted((r["k"], r["v"]) for r in rows) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_parquet_sink_partitions_by_the_chosen_column_and_compacts_to_one_file(tmp_path):
+    from synctask.sinks.parquet import ParquetSink
+
+    sink = ParquetSink(tmp_path / "daily", ["code", "day"], partition_by="day")
+
+    async def go():
+        for code in ("A", "B", "C"):
+            await sink.write([{"code": code, "day": "d1", "v": 1}, {"code": code, "day": "d2", "v": 2}])
+        await sink.write([{"code": "A", "day": "d1", "v": 9}])  # a re-run with a newer value
+        await sink.close()
+
+    asyncio.run(go())
+    partitions = sorted(p.name for p in (tmp_path / "daily").iterdir())
+    assert partitions == ["day=d1", "day=d2"]
+    assert all(len(list((tmp_path / "daily" / p).glob("*.parquet"))) == 1 for p in partitions)
+    import pyarrow.parquet as pq
+
+    d1 = sorted((r["code"], r["v"]) for r in pq.read_table(tmp_path / "daily" / "day=d1").to_pylist())
+    assert d1 == [("A", 9), ("B", 1), ("C", 1)]

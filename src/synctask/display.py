@@ -50,7 +50,7 @@ class ProgressDisplay:
 
     def table(self) -> Table:
         now = time.time()
-        table = Table(expand=False, box=box.SIMPLE_HEAD)
+        table = Table(expand=False, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
         for column in ("plan", "state", "done/total", "failed", "rate/s", "ETA", "retries", "freezes", "in flight"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right")
         for name in list(self.executor.progress.plans):
@@ -86,7 +86,7 @@ class ProgressDisplay:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    table = Table(title="Summary", title_justify="left", box=box.SIMPLE_HEAD)
+    table = Table(title="Summary", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
     for column in ("plan", "state", "done", "skipped", "failed", "rows", "retries", "freezes"):
         table.add_column(column, justify="left" if column in ("plan", "state") else "right",
                          no_wrap=column == "plan")

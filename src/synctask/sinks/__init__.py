@@ -1,8 +1,8 @@
 """Where rows go. Every sink is idempotent by the dataset's key: writing the same rows twice
 leaves the data as if written once. ``write`` returns only when the rows are durable.
 
-Available now: ``memory`` (tests), ``sqlite``, ``postgres``, ``jsonl``, ``callback`` (client code).
-Parquet and DuckDB follow.
+Available now: ``memory`` (tests), ``sqlite``, ``postgres``, ``parquet``, ``jsonl``, ``callback``
+(client code). DuckDB follows.
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
         if base is not None and not path.is_absolute():
             path = base / path
         return None if check_only else SQLiteSink(path, spec.get("table", dataset), key)
+    if kind == "parquet":
+        if not key:
+            raise ValueError(f"the parquet sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
+        path = Path(spec.get("path", f"data/{dataset}"))
+        if base is not None and not path.is_absolute():
+            path = base / path
+        from .parquet import ParquetSink
+
+        return None if check_only else ParquetSink(path, key, spec.get("partition_by"))
     if kind == "jsonl":
         if not key:
             raise ValueError(f"the jsonl sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
@@ -55,5 +64,5 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
         return None if check_only else PostgresSink(dsn, spec.get("table", dataset), key, spec.get("schema"))
     raise ValueError(
         f"sink kind {kind!r} for dataset {dataset!r} is not available yet; "
-        "use 'sqlite', 'postgres', 'jsonl' or 'memory'"
+        "use 'sqlite', 'postgres', 'parquet', 'jsonl' or 'memory'"
     )
