@@ -97,11 +97,11 @@ def test_run_with_a_bad_plan_name_or_workers_exits_2(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
-def test_run_of_a_sink_not_built_yet_says_so_and_exits_2(tmp_path):
+def test_run_of_a_sink_a_plan_file_cannot_build_says_so_and_exits_2(tmp_path):
     path = tmp_path / "plans.toml"
-    path.write_text(EXAMPLE.read_text().replace('kind = "parquet"', 'kind = "duckdb"'))
+    path.write_text(EXAMPLE.read_text().replace('kind = "parquet"', 'kind = "callback"'))
     result = synctask("run", str(path), env={"TUSHARE_TOKEN": "x"})
     assert result.returncode == 2
-    assert "sink kind 'duckdb' for dataset 'daily' is not available yet" in result.stderr
+    assert "a callback sink is given from Python" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".synctask").exists(), "a plan that fails to load leaves no state behind"

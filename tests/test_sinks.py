@@ -38,8 +38,22 @@ def _postgres_or_skip():
         pytest.skip(f"no PostgreSQL server at {PG_DSN!r}: {exc}")
 
 
-@pytest.fixture(params=["memory", "sqlite", "callback", "postgres", "jsonl", "parquet"])
+@pytest.fixture(params=["memory", "sqlite", "callback", "postgres", "jsonl", "parquet", "duckdb"])
 def sink_and_reader(request, tmp_path):
+    if request.param == "duckdb":
+        import duckdb
+
+        from synctask.sinks.duckdb import DuckDBSink
+
+        sink = DuckDBSink(tmp_path / "d.duckdb", "bars", ["code", "day"])
+
+        def read_duckdb():
+            asyncio.run(sink.close())  # one process, one connection: close before reading
+            with duckdb.connect(str(tmp_path / "d.duckdb")) as db:
+                return sorted(db.execute("SELECT code, day, close FROM bars").fetchall())
+
+        yield sink, read_duckdb
+        return
     if request.param == "parquet":
         import pyarrow.parquet as pq
 

@@ -1,8 +1,8 @@
 """Where rows go. Every sink is idempotent by the dataset's key: writing the same rows twice
 leaves the data as if written once. ``write`` returns only when the rows are durable.
 
-Available now: ``memory`` (tests), ``sqlite``, ``postgres``, ``parquet``, ``jsonl``, ``callback``
-(client code). DuckDB follows.
+Available: ``memory`` (tests), ``sqlite``, ``duckdb``, ``postgres``, ``parquet``, ``jsonl``,
+``callback`` (client code).
 """
 
 from __future__ import annotations
@@ -34,6 +34,15 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
         if base is not None and not path.is_absolute():
             path = base / path
         return None if check_only else SQLiteSink(path, spec.get("table", dataset), key)
+    if kind == "duckdb":
+        if not key:
+            raise ValueError(f"the duckdb sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
+        path = Path(spec.get("path", "data/synctask.duckdb"))
+        if base is not None and not path.is_absolute():
+            path = base / path
+        from .duckdb import DuckDBSink
+
+        return None if check_only else DuckDBSink(path, spec.get("table", dataset), key)
     if kind == "parquet":
         if not key:
             raise ValueError(f"the parquet sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
@@ -62,7 +71,10 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
         from .postgres import PostgresSink
 
         return None if check_only else PostgresSink(dsn, spec.get("table", dataset), key, spec.get("schema"))
+    if kind == "callback":
+        raise ValueError(f"dataset {dataset!r}: a callback sink is given from Python, "
+                         "executor.add_dataset(dataset, sink=CallbackSink(function)), not in a plan file")
     raise ValueError(
-        f"sink kind {kind!r} for dataset {dataset!r} is not available yet; "
-        "use 'sqlite', 'postgres', 'parquet', 'jsonl' or 'memory'"
+        f"sink kind {kind!r} for dataset {dataset!r} is not available; "
+        "use 'sqlite', 'duckdb', 'postgres', 'parquet', 'jsonl' or 'memory'"
     )
