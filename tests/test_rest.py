@@ -100,7 +100,9 @@ def test_an_interrupted_paginated_run_resumes_at_the_page_it_reached(tmp_path):
     from synctask import SyncTaskExecutor
 
     async def one_run(sim, stop_after=None):
-        plans = parse_plan_text(rest_plans(sim.url, PAGINATION["cursor"]), "p.toml", {"API_TOKEN": "t"})
+        # 8 requests per second: the first run cannot finish its 12 pages before it is stopped.
+        text = rest_plans(sim.url, PAGINATION["cursor"], limits='{ rate = 8, per = "1s" }')
+        plans = parse_plan_text(text, "p.toml", {"API_TOKEN": "t"})
         ex = SyncTaskExecutor(workers=1, state=tmp_path / "state.db", base_dir=tmp_path)
         ex.load(plans)
         runner = asyncio.create_task(ex.run())

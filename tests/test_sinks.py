@@ -199,3 +199,28 @@ def test_parquet_sink_partitions_by_the_chosen_column_and_compacts_to_one_file(t
 
     d1 = sorted((r["code"], r["v"]) for r in pq.read_table(tmp_path / "daily" / "day=d1").to_pylist())
     assert d1 == [("A", 9), ("B", 1), ("C", 1)]
+
+
+def test_stream_sink_hands_batches_to_an_async_for_and_waits_for_them():
+    from synctask.sinks import StreamSink
+
+    async def go():
+        sink = StreamSink()
+        seen = []
+        write_returned = []
+
+        async def consume():
+            async for rows in sink:
+                seen.append([r["i"] for r in rows])
+                await asyncio.sleep(0.01)
+                assert not write_returned or len(write_returned) < len(seen)  # not before handled
+
+        consumer = asyncio.create_task(consume())
+        for i in range(3):
+            await sink.write([{"i": i}, {"i": i + 10}])
+            write_returned.append(i)
+        await sink.close()
+        await consumer
+        return seen
+
+    assert asyncio.run(go()) == [[0, 10], [1, 11], [2, 12]]

@@ -44,7 +44,7 @@ from .progress import PlanProgress, Progress
 from .retry import RetryPolicy, parse_retry_after
 from .schedule import Schedule, parse_schedule
 from .scheduler import Decision, PlanStats, Scheduler, Verdict
-from .sinks import CallbackSink, MemorySink, Sink, SQLiteSink
+from .sinks import CallbackSink, MemorySink, Sink, SQLiteSink, StreamSink
 from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
 
 __version__ = "0.1.0"
@@ -87,6 +87,7 @@ __all__ = [
     "RunSummary",
     "SQLiteSink",
     "SQLiteStore",
+    "StreamSink",
     "Schedule",
     "Scheduler",
     "Secret",

@@ -2,7 +2,7 @@
 leaves the data as if written once. ``write`` returns only when the rows are durable.
 
 Available: ``memory`` (tests), ``sqlite``, ``duckdb``, ``postgres``, ``parquet``, ``jsonl``,
-``callback`` (client code).
+``callback`` and ``StreamSink`` (an async iterator) for client code, given from Python.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from .base import Row, Sink
 from .callback import CallbackSink
 from .memory import MemorySink
 from .sqlite import SQLiteSink
+from .stream import StreamSink
 
-__all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "open_sink"]
+__all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSink", "open_sink"]
 
 
 def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *,
