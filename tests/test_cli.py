@@ -105,3 +105,10 @@ def test_run_of_a_sink_a_plan_file_cannot_build_says_so_and_exits_2(tmp_path):
     assert "a callback sink is given from Python" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / ".synctask").exists(), "a plan that fails to load leaves no state behind"
+
+
+def test_simulate_with_a_bad_profile_or_faults_exits_2():
+    result = synctask("simulate", "--profile", "nasdaq")
+    assert result.returncode == 2 and "unknown profile 'nasdaq'" in result.stderr
+    result = synctask("simulate", "--faults", "lag=1")
+    assert result.returncode == 2 and "unknown fault 'lag'" in result.stderr
