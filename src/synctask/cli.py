@@ -124,7 +124,7 @@ def demo(
 
 @app.command()
 def simulate(
-    profile: Annotated[str, typer.Option("--profile", help="tushare, binance or rest.")] = "tushare",
+    profile: Annotated[str, typer.Option("--profile", help="tushare, binance, rest or ws.")] = "tushare",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 9000,
     host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Vendor seconds per real second.")] = 1.0,
@@ -135,8 +135,8 @@ def simulate(
     """Run the vendor simulator on its own (admin stats at /_admin/stats)."""
     from .simulator import Faults, Simulator, SimulatorConfig
 
-    if profile not in ("tushare", "binance", "rest"):
-        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance or rest"))
+    if profile not in ("tushare", "binance", "rest", "ws"):
+        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest or ws"))
     try:
         config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults))
     except ValueError as exc:

@@ -37,6 +37,7 @@ from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, cla
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.http import HttpFetcher, SessionPool
+from .fetchers.websocket import Streamed, WebSocketFetcher
 from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
@@ -171,6 +172,11 @@ class SyncTaskExecutor:
             if spec.startswith("python:"):
                 return PythonFetcher(resolve_callable(spec))
         name = vendor.connector if vendor else "?"
+        if vendor is not None and name == "websocket":
+            base = (vendor.base_url or "").rstrip("/")
+            url = base + str(dataset.options.get("path", "/ws"))
+            return WebSocketFetcher(vendor.name, url, self._http, lambda: self._sink(dataset.name),
+                                    int(dataset.options.get("batch", 100)))
         if vendor is not None and name in CONNECTORS:
             connector = CONNECTORS[name](vendor, dataset, dataset.errors)
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
@@ -183,8 +189,9 @@ class SyncTaskExecutor:
 
             return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self.scheduler.restamp)
         raise SyncError(
-            f"dataset {dataset.name!r}: connector {name!r} is not available yet; use "
-            f"{', '.join(repr(c) for c in CONNECTORS)} or a Python task (api = \"python:package.module:function\")"
+            f"dataset {dataset.name!r}: connector {name!r} is not available; use "
+            f"{', '.join(repr(c) for c in [*CONNECTORS, 'websocket'])} "
+            "or a Python task (api = \"python:package.module:function\")"
         )
 
     def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
@@ -508,6 +515,8 @@ class SyncTaskExecutor:
         if job is not None:
             job[task.seq] = result
             return 0
+        if isinstance(result, Streamed):
+            return result.rows  # a stream wrote its rows itself, in batches
         rows = _rows(result)
         sink = self._sink(dataset)
         if sink is not None and rows:

@@ -44,6 +44,8 @@ class SimulatorConfig:
     bad_codes: tuple[str, ...] = ()  # ts_codes / symbols the vendor rejects as invalid
     rest_per_minute: int = 600
     rest_items_per_day: int = 35
+    ws_per_second: float = 200.0  # quote messages per (vendor) second
+    ws_drop_every: int = 0  # close the connection abruptly after this many messages (0: never)
 
 
 @dataclass
@@ -96,8 +98,10 @@ class Simulator:
             app.router.add_get("/api/v3/{endpoint}", self._binance)
         elif self.config.profile == "rest":
             app.router.add_get("/v1/items", self._rest)
+        elif self.config.profile == "ws":
+            app.router.add_get("/ws", self._ws)
         else:
-            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare, binance or rest")
+            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare, binance, rest or ws")
         return app
 
     async def start(self) -> str:
@@ -305,6 +309,42 @@ class Simulator:
         self.stats.rows += len(items)
         meta = {"next_cursor": f"c{offset + size}" if more else None}
         return web.json_response({"data": {"items": items}, "meta": meta}, headers=headers)
+
+    # --- ws -------------------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        """A quote stream: subscribe with symbols and an optional from_seq; messages carry a
+        global sequence number, so a client that reconnects can ask to continue after its last."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        try:
+            hello = await ws.receive_json(timeout=10)
+        except (TimeoutError, TypeError, ValueError):
+            await ws.close(code=1003, message=b"expected a subscribe message")
+            return ws
+        symbols = [str(s) for s in hello.get("symbols", [])] if isinstance(hello, dict) else []
+        if not symbols:
+            await ws.send_json({"error": "subscribe needs symbols"})
+            await ws.close(code=1008)
+            return ws
+        seq = int(hello.get("from_seq") or 0)
+        interval = 1.0 / (self.config.ws_per_second * self.config.scale)
+        sent = 0
+        self.stats.by_api["ws_connections"] += 1
+        while not ws.closed:
+            symbol = symbols[seq % len(symbols)]
+            price = round(100 * (1 + _unit(self.config.seed, symbol, seq) / 50), 4)
+            await ws.send_json({"seq": seq, "symbol": symbol, "price": price})
+            self.stats.served += 1
+            self.stats.rows += 1
+            seq += 1
+            sent += 1
+            if self.config.ws_drop_every and sent >= self.config.ws_drop_every:
+                self.stats.faults["drop"] += 1
+                if request.transport is not None:
+                    request.transport.abort()
+                break
+            await asyncio.sleep(interval)
+        return ws
 
     def _banned(self, now: float) -> web.Response:
         left = self._banned_until - now
