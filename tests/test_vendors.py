@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 import time
 
+import pytest
+
 from synctask import PlanState, SyncTaskExecutor, TaskEvent, parse_plan_text
 from synctask.simulator import Faults, Simulator, SimulatorConfig
 from synctask.simulator.data import DAILY_FIELDS, daily_row
@@ -134,19 +136,54 @@ def test_malformed_responses_are_retried_and_quoted_then_fail_only_their_task(tm
     assert failed and "malformed tushare response" in failed[0] and "near '" in failed[0]
 
 
-def test_with_faults_every_row_arrives_exactly_once(tmp_path):
+SINKS = {
+    "sqlite": '{ kind = "sqlite", path = "data.db", key = ["ts_code", "trade_date"] }',
+    "duckdb": '{ kind = "duckdb", path = "data.duckdb", key = ["ts_code", "trade_date"] }',
+    "parquet": '{ kind = "parquet", path = "daily", key = ["ts_code", "trade_date"], partition_by = "ts_code" }',
+    "jsonl": '{ kind = "jsonl", path = "daily.jsonl", key = ["ts_code", "trade_date"] }',
+}
+
+
+def read_sink(kind: str, tmp_path) -> list[tuple]:
+    fields = DAILY_FIELDS
+    if kind == "sqlite":
+        return sink_rows(tmp_path, "daily", ", ".join(fields))
+    if kind == "duckdb":
+        import duckdb
+
+        with duckdb.connect(str(tmp_path / "data.duckdb")) as db:
+            return sorted(db.execute(f"SELECT {', '.join(fields)} FROM daily").fetchall())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = []
+        for part in (tmp_path / "daily").iterdir():
+            code = part.name.split("=", 1)[1]
+            rows += [{**r, "ts_code": code} for r in pq.read_table(part).to_pylist()]
+        return sorted(tuple(r[f] for f in fields) for r in rows)
+    import json
+
+    rows = [json.loads(line) for line in (tmp_path / "daily.jsonl").read_text().splitlines()]
+    return sorted(tuple(r[f] for f in fields) for r in rows)
+
+
+@pytest.mark.parametrize("sink", list(SINKS))
+def test_with_faults_every_row_arrives_exactly_once_in_every_sink(sink, tmp_path):
     async def go():
         faults = Faults(latency_min=0.001, latency_max=0.03, error_rate=0.05, malformed_rate=0.03, drop_rate=0.03)
         async with Simulator(SimulatorConfig("tushare", scale=60, tushare_per_minute=40, faults=faults)) as sim:
-            text = tushare_plans(sim.url, dataset_limits='{ rate = 40, per = "1s" }', attempts=10)
-            result = await run_plans(text, tmp_path)
-            return result, sim.stats
+            text = tushare_plans(sim.url, dataset_limits='{ rate = 40, per = "1s" }', attempts=10).replace(
+                'sink = { kind = "sqlite", path = "data.db", key = ["ts_code", "trade_date"] }', f"sink = {SINKS[sink]}")
+            first = await run_plans(text, tmp_path)
+            await asyncio.sleep(1.05)  # a new executor knows nothing of the last (scaled) minute
+            again = await run_plans(text, tmp_path)  # no state kept: every task runs a second time
+            return first, again, sim.stats
 
-    (summary, _, _), stats = asyncio.run(go())
+    (summary, _, _), (summary2, _, _), stats = asyncio.run(go())
     assert stats.violations == []
     assert sum(stats.faults.values()) > 0
-    assert summary.plans["daily"]["done"] == 60
-    assert sink_rows(tmp_path, "daily", ", ".join(DAILY_FIELDS)) == expected_daily(2, 30)
+    assert summary.plans["daily"]["done"] == summary2.plans["daily"]["done"] == 60
+    assert read_sink(sink, tmp_path) == expected_daily(2, 30)
 
 
 def binance_plans(url: str, *, weight_limit: int, hours: int = 24, interval_limit: int = 60) -> str:

@@ -61,6 +61,7 @@ def test_stopping_a_stream_keeps_every_message_received(tmp_path):
 
     asyncio.run(go())
     got = sorted(seqs(tmp_path))
-    # Every message received before the stop is in the sink, with no gap: a later run asks to
-    # continue after the last one (messages still in the socket were never received).
+    # Every message received before the stop is in the sink, with no gap (messages still in the
+    # socket were never received). Within a run a reconnect continues after the last message; a
+    # new run subscribes afresh and the sink's key keeps each message once.
     assert got == list(range(len(got))) and len(got) > 50
