@@ -39,6 +39,7 @@ def test_a_stream_reconnects_after_drops_and_loses_no_message(tmp_path):
             ex = SyncTaskExecutor(base_dir=tmp_path)
             ex.load(parse_plan_text(ws_plans(sim.url, max_messages=200), "p.toml", {}))
             summary = await ex.run()
+            assert ex.progress.plans["quotes"].messages == 200  # progress saw the stream as it went
             return summary.plans["quotes"], sim.stats
 
     stats, sim_stats = asyncio.run(go())

@@ -24,7 +24,7 @@ from .errors import (
     UnknownPlan,
     classify,
 )
-from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
+from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .executor import RunSummary, SyncTaskExecutor
 from .grid import ParamGrid
 from .limits import Concurrency, Gate, Limiter, Quota
@@ -87,6 +87,7 @@ __all__ = [
     "RunSummary",
     "SQLiteSink",
     "SQLiteStore",
+    "StreamEvent",
     "StreamSink",
     "Schedule",
     "Scheduler",

@@ -51,12 +51,13 @@ class ProgressDisplay:
     def table(self) -> Table:
         now = time.time()
         table = Table(expand=False, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
-        for column in ("plan", "state", "done/total", "failed", "rate/s", "ETA", "retries", "freezes", "in flight"):
+        for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes",
+                       "in flight"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right")
         for name in list(self.executor.progress.plans):
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total:,}"
-            table.add_row(name, _state(p, now), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}",
+            table.add_row(name, _state(p, now), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}", f"{p.rows:,}",
                           f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes), str(p.in_flight))
         return table
 
@@ -67,6 +68,7 @@ class ProgressDisplay:
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total}"
             out.append(f"{name}: {_state(p, now)}, {p.done + p.skipped}/{total} done, {p.failed} failed, "
+                       f"{p.rows} rows, "
                        f"{p.rate:.1f}/s, ETA {format_eta(p.eta)}, {p.retries} retries, {p.freezes} freezes")
         return out
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent"]
+__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent", "StreamEvent"]
 
 
 @dataclass(frozen=True)
@@ -52,3 +52,12 @@ class SkipEvent(Event):
     """``count`` more tasks of the plan were already done in an earlier run and were skipped."""
 
     count: int
+
+
+@dataclass(frozen=True)
+class StreamEvent(Event):
+    """A stream task wrote another batch: ``messages`` received and ``rows`` written since the last."""
+
+    task_id: str
+    messages: int
+    rows: int

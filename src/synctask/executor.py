@@ -34,7 +34,7 @@ from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
 from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
-from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
+from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.http import HttpFetcher, SessionPool
 from .fetchers.websocket import Streamed, WebSocketFetcher
@@ -175,8 +175,11 @@ class SyncTaskExecutor:
         if vendor is not None and name == "websocket":
             base = (vendor.base_url or "").rstrip("/")
             url = base + str(dataset.options.get("path", "/ws"))
+            def streamed(task: SyncTask, messages: int, rows: int) -> None:
+                self._emit(StreamEvent(self._now(), task.plan, task.id, messages, rows))
+
             return WebSocketFetcher(vendor.name, url, self._http, lambda: self._sink(dataset.name),
-                                    int(dataset.options.get("batch", 100)))
+                                    int(dataset.options.get("batch", 100)), on_flush=streamed)
         if vendor is not None and name in CONNECTORS:
             connector = CONNECTORS[name](vendor, dataset, dataset.errors)
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
@@ -516,7 +519,7 @@ class SyncTaskExecutor:
             job[task.seq] = result
             return 0
         if isinstance(result, Streamed):
-            return result.rows  # a stream wrote its rows itself, in batches
+            return 0  # a stream wrote (and reported) its rows itself, batch by batch
         rows = _rows(result)
         sink = self._sink(dataset)
         if sink is not None and rows:

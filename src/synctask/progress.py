@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .events import Event, FreezeEvent, PlanEvent, SkipEvent, TaskEvent
+from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 
 __all__ = ["Progress", "PlanProgress"]
 
@@ -33,6 +33,7 @@ class PlanProgress:
     retries: int = 0
     freezes: int = 0
     rows: int = 0
+    messages: int = 0  # received by stream tasks
     frozen_until: float | None = None
     allowed_rate: float | None = None
     rate: float = 0.0
@@ -96,6 +97,9 @@ class Progress:
             p.last_message = event.message
         elif isinstance(event, SkipEvent):
             p.skipped += event.count
+        elif isinstance(event, StreamEvent):
+            p.messages += event.messages
+            p.rows += event.rows
 
     def snapshot(self, plan: str, now: float) -> PlanProgress:
         """The plan's progress at ``now`` with ``rate`` and ``eta`` filled in."""

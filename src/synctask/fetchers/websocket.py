@@ -36,7 +36,9 @@ class Streamed:
 
 class WebSocketFetcher:
     def __init__(self, vendor: str, url: str, sessions: SessionPool, sink: Callable[[], Sink | None],
-                 batch: int = 100, backoff: tuple[float, float] = (0.05, 5.0)) -> None:
+                 batch: int = 100, backoff: tuple[float, float] = (0.05, 5.0),
+                 on_flush: Callable[[SyncTask, int, int], None] | None = None) -> None:
+        self.on_flush = on_flush
         self.vendor = vendor
         self.url = url
         self.sessions = sessions
@@ -51,7 +53,7 @@ class WebSocketFetcher:
         if not symbols:
             raise InvalidRequest("a stream task needs symbols = [...] to subscribe to")
         limit = task.params.get("max_messages")
-        state = _State()
+        state = _State(task)
         try:
             await self._stream(list(symbols), int(limit) if limit is not None else None, state)
         except asyncio.CancelledError:
@@ -93,12 +95,15 @@ class WebSocketFetcher:
         if sink is not None:
             await sink.write(rows)
         state.written += len(rows)
+        if self.on_flush is not None:
+            self.on_flush(state.task, len(rows), len(rows))  # one row per message
 
 
 class _State:
-    __slots__ = ("buffer", "received", "written", "reconnects", "next_seq")
+    __slots__ = ("task", "buffer", "received", "written", "reconnects", "next_seq")
 
-    def __init__(self) -> None:
+    def __init__(self, task: SyncTask) -> None:
+        self.task = task
         self.buffer: list[Row] = []
         self.received = self.written = self.reconnects = 0
         self.next_seq: int | None = None
