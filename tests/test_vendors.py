@@ -293,3 +293,30 @@ def test_tushare_into_postgres_twice_leaves_each_row_once(tmp_path):
     finally:
         admin.execute(f'DROP TABLE IF EXISTS "{table}"')
         admin.close()
+
+
+def test_stop_cancels_http_requests_mid_flight_and_start_finishes_them(tmp_path):
+    async def go():
+        faults = Faults(latency_min=2.0, latency_max=2.0)  # every answer takes 2 s
+        async with Simulator(SimulatorConfig("tushare", scale=60, faults=faults)) as sim:
+            plans = parse_plan_text(tushare_plans(sim.url, dataset_limits='{ rate = 100, per = "1s" }', days=4),
+                                    "p.toml", TOKEN_ENV)
+            ex = SyncTaskExecutor(workers=16, base_dir=tmp_path)
+            ex.load(plans)
+            runner = asyncio.create_task(ex.run())
+            await asyncio.sleep(0.3)
+            started = time.monotonic()
+            cancelled = ex.stop_plan("daily")
+            while ex.in_flight():
+                await asyncio.sleep(0.005)
+            took = time.monotonic() - started
+            sim.config.faults = Faults()  # the vendor is fast again
+            sim._dice.faults = Faults()
+            ex.start_plan("daily")
+            summary = await runner
+            return len(cancelled), took, summary.plans["daily"]
+
+    cancelled, took, stats = asyncio.run(go())
+    assert cancelled == 8 and took < 0.5  # requests in flight were cut, not waited for
+    assert stats["done"] == 8 and stats["state"] == "completed"
+    assert len(sink_rows(tmp_path, "daily", "ts_code, trade_date")) == 8
