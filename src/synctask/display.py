@@ -9,7 +9,6 @@ import asyncio
 import time
 from datetime import datetime
 
-from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -50,7 +49,7 @@ class ProgressDisplay:
 
     def table(self) -> Table:
         now = time.time()
-        table = Table(expand=False, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+        table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
         for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes",
                        "in flight"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right")
@@ -88,10 +87,11 @@ class ProgressDisplay:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    table = Table(title="Summary", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table = Table(title="Summary", title_justify="left", box=None, pad_edge=False, padding=(0, 1),
+                  header_style="bold underline")
     for column in ("plan", "state", "done", "skipped", "failed", "rows", "retries", "freezes"):
         table.add_column(column, justify="left" if column in ("plan", "state") else "right",
-                         no_wrap=column == "plan")
+                         no_wrap=True, min_width=9 if column == "state" else None)
     for name, s in summary.plans.items():
         table.add_row(name, s["state"], f"{s['done']:,}", f"{s['skipped']:,}", f"{s['failed']:,}",
                       f"{s['rows']:,}", str(s["retries"]), str(s["freezes"]))
