@@ -383,10 +383,7 @@ class SyncTaskExecutor:
     def _idle(self) -> bool:
         """Burst mode is over when nothing runs and no plan could go on: paused and stopped plans
         wait for a control op, so they keep ``run()`` going; completed, failed and cancelled don't."""
-        if self._active:
-            return False
-        waiting = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
-        return not any(s.state in waiting for s in self.scheduler.all_stats())
+        return not self._active and not self.scheduler.has_waiting_plans()
 
     def shutdown(self) -> None:
         """Stop dispatching and end ``run()`` gracefully (as a first Ctrl-C does)."""
@@ -475,10 +472,10 @@ class SyncTaskExecutor:
             future.set_result(state.value)
 
     def _note_skips(self) -> None:
-        for stats in self.scheduler.all_stats():
-            seen = self.progress.plans.get(stats.plan)
-            if seen is not None and stats.skipped > seen.skipped:
-                self._emit(SkipEvent(self._now(), stats.plan, stats.skipped - seen.skipped))
+        for plan, skipped in self.scheduler.skipped_counts().items():
+            seen = self.progress.plans.get(plan)
+            if seen is not None and skipped > seen.skipped:
+                self._emit(SkipEvent(self._now(), plan, skipped - seen.skipped))
 
     # --- workers -------------------------------------------------------------------------
     def _launch(self, task: SyncTask) -> None:

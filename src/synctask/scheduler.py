@@ -580,6 +580,15 @@ class Scheduler:
     def stats(self, name: str) -> PlanStats:
         return self._lane(name).stats()
 
+    def skipped_counts(self) -> dict[str, int]:
+        """Tasks skipped so far per plan (cheap: the executor asks every loop turn)."""
+        return {name: lane.skipped for name, lane in self._lanes.items() if lane.skipped}
+
+    def has_waiting_plans(self) -> bool:
+        """True while some plan could still go on: running, or paused/stopped awaiting a control op."""
+        waiting = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
+        return any(lane.state in waiting for lane in self._lanes.values())
+
     def all_stats(self) -> list[PlanStats]:
         return [lane.stats() for lane in self._lanes.values()]
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .base import Row, Sink
+from .base import Row, Sink, require_key
 from .callback import CallbackSink
 from .memory import MemorySink
 from .sqlite import SQLiteSink
@@ -25,57 +25,53 @@ def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *
     """Build the sink a dataset's ``sink = {...}`` table describes (paths relative to ``base``);
     ``check_only`` validates the table without creating anything."""
     kind = spec.get("kind", "memory")
-    key = list(spec.get("key", []))
     if kind == "memory":
-        return None if check_only else MemorySink(key)
-    if kind == "sqlite":
-        if not key:
-            raise ValueError(f"the sqlite sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
-        path = Path(spec.get("path", "data/synctask.db"))
-        if base is not None and not path.is_absolute():
-            path = base / path
-        return None if check_only else SQLiteSink(path, spec.get("table", dataset), key)
-    if kind == "duckdb":
-        if not key:
-            raise ValueError(f"the duckdb sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
-        path = Path(spec.get("path", "data/synctask.duckdb"))
-        if base is not None and not path.is_absolute():
-            path = base / path
-        from .duckdb import DuckDBSink
-
-        return None if check_only else DuckDBSink(path, spec.get("table", dataset), key)
-    if kind == "parquet":
-        if not key:
-            raise ValueError(f"the parquet sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
-        path = Path(spec.get("path", f"data/{dataset}"))
-        if base is not None and not path.is_absolute():
-            path = base / path
-        from .parquet import ParquetSink
-
-        return None if check_only else ParquetSink(path, key, spec.get("partition_by"))
-    if kind == "jsonl":
-        if not key:
-            raise ValueError(f"the jsonl sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
-        path = Path(spec.get("path", f"data/{dataset}.jsonl"))
-        if base is not None and not path.is_absolute():
-            path = base / path
-        from .jsonl import JsonlSink
-
-        return None if check_only else JsonlSink(path, key)
+        return None if check_only else MemorySink(list(spec.get("key", [])))
+    if kind == "callback":
+        raise ValueError(f"dataset {dataset!r}: a callback sink is given from Python, "
+                         "executor.add_dataset(dataset, sink=CallbackSink(function)), not in a plan file")
+    default_path = _DEFAULT_PATHS.get(kind)
+    if default_path is None and kind != "postgres":
+        raise ValueError(
+            f"sink kind {kind!r} for dataset {dataset!r} is not available; "
+            "use 'sqlite', 'duckdb', 'postgres', 'parquet', 'jsonl' or 'memory'"
+        )
+    key = require_key(spec.get("key", []), f"the {kind} sink of dataset {dataset!r}")
+    table = spec.get("table", dataset)
     if kind == "postgres":
-        if not key:
-            raise ValueError(f"the postgres sink of dataset {dataset!r} needs key = [...] columns to stay idempotent")
         dsn = spec.get("dsn")
         if not isinstance(dsn, str):
             raise ValueError(f"the postgres sink of dataset {dataset!r} needs dsn = \"host=... dbname=...\" "
                              "(put the password in PGPASSWORD, not in the plan file)")
+        if check_only:
+            return None
         from .postgres import PostgresSink
 
-        return None if check_only else PostgresSink(dsn, spec.get("table", dataset), key, spec.get("schema"))
-    if kind == "callback":
-        raise ValueError(f"dataset {dataset!r}: a callback sink is given from Python, "
-                         "executor.add_dataset(dataset, sink=CallbackSink(function)), not in a plan file")
-    raise ValueError(
-        f"sink kind {kind!r} for dataset {dataset!r} is not available; "
-        "use 'sqlite', 'duckdb', 'postgres', 'parquet', 'jsonl' or 'memory'"
-    )
+        return PostgresSink(dsn, table, key, spec.get("schema"))
+    assert default_path is not None
+    path = Path(spec.get("path", default_path.format(dataset=dataset)))
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if check_only:
+        return None
+    if kind == "sqlite":
+        return SQLiteSink(path, table, key)
+    if kind == "duckdb":
+        from .duckdb import DuckDBSink
+
+        return DuckDBSink(path, table, key)
+    if kind == "parquet":
+        from .parquet import ParquetSink
+
+        return ParquetSink(path, key, spec.get("partition_by"))
+    from .jsonl import JsonlSink
+
+    return JsonlSink(path, key)
+
+
+_DEFAULT_PATHS = {
+    "sqlite": "data/synctask.db",
+    "duckdb": "data/synctask.duckdb",
+    "parquet": "data/{dataset}",
+    "jsonl": "data/{dataset}.jsonl",
+}

@@ -28,3 +28,17 @@ def row_key(row: Row, key: Sequence[str]) -> tuple[Any, ...]:
         return tuple(row[k] for k in key)
     except KeyError as exc:
         raise ValueError(f"a row is missing key column {exc.args[0]!r}; row keys are {sorted(row)}") from None
+
+
+def require_key(key: Sequence[str], what: str) -> list[str]:
+    """Every durable sink needs key columns: they are what makes a re-run overwrite, not add."""
+    if not key:
+        raise ValueError(f"{what} needs key = [...] columns to stay idempotent")
+    return list(key)
+
+
+def scalar(value: Any) -> Any:
+    """A value a database column takes as is; anything else (dates, decimals) as its text."""
+    if value is None or isinstance(value, (bool, int, float, str, bytes)):
+        return value
+    return str(value)

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 
-from .base import Row
+from .base import Row, require_key, scalar
 
 
 def _type(value: Any) -> str:
@@ -35,11 +35,9 @@ def _quote(name: str) -> str:
 
 class DuckDBSink:
     def __init__(self, path: str | Path, table: str, key: Sequence[str]) -> None:
-        if not key:
-            raise ValueError(f"the duckdb sink for {table!r} needs key = [...] columns to stay idempotent")
         self.path = Path(path)
         self.table = table
-        self.key = list(key)
+        self.key = require_key(key, f"the duckdb sink for {table!r}")
         self._db: duckdb.DuckDBPyConnection | None = None
         self._columns: list[str] | None = None
         self._lock = asyncio.Lock()
@@ -71,7 +69,7 @@ class DuckDBSink:
         columns = self._columns
         names = ", ".join(map(_quote, columns))
         marks = ", ".join("?" for _ in columns)
-        values = [[_value(row.get(c)) for c in columns] for row in rows]
+        values = [[scalar(row.get(c)) for c in columns] for row in rows]
         db.execute("BEGIN TRANSACTION")
         try:
             db.executemany(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", values)
@@ -87,8 +85,3 @@ class DuckDBSink:
                 self._db = None
                 self._columns = None
 
-
-def _value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)

@@ -16,15 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Row, row_key
+from .base import Row, require_key, row_key
 
 
 class JsonlSink:
     def __init__(self, path: str | Path, key: Sequence[str]) -> None:
-        if not key:
-            raise ValueError(f"the jsonl sink {path} needs key = [...] columns to stay idempotent")
         self.path = Path(path)
-        self.key = list(key)
+        self.key = require_key(key, f"the jsonl sink {path}")
         self._rows: dict[tuple[Any, ...], str] = {}
         self._dirty = False
         self._file: Any = None

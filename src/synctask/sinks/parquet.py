@@ -21,15 +21,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import Row, row_key
+from .base import Row, require_key, row_key
 
 
 class ParquetSink:
     def __init__(self, path: str | Path, key: Sequence[str], partition_by: str | None = None) -> None:
-        if not key:
-            raise ValueError(f"the parquet sink {path} needs key = [...] columns to stay idempotent")
         self.path = Path(path)
-        self.key = list(key)
+        self.key = require_key(key, f"the parquet sink {path}")
         self.partition_by = partition_by
         self._touched: set[Path] = set()
         self._lock = asyncio.Lock()

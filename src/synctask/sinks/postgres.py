@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .base import Row
+from .base import Row, require_key, scalar
 
 
 def _pg_type(value: Any) -> str:
@@ -29,11 +29,9 @@ def _pg_type(value: Any) -> str:
 
 class PostgresSink:
     def __init__(self, dsn: str, table: str, key: Sequence[str], schema: str | None = None) -> None:
-        if not key:
-            raise ValueError(f"the postgres sink for {table!r} needs key = [...] columns to stay idempotent")
         self.dsn = dsn
         self.table = sql.Identifier(schema, table) if schema else sql.Identifier(table)
-        self.key = list(key)
+        self.key = require_key(key, f"the postgres sink for {table!r}")
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._columns: list[str] | None = None
         self._lock = asyncio.Lock()
@@ -87,7 +85,7 @@ class PostgresSink:
             sql.SQL(", ").join(map(sql.Identifier, self.key)),
             action,
         )
-        values = [tuple(_value(row.get(c)) for c in columns) for row in rows]
+        values = [tuple(scalar(row.get(c)) for c in columns) for row in rows]
         async with conn.cursor() as cursor:
             await cursor.executemany(statement, values)
 
@@ -96,8 +94,3 @@ class PostgresSink:
             await self._conn.close()
             self._conn = None
 
-
-def _value(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Row
+from .base import Row, require_key, scalar
 
 
 class SQLiteSink:
@@ -15,12 +15,10 @@ class SQLiteSink:
     overwrite instead of duplicate. Writes run in a thread so the event loop never waits on disk."""
 
     def __init__(self, path: str | Path, table: str, key: Sequence[str]) -> None:
-        if not key:
-            raise ValueError(f"the sqlite sink for {table!r} needs key = [...] columns to stay idempotent")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.table = table
-        self.key = list(key)
+        self.key = require_key(key, f"the sqlite sink for {table!r}")
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -46,7 +44,7 @@ class SQLiteSink:
         columns = self._columns
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
-        values = [tuple(_value(row.get(c)) for c in columns) for row in rows]
+        values = [tuple(scalar(row.get(c)) for c in columns) for row in rows]
         self._db.execute("BEGIN")
         try:
             self._db.executemany(f'INSERT OR REPLACE INTO "{self.table}" ({names}) VALUES ({marks})', values)
@@ -76,8 +74,3 @@ def _ident(name: str) -> str:
         raise ValueError(f"column or table name {name!r} may not contain quotes")
     return name
 
-
-def _value(value: object) -> object:
-    if value is None or isinstance(value, (int, float, str, bytes)):
-        return value
-    return str(value)
