@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,20 +75,42 @@ def test_version():
     assert result.returncode == 0 and result.stdout.startswith("synctask ")
 
 
-def test_demo_runs_every_plan_to_the_end_and_says_where_the_rows_are(tmp_path):
-    import sqlite3
+def test_demo_syncs_four_simulated_vendors_into_parquet_and_a_rerun_skips_everything(tmp_path):
+    import duckdb
 
-    result = subprocess.run([sys.executable, "-m", "synctask.cli", "demo", "--dir", str(tmp_path), "--plain"],
-                            capture_output=True, text=True, timeout=120)
+    def demo() -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != "TUSHARE_TOKEN"}
+        return subprocess.run([sys.executable, "-m", "synctask.cli", "demo", "--plain"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=180)
+
+    result = demo()
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "\x1b[" not in out  # plain output has no escape codes
-    for plan in ("quotes-backfill", "daily-bars", "minute-bars"):
+    assert (tmp_path / "synctask-demo.toml").exists()  # the sample plan file, in the current folder
+    for plan in ("tushare-daily", "binance-klines", "rest-items", "ws-quotes"):
         assert f"{plan}: completed" in out
-    assert "froze dataset:minute" in out and "unknown ts_code 'BAD.XX'" in out
-    db = sqlite3.connect(tmp_path / "demo.db")
-    counts = {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("quotes", "daily", "minute")}
-    assert counts == {"quotes": 255, "daily": 102, "minute": 7200}
+    assert "binance: " in out and "weight per minute" in out  # the 429s it met, said plainly
+    assert "tushare: " in out and "over the vendor's limit: none" in out
+    assert re.search(r"binance-klines: froze [1-9]\d* times", out)  # ...and recovered: completed
+    assert re.search(r"retried [1-9]\d* times", out)
+
+    def counts() -> dict[str, tuple[int, int]]:
+        keys = {"daily": "ts_code || trade_date", "klines": "symbol || open_time", "items": "id", "quotes": "seq"}
+        found, db = {}, duckdb.connect()
+        for dataset, key in keys.items():
+            files = f"{tmp_path}/synctask-demo/{dataset}/**/*.parquet"
+            found[dataset] = db.execute(f"SELECT COUNT(*), COUNT(DISTINCT {key}) FROM '{files}'").fetchone()
+        return found
+
+    expected = {"daily": (534, 534), "klines": (21960, 21960), "items": (1575, 1575), "quotes": (1200, 1200)}
+    assert counts() == expected
+    assert "600519.SH  89" in out  # the DuckDB query it printed, run over the Parquet files
+
+    again = demo()
+    assert again.returncode == 0, again.stderr
+    assert re.search(r"tushare-daily\s+completed\s+0\s+534\s+0", again.stdout)  # all skipped
+    assert counts() == expected  # nothing duplicated
 
 
 def test_run_with_a_bad_plan_name_or_workers_exits_2(tmp_path):

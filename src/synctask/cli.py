@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import os
 import shlex
 import sys
-import tempfile
+from collections import Counter
 from datetime import UTC, datetime
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -21,7 +23,9 @@ from .limits import Limit
 from .units import format_duration
 
 if TYPE_CHECKING:
-    from .executor import RunSummary
+    from .events import Event
+    from .executor import RunSummary, SyncTaskExecutor
+    from .simulator import Simulator
 
 app = typer.Typer(
     name="synctask",
@@ -76,6 +80,8 @@ def run(
         "--state", help="State database (default: .synctask/state.db beside the plan file).")] = None,
     grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds in-flight tasks get after Ctrl-C.")] = 10.0,
     plain: Annotated[bool, typer.Option("--plain", help="Plain progress lines even on a terminal.")] = False,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     try:
@@ -88,43 +94,62 @@ def run(
     resume = f"synctask run {shlex.quote(plan_file)}" + "".join(f" --plan {shlex.quote(p)}" for p in plan or [])
     if state:
         resume += f" --state {shlex.quote(state)}"
-    _execute(plans, selected, workers=workers, state=state_path, base=base, grace=grace, plain=plain,
-             resume=resume)
+    executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace)
+    try:
+        summary = asyncio.run(_drive(executor, plain=plain, json_lines=json_lines))
+    finally:
+        executor.close()
+    raise typer.Exit(_finish(executor, summary, state=state_path, resume=resume, json_lines=json_lines))
 
 
 @app.command()
 def demo(
-    directory: Annotated[Optional[str], typer.Option(
-        "--dir", help="Where the demo writes its plan file, data and state (default: a new temp folder).")] = None,
+    directory: Annotated[str, typer.Option(
+        "--dir", help="Where the demo writes its plan file, data and state.")] = ".",
     workers: Annotated[int, typer.Option("--workers", min=1)] = 16,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The simulator's port (0: any free).")] = 0,
     plain: Annotated[bool, typer.Option("--plain", help="Plain progress lines even on a terminal.")] = False,
 ) -> None:
-    """Sync a sample of Python tasks under several limits: a freeze, retries and invalid requests."""
-    target = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="synctask-demo-"))
+    """Sync four simulated vendors (Tushare, Binance klines, a paginated REST API, a WebSocket
+    stream) into Parquet: live progress, a freeze and retries that recover, then a summary."""
+    from . import demo as sample
+    from .simulator import Simulator
+
+    target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
-    plan_path = target / "plans.toml"
-    plan_path.write_text(files("synctask").joinpath("demo_plans.toml").read_text(encoding="utf-8"), encoding="utf-8")
-    out.print(f"synctask demo: plan file {plan_path}")
-    out.print("Three datasets under their own limits and a shared vendor limit. Watch 'minute-bars' get "
-              "rate-limited and freeze, 'quotes-backfill' retry transient errors, and 'daily-bars' fail "
-              "the requests for an unknown code while the rest goes on.\n")
-    plans = load_plan_file(plan_path)
-    resume = f"synctask run {shlex.quote(str(plan_path))}"
+    os.environ.setdefault("TUSHARE_TOKEN", "demo-token")
     state = target / ".synctask" / "state.db"
-    summary = _execute(plans, [p.name for p in plans.plans], workers=workers, state=state,
-                       base=target, grace=5.0, plain=plain, resume=resume, exit_after=False)
-    db = target / "demo.db"
-    out.print(f"\nRows are in {db} (tables quotes, daily, minute); state in {state}.")
-    out.print("Query them:")
-    out.print(f"  python3 -c \"import sqlite3; print(sqlite3.connect('{db}').execute("
-              f"'SELECT symbol, COUNT(*), AVG(close) FROM quotes GROUP BY symbol').fetchall())\"", markup=False)
-    out.print(f"Run it again (finished tasks are skipped): {resume}", markup=False)
-    raise typer.Exit(130 if summary.interrupted else 0)
+    simulator = Simulator(host="127.0.0.1", port=port, profiles=sample.demo_profiles())
+
+    async def main() -> tuple[RunSummary, SyncTaskExecutor]:
+        async with simulator:
+            plan_path = sample.write_plan_file(target, simulator.url, simulator.port)
+            out.print(f"synctask demo: simulated vendors on {simulator.url}; plan file [bold]{plan_path}[/]")
+            out.print("Four datasets sync at once, each under its vendor's limits. Watch [bold]binance-klines[/] "
+                      "meet a limit stricter than its plan file says (429: it freezes until the window resets), "
+                      "[bold]rest-items[/] pause when the API's RateLimit header says nothing is left, and "
+                      "the 3% of requests answered 503 be retried.\n")
+            plans = load_plan_file(plan_path)
+            executor = _build(plans, [p.name for p in plans.plans], workers=workers, state=state, base=target,
+                              grace=5.0)
+            try:
+                return await _drive(executor, plain=plain, json_lines=False), executor
+            finally:
+                executor.close()
+
+    try:
+        summary, executor = asyncio.run(main())
+    except OSError as exc:
+        _fail(exc)
+    code = _finish(executor, summary, state=state, resume=f"synctask demo --dir {shlex.quote(directory)}",
+                   json_lines=False)
+    _demo_report(target, summary, executor, simulator)
+    raise typer.Exit(code)
 
 
 @app.command()
 def simulate(
-    profile: Annotated[str, typer.Option("--profile", help="tushare, binance, rest or ws.")] = "tushare",
+    profile: Annotated[str, typer.Option("--profile", help="tushare, binance, rest, ws, all or demo.")] = "tushare",
     port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 9000,
     host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Vendor seconds per real second.")] = 1.0,
@@ -132,18 +157,21 @@ def simulate(
         "--faults", help="e.g. latency=5ms..40ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
     seed: Annotated[int, typer.Option("--seed")] = 7,
 ) -> None:
-    """Run the vendor simulator on its own (admin stats at /_admin/stats)."""
-    from .simulator import Faults, Simulator, SimulatorConfig
+    """Run the vendor simulator on its own (admin stats at /_admin/stats). ``all`` serves every
+    profile under its own path (/tushare, /binance, /rest, /ws); ``demo`` is what the demo runs."""
+    from .demo import demo_profiles
+    from .simulator import PROFILES, Faults, Simulator, SimulatorConfig
 
-    if profile not in ("tushare", "binance", "rest", "ws"):
-        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest or ws"))
+    if profile not in (*PROFILES, "all", "demo"):
+        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, all or demo"))
     try:
         config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults))
     except ValueError as exc:
         _fail(exc)
+    simulator = Simulator(config, host=host, port=port, profiles=demo_profiles() if profile == "demo" else None)
 
     async def serve() -> None:
-        async with Simulator(config, host=host, port=port) as sim:
+        async with simulator as sim:
             out.print(f"simulating {profile} on {sim.url} (scale {scale:g}); token 'demo-token'; Ctrl-C stops")
             await asyncio.Event().wait()
 
@@ -155,9 +183,9 @@ def simulate(
         raise typer.Exit(0) from None
 
 
-def _execute(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path, grace: float,
-             plain: bool, resume: str, exit_after: bool = True) -> RunSummary:
-    from .display import ProgressDisplay, summary_table
+def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
+           grace: float) -> SyncTaskExecutor:
+    """An executor with the selected plans loaded, or exit 2 naming what could not be built."""
     from .executor import SyncTaskExecutor
 
     try:
@@ -165,31 +193,86 @@ def _execute(plans: PlanFile, selected: list[str], *, workers: int, state: Path,
         executor.load(plans, only=selected)
     except (SyncError, ValueError) as exc:
         _fail(exc)
+    return executor
 
-    async def main() -> RunSummary:
-        task = asyncio.create_task(executor.run(handle_signals=True))
-        display = ProgressDisplay(executor, out, plain=True if plain else None)
-        return await display.run_until(task)
 
-    try:
-        summary = asyncio.run(main())
-    finally:
-        executor.close()
-    out.print(summary_table(summary))
-    messages = {name: p.last_message for name, p in executor.progress.plans.items() if p.last_message}
-    for name, message in messages.items():
-        out.print(f"{name}: {message}", markup=False, highlight=False)
+async def _drive(executor: SyncTaskExecutor, *, plain: bool, json_lines: bool) -> RunSummary:
+    """Run the executor to the end (or an interrupt) with live progress or JSON events."""
+    from .display import ProgressDisplay
+
+    if json_lines:
+        executor.listen(lambda event: print(event_json(event), flush=True))
+        return await executor.run(handle_signals=True)
+    task = asyncio.create_task(executor.run(handle_signals=True))
+    display = ProgressDisplay(executor, out, plain=True if plain else None)
+    return await display.run_until(task)
+
+
+def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, resume: str, json_lines: bool) -> int:
+    """Print the summary (and, after an interrupt, what was saved and how to resume); the exit status."""
+    from .display import summary_table
+
+    if json_lines:
+        print(json.dumps({"type": "summary", "interrupted": summary.interrupted, "plans": summary.plans}), flush=True)
+    else:
+        out.print(summary_table(summary))
+        for name, p in executor.progress.plans.items():
+            # What a person must read: why a plan did not complete, or why its tasks failed.
+            ended = summary.plans.get(name, {}).get("state")
+            message = p.last_message if ended not in (None, "completed") else p.last_failure
+            if message:
+                out.print(f"{name}: {message}", markup=False, highlight=False)
     if summary.interrupted:
         done = sum(s["done"] for s in summary.plans.values())
         left = sum((s["total"] or 0) - s["done"] - s["failed"] - s["skipped"] for s in summary.plans.values())
         err.print(f"Interrupted. Saved in {state}: {done:,} tasks finished in this run; "
                   f"{left:,} left, which the next run picks up (finished ones are skipped).")
         err.print(f"Resume with: {resume}", markup=False)
-        if exit_after:
-            raise typer.Exit(130)
-    elif exit_after and any(s["state"] == "failed" for s in summary.plans.values()):
-        raise typer.Exit(1)
-    return summary
+        return 130
+    return 1 if any(s["state"] == "failed" for s in summary.plans.values()) else 0
+
+
+def _demo_report(target: Path, summary: RunSummary, executor: SyncTaskExecutor, simulator: Simulator) -> None:
+    """Where the demo's rows are, which limits it met, and a DuckDB query over its Parquet files."""
+    from . import demo as sample
+
+    out.print("\n[bold]Files[/] (Parquet, one folder per dataset):")
+    for dataset, what in sample.DATASETS.items():
+        plan = next((p for p in executor.plans() if p.dataset == dataset), None)
+        rows = summary.plans.get(plan.name, {}).get("rows", 0) if plan else 0
+        out.print(f"  {target / sample.DATA_DIR / dataset}  {what}: {rows:,} rows this run", highlight=False)
+    out.print(f"  state (finished tasks, quota usage): {target / '.synctask' / 'state.db'}", highlight=False)
+    out.print("\n[bold]Limits[/]:")
+    for name, child in simulator.children.items():
+        if name == "ws":
+            continue  # a stream has no request limit
+        kinds = Counter(v["kind"] for v in child.stats.violations)
+        over = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in kinds.items()) or "none"
+        out.print(f"  {name}: {child.stats.served:,} requests served; over the vendor's limit: {over}",
+                  highlight=False)
+    for name, s in summary.plans.items():
+        if s["freezes"] or s["retries"]:
+            out.print(f"  {name}: froze {s['freezes']} times, retried {s['retries']} times", highlight=False)
+    out.print("\n[bold]Query the result[/] with DuckDB over the Parquet files:")
+    command = sample.query_command(shlex.quote(sys.executable))
+    cd = "" if target.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(target))} && "
+    out.print(f"  {cd}{command}", markup=False, highlight=False)
+    try:
+        import duckdb
+
+        relation = duckdb.sql(sample.QUERY.replace(f"'{sample.DATA_DIR}/", f"'{target / sample.DATA_DIR}/"))
+        for row in relation.fetchall() if relation is not None else []:
+            out.print("    " + "  ".join(str(v) for v in row), highlight=False)
+    except Exception as exc:  # the query is a courtesy; the data is already safe
+        err.print(f"(the query failed: {exc})")
+    out.print(f"\nRun it again: finished tasks are skipped. Start over by deleting {target / sample.DATA_DIR} "
+              f"and {target / '.synctask'}.", highlight=False)
+
+
+def event_json(event: Event) -> str:
+    """One event as a JSON line: its kind under "type" and its fields."""
+    kind = type(event).__name__.removesuffix("Event").lower()
+    return json.dumps({"type": kind, **dataclasses.asdict(event)}, ensure_ascii=False)
 
 
 def _fail(exc: Exception) -> NoReturn:

@@ -1,64 +1,53 @@
-"""The demo vendor: Python tasks that behave like a market-data API, for ``synctask demo``.
+"""``synctask demo``: four simulated vendors, the plan file that syncs them, and what to say after.
 
-Deterministic: the same parameters always give the same rows and the same failures, so two
-runs of the demo tell the same story (and a re-run after Ctrl-C completes the same data).
+The vendors run in-process (``demo_profiles``); their limits are the plan file's, except where the
+plan file is deliberately wrong (Binance: it says 50 weight per window, the account allows 40) so
+that a freeze happens and recovers. Everything is deterministic but the timing.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from importlib.resources import files
+from pathlib import Path
+from string import Template
 
-from .errors import InvalidRequest, RateLimited, TransientError
+from .simulator import Faults, SimulatorConfig
 
-_LATENCY = 0.05
+__all__ = ["PLAN_FILE", "DATA_DIR", "DATASETS", "QUERY", "demo_profiles", "write_plan_file", "query_command"]
 
-
-def _unit(*parts: Any) -> float:
-    """A stable pseudo-random number in [0, 1) from the parameters."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
-async def quote(symbol: str, day: Any) -> list[dict[str, Any]]:
-    """One day's closing quote; about 4% of first attempts fail transiently and are retried."""
-    await asyncio.sleep(_LATENCY * (0.5 + _unit(symbol, day, "lat")))
-    key = (symbol, str(day))
-    if _unit(*key, "flaky") < 0.04 and key not in _retried:
-        _retried.add(key)
-        raise TransientError("503 Service Unavailable")
-    price = 100 + 50 * _unit(symbol, "base") + 5 * _unit(*key)
-    return [{"symbol": symbol, "day": str(day), "close": round(price, 2)}]
+PLAN_FILE = "synctask-demo.toml"
+DATA_DIR = "synctask-demo"
+DATASETS: Mapping[str, str] = {  # dataset → what it holds
+    "daily": "Tushare daily bars",
+    "klines": "Binance 1h klines",
+    "items": "REST items, every page",
+    "quotes": "WebSocket quotes",
+}
+QUERY = (f"SELECT ts_code, COUNT(*) AS days, ROUND(AVG(close), 2) AS avg_close "
+         f"FROM '{DATA_DIR}/daily/**/*.parquet' GROUP BY ts_code ORDER BY ts_code")
 
 
-_retried: set[tuple[str, str]] = set()
+def demo_profiles() -> dict[str, SimulatorConfig]:
+    """The demo's vendors: 60x fast clocks, 3% 503s and some latency on the HTTP ones."""
+    faults = Faults(latency_min=0.005, latency_max=0.040, error_rate=0.03)
+    return {
+        "tushare": SimulatorConfig("tushare", scale=60, faults=faults, tushare_per_minute=25),
+        "binance": SimulatorConfig("binance", scale=60, faults=faults, binance_weight_per_minute=40,
+                                   binance_ban_seconds=60),
+        "rest": SimulatorConfig("rest", scale=60, faults=faults, rest_per_minute=30, rest_items_per_day=35),
+        "ws": SimulatorConfig("ws", ws_per_second=50, ws_drop_every=500),
+    }
 
 
-async def daily_bar(ts_code: str, trade_date: str) -> list[dict[str, Any]]:
-    """A daily bar; an unknown ts_code is an invalid request (fails, the plan goes on)."""
-    await asyncio.sleep(_LATENCY * (0.5 + _unit(ts_code, trade_date)))
-    if ts_code.startswith("BAD"):
-        raise InvalidRequest(f"unknown ts_code {ts_code!r}")
-    base = 10 + 20 * _unit(ts_code)
-    return [{"ts_code": ts_code, "trade_date": trade_date, "open": round(base, 2),
-             "close": round(base * (0.97 + 0.06 * _unit(ts_code, trade_date)), 2)}]
+def write_plan_file(directory: Path, url: str, port: int) -> Path:
+    """Write the demo's plan file, pointing at the simulator on ``url``, into ``directory``."""
+    template = files("synctask").joinpath("demo_plans.toml").read_text(encoding="utf-8")
+    path = directory / PLAN_FILE
+    path.write_text(Template(template).substitute(url=url, port=port, query=query_command("python")), encoding="utf-8")
+    return path
 
 
-_VENDOR_RATE = 8  # per second: stricter than the 12/s the demo plan file configures
-_minute_calls: deque[float] = deque()
-
-
-async def minute_bars(symbol: str, hour: int) -> list[dict[str, Any]]:
-    """An hour of minute bars from a vendor stricter than configured: it answers 429."""
-    loop = asyncio.get_running_loop()
-    now = loop.time()
-    while _minute_calls and _minute_calls[0] <= now - 1.0:
-        _minute_calls.popleft()
-    if len(_minute_calls) >= _VENDOR_RATE:
-        raise RateLimited("429 Too Many Requests", retry_after=1.5)
-    _minute_calls.append(now)
-    await asyncio.sleep(_LATENCY)
-    return [{"symbol": symbol, "minute": hour * 60 + m, "price": round(100 * (1 + _unit(symbol, hour, m) / 50), 3)}
-            for m in range(60)]
+def query_command(python: str) -> str:
+    """A shell command that queries the demo's Parquet files with DuckDB, from the demo's folder."""
+    return f"{python} -c \"import duckdb; duckdb.sql(\\\"{QUERY}\\\").show()\""

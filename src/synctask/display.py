@@ -50,14 +50,16 @@ class ProgressDisplay:
     def table(self) -> Table:
         now = time.time()
         table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
-        for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes",
-                       "in flight"):
-            table.add_column(column, justify="left" if column in ("plan", "state") else "right")
+        # Everything but the state keeps to one line; a long "frozen until ..." wraps instead of
+        # cutting plan names short on an 80-column terminal.
+        for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes"):
+            table.add_column(column, justify="left" if column in ("plan", "state") else "right",
+                             no_wrap=column != "state")
         for name in list(self.executor.progress.plans):
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total:,}"
             table.add_row(name, _state(p, now), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}", f"{p.rows:,}",
-                          f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes), str(p.in_flight))
+                          f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
         return table
 
     def lines(self) -> list[str]:

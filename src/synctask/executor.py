@@ -115,6 +115,7 @@ class SyncTaskExecutor:
         self._runs: dict[str, _Run] = {}
         self._active: dict[SyncTask, asyncio.Task[None]] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
+        self._listeners: list[Callable[[Event], None]] = []
         self._wake = asyncio.Event()
         self._stopping = False
         self._interrupts = 0
@@ -184,11 +185,15 @@ class SyncTaskExecutor:
             connector = CONNECTORS[name](vendor, dataset, dataset.errors)
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
 
-            def observe(observation: Observation, now: float) -> None:
+            def observe(task: SyncTask, observation: Observation, now: float) -> None:
                 scope = scopes[observation.scope]
                 self.limiter.observe(scope, observation.used, now, observation.per)
                 if observation.freeze_for:
-                    self.limiter.freeze(scope, now + observation.freeze_for)
+                    until = now + observation.freeze_for
+                    new = self.scheduler.announced_freeze(task, scope, now, until)
+                    message = (f"the vendor's rate-limit headers say nothing is left until its reset; synctask "
+                               f"froze {scope} for {observation.freeze_for:g}s, before any 429")
+                    self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
 
             return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self.scheduler.restamp)
         raise SyncError(
@@ -296,7 +301,17 @@ class SyncTaskExecutor:
             return PlanState.IDLE
         return self.scheduler.plan_state(name)
 
+    def plans(self) -> list[SyncPlan]:
+        """The plans added, in the order they were added."""
+        return list(self._plans.values())
+
     # --- events --------------------------------------------------------------------------
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback`` with every event as it happens, in the engine's loop (keep it quick);
+        returns the function that stops it. Unlike ``events()`` nothing is ever dropped."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
     async def events(self) -> AsyncIterator[Event]:
         """Every event from now on, in order. A consumer that falls 10,000 events behind loses
         the oldest ones rather than slowing the engine down."""
@@ -310,6 +325,8 @@ class SyncTaskExecutor:
 
     def _emit(self, event: Event) -> None:
         self.progress.observe(event)
+        for callback in self._listeners:
+            callback(event)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

@@ -39,6 +39,7 @@ class PlanProgress:
     rate: float = 0.0
     eta: float | None = None
     last_message: str | None = None
+    last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
     _finished: deque[float] = field(default_factory=deque, repr=False)
 
@@ -76,7 +77,7 @@ class Progress:
             elif kind == "failed":
                 p.failed += 1
                 p._finished.append(event.at)
-                p.last_message = event.message
+                p.last_message = p.last_failure = event.message
             elif kind == "retry":
                 p.retries += 1
                 p.last_message = event.message

@@ -372,6 +372,16 @@ class Scheduler:
         """Admit nothing through ``scope`` before ``until``; queues learn it on their next turn."""
         self.limiter.freeze(scope, until)
 
+    def announced_freeze(self, task: SyncTask, scope: str, now: float, until: float) -> bool:
+        """The vendor said (in headers) that ``scope`` has nothing left until ``until``: freeze it,
+        counted on the task's plan; True when this began a freeze rather than extending one."""
+        now_frozen = self.limiter.frozen_until(scope, now)
+        self.limiter.freeze(scope, until)
+        lane = self._lanes.get(task.plan)
+        if now_frozen is None and lane is not None:
+            lane.freezes += 1
+        return now_frozen is None
+
     def thaw(self, scope: str) -> None:
         self.limiter.thaw(scope)
         self._poke_all()

@@ -48,7 +48,7 @@ class HttpFetcher:
     """
 
     def __init__(self, vendor: str, connector: Connector, sessions: SessionPool,
-                 observe: Callable[[Observation, float], None] | None = None,
+                 observe: Callable[[SyncTask, Observation, float], None] | None = None,
                  clock: Callable[[], float] = time.time,
                  on_sent: Callable[[SyncTask, float], None] | None = None) -> None:
         self.on_sent = on_sent
@@ -69,7 +69,7 @@ class HttpFetcher:
         now = self.clock()
         if self.observe is not None:
             for observation in self.connector.observations(response):
-                self.observe(observation, now)
+                self.observe(task, observation, now)
         return self.connector.parse(response, task, now)
 
 

@@ -7,7 +7,8 @@ import json
 import math
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiohttp import web
@@ -16,7 +17,9 @@ from .data import DAILY_FIELDS, daily_row, kline
 from .data import unit as _unit
 from .faults import FaultDice, Faults
 
-__all__ = ["Simulator", "SimulatorConfig"]
+__all__ = ["Simulator", "SimulatorConfig", "PROFILES"]
+
+PROFILES = ("tushare", "binance", "rest", "ws")
 
 TUSHARE_MINUTE_MSG = "抱歉，您每分钟最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
 TUSHARE_DAILY_MSG = "抱歉，您每天最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
@@ -39,11 +42,14 @@ class SimulatorConfig:
     tushare_per_day: int = 100_000
     tushare_apis: tuple[str, ...] = ("daily",)
     binance_weight_per_minute: int = 6000
-    binance_ban_seconds: float = 120.0
+    binance_ban_seconds: float = 120.0  # also the rest profile's ban
     binance_ignore_slack: int = 20  # requests after a 429 (already in flight) before a ban
     bad_codes: tuple[str, ...] = ()  # ts_codes / symbols the vendor rejects as invalid
     rest_per_minute: int = 600
     rest_items_per_day: int = 35
+    rest_sliding: bool = False  # count rest_per_minute over a sliding minute instead of the clock's
+    rest_rate_headers: bool = True  # send RateLimit / RateLimit-Policy headers
+    rest_ban_after: int = 0  # requests sent while told to wait before a 403 ban (0: never banned)
     ws_per_second: float = 200.0  # quote messages per (vendor) second
     ws_drop_every: int = 0  # close the connection abruptly after this many messages (0: never)
 
@@ -64,7 +70,8 @@ class Stats:
 class Simulator:
     """Run with ``async with Simulator(config) as sim:``; ``sim.url`` is where it listens."""
 
-    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, config: SimulatorConfig | None = None, *, host: str = "127.0.0.1", port: int = 0,
+                 profiles: Mapping[str, SimulatorConfig] | None = None) -> None:
         self.config = config or SimulatorConfig()
         self.host = host
         self.port = port
@@ -77,6 +84,14 @@ class Simulator:
         self._banned_until = 0.0
         self._ignored = 0
         self._runner: web.AppRunner | None = None
+        # "all": each profile under its own prefix (/tushare, /binance, /rest, /ws) with its own
+        # state; ``profiles`` gives each its own config (the demo's vendors), else they share one.
+        self.children: dict[str, Simulator] = {}
+        if profiles is not None:
+            self.config = replace(self.config, profile="all")
+            self.children = {name: Simulator(replace(cfg, profile=name)) for name, cfg in profiles.items()}
+        elif self.config.profile == "all":
+            self.children = {name: Simulator(replace(self.config, profile=name)) for name in PROFILES}
 
     # --- time -----------------------------------------------------------------------------
     @property
@@ -92,7 +107,12 @@ class Simulator:
         app = web.Application()
         app.router.add_get("/_admin/stats", self._admin)
         app.router.add_post("/_admin/reset", self._reset)
-        if self.config.profile == "tushare":
+        if self.config.profile == "all":
+            for name, child in self.children.items():
+                if name == "tushare":  # Tushare's API is its root: POST http://api.tushare.pro
+                    app.router.add_post("/tushare", child._tushare)
+                app.add_subapp(f"/{name}", child.app())
+        elif self.config.profile == "tushare":
             app.router.add_post("/{tail:.*}", self._tushare)
         elif self.config.profile == "binance":
             app.router.add_get("/api/v3/{endpoint}", self._binance)
@@ -101,7 +121,8 @@ class Simulator:
         elif self.config.profile == "ws":
             app.router.add_get("/ws", self._ws)
         else:
-            raise ValueError(f"unknown simulator profile {self.config.profile!r}; use tushare, binance, rest or ws")
+            raise ValueError(f"unknown simulator profile {self.config.profile!r}; "
+                             "use tushare, binance, rest, ws or all")
         return app
 
     async def start(self) -> str:
@@ -132,17 +153,39 @@ class Simulator:
 
     # --- admin ----------------------------------------------------------------------------
     async def _admin(self, request: web.Request) -> web.Response:
+        if self.children:
+            return web.json_response({name: child.stats.as_dict() for name, child in self.children.items()})
         return web.json_response(self.stats.as_dict())
 
     async def _reset(self, request: web.Request) -> web.Response:
-        self.stats = Stats()
+        """Forget every count, limit and ban, as if the vendor had just started (for benchmarks)."""
+        self.reset()
         return web.json_response({"ok": True})
+
+    def reset(self) -> None:
+        self.stats = Stats()
+        self._minute_log.clear()
+        self._day_count.clear()
+        self._weight.clear()
+        self._limited_until = self._banned_until = 0.0
+        self._ignored = 0
+        for child in self.children.values():
+            child.reset()
+
+    @property
+    def violations(self) -> list[dict[str, Any]]:
+        """Every violation seen, by this profile or (for "all") any of them."""
+        if self.children:
+            return [v for child in self.children.values() for v in child.stats.violations]
+        return self.stats.violations
 
     def _violation(self, kind: str, api: str, now: float) -> None:
         self.stats.violations.append({"kind": kind, "api": api, "at": now})
 
     # --- faults ---------------------------------------------------------------------------
-    async def _fault(self, request: web.Request) -> web.StreamResponse | str | None:
+    async def _fault(self, request: web.Request, headers: Mapping[str, str] | None = None,
+                     ) -> web.StreamResponse | str | None:
+        """Latency, then maybe a fault; an error answer carries ``headers`` (a gateway's rate headers)."""
         delay = self._dice.latency()
         if delay:
             await asyncio.sleep(delay)
@@ -156,7 +199,7 @@ class Simulator:
                 transport.abort()  # the client sees the connection reset
             return web.Response(status=599)
         if fault == "error":
-            return web.Response(status=503, text="Service Unavailable")
+            return web.Response(status=503, text="Service Unavailable", headers=headers)
         return "malformed"
 
     # --- tushare --------------------------------------------------------------------------
@@ -267,22 +310,53 @@ class Simulator:
 
     # --- rest -----------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:
-        """Paginated items (page, offset or cursor; a Link header too) with IETF RateLimit headers."""
+        """Paginated items (page, offset or cursor; a Link header too) with IETF RateLimit headers.
+
+        The limit counts per clock minute, or per sliding minute with ``rest_sliding``. A client
+        that keeps sending while told to wait is banned (403) after ``rest_ban_after`` requests.
+        """
         now = time.time()
         self.stats.served += 1
         self.stats.by_api["items"] += 1
-        minute_index = math.floor(now / self.minute)
-        self._weight[minute_index] += 1
-        used = self._weight[minute_index]
-        limit = self.config.rest_per_minute
-        reset = max(1, math.ceil((minute_index + 1) * self.minute - now))
-        headers = {"RateLimit-Policy": f"{limit};w={max(1, round(self.minute))}",
-                   "RateLimit": f"limit={limit}, remaining={max(limit - used, 0)}, reset={reset}"}
+        config = self.config
+        if now < self._banned_until:
+            self._violation("while_banned", "items", now)
+            return web.json_response({"error": "banned: too many requests after 429"}, status=403)
+        if now < self._limited_until:
+            self._violation("ignored_retry_after", "items", now)
+            self._ignored += 1
+            if config.rest_ban_after and self._ignored > config.rest_ban_after:
+                self._banned_until = now + config.binance_ban_seconds / config.scale
+                return web.json_response({"error": "banned: too many requests after 429"}, status=403)
+            wait = str(max(1, math.ceil(self._limited_until - now)))
+            return web.json_response({"error": "rate limited; honour Retry-After"}, status=429,
+                                     headers={"Retry-After": wait})
+        limit = config.rest_per_minute
+        if config.rest_sliding:
+            window = self._minute_log["items"]
+            while window and window[0] <= now - self.minute:
+                window.popleft()
+            window.append(now)
+            used = len(window)
+            reset_at = window[used - limit] + self.minute if used >= limit else now
+        else:
+            minute_index = math.floor(now / self.minute)
+            self._weight[minute_index] += 1
+            used = self._weight[minute_index]
+            reset_at = (minute_index + 1) * self.minute
+        reset = max(1, math.ceil(reset_at - now))
+        headers: dict[str, str] = {}
+        if config.rest_rate_headers:
+            headers = {"RateLimit-Policy": f"{limit};w={max(1, round(self.minute))}",
+                       "RateLimit": f"limit={limit}, remaining={max(limit - used, 0)}, reset={reset}"}
         if used > limit:
             self._violation("per_minute", "items", now)
+            if now >= self._limited_until:
+                self._limited_until = reset_at
+                self._ignored = 0
             headers["Retry-After"] = str(reset)
             return web.json_response({"error": "rate limited"}, status=429, headers=headers)
-        fault = await self._fault(request)
+        fault = await self._fault(request, headers)
         if isinstance(fault, web.StreamResponse):
             return fault
         query = request.query
@@ -302,7 +376,7 @@ class Simulator:
         more = offset + size < total
         if more:
             page = offset // size + 2
-            headers["Link"] = f'</v1/items?day={day}&page={page}&page_size={size}>; rel="next"'
+            headers["Link"] = f'<{request.path}?day={day}&page={page}&page_size={size}>; rel="next"'
         if fault == "malformed":
             return web.Response(status=200, text='{"data": {"items": [{"id": ', content_type="application/json",
                                 headers=headers)
