@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "plans.toml"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "tushare.toml"
 
 
 def synctask(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import pytest
 
 from synctask import PlanFileError, Quota, load_plan_file, parse_plan_text
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "plans.toml"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "tushare.toml"
 ENV = {"TUSHARE_TOKEN": "s3cret-token-value"}
 
 BASE = """

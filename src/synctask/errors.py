@@ -178,9 +178,13 @@ class Failure:
     status: int | None = None
     retry_after: float | None = None
     scope: str | None = None
+    unexpected: bool = False  # an exception synctask has no rule for (a bug in a task, most likely)
 
     def explain(self, action: str) -> str:
         """One sentence for people: what happened, what synctask did (``action``), what to do."""
+        if self.unexpected:
+            return (f"the task raised an unexpected {self.detail}; synctask {action}; fix the task's code, or "
+                    "raise TransientError, InvalidRequest or FatalError from it to say how to handle this.")
         happened = _HAPPENED[self.kind]
         if self.status is not None:
             happened += f" (HTTP {self.status})"
@@ -310,7 +314,9 @@ def classify(
     if isinstance(exc, TaskError):
         return exc.to_failure()
     if exc is not None:
-        return Failure(_exception_kind(exc), detail or _describe(exc), None, retry_after)
+        kind = _exception_kind(exc)
+        return Failure(kind, detail or _describe(exc), None, retry_after,
+                       unexpected=kind is OutcomeKind.FATAL and not detail)
     return Failure(OutcomeKind.FATAL, detail or "no status and no exception to classify")
 
 

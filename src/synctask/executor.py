@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,8 @@ from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
 from .sinks import Sink, open_sink
 from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
+
+_log = logging.getLogger("synctask")
 
 __all__ = ["SyncTaskExecutor", "RunSummary"]
 
@@ -325,8 +328,12 @@ class SyncTaskExecutor:
 
     def _emit(self, event: Event) -> None:
         self.progress.observe(event)
-        for callback in self._listeners:
-            callback(event)
+        for callback in list(self._listeners):
+            try:
+                callback(event)
+            except Exception:  # a listener's failure (a closed pipe, a bug) must not stop the engine
+                _log.warning("an event listener failed and was removed", exc_info=True)
+                self._listeners.remove(callback)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

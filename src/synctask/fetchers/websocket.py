@@ -11,6 +11,7 @@ default 100).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class WebSocketFetcher:
                         if len(state.buffer) >= self.batch:
                             await self._flush(state)
                         if limit is not None and state.received >= limit:
+                            await _close(ws)
                             return
             except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 pass
@@ -107,6 +109,14 @@ class _State:
         self.buffer: list[Row] = []
         self.received = self.written = self.reconnects = 0
         self.next_seq: int | None = None
+
+
+async def _close(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Close politely, but do not wait for ever on a server that keeps sending and never answers
+    the close frame (aiohttp reads until it does): after 2 s, drop the connection."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(2.0):
+            await ws.close()
 
 
 def _row(data: str) -> Row:

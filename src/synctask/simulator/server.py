@@ -402,9 +402,21 @@ class Simulator:
             return ws
         seq = int(hello.get("from_seq") or 0)
         interval = 1.0 / (self.config.ws_per_second * self.config.scale)
-        sent = 0
         self.stats.by_api["ws_connections"] += 1
-        while not ws.closed:
+        # Read while sending, as a real server does, so a client's close frame is answered.
+        reader = asyncio.create_task(_drain(ws))
+        try:
+            await self._send_quotes(ws, request, symbols, seq, interval, reader)
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            reader.cancel()
+        return ws
+
+    async def _send_quotes(self, ws: web.WebSocketResponse, request: web.Request, symbols: list[str], seq: int,
+                           interval: float, reader: asyncio.Task[None]) -> None:
+        sent = 0
+        while not ws.closed and not reader.done():
             symbol = symbols[seq % len(symbols)]
             price = round(100 * (1 + _unit(self.config.seed, symbol, seq) / 50), 4)
             await ws.send_json({"seq": seq, "symbol": symbol, "price": price})
@@ -418,7 +430,6 @@ class Simulator:
                     request.transport.abort()
                 break
             await asyncio.sleep(interval)
-        return ws
 
     def _banned(self, now: float) -> web.Response:
         left = self._banned_until - now
@@ -427,6 +438,12 @@ class Simulator:
             {"code": -1003, "msg": f"Way too many requests; IP(127.0.0.1) banned until {until_ms}. "
                                    "Please use the websocket for live updates to avoid bans."},
             status=418, headers={"Retry-After": str(max(1, math.ceil(left)))})
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    """Receive until the client closes (aiohttp answers the close frame while receiving)."""
+    async for _ in ws:
+        pass
 
 
 def _tushare(code: int, msg: str) -> web.Response:

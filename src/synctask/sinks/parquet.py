@@ -29,8 +29,17 @@ class ParquetSink:
         self.path = Path(path)
         self.key = require_key(key, f"the parquet sink {path}")
         self.partition_by = partition_by
-        self._touched: set[Path] = set()
+        # Directories left with several files (a run killed before its end, or during compaction)
+        # are compacted at this run's end even if it writes nothing there.
+        self._touched: set[Path] = {d for d in self._directories() if len(list(d.glob("*.parquet"))) > 1}
         self._lock = asyncio.Lock()
+
+    def _directories(self) -> list[Path]:
+        if not self.path.is_dir():
+            return []
+        if self.partition_by is None:
+            return [self.path]
+        return [d for d in self.path.iterdir() if d.is_dir() and d.name.startswith(f"{self.partition_by}=")]
 
     def _directory(self, value: Any) -> Path:
         if self.partition_by is None:
