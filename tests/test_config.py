@@ -39,7 +39,7 @@ def test_the_design_example_loads_with_its_limits_and_task_count():
     plans = load_plan_file(EXAMPLE, ENV)
     plan = plans.plan("daily-backfill")
     assert len(plan.params.bind()) == 2 * 91
-    assert plans.datasets["daily"].limits == (Quota(200, 60.0), Quota(100000, 86400.0))
+    assert plans.datasets["daily"].limits == (Quota(200, 60.0), Quota(100000, 86400.0, clock=True, tz="Asia/Shanghai"))
     assert plans.vendors["tushare"].limits == (Quota(500, 60.0),)
     assert plan.timeout == 30.0 and plan.priority == 5 and plan.retry.attempts == 5
     assert plans.vendors["tushare"].token.reveal() == "s3cret-token-value"
