@@ -58,12 +58,13 @@ class SimulatorConfig:
 class Stats:
     served: int = 0
     rows: int = 0
+    bans: int = 0  # times a client was banned
     violations: list[dict[str, Any]] = field(default_factory=list)
     by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"served": self.served, "rows": self.rows, "violations": self.violations,
+        return {"served": self.served, "rows": self.rows, "bans": self.bans, "violations": self.violations,
                 "by_api": dict(self.by_api), "faults": dict(self.faults)}
 
 
@@ -263,6 +264,7 @@ class Simulator:
             self._violation("ignored_retry_after", endpoint, now)
             self._ignored += 1
             if self._ignored > self.config.binance_ignore_slack:
+                self.stats.bans += 1
                 self._banned_until = now + self.config.binance_ban_seconds / self.config.scale
                 return self._banned(now)
             return web.json_response({"code": -1003, "msg": "Too many requests; back off."}, status=429,
@@ -326,6 +328,7 @@ class Simulator:
             self._violation("ignored_retry_after", "items", now)
             self._ignored += 1
             if config.rest_ban_after and self._ignored > config.rest_ban_after:
+                self.stats.bans += 1
                 self._banned_until = now + config.binance_ban_seconds / config.scale
                 return web.json_response({"error": "banned: too many requests after 429"}, status=403)
             wait = str(max(1, math.ceil(self._limited_until - now)))

@@ -1,0 +1,177 @@
+"""Rate-limit fidelity against the simulator: synctask vs the client a user writes by hand.
+
+A REST vendor (the simulator, in its own process) allows 50 requests per sliding second, answers
+with 5..40 ms of latency jitter, fails 3% of requests with a 503, answers 429 (Retry-After) above
+its limit, and bans for 60 s (403) a client that keeps sending more than 20 requests while told
+to wait. It sends no rate-limit headers: the limit is what its documentation says.
+
+Three clients fetch the same 3,000 items, one after another, each against a freshly reset vendor:
+
+- synctask: a plan with ``limits = [{ rate = 50, per = "1s" }]`` and retries;
+- baseline at the limit: aiohttp + aiolimiter ``AsyncLimiter(50, 1)`` + tenacity retries;
+- baseline at half the limit: the same with ``AsyncLimiter(25, 1)``, the usual cure.
+
+For each: wall time ÷ (requests ÷ limit), counting every request the vendor served (retries of
+503s use the allowance too) and, beside it, ÷ (items ÷ limit); the requests over the limit the
+vendor saw; items fetched; whether it was banned.
+
+    python bench/rate_fidelity.py                  # 3,000 items: about 6 minutes
+    python bench/rate_fidelity.py --items 600      # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from synctask import SyncTaskExecutor, parse_plan_text
+from synctask.simulator import Faults, Simulator, SimulatorConfig
+
+LIMIT = 50  # requests per sliding second
+BAN_AFTER = 20
+BAN_SECONDS = 60.0
+
+
+def vendor_config() -> SimulatorConfig:
+    # scale=60: the rest profile's "minute" lasts one real second.
+    return SimulatorConfig("rest", scale=60, rest_per_minute=LIMIT, rest_sliding=True, rest_rate_headers=False,
+                           rest_items_per_day=1, rest_ban_after=BAN_AFTER, binance_ban_seconds=BAN_SECONDS * 60,
+                           faults=Faults(latency_min=0.005, latency_max=0.040, error_rate=0.03))
+
+
+def serve(port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    async def main() -> None:
+        async with Simulator(vendor_config()) as sim:
+            port_queue.put(sim.port)
+            await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def admin(url: str, path: str, method: str = "GET") -> dict:
+    request = urllib.request.Request(f"{url}/_admin/{path}", method=method)
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+@dataclass
+class Result:
+    client: str
+    seconds: float
+    served: int
+    fetched: int
+    violations: int
+    banned: bool
+
+    def line(self, items: int) -> str:
+        per_request = self.seconds / (self.served / LIMIT)
+        per_item = self.seconds / (items / LIMIT)
+        ban = "BANNED" if self.banned else "not banned"
+        return (f"{self.client:<28} {self.seconds:7.1f} s  {per_request:6.3f}  {per_item:6.3f}  {self.served:6,}  "
+                f"{self.violations:6,}  {self.fetched:6,}/{items:,}  {ban}")
+
+
+async def run_synctask(url: str, items: int, margin: str) -> tuple[float, int]:
+    plan = f"""
+[vendors.api]
+connector = "rest"
+base_url = "{url}"
+limits = [{{ rate = {LIMIT}, per = "1s" }}]
+margin = "{margin}"
+
+[datasets.items]
+vendor = "api"
+options = {{ path = "/v1/items", query = {{ day = "{{i}}", page_size = "1" }}, records = "data.items" }}
+
+[[plans]]
+name = "items"
+dataset = "items"
+params = {{ i = {{ from = 1, to = {items} }} }}
+retry = {{ attempts = 8, backoff = "0.1s..5s" }}
+timeout = "10s"
+"""
+    with tempfile.TemporaryDirectory() as folder:
+        executor = SyncTaskExecutor(workers=16, base_dir=Path(folder))
+        executor.load(parse_plan_text(plan, "bench.toml", {}))
+        started = time.monotonic()
+        summary = await executor.run()
+        took = time.monotonic() - started
+        executor.close()
+    return took, summary.plans["items"]["done"]
+
+
+async def run_baseline(url: str, items: int, rate: float) -> tuple[float, int]:
+    """What people write: a shared AsyncLimiter, tenacity around each request, gather them all."""
+    limiter = AsyncLimiter(rate, 1)
+
+    async def fetch(session: aiohttp.ClientSession, i: int) -> object:
+        async for attempt in AsyncRetrying(stop=stop_after_attempt(8), wait=wait_exponential(multiplier=0.1, max=5),
+                                           retry=retry_if_exception_type(aiohttp.ClientError), reraise=True):
+            with attempt:
+                async with limiter:
+                    async with session.get(f"{url}/v1/items", params={"day": str(i), "page_size": "1"}) as answer:
+                        answer.raise_for_status()
+                        return await answer.json()
+        return None
+
+    started = time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(*(fetch(session, i) for i in range(1, items + 1)), return_exceptions=True)
+    took = time.monotonic() - started
+    return took, sum(1 for r in results if not isinstance(r, BaseException))
+
+
+def measure(url: str, client: str, items: int, run: object) -> Result:
+    admin(url, "reset", "POST")
+    time.sleep(1.1)  # a full window after the last client
+    took, fetched = asyncio.run(run)  # type: ignore[arg-type]
+    stats = admin(url, "stats")
+    return Result(client, took, stats["served"], fetched, len(stats["violations"]), stats["bans"] > 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=3000)
+    parser.add_argument("--margins", default="0ms,10ms", help="synctask vendor margins to try, comma separated")
+    parser.add_argument("--no-baseline", action="store_true", help="synctask only")
+    args = parser.parse_args()
+
+    ports: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    server = multiprocessing.Process(target=serve, args=(ports,), daemon=True)
+    server.start()
+    url = f"http://127.0.0.1:{ports.get(timeout=30)}"
+    # A warm-up nobody is measured on: a cold server process answers its first bursts tens of
+    # milliseconds late, which would count against whichever client went first.
+    measure(url, "warm-up", 200, run_synctask(url, 200, "10ms"))
+    try:
+        results = [measure(url, f"synctask (margin {m})", args.items, run_synctask(url, args.items, m))
+                   for m in args.margins.split(",")]
+        if not args.no_baseline:
+            results.append(measure(url, f"aiolimiter+tenacity @{LIMIT}/s", args.items,
+                                   run_baseline(url, args.items, LIMIT)))
+            results.append(measure(url, f"aiolimiter+tenacity @{LIMIT // 2}/s", args.items,
+                                   run_baseline(url, args.items, LIMIT / 2)))
+    finally:
+        server.terminate()
+    print(f"\n{args.items:,} items; vendor: {LIMIT} per sliding second, 5-40 ms latency, 3% 503, "
+          f"ban after {BAN_AFTER} requests ignoring a 429")
+    print(f"{'client':<28} {'time':>9}  {'÷ideal':>6}  {'÷items':>6}  {'served':>6}  {'over':>6}  "
+          f"{'fetched':>12}  ban")
+    print("  (÷ideal: time ÷ (requests served ÷ limit); ÷items: time ÷ (items ÷ limit))")
+    for result in results:
+        print(result.line(args.items))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The simulator itself: every profile under one server, the sliding REST limit and its ban."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from synctask.simulator import Simulator, SimulatorConfig
+
+
+def test_profile_all_serves_each_vendor_under_its_own_path_with_its_own_counts():
+    async def go():
+        async with Simulator(SimulatorConfig("all")) as sim, aiohttp.ClientSession() as http:
+            body = {"api_name": "daily", "token": "demo-token", "params": {"ts_code": "000001.SZ",
+                                                                          "trade_date": "20240102"}}
+            async with http.post(f"{sim.url}/tushare", json=body) as answer:
+                tushare = await answer.json()
+            async with http.get(f"{sim.url}/binance/api/v3/klines",
+                                params={"symbol": "BTCUSDT", "interval": "1h", "limit": "3"}) as answer:
+                klines = await answer.json()
+            async with http.get(f"{sim.url}/rest/v1/items", params={"day": "2024-01-01"}) as answer:
+                items = await answer.json()
+                link = answer.headers["Link"]
+            async with http.ws_connect(f"{sim.url}/ws/ws") as ws:
+                await ws.send_json({"symbols": ["BTCUSDT"]})
+                quote = await ws.receive_json()
+            async with http.get(f"{sim.url}/_admin/stats") as answer:
+                stats = await answer.json()
+            return tushare, klines, items, link, quote, stats
+
+    tushare, klines, items, link, quote, stats = asyncio.run(go())
+    assert tushare["code"] == 0 and tushare["data"]["items"][0][0] == "000001.SZ"
+    assert len(klines) == 3
+    assert len(items["data"]["items"]) == 10 and link.startswith("</rest/v1/items?")  # the next page keeps the prefix
+    assert quote["seq"] == 0
+    assert set(stats) == {"tushare", "binance", "rest", "ws"} and stats["binance"]["served"] == 1
+
+
+def test_rest_sliding_limit_answers_429_then_bans_a_client_that_ignores_it_and_reset_forgets():
+    config = SimulatorConfig("rest", scale=60, rest_per_minute=5, rest_sliding=True, rest_rate_headers=False,
+                             rest_ban_after=3, binance_ban_seconds=600)
+
+    async def go():
+        async with Simulator(config) as sim, aiohttp.ClientSession() as http:
+            async def status() -> tuple[int, dict[str, str]]:
+                async with http.get(f"{sim.url}/v1/items", params={"day": "d"}) as answer:
+                    await answer.read()
+                    return answer.status, dict(answer.headers)
+
+            answers = [await status() for _ in range(10)]
+            bans = sim.stats.bans
+            sim.reset()
+            after_reset = await status()
+            return answers, bans, after_reset
+
+    answers, bans, after_reset = asyncio.run(go())
+    statuses = [s for s, _ in answers]
+    assert statuses[:5] == [200] * 5 and statuses[5] == 429  # the 6th inside one sliding second
+    assert "RateLimit" not in answers[0][1] and answers[5][1]["Retry-After"] == "1"
+    assert statuses[6:9] == [429] * 3 and statuses[9] == 403  # kept sending while told to wait: banned
+    assert bans == 1 and after_reset[0] == 200
