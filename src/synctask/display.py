@@ -6,6 +6,7 @@ It reads ``Progress`` snapshots on a timer; it never touches the engine.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import datetime
 
@@ -30,8 +31,11 @@ def format_eta(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def _state(p: PlanProgress, now: float) -> str:
+def _state(p: PlanProgress, now: float, *, compact: bool = False) -> str:
+    """The plan's state; a frozen one says until when (``compact``: for how long, to fit a table)."""
     if p.frozen_until is not None and p.frozen_until > now and p.state == "running":
+        if compact:
+            return f"frozen {format_eta(math.ceil(p.frozen_until - now))}"
         until = datetime.fromtimestamp(p.frozen_until).strftime("%H:%M:%S")
         return f"frozen until {until}"
     return p.state
@@ -50,16 +54,15 @@ class ProgressDisplay:
     def table(self) -> Table:
         now = time.time()
         table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
-        # Everything but the state keeps to one line; a long "frozen until ..." wraps instead of
-        # cutting plan names short on an 80-column terminal.
+        # Fits 80 columns: every cell on one line, a frozen plan says for how long ("frozen 3s").
         for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes"):
-            table.add_column(column, justify="left" if column in ("plan", "state") else "right",
-                             no_wrap=column != "state")
+            table.add_column(column, justify="left" if column in ("plan", "state") else "right", no_wrap=True,
+                             min_width=9 if column == "state" else None)
         for name in list(self.executor.progress.plans):
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total:,}"
-            table.add_row(name, _state(p, now), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}", f"{p.rows:,}",
-                          f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
+            table.add_row(name, _state(p, now, compact=True), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}",
+                          f"{p.rows:,}", f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
         return table
 
     def lines(self) -> list[str]:
