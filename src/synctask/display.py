@@ -17,7 +17,7 @@ from rich.table import Table
 from .executor import RunSummary, SyncTaskExecutor
 from .progress import PlanProgress
 
-__all__ = ["ProgressDisplay", "summary_table", "format_eta"]
+__all__ = ["ProgressDisplay", "summary_table", "format_eta", "format_count"]
 
 
 def format_eta(seconds: float | None) -> str:
@@ -29,6 +29,18 @@ def format_eta(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def format_count(n: int) -> str:
+    """Exact below 100,000 ("99,999"), then three significant digits ("123k", "1.10M"): a live
+    column stays narrow; the summary keeps exact numbers."""
+    if n < 100_000:
+        return f"{n:,}"
+    for size, unit in ((10**9, "B"), (10**6, "M"), (10**3, "k")):
+        if n >= size:
+            value = n / size
+            return f"{value:.3g}{unit}" if value < 1000 else f"{value:,.0f}{unit}"
+    return str(n)
 
 
 def _state(p: PlanProgress, now: float, *, compact: bool = False) -> str:
@@ -53,7 +65,7 @@ class ProgressDisplay:
 
     def table(self) -> Table:
         now = time.time()
-        table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1), header_style="bold underline")
+        table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold underline")
         # Fits 80 columns: every cell on one line, a frozen plan says for how long ("frozen 3s").
         for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right", no_wrap=True,
@@ -62,7 +74,7 @@ class ProgressDisplay:
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total:,}"
             table.add_row(name, _state(p, now, compact=True), f"{p.done + p.skipped:,}/{total}", f"{p.failed:,}",
-                          f"{p.rows:,}", f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
+                          format_count(p.rows), f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
         return table
 
     def lines(self) -> list[str]:
@@ -92,7 +104,7 @@ class ProgressDisplay:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    table = Table(title="Summary", title_justify="left", box=None, pad_edge=False, padding=(0, 1),
+    table = Table(title="Summary", title_justify="left", box=None, pad_edge=False, padding=(0, 1, 0, 0),
                   header_style="bold underline")
     for column in ("plan", "state", "done", "skipped", "failed", "rows", "retries", "freezes"):
         table.add_column(column, justify="left" if column in ("plan", "state") else "right",

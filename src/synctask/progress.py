@@ -108,7 +108,8 @@ class Progress:
         finished = p._finished
         while finished and finished[0] <= now - PACE_WINDOW:
             finished.popleft()
-        span = min(PACE_WINDOW, now - p.started_at) if p.started_at is not None else PACE_WINDOW
+        # At least a second: 25 tasks done in the first 0.3 s are 25 per second, not 83.
+        span = max(min(PACE_WINDOW, now - p.started_at), 1.0) if p.started_at is not None else PACE_WINDOW
         p.rate = len(finished) / span if span > 0 else 0.0
         if p.frozen_until is not None and p.frozen_until <= now:
             p.frozen_until = None

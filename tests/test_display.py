@@ -1,0 +1,63 @@
+"""What people read: the live table and the summary fit an 80-column terminal, nothing cut short."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from synctask.display import ProgressDisplay, summary_table
+from synctask.events import FreezeEvent, PlanEvent, TaskEvent
+from synctask.executor import RunSummary
+from synctask.progress import Progress
+
+PLANS = ["tushare-daily", "binance-klines", "rest-items", "ws-quotes"]
+
+
+def busy_progress(now: float) -> Progress:
+    progress = Progress()
+    for name in PLANS:
+        progress.observe(PlanEvent(now - 30, name, "running", f"{name}:1", total=123_456))
+        for n in range(50):
+            progress.observe(TaskEvent(now - 5 + n / 10, name, "done", f"t{n}", rows=21_960))
+        for _ in range(12):
+            progress.observe(TaskEvent(now - 1, name, "retry", "t", message="503"))
+    progress.observe(FreezeEvent(now, "binance-klines", "vendor:binance", now + 42, "429", True))
+    return progress
+
+
+def rendered(renderable) -> list[str]:
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_the_live_table_fits_80_columns_with_a_frozen_plan():
+    now = time.time()
+    display = ProgressDisplay(SimpleNamespace(progress=busy_progress(now)), Console(width=80), plain=False)
+    lines = rendered(display.table())
+    assert all(len(line) <= 80 for line in lines)
+    assert not any("…" in line for line in lines), "\n".join(lines)
+    assert "frozen 42s" in "\n".join(lines) and "1.1M" in "\n".join(lines)
+
+
+def test_live_counts_stay_narrow():
+    from synctask.display import format_count
+
+    assert [format_count(n) for n in (0, 99_999, 100_000, 123_456, 1_098_000, 12_345_678_901)] == [
+        "0", "99,999", "100k", "123k", "1.1M", "12.3B"]
+
+
+def test_plain_lines_say_until_when_a_plan_is_frozen():
+    now = time.time()
+    display = ProgressDisplay(SimpleNamespace(progress=busy_progress(now)), Console(width=80), plain=True)
+    line = next(line for line in display.lines() if line.startswith("binance-klines"))
+    assert "frozen until " in line and "\x1b[" not in line
+
+
+def test_the_summary_fits_80_columns():
+    summary = RunSummary(plans={name: {"state": "completed", "done": 123_456, "skipped": 1_234_567, "failed": 12,
+                                       "rows": 12_345_678, "retries": 123, "freezes": 45} for name in PLANS})
+    lines = rendered(summary_table(summary))
+    assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines), "\n".join(lines)
