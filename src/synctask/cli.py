@@ -247,12 +247,13 @@ def _demo_report(target: Path, summary: RunSummary, executor: SyncTaskExecutor, 
         if name == "ws":
             continue  # a stream has no request limit
         kinds = Counter(v["kind"] for v in child.stats.violations)
-        over = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in kinds.items()) or "none"
-        out.print(f"  {name}: {child.stats.served:,} requests served; over the vendor's limit: {over}",
-                  highlight=False)
+        over = ", ".join(f"{n} {_VIOLATIONS.get(kind, kind)}" for kind, n in kinds.items()) or "none over its limits"
+        out.print(f"  {name}: {child.stats.served:,} requests served; {over}", highlight=False)
     for name, s in summary.plans.items():
-        if s["freezes"] or s["retries"]:
-            out.print(f"  {name}: froze {s['freezes']} times, retried {s['retries']} times", highlight=False)
+        parts = [f"froze {s['freezes']} times" if s["freezes"] else "", f"retried {s['retries']} times"
+                 if s["retries"] else ""]
+        if any(parts):
+            out.print(f"  {name}: {', '.join(p for p in parts if p)}", highlight=False)
     out.print("\n[bold]Query the result[/] with DuckDB over the Parquet files:")
     command = sample.query_command(shlex.quote(sys.executable))
     cd = "" if target.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(target))} && "
@@ -267,6 +268,15 @@ def _demo_report(target: Path, summary: RunSummary, executor: SyncTaskExecutor, 
         err.print(f"(the query failed: {exc})")
     out.print(f"\nRun it again: finished tasks are skipped. Start over by deleting {target / sample.DATA_DIR} "
               f"and {target / '.synctask'}.", highlight=False)
+
+
+_VIOLATIONS = {  # the simulator's words for what it saw → ours
+    "per_minute": "over the per-minute limit",
+    "weight_per_minute": "over the weight per minute",
+    "per_day": "over the daily limit",
+    "ignored_retry_after": "already in flight when it answered 429",
+    "while_banned": "while banned",
+}
 
 
 def event_json(event: Event) -> str:
