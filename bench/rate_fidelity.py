@@ -3,7 +3,8 @@
 A REST vendor (the simulator, in its own process) allows 50 requests per sliding second, answers
 with 5..40 ms of latency jitter, fails 3% of requests with a 503, answers 429 (Retry-After) above
 its limit, and bans for 60 s (403) a client that keeps sending more than 20 requests while told
-to wait. It sends no rate-limit headers: the limit is what its documentation says.
+to wait. It sends no rate-limit headers (``--headers``: it does): the limit is what its
+documentation says.
 
 Three clients fetch the same 3,000 items, one after another, each against a freshly reset vendor:
 
@@ -43,16 +44,16 @@ BAN_AFTER = 20
 BAN_SECONDS = 60.0
 
 
-def vendor_config() -> SimulatorConfig:
+def vendor_config(headers: bool = False) -> SimulatorConfig:
     # scale=60: the rest profile's "minute" lasts one real second.
-    return SimulatorConfig("rest", scale=60, rest_per_minute=LIMIT, rest_sliding=True, rest_rate_headers=False,
+    return SimulatorConfig("rest", scale=60, rest_per_minute=LIMIT, rest_sliding=True, rest_rate_headers=headers,
                            rest_items_per_day=1, rest_ban_after=BAN_AFTER, binance_ban_seconds=BAN_SECONDS * 60,
                            faults=Faults(latency_min=0.005, latency_max=0.040, error_rate=0.03))
 
 
-def serve(port_queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def serve(port_queue: multiprocessing.Queue, headers: bool) -> None:  # type: ignore[type-arg]
     async def main() -> None:
-        async with Simulator(vendor_config()) as sim:
+        async with Simulator(vendor_config(headers)) as sim:
             port_queue.put(sim.port)
             await asyncio.Event().wait()
 
@@ -145,10 +146,12 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--margins", default="0ms,10ms", help="synctask vendor margins to try, comma separated")
     parser.add_argument("--no-baseline", action="store_true", help="synctask only")
+    parser.add_argument("--headers", action="store_true",
+                        help="the vendor sends RateLimit / RateLimit-Policy headers (whole-second resets)")
     args = parser.parse_args()
 
     ports: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
-    server = multiprocessing.Process(target=serve, args=(ports,), daemon=True)
+    server = multiprocessing.Process(target=serve, args=(ports, args.headers), daemon=True)
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}"
     # A warm-up nobody is measured on: a cold server process answers its first bursts tens of
@@ -165,7 +168,7 @@ def main() -> None:
     finally:
         server.terminate()
     print(f"\n{args.items:,} items; vendor: {LIMIT} per sliding second, 5-40 ms latency, 3% 503, "
-          f"ban after {BAN_AFTER} requests ignoring a 429")
+          f"ban after {BAN_AFTER} requests ignoring a 429" + (", RateLimit headers" if args.headers else ""))
     print(f"{'client':<28} {'time':>9}  {'÷ideal':>6}  {'÷items':>6}  {'served':>6}  {'over':>6}  "
           f"{'fetched':>12}  ban")
     print("  (÷ideal: time ÷ (requests served ÷ limit); ÷items: time ÷ (items ÷ limit))")

@@ -144,6 +144,17 @@ def test_observe_on_a_sliding_window_counts_the_difference_now():
     assert gate.earliest(1, 10.0) == 15.0  # then the observed weight at 5.0
 
 
+def test_observe_says_whether_our_own_quota_over_that_window_now_holds_the_vendor_back():
+    limiter = Limiter()
+    limiter.configure("v", [Quota(10, 1.0), Quota(1000, 3600.0)])
+    assert limiter.observe("v", 10, 0.0, per=1.0) is True  # full at the vendor's count: we wait as it does
+    assert limiter.observe("v", 10, 0.0, per=60.0) is False  # no quota over that window
+    assert limiter.observe("v", 10, 0.0) is False  # window unknown: a freeze must do
+    more = Limiter()
+    more.configure("v", [Quota(20, 1.0)])  # configured more generously than the vendor's 10
+    assert more.observe("v", 10, 0.0, per=1.0) is False
+
+
 def test_weight_above_a_quota_is_refused_when_the_gate_is_made():
     limiter = Limiter()
     limiter.configure("s", [Quota(5, 1.0)])

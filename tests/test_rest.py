@@ -71,6 +71,25 @@ def test_ratelimit_headers_keep_the_client_under_a_limit_it_was_not_told(tmp_pat
     assert stats.violations == []  # "remaining=0" froze the vendor until the reset, before any 429
 
 
+def test_a_configured_limit_that_matches_the_headers_is_not_frozen_for_a_whole_second_reset(tmp_path):
+    # The vendor allows 10 per sliding (scaled) minute = 1 s and says "remaining=0, reset=1" each
+    # time the window fills. Our own 10-per-1s quota, raised to the vendor's count, already waits
+    # exactly until a slot frees; a 1 s freeze on top would nearly halve the pace.
+    config = SimulatorConfig("rest", scale=60, rest_per_minute=10, rest_sliding=True, rest_items_per_day=35)
+
+    async def go():
+        async with Simulator(config) as sim:
+            text = rest_plans(sim.url, PAGINATION["cursor"], days=8, limits='{ rate = 10, per = "1s" }')
+            result = await run_plans(text.replace('base_url = "', 'margin = "10ms"\nbase_url = "'), tmp_path,
+                                     env={"API_TOKEN": "t0k"}, workers=4)
+            return result, sim.stats
+
+    (summary, _, _), stats = asyncio.run(go())
+    assert summary.plans["items"]["done"] == 8 * 4
+    assert summary.plans["items"]["freezes"] == 0
+    assert stats.violations == []
+
+
 def test_rate_limit_header_forms():
     ietf = Response(200, {"RateLimit-Policy": "100;w=60", "RateLimit": "limit=100, remaining=0, reset=12"}, b"")
     (obs,) = rate_limit_observations(ietf)

@@ -190,8 +190,11 @@ class SyncTaskExecutor:
 
             def observe(task: SyncTask, observation: Observation, now: float) -> None:
                 scope = scopes[observation.scope]
-                self.limiter.observe(scope, observation.used, now, observation.per)
-                if observation.freeze_for:
+                held = self.limiter.observe(scope, observation.used, now, observation.per)
+                # "Nothing left until the reset": freeze, unless our own quota over the same window
+                # now holds the vendor's count and so waits exactly as long (a whole-second reset
+                # would over-wait on a sliding window).
+                if observation.freeze_for and not held:
                     until = now + observation.freeze_for
                     new = self.scheduler.announced_freeze(task, scope, now, until)
                     message = (f"the vendor's rate-limit headers say nothing is left until its reset; synctask "

@@ -409,13 +409,16 @@ class Limiter:
             return None
         return state.frozen_until
 
-    def observe(self, scope: str, used: int, now: float, per: float | None = None) -> None:
+    def observe(self, scope: str, used: int, now: float, per: float | None = None) -> bool:
         """Reconcile with the vendor's own count (``X-MBX-USED-WEIGHT-1M: 1200``).
 
         Our count only ever rises to the vendor's, never falls: the vendor may not have counted
         requests still in flight, and other clients of the same key count against us too.
         ``per`` picks the window the vendor reported on (all quota windows when None).
+        Returns True when ``per`` is known and one of our quotas over that window is now full,
+        so it holds requests back exactly as long as the vendor's window needs.
         """
+        held = False
         for quota in self._scope(scope).quotas:
             if per is not None and quota.spec.per != per:
                 continue
@@ -426,6 +429,8 @@ class Limiter:
                 quota._evict(now)
                 if used > quota.used:
                     quota.add(used - quota.used, now)
+            held = held or (per is not None and quota.used >= quota.spec.rate)
+        return held
 
     def next_reset(self, scope: str, now: float) -> float | None:
         """When the longest window of ``scope`` next frees room (to pause an exhausted dataset)."""
