@@ -395,6 +395,35 @@ def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path):
     assert summary.plans["p"]["skipped"] == 10
 
 
+def test_a_restarted_process_knows_the_last_minutes_sends(tmp_path):
+    # A first process uses the whole per-minute quota and stops; a second one starts right away
+    # on the same state. It must wait for the first process's sends to leave the window, to
+    # the instant, rather than meet the vendor's 429.
+    rec = Recorder()
+    epoch: list[float] = []
+
+    async def go(plan_name: str, n: int) -> float:
+        store = SQLiteStore(tmp_path / "state.db")
+        ex, _ = executor_with(rec, {"d": []}, store=store, vendor_limits=[Quota(10, 60.0)])
+        if epoch:
+            ex._epoch = epoch[0]  # one wall clock for both "processes" on the virtual loop
+        ex.add_plan(plan(plan_name, "d", n))
+        await ex.run()
+        epoch[:] = [ex._epoch]
+        ex.close()
+        return asyncio.get_running_loop().time()
+
+    async def both():
+        await go("first", 10)
+        await asyncio.sleep(5.0)  # restarted five seconds later
+        await go("second", 3)
+
+    run_virtual(both())
+    first, second = rec.calls["d"][:10], rec.calls["d"][10:]
+    assert len(second) == 3
+    assert round(second[0] - first[0], 3) == 60.0  # not at 5 s, and not later than needed
+
+
 def test_progress_eta_uses_the_allowed_rate_when_the_limit_binds():
     rec = Recorder()
     ex, _ = executor_with(rec, {"d": [Quota(10, 1.0)]})

@@ -179,7 +179,7 @@ def test_long_window_usage_survives_export_and_restore():
     for i in range(40):
         assert gate.try_acquire(1, 1000.0 + i * 2) is None
     records = first.export_usage(2000.0)
-    assert {r["per"] for r in records} == {86400.0}  # short windows are not worth saving
+    assert {r["per"] for r in records} == {86400.0}  # the 1 s window holds nothing by now
 
     second = Limiter()
     second.configure("d", [Quota(100, 86400.0), Quota(50, 86400.0, clock=True), Quota(5, 1.0)])
@@ -201,6 +201,19 @@ def test_restored_sliding_entries_never_expire_earlier_than_the_originals():
     second.configure("d", [Quota(1, 86400.0)])
     second.restore_usage(first.export_usage(200.0), 200.0)
     assert second.gate(["d"]).earliest(1, 200.0) >= 100.25 + 86400.0
+
+
+def test_the_last_minutes_sends_survive_a_restart_to_the_instant():
+    first = Limiter()
+    first.configure("m", [Quota(3, 60.0)])
+    gate = first.gate(["m"])
+    for t in (100.25, 100.5, 130.75):
+        assert gate.try_acquire(1, t) is None
+    second = Limiter()
+    second.configure("m", [Quota(3, 60.0)])
+    assert second.restore_usage(first.export_usage(131.0), 131.0) == 1
+    # exact instants, not rounded up: the next send may go when the first one leaves the window
+    assert second.gate(["m"]).earliest(1, 131.0) == 160.25
 
 
 # --- properties ------------------------------------------------------------------------

@@ -455,11 +455,13 @@ class Limiter:
         out.extend((c.spec, c.active) for c in state.slots)
         return out
 
-    # --- persistence of long windows ------------------------------------------------------
-    def export_usage(self, now: float, min_period: float = 3600.0) -> list[dict[str, Any]]:
+    # --- persistence ----------------------------------------------------------------------
+    def export_usage(self, now: float, min_period: float = 0.0) -> list[dict[str, Any]]:
         """Usage of windows of ``min_period`` or longer, as JSON-ready records, so a restart
-        does not reset a daily quota. Sliding entries are rounded *up* to the second: a restored
-        log may block slightly longer than the original, never shorter."""
+        neither resets a daily quota nor forgets the last minute's sends. Sliding entries of
+        windows of an hour or more are rounded *up* to the second (a day of sends stays small):
+        a restored log may block slightly longer than the original, never shorter. Shorter
+        windows keep their exact instants."""
         records: list[dict[str, Any]] = []
         for name, state in self._scopes.items():
             for quota in state.quotas:
@@ -474,8 +476,9 @@ class Limiter:
                 else:
                     quota._evict(now)
                     buckets: dict[float, int] = {}
+                    coarse = quota.spec.per >= 3600.0
                     for sent, w in quota.log():
-                        key = float(math.ceil(sent))
+                        key = float(math.ceil(sent)) if coarse else sent
                         buckets[key] = buckets.get(key, 0) + w
                     if buckets:
                         records.append({**base, "entries": [[t, w] for t, w in buckets.items()]})
