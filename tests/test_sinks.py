@@ -201,6 +201,25 @@ def test_parquet_sink_partitions_by_the_chosen_column_and_compacts_to_one_file(t
     assert d1 == [("A", 9), ("B", 1), ("C", 1)]
 
 
+@pytest.mark.parametrize("extra", ["note", "filename"])  # "filename" is DuckDB's own column: the other path
+def test_parquet_compaction_keeps_the_last_version_and_columns_that_appear_later(tmp_path, extra):
+    import pyarrow.parquet as pq
+
+    from synctask.sinks.parquet import ParquetSink
+
+    async def go():
+        sink = ParquetSink(tmp_path / "bars", ["code", "day"])
+        await sink.write([{"code": c, "day": "d", "close": 1.0} for c in "ABC"])
+        await sink.write([{"code": "B", "day": "d", "close": 2.0, extra: "x"}])
+        await sink.close()
+
+    asyncio.run(go())
+    files = list((tmp_path / "bars").glob("*"))
+    assert len(files) == 1  # one file, no scratch folder left behind
+    rows = sorted(pq.read_table(files[0]).to_pylist(), key=lambda r: r["code"])
+    assert [(r["code"], r["close"], r[extra]) for r in rows] == [("A", 1.0, None), ("B", 2.0, "x"), ("C", 1.0, None)]
+
+
 def test_stream_sink_hands_batches_to_an_async_for_and_waits_for_them():
     from synctask.sinks import StreamSink
 

@@ -4,8 +4,9 @@ Each write becomes one file per partition, named by a digest of the keys it hold
 temporary name, fsynced and renamed: a task that runs again rewrites the same file instead of
 adding one. When the sink closes (each run's end), every partition it touched is compacted into
 a single file holding the last version of each key, so readers (DuckDB, pandas, Spark) see each
-key once and few files. Partitions are hive style (``day=2024-01-02/``): the partition column
-is read back from the directory name, as a string.
+key once and few files; compaction streams through DuckDB within a bounded memory budget.
+Partitions are hive style (``day=2024-01-02/``): the partition column is read back from the
+directory name, as a string.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -81,16 +83,58 @@ class ParquetSink:
         files = sorted(directory.glob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, p.name))
         if len(files) <= 1:
             return
-        latest: dict[tuple[Any, ...], dict[str, Any]] = {}
-        partition = directory.name.partition("=")[2] if self.partition_by is not None else None
-        for file in files:  # oldest first: later files win
-            for row in pq.read_table(file).to_pylist():
-                keyed = {**row, self.partition_by: partition} if self.partition_by is not None else row
-                latest[tuple(str(v) for v in row_key(keyed, self.key))] = row
         target = directory / f"part-{uuid.uuid4().hex[:12]}.parquet"
-        _write_atomically(target, pa.Table.from_pylist(list(latest.values())))
+        self._compact_with_duckdb(directory, files, target)
         for file in files:
             file.unlink()
+
+    def _compact_with_duckdb(self, directory: Path, files: list[Path], target: Path) -> None:
+        """Keep the last version of each key, streaming through DuckDB: memory stays bounded
+        (it spills to a scratch folder) however large the partition is."""
+        import duckdb
+
+        keys = [k for k in self.key if k != self.partition_by]  # the partition column is the folder's
+        window = f"PARTITION BY {', '.join(_quote(k) for k in keys)} " if keys else ""
+        scratch = directory / f".compact-{uuid.uuid4().hex[:8]}"
+        temporary = target.with_name(f".{target.name}.tmp")
+        paths = [str(f) for f in files]
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET temp_directory = {_literal(str(scratch))}")
+            con.execute("SET memory_limit = '256MB'")
+            con.execute("SET preserve_insertion_order = false")
+            con.execute("SET enable_progress_bar = false")
+            relation = con.sql(
+                "SELECT * EXCLUDE (_synctask_file, _synctask_order) FROM ("
+                "  SELECT r.*, o._synctask_order FROM read_parquet(?, filename = '_synctask_file',"
+                "    union_by_name = true, hive_partitioning = false) AS r"
+                "  JOIN (SELECT unnest(?) AS _synctask_path, unnest(range(?)) AS _synctask_order) AS o"
+                "    ON r._synctask_file = o._synctask_path)"
+                f" QUALIFY row_number() OVER ({window}ORDER BY _synctask_order DESC) = 1",
+                params=[paths, paths, len(paths)])
+            # DuckDB 2 names it to_arrow_reader; 1.x fetch_arrow_reader. Either streams batches.
+            reader = getattr(relation, "to_arrow_reader", None) or relation.fetch_arrow_reader
+            batches = reader(batch_size=100_000)
+            # pyarrow writes every file of the dataset, batch by batch, with nullable columns
+            # (DuckDB would mark a column REQUIRED when this partition happens to hold no null).
+            schema = pa.schema([f.with_nullable(True) for f in batches.schema])
+            with pq.ParquetWriter(temporary, schema) as writer:
+                for batch in batches:
+                    writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+        finally:
+            con.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _write_atomically(target: Path, table: pa.Table) -> None:
