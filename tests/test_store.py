@@ -59,6 +59,16 @@ def test_forget_plan_clears_its_tasks_only(store):
     assert not store.is_done("p:1") and store.is_done("q:1")
 
 
+def test_stream_positions_round_trip_and_go_with_their_plan(store):
+    assert store.position("p:1") is None
+    store.save_position("p:1", {"next_seq": 120, "received": 120})
+    store.save_position("p:1", {"next_seq": 240, "received": 240})  # the latest wins
+    store.save_position("pq:1", {"next_seq": 7, "received": 7})  # a plan whose name starts the same
+    assert store.position("p:1") == {"next_seq": 240, "received": 240}
+    store.forget_plan("p")
+    assert store.position("p:1") is None and store.position("pq:1") == {"next_seq": 7, "received": 7}
+
+
 def test_sqlite_state_survives_reopening(tmp_path):
     first = SQLiteStore(tmp_path / "s.db")
     first.record(TaskRecord("p:1", "p", "r", "done", 0, None, 1.0))

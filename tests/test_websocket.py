@@ -66,3 +66,32 @@ def test_stopping_a_stream_keeps_every_message_received(tmp_path):
     # socket were never received). Within a run a reconnect continues after the last message; a
     # new run subscribes afresh and the sink's key keeps each message once.
     assert got == list(range(len(got))) and len(got) > 50
+
+
+def test_a_stream_stopped_in_one_run_continues_after_its_last_written_message_in_the_next(tmp_path):
+    from synctask import SQLiteStore
+
+    async def go():
+        async with Simulator(SimulatorConfig("ws", ws_per_second=500)) as sim:
+            first = SyncTaskExecutor(base_dir=tmp_path, store=SQLiteStore(tmp_path / "state.db"))
+            first.load(parse_plan_text(ws_plans(sim.url, max_messages=400, batch=20), "p.toml", {}))
+            runner = asyncio.create_task(first.run())
+            await asyncio.sleep(0.3)  # about 150 messages in
+            first.stop_plan("quotes")
+            await asyncio.sleep(0.05)
+            first.cancel_plan("quotes")
+            await runner
+            first.close()
+            got_first = len(seqs(tmp_path))
+            second = SyncTaskExecutor(base_dir=tmp_path, store=SQLiteStore(tmp_path / "state.db"))
+            second.load(parse_plan_text(ws_plans(sim.url, max_messages=400, batch=20), "p.toml", {}))
+            summary = await second.run()
+            second.close()
+            return got_first, summary.plans["quotes"], sim.stats
+
+    got_first, stats, sim_stats = asyncio.run(go())
+    assert 20 <= got_first < 400
+    assert stats["done"] == 1
+    assert sorted(seqs(tmp_path)) == list(range(400))  # every message once, none missing
+    resumed_at = sim_stats.subscriptions[-1]
+    assert resumed_at == got_first  # the new run subscribed right after the last written message

@@ -179,11 +179,13 @@ class SyncTaskExecutor:
         if vendor is not None and name == "websocket":
             base = (vendor.base_url or "").rstrip("/")
             url = base + str(dataset.options.get("path", "/ws"))
-            def streamed(task: SyncTask, messages: int, rows: int) -> None:
+            def streamed(task: SyncTask, messages: int, rows: int, position: dict[str, int]) -> None:
+                self.store.save_position(task.id, position)
                 self._emit(StreamEvent(self._now(), task.plan, task.id, messages, rows))
 
             return WebSocketFetcher(vendor.name, url, self._http, lambda: self._sink(dataset.name),
-                                    int(dataset.options.get("batch", 100)), on_flush=streamed)
+                                    int(dataset.options.get("batch", 100)), on_flush=streamed,
+                                    resume=lambda task: self.store.position(task.id))
         if vendor is not None and name in CONNECTORS:
             connector = CONNECTORS[name](vendor, dataset, dataset.errors)
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}

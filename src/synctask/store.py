@@ -1,4 +1,4 @@
-"""Durable state: runs, task outcomes, quota usage and checkpoints (SQLite by default).
+"""Durable state: runs, task outcomes, quota usage, stream positions and checkpoints (SQLite by default).
 
 Protocol first, then two implementations behind it: ``MemoryStore`` for tests and
 ``SQLiteStore`` (WAL mode) for everyone else; one test suite runs against both. Outcomes are
@@ -63,6 +63,8 @@ class Store(Protocol):
     def forget_plan(self, plan: str) -> None: ...
     def save_usage(self, records: list[dict[str, Any]]) -> None: ...
     def load_usage(self) -> list[dict[str, Any]]: ...
+    def save_position(self, task_id: str, position: dict[str, Any]) -> None: ...
+    def position(self, task_id: str) -> dict[str, Any] | None: ...
     def close(self) -> None: ...
 
 
@@ -74,6 +76,7 @@ class MemoryStore:
         self._pending: list[TaskRecord] = []
         self._runs: dict[str, RunRecord] = {}
         self._usage: list[dict[str, Any]] = []
+        self._positions: dict[str, dict[str, Any]] = {}
 
     def is_done(self, task_id: str) -> bool:
         record = self._tasks.get(task_id)
@@ -123,12 +126,20 @@ class MemoryStore:
     def forget_plan(self, plan: str) -> None:
         self.flush()
         self._tasks = {k: v for k, v in self._tasks.items() if v.plan != plan}
+        self._positions = {k: v for k, v in self._positions.items() if not k.startswith(f"{plan}:")}
 
     def save_usage(self, records: list[dict[str, Any]]) -> None:
         self._usage = list(records)
 
     def load_usage(self) -> list[dict[str, Any]]:
         return list(self._usage)
+
+    def save_position(self, task_id: str, position: dict[str, Any]) -> None:
+        self._positions[task_id] = dict(position)
+
+    def position(self, task_id: str) -> dict[str, Any] | None:
+        found = self._positions.get(task_id)
+        return dict(found) if found is not None else None
 
     def close(self) -> None:
         self.flush()
@@ -154,6 +165,11 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL,
     ended_at REAL,
     summary TEXT
+);
+CREATE TABLE IF NOT EXISTS positions (
+    task_id TEXT PRIMARY KEY,
+    position TEXT NOT NULL,
+    at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -253,6 +269,7 @@ class SQLiteStore:
     def forget_plan(self, plan: str) -> None:
         self.flush()
         self._db.execute("DELETE FROM tasks WHERE plan = ?", (plan,))
+        self._db.execute("DELETE FROM positions WHERE substr(task_id, 1, ?) = ?", (len(plan) + 1, f"{plan}:"))
 
     def save_usage(self, records: list[dict[str, Any]]) -> None:
         self._db.execute("INSERT OR REPLACE INTO usage VALUES (1, ?, ?)", (time.time(), json.dumps(records)))
@@ -260,6 +277,15 @@ class SQLiteStore:
     def load_usage(self) -> list[dict[str, Any]]:
         row = self._db.execute("SELECT records FROM usage WHERE id = 1").fetchone()
         return json.loads(row[0]) if row else []
+
+    def save_position(self, task_id: str, position: dict[str, Any]) -> None:
+        """Where a stream task got to; written at once (after its rows are in the sink)."""
+        self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                         (task_id, json.dumps(position), time.time()))
+
+    def position(self, task_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT position FROM positions WHERE task_id = ?", (task_id,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def close(self) -> None:
         self.flush()

@@ -4,8 +4,9 @@ the last message it received (``from_seq``). Every received message is flushed b
 reconnect and before the task stops (stop, cancel, shutdown), so none it acknowledged is lost.
 
 Task parameters: ``symbols`` (a list or one string) and ``max_messages`` (stop after that many;
-none: run until stopped). Dataset options: ``path`` (default ``/ws``), ``batch`` (rows per write,
-default 100).
+none: run until stopped). After each written batch the task's position (the next sequence number
+and the messages received) is saved, so a stream stopped in one run continues in the next.
+Dataset options: ``path`` (default ``/ws``), ``batch`` (rows per write, default 100).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import asyncio
 import contextlib
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -38,8 +40,10 @@ class Streamed:
 class WebSocketFetcher:
     def __init__(self, vendor: str, url: str, sessions: SessionPool, sink: Callable[[], Sink | None],
                  batch: int = 100, backoff: tuple[float, float] = (0.05, 5.0),
-                 on_flush: Callable[[SyncTask, int, int], None] | None = None) -> None:
+                 on_flush: Callable[[SyncTask, int, int, dict[str, int]], None] | None = None,
+                 resume: Callable[[SyncTask], Mapping[str, Any] | None] | None = None) -> None:
         self.on_flush = on_flush
+        self.resume = resume
         self.vendor = vendor
         self.url = url
         self.sessions = sessions
@@ -55,6 +59,10 @@ class WebSocketFetcher:
             raise InvalidRequest("a stream task needs symbols = [...] to subscribe to")
         limit = task.params.get("max_messages")
         state = _State(task)
+        position = self.resume(task) if self.resume is not None else None
+        if position:  # an earlier run stopped part-way: go on after its last written message
+            state.next_seq = position.get("next_seq")
+            state.received = int(position.get("received", 0))
         try:
             await self._stream(list(symbols), int(limit) if limit is not None else None, state)
         except asyncio.CancelledError:
@@ -97,8 +105,11 @@ class WebSocketFetcher:
         if sink is not None:
             await sink.write(rows)
         state.written += len(rows)
-        if self.on_flush is not None:
-            self.on_flush(state.task, len(rows), len(rows))  # one row per message
+        if self.on_flush is not None:  # one row per message; the position only once they are written
+            position = {"received": state.received - len(state.buffer)}
+            if state.next_seq is not None:
+                position["next_seq"] = int(rows[-1]["seq"]) + 1
+            self.on_flush(state.task, len(rows), len(rows), position)
 
 
 class _State:

@@ -59,12 +59,14 @@ class Stats:
     served: int = 0
     rows: int = 0
     bans: int = 0  # times a client was banned
+    subscriptions: list[int] = field(default_factory=list)  # ws: the sequence number each began at
     violations: list[dict[str, Any]] = field(default_factory=list)
     by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"served": self.served, "rows": self.rows, "bans": self.bans, "violations": self.violations,
+        return {"served": self.served, "rows": self.rows, "bans": self.bans, "subscriptions": self.subscriptions,
+                "violations": self.violations,
                 "by_api": dict(self.by_api), "faults": dict(self.faults)}
 
 
@@ -406,6 +408,7 @@ class Simulator:
         seq = int(hello.get("from_seq") or 0)
         interval = 1.0 / (self.config.ws_per_second * self.config.scale)
         self.stats.by_api["ws_connections"] += 1
+        self.stats.subscriptions.append(seq)
         # Read while sending, as a real server does, so a client's close frame is answered.
         reader = asyncio.create_task(_drain(ws))
         try:
