@@ -155,6 +155,20 @@ def test_observe_says_whether_our_own_quota_over_that_window_now_holds_the_vendo
     assert more.observe("v", 10, 0.0, per=1.0) is False
 
 
+def test_a_request_admitted_before_a_clock_boundary_and_sent_after_it_counts_in_the_new_window():
+    limiter = Limiter()
+    limiter.configure("b", [Quota(10, 60.0, clock=True)])
+    gate = limiter.gate(["b"])
+    for _ in range(10):
+        assert gate.try_acquire(1, 59.99) is None
+    gate.restamp(1, 59.99, 60.01)  # one of them left the pool only after the minute turned
+    gate.restamp(1, 59.99, 59.995)  # another left in time: nothing changes
+    granted = sum(gate.try_acquire(1, 60.02) is None for _ in range(12))
+    assert granted == 9  # the vendor counts 1 + 9 in the new minute
+    gate.restamp(1, 59.0, 30.0)  # out of order, or a window left behind: ignored
+    assert limiter.usage("b", 60.03)[0][1] == 10
+
+
 def test_weight_above_a_quota_is_refused_when_the_gate_is_made():
     limiter = Limiter()
     limiter.configure("s", [Quota(5, 1.0)])

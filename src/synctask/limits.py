@@ -234,6 +234,19 @@ class _Clock:
         self._roll(now)
         self.used += weight
 
+    def restamp(self, weight: int, admitted: float, sent: float) -> None:
+        """Admitted just before a boundary, sent just after it: the vendor counts the request in
+        the new window, so this count takes it too (the old window keeps it: it is over)."""
+        if sent <= admitted or sent < self.start:
+            return  # not later, or a window this count has already left behind
+        start, _ = self.bounds(sent)
+        if start == self.bounds(admitted)[0]:
+            return
+        if sent >= self.end:
+            self._roll(sent)
+        if self.start == start:
+            self.used += weight
+
     def reset_time(self, now: float) -> float:
         self._roll(now)
         return self.end
@@ -316,10 +329,10 @@ class Gate:
     def restamp(self, weight: int, admitted: float, sent: float) -> None:
         """The request admitted at ``admitted`` really left at ``sent``: sliding windows count it
         from then, so a wait between admission and the wire (a connection pool, a slow event
-        loop) never lets two requests reach the vendor closer together than its window."""
+        loop) never lets two requests reach the vendor closer together than its window; a clock
+        window crossed on the way counts it in the window it arrived in."""
         for quota in self._quotas:
-            if isinstance(quota, _Sliding):
-                quota.restamp(weight, admitted, sent)
+            quota.restamp(weight, admitted, sent)
 
     def release(self) -> None:
         """A task admitted through this gate has finished: give back its concurrency slots."""
