@@ -135,3 +135,10 @@ def test_simulate_with_a_bad_profile_or_faults_exits_2():
     assert result.returncode == 2 and "unknown profile 'nasdaq'" in result.stderr
     result = synctask("simulate", "--faults", "lag=1")
     assert result.returncode == 2 and "unknown fault 'lag'" in result.stderr
+
+
+def test_check_says_that_a_paginated_plan_grows_by_its_pages():
+    example = Path(__file__).parent.parent / "examples" / "rest.toml"
+    result = synctask("check", str(example), env={"ITEMS_API_TOKEN": "t"})
+    assert result.returncode == 0, result.stderr
+    assert "tasks     31, plus one for each further page found" in result.stdout

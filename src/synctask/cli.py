@@ -303,7 +303,8 @@ def _print_plans(plans: PlanFile, names: list[str]) -> None:
         when = f"next due {due.isoformat(timespec='minutes')}" if due else "runs when started"
         timeout = format_duration(plan.timeout) if plan.timeout else "none"
         out.print(f"plan {plan.name}  (dataset {plan.dataset}, vendor {vendor})", style="bold")
-        out.print(f"  tasks     {tasks:,}")
+        paged = bool(plans.datasets[plan.dataset].options.get("pagination"))
+        out.print(f"  tasks     {tasks:,}" + (", plus one for each further page found" if paged else ""))
         out.print(f"  schedule  {plan.schedule}, {when}")
         out.print(f"  priority  {plan.priority}   timeout {timeout}   retry {retry.attempts} attempts, "
                   f"backoff {format_duration(retry.base)}..{format_duration(retry.cap)}")
