@@ -17,12 +17,13 @@ import pytest
 TASKS = 300
 
 TASK_MODULE = '''
-import asyncio, os
+import asyncio, os, time
 
 async def fetch(i):
+    started = time.time()
     await asyncio.sleep(float(os.environ.get("TASK_LATENCY", "0.05")))
     with open(os.environ["TASK_LOG"], "a") as log:   # one line per finished fetch, any process
-        log.write(f"{os.getpid()} {i}\\n")
+        log.write(f"{os.getpid()} {i} {started}\\n")
     return [{"i": i, "double": 2 * i}]
 '''
 
@@ -162,3 +163,23 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(workdir):
     # The final run fetched only what was not recorded done.
     rerun = (workdir / "fetch.log").read_text().splitlines()[log_before:]
     assert len(rerun) == TASKS - len(recorded_before)
+
+
+def test_a_restart_right_after_kill_9_still_keeps_the_window(workdir):
+    # 20 per 10 s: the first process sends its 20 at once, has its usage saved, and is killed;
+    # a second one started right away must wait for the same window, not send 20 more.
+    text = (workdir / "plans.toml").read_text().replace('{ rate = 150, per = "1s" }', '{ rate = 20, per = "10s" }')
+    (workdir / "plans.toml").write_text(text)
+    first = start(workdir, latency=0.01)
+    wait_for_rows(workdir, 20)
+    time.sleep(1.5)  # usage is saved about every second
+    first.kill()
+    first.communicate(timeout=10)
+    second = start(workdir, latency=0.01)
+    time.sleep(4.0)
+    second.kill()
+    second.communicate(timeout=10)
+    starts = sorted(float(line.split()[2]) for line in (workdir / "fetch.log").read_text().splitlines())
+    assert len(starts) >= 20
+    busiest = max(sum(1 for t in starts if s <= t < s + 10.0) for s in starts)
+    assert busiest == 20, f"{busiest} sends in one 10 s window across the two processes"
