@@ -8,7 +8,6 @@ import json
 import os
 import shlex
 import sys
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
@@ -25,7 +24,6 @@ from .units import format_duration
 if TYPE_CHECKING:
     from .events import Event
     from .executor import RunSummary, SyncTaskExecutor
-    from .simulator import Simulator
 
 app = typer.Typer(
     name="synctask",
@@ -143,7 +141,7 @@ def demo(
         _fail(exc)
     code = _finish(executor, summary, state=state, resume=f"synctask demo --dir {shlex.quote(directory)}",
                    json_lines=False)
-    _demo_report(target, summary, executor, simulator)
+    sample.report(out, target, summary, executor, simulator)
     raise typer.Exit(code)
 
 
@@ -230,53 +228,6 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
         err.print(f"Resume with: {resume}", markup=False)
         return 130
     return 1 if any(s["state"] == "failed" for s in summary.plans.values()) else 0
-
-
-def _demo_report(target: Path, summary: RunSummary, executor: SyncTaskExecutor, simulator: Simulator) -> None:
-    """Where the demo's rows are, which limits it met, and a DuckDB query over its Parquet files."""
-    from . import demo as sample
-
-    out.print("\n[bold]Files[/] (Parquet, one folder per dataset):")
-    for dataset, what in sample.DATASETS.items():
-        plan = next((p for p in executor.plans() if p.dataset == dataset), None)
-        rows = summary.plans.get(plan.name, {}).get("rows", 0) if plan else 0
-        out.print(f"  {target / sample.DATA_DIR / dataset}  {what}: {rows:,} rows this run", highlight=False)
-    out.print(f"  state (finished tasks, quota usage): {target / '.synctask' / 'state.db'}", highlight=False)
-    out.print("\n[bold]Limits[/]:")
-    for name, child in simulator.children.items():
-        if name == "ws":
-            continue  # a stream has no request limit
-        kinds = Counter(v["kind"] for v in child.stats.violations)
-        over = ", ".join(f"{n} {_VIOLATIONS.get(kind, kind)}" for kind, n in kinds.items()) or "none over its limits"
-        out.print(f"  {name}: {child.stats.served:,} requests served; {over}", highlight=False)
-    for name, s in summary.plans.items():
-        parts = [f"froze {s['freezes']} times" if s["freezes"] else "", f"retried {s['retries']} times"
-                 if s["retries"] else ""]
-        if any(parts):
-            out.print(f"  {name}: {', '.join(p for p in parts if p)}", highlight=False)
-    out.print("\n[bold]Query the result[/] with DuckDB over the Parquet files:")
-    command = sample.query_command(shlex.quote(sys.executable))
-    cd = "" if target.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(target))} && "
-    out.print(f"  {cd}{command}", markup=False, highlight=False)
-    try:
-        import duckdb
-
-        relation = duckdb.sql(sample.QUERY.replace(f"'{sample.DATA_DIR}/", f"'{target / sample.DATA_DIR}/"))
-        for row in relation.fetchall() if relation is not None else []:
-            out.print("    " + "  ".join(str(v) for v in row), highlight=False)
-    except Exception as exc:  # the query is a courtesy; the data is already safe
-        err.print(f"(the query failed: {exc})")
-    out.print(f"\nRun it again: finished tasks are skipped. Start over by deleting {target / sample.DATA_DIR} "
-              f"and {target / '.synctask'}.", highlight=False)
-
-
-_VIOLATIONS = {  # the simulator's words for what it saw → ours
-    "per_minute": "over the per-minute limit",
-    "weight_per_minute": "over the weight per minute",
-    "per_day": "over the daily limit",
-    "ignored_retry_after": "already in flight when it answered 429",
-    "while_banned": "while banned",
-}
 
 
 def event_json(event: Event) -> str:

@@ -1,4 +1,4 @@
-"""``synctask demo``: four simulated vendors, the plan file that syncs them, and what to say after.
+"""``synctask demo``: four simulated vendors, the plan file that syncs them, and the report after.
 
 The vendors run in-process (``demo_profiles``); their limits are the plan file's, except where the
 plan file is deliberately wrong (Binance: it says 50 weight per window, the account allows 40) so
@@ -7,14 +7,25 @@ that a freeze happens and recovers. Everything is deterministic but the timing.
 
 from __future__ import annotations
 
+import shlex
+import sys
+from collections import Counter
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
 from string import Template
+from typing import TYPE_CHECKING
 
 from .simulator import Faults, SimulatorConfig
 
-__all__ = ["PLAN_FILE", "DATA_DIR", "DATASETS", "QUERY", "demo_profiles", "write_plan_file", "query_command"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .executor import RunSummary, SyncTaskExecutor
+    from .simulator import Simulator
+
+__all__ = ["PLAN_FILE", "DATA_DIR", "DATASETS", "QUERY", "demo_profiles", "write_plan_file", "query_command",
+           "report"]
 
 PLAN_FILE = "synctask-demo.toml"
 DATA_DIR = "synctask-demo"
@@ -51,3 +62,50 @@ def write_plan_file(directory: Path, url: str, port: int) -> Path:
 def query_command(python: str) -> str:
     """A shell command that queries the demo's Parquet files with DuckDB, from the demo's folder."""
     return f"{python} -c \"import duckdb; duckdb.sql(\\\"{QUERY}\\\").show()\""
+
+
+def report(out: Console, target: Path, summary: RunSummary, executor: SyncTaskExecutor,
+           simulator: Simulator) -> None:
+    """Where the demo's rows are, which limits it met, and a DuckDB query over its Parquet files."""
+    out.print("\n[bold]Files[/] (Parquet, one folder per dataset):")
+    for dataset, what in DATASETS.items():
+        plan = next((p for p in executor.plans() if p.dataset == dataset), None)
+        rows = summary.plans.get(plan.name, {}).get("rows", 0) if plan else 0
+        out.print(f"  {target / DATA_DIR / dataset}  {what}: {rows:,} rows this run", highlight=False)
+    out.print(f"  state (finished tasks, quota usage): {target / '.synctask' / 'state.db'}", highlight=False)
+    out.print("\n[bold]Limits[/]:")
+    for name, child in simulator.children.items():
+        if name == "ws":
+            continue  # a stream has no request limit
+        kinds = Counter(v["kind"] for v in child.stats.violations)
+        over = ", ".join(f"{n} {_VIOLATIONS.get(kind, kind)}" for kind, n in kinds.items()) or "none over its limits"
+        out.print(f"  {name}: {child.stats.served:,} requests served; {over}", highlight=False)
+    for name, s in summary.plans.items():
+        parts = [f"froze {s['freezes']} times" if s["freezes"] else "", f"retried {s['retries']} times"
+                 if s["retries"] else ""]
+        if any(parts):
+            out.print(f"  {name}: {', '.join(p for p in parts if p)}", highlight=False)
+    out.print("\n[bold]Query the result[/] with DuckDB over the Parquet files:")
+    command = query_command(shlex.quote(sys.executable))
+    cd = "" if target.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(target))} && "
+    out.print(f"  {cd}{command}", markup=False, highlight=False)
+    try:
+        import duckdb
+
+        with duckdb.connect() as con:
+            rows_found = con.execute(QUERY.replace(f"'{DATA_DIR}/", f"'{target / DATA_DIR}/")).fetchall()
+        for row in rows_found:
+            out.print("    " + "  ".join(str(v) for v in row), highlight=False)
+    except Exception as exc:  # the query is a courtesy; the data is already safe
+        out.print(f"(the query failed: {exc})", markup=False)
+    out.print(f"\nRun it again: finished tasks are skipped. Start over by deleting {target / DATA_DIR} "
+              f"and {target / '.synctask'}.", highlight=False)
+
+
+_VIOLATIONS = {  # the simulator's words for what it saw → ours
+    "per_minute": "over the per-minute limit",
+    "weight_per_minute": "over the weight per minute",
+    "per_day": "over the daily limit",
+    "ignored_retry_after": "already in flight when it answered 429",
+    "while_banned": "while banned",
+}
