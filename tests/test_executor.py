@@ -367,6 +367,10 @@ def test_scheduled_plans_start_by_themselves_and_each_run_does_its_work():
     ex, sinks = executor_with(rec, {"d": []}, store=store)
 
     async def go():
+        # "every 1h" runs on the hour: start the wall clock at 00:30 so that three hours and a
+        # minute hold exactly three due times, whatever the time of day the suite runs at.
+        loop = asyncio.get_running_loop()
+        ex._loop_ref, ex._epoch = loop, 1_767_227_400.0 - loop.time()  # 2026-01-01 00:30 UTC
         ex.add_plan(plan("hourly", "d", 3, schedule="every 1h"), start=False)
         runner = asyncio.create_task(ex.run(until_idle=False))
         await asyncio.sleep(3 * 3600 + 60)
