@@ -61,3 +61,16 @@ def test_the_summary_fits_80_columns():
                                        "rows": 12_345_678, "retries": 123, "freezes": 45} for name in PLANS})
     lines = rendered(summary_table(summary))
     assert all(len(line) <= 80 for line in lines) and not any("…" in line for line in lines), "\n".join(lines)
+
+
+def test_a_stream_plan_shows_messages_per_second_and_no_made_up_eta():
+    from synctask.events import StreamEvent
+
+    now = time.time()
+    progress = Progress()
+    progress.observe(PlanEvent(now - 10, "quotes", "running", "quotes:1", total=1))
+    progress.observe(TaskEvent(now - 10, "quotes", "started", "t"))
+    for k in range(10):
+        progress.observe(StreamEvent(now - 9 + k, "quotes", "t", 50, 50))
+    p = progress.snapshot("quotes", now)
+    assert p.rate == 50.0 and p.eta is None and p.rows == 500

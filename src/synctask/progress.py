@@ -36,12 +36,13 @@ class PlanProgress:
     messages: int = 0  # received by stream tasks
     frozen_until: float | None = None
     allowed_rate: float | None = None
-    rate: float = 0.0
+    rate: float = 0.0  # tasks per second; for a stream plan, messages per second
     eta: float | None = None
     last_message: str | None = None
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
     _finished: deque[float] = field(default_factory=deque, repr=False)
+    _streamed: deque[tuple[float, int]] = field(default_factory=deque, repr=False)  # (at, messages)
 
     @property
     def remaining(self) -> int | None:
@@ -83,8 +84,9 @@ class Progress:
                 p.last_message = event.message
         elif isinstance(event, PlanEvent):
             if event.state == "running" and event.run_id != p.run_id:
-                p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = 0
+                p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = 0
                 p._finished.clear()
+                p._streamed.clear()
                 p.started_at = event.at
             p.state = event.state
             p.run_id = event.run_id or p.run_id
@@ -101,6 +103,7 @@ class Progress:
         elif isinstance(event, StreamEvent):
             p.messages += event.messages
             p.rows += event.rows
+            p._streamed.append((event.at, event.messages))
 
     def snapshot(self, plan: str, now: float) -> PlanProgress:
         """The plan's progress at ``now`` with ``rate`` and ``eta`` filled in."""
@@ -110,7 +113,12 @@ class Progress:
             finished.popleft()
         # At least a second: 25 tasks done in the first 0.3 s are 25 per second, not 83.
         span = max(min(PACE_WINDOW, now - p.started_at), 1.0) if p.started_at is not None else PACE_WINDOW
-        p.rate = len(finished) / span if span > 0 else 0.0
+        streamed = p._streamed
+        while streamed and streamed[0][0] <= now - PACE_WINDOW:
+            streamed.popleft()
+        # A stream plan is one long task: its pace is messages per second, not tasks.
+        count = sum(n for _, n in streamed) if p.messages else len(finished)
+        p.rate = count / span if span > 0 else 0.0
         if p.frozen_until is not None and p.frozen_until <= now:
             p.frozen_until = None
         p.eta = self._eta(p, now)
@@ -122,6 +130,8 @@ class Progress:
             return None
         if remaining == 0:
             return 0.0
+        if p.messages:
+            return None  # a stream's rate is in messages, and how many are to come is its own affair
         reachable = p.rate
         if p.allowed_rate is not None:
             reachable = min(reachable, p.allowed_rate) if reachable > 0 else p.allowed_rate
