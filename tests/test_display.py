@@ -74,3 +74,18 @@ def test_a_stream_plan_shows_messages_per_second_and_no_made_up_eta():
         progress.observe(StreamEvent(now - 9 + k, "quotes", "t", 50, 50))
     p = progress.snapshot("quotes", now)
     assert p.rate == 50.0 and p.eta is None and p.rows == 500
+
+
+def test_what_is_going_on_is_said_once_in_plain_lines_and_on_one_line_under_the_table():
+    now = time.time()
+    progress = Progress()
+    progress.observe(PlanEvent(now - 10, "daily", "running", "daily:1", total=182))
+    message = ("the connection to the vendor failed: ClientConnectorError: Cannot connect to host 127.0.0.1:9; "
+               "synctask will retry in 1.90s (attempt 2 of 5); check the network or the vendor's status page")
+    progress.observe(TaskEvent(now - 1, "daily", "retry", "t", message=message))
+    display = ProgressDisplay(SimpleNamespace(progress=progress), Console(width=80), plain=True)
+    first, again = display.lines(), display.lines()
+    assert first[1] == f"  {message}" and len(again) == 1  # said when it changes, not every time
+    lines = rendered(ProgressDisplay(SimpleNamespace(progress=progress), Console(width=80), plain=False).table())
+    assert lines[-1].startswith("daily: the connection to the vendor failed") and lines[-1].endswith("…")
+    assert all(len(line) <= 80 for line in lines)

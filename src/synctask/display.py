@@ -13,6 +13,7 @@ from datetime import datetime
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from .executor import RunSummary, SyncTaskExecutor
 from .progress import PlanProgress
@@ -62,10 +63,12 @@ class ProgressDisplay:
         self.console = console
         self.plain = (not console.is_terminal) if plain is None else plain
         self.interval = interval if interval is not None else (5.0 if self.plain else 0.25)
+        self._said: dict[str, str] = {}  # the last message printed per plan (plain lines)
 
     def table(self) -> Table:
         now = time.time()
-        table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold underline")
+        table = Table(expand=False, box=None, pad_edge=False, padding=(0, 1, 0, 0), header_style="bold underline",
+                      caption=self._latest(), caption_justify="left")
         # Fits 80 columns: every cell on one line, a frozen plan says for how long ("frozen 3s").
         for column in ("plan", "state", "done/total", "failed", "rows", "rate/s", "ETA", "retries", "freezes"):
             table.add_column(column, justify="left" if column in ("plan", "state") else "right", no_wrap=True,
@@ -77,7 +80,17 @@ class ProgressDisplay:
                           format_count(p.rows), f"{p.rate:.1f}", format_eta(p.eta), str(p.retries), str(p.freezes))
         return table
 
+    def _latest(self) -> Text | None:
+        """The newest message of a plan still at work, on one line: what is going on right now."""
+        working = [p for p in self.executor.progress.plans.values()
+                   if p.last_message and p.state in ("running", "paused", "stopped")]
+        if not working:
+            return None
+        p = max(working, key=lambda p: p.last_message_at)
+        return Text(f"{p.plan}: {p.last_message}", overflow="ellipsis", no_wrap=True, style="dim")
+
     def lines(self) -> list[str]:
+        """A status line per plan, each followed by its newest message when that changed."""
         now = time.time()
         out = []
         for name in list(self.executor.progress.plans):
@@ -86,6 +99,9 @@ class ProgressDisplay:
             out.append(f"{name}: {_state(p, now)}, {p.done + p.skipped}/{total} done, {p.failed} failed, "
                        f"{p.rows} rows, "
                        f"{p.rate:.1f}/s, ETA {format_eta(p.eta)}, {p.retries} retries, {p.freezes} freezes")
+            if p.last_message and p.last_message != self._said.get(name) and p.state != "completed":
+                self._said[name] = p.last_message
+                out.append(f"  {p.last_message}")
         return out
 
     async def run_until(self, task: asyncio.Task[RunSummary]) -> RunSummary:

@@ -39,6 +39,7 @@ class PlanProgress:
     rate: float = 0.0  # tasks per second; for a stream plan, messages per second
     eta: float | None = None
     last_message: str | None = None
+    last_message_at: float = 0.0
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
     _finished: deque[float] = field(default_factory=deque, repr=False)
@@ -79,9 +80,10 @@ class Progress:
                 p.failed += 1
                 p._finished.append(event.at)
                 p.last_message = p.last_failure = event.message
+                p.last_message_at = event.at
             elif kind == "retry":
                 p.retries += 1
-                p.last_message = event.message
+                p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, PlanEvent):
             if event.state == "running" and event.run_id != p.run_id:
                 p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = 0
@@ -93,11 +95,11 @@ class Progress:
             if event.total is not None:
                 p.total = event.total
             if event.message:
-                p.last_message = event.message
+                p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, FreezeEvent):
             p.freezes += event.new
             p.frozen_until = event.until
-            p.last_message = event.message
+            p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, SkipEvent):
             p.skipped += event.count
         elif isinstance(event, StreamEvent):
