@@ -333,12 +333,13 @@ class SyncTaskExecutor:
 
     def _emit(self, event: Event) -> None:
         self.progress.observe(event)
-        for callback in list(self._listeners):
+        for callback in self._listeners:
             try:
                 callback(event)
             except Exception:  # a listener's failure (a closed pipe, a bug) must not stop the engine
                 _log.warning("an event listener failed and was removed", exc_info=True)
-                self._listeners.remove(callback)
+                # A new list: this loop goes on over the old one, so the others still hear it.
+                self._listeners = [c for c in self._listeners if c is not callback]
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()

@@ -375,12 +375,16 @@ class Scheduler:
     def announced_freeze(self, task: SyncTask, scope: str, now: float, until: float) -> bool:
         """The vendor said (in headers) that ``scope`` has nothing left until ``until``: freeze it,
         counted on the task's plan; True when this began a freeze rather than extending one."""
-        now_frozen = self.limiter.frozen_until(scope, now)
+        return self._freeze(self._lanes.get(task.plan), scope, now, until)
+
+    def _freeze(self, lane: _Lane | None, scope: str, now: float, until: float) -> bool:
+        """Freeze ``scope`` until ``until``; a freeze that begins (rather than one an answer to a
+        request already in flight extends) counts on ``lane``. True when it began."""
+        began = self.limiter.frozen_until(scope, now) is None
         self.limiter.freeze(scope, until)
-        lane = self._lanes.get(task.plan)
-        if now_frozen is None and lane is not None:
+        if began and lane is not None:
             lane.freezes += 1
-        return now_frozen is None
+        return began
 
     def thaw(self, scope: str) -> None:
         self.limiter.thaw(scope)
@@ -522,28 +526,22 @@ class Scheduler:
             wait = failure.retry_after
             if wait is None:
                 wait = self._window_of(scope) or self.default_cooldown
-            already = self.limiter.frozen_until(scope, now)
-            self.limiter.freeze(scope, now + wait)
-            if already is None:
-                lane.freezes += 1  # answers to requests already in flight are the same freeze
+            began = self._freeze(lane, scope, now, now + wait)
             self._requeue(lane, task)
             return Verdict(task, _PENDING, failure.explain(
                 f"froze {scope} for {wait:g}s and will retry the task without using an attempt"),
-                frozen=(scope, now + wait, already is None))
+                frozen=(scope, now + wait, began))
         if kind is OutcomeKind.QUOTA:
             scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
             until = now + failure.retry_after if failure.retry_after is not None else None
             if until is None:
                 reset = self.limiter.next_reset(scope, now)
                 until = reset if reset is not None and reset > now else now + self.quota_cooldown
-            already = self.limiter.frozen_until(scope, now)
-            if already is None:
-                lane.freezes += 1
-            self.limiter.freeze(scope, until)
+            began = self._freeze(lane, scope, now, until)
             self._requeue(lane, task)
             return Verdict(task, _PENDING, failure.explain(
                 f"paused {scope} for {until - now:g}s until its quota resets and saved a checkpoint"),
-                checkpoint=True, frozen=(scope, until, already is None))
+                checkpoint=True, frozen=(scope, until, began))
         if kind.retryable:
             task.attempt += 1
             if lane.retry.should_retry(task.attempt):

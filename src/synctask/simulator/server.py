@@ -257,20 +257,14 @@ class Simulator:
         self.stats.served += 1
         endpoint = request.match_info["endpoint"]
         self.stats.by_api[endpoint] += 1
-        if now < self._banned_until:
-            self._violation("while_banned", endpoint, now)
+        # Binance: failing to back off after a 429 gets the IP banned. Requests that were already
+        # on the way when the 429 left get some slack; persisting does not.
+        penalty = self._penalty(now, endpoint, self.config.binance_ignore_slack)
+        if penalty == "banned":
             return self._banned(now)
-        if now < self._limited_until:
-            # Binance: failing to back off after a 429 gets the IP banned. Requests that were
-            # already on the way when the 429 left get some slack; persisting does not.
-            self._violation("ignored_retry_after", endpoint, now)
-            self._ignored += 1
-            if self._ignored > self.config.binance_ignore_slack:
-                self.stats.bans += 1
-                self._banned_until = now + self.config.binance_ban_seconds / self.config.scale
-                return self._banned(now)
+        if penalty == "limited":
             return web.json_response({"code": -1003, "msg": "Too many requests; back off."}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(self._limited_until - now)))})
+                                     headers={"Retry-After": self._wait(now)})
         query = request.query
         limit = int(query.get("limit", "500"))
         weight = _kline_weight(limit) if endpoint == "klines" else 1
@@ -280,10 +274,8 @@ class Simulator:
         headers = {"X-MBX-USED-WEIGHT-1M": str(used)}
         if used > self.config.binance_weight_per_minute:
             self._violation("weight_per_minute", endpoint, now)
-            retry_after = (minute_index + 1) * self.minute - now
-            self._limited_until = now + retry_after
-            self._ignored = 0
-            headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+            self._limit_until(now, (minute_index + 1) * self.minute)
+            headers["Retry-After"] = self._wait(now)
             return web.json_response({"code": -1003, "msg": "Too many requests; current limit is "
                                       f"{self.config.binance_weight_per_minute} request weight per 1 MINUTE."},
                                      status=429, headers=headers)
@@ -323,19 +315,12 @@ class Simulator:
         self.stats.served += 1
         self.stats.by_api["items"] += 1
         config = self.config
-        if now < self._banned_until:
-            self._violation("while_banned", "items", now)
+        penalty = self._penalty(now, "items", config.rest_ban_after or None)
+        if penalty == "banned":
             return web.json_response({"error": "banned: too many requests after 429"}, status=403)
-        if now < self._limited_until:
-            self._violation("ignored_retry_after", "items", now)
-            self._ignored += 1
-            if config.rest_ban_after and self._ignored > config.rest_ban_after:
-                self.stats.bans += 1
-                self._banned_until = now + config.binance_ban_seconds / config.scale
-                return web.json_response({"error": "banned: too many requests after 429"}, status=403)
-            wait = str(max(1, math.ceil(self._limited_until - now)))
+        if penalty == "limited":
             return web.json_response({"error": "rate limited; honour Retry-After"}, status=429,
-                                     headers={"Retry-After": wait})
+                                     headers={"Retry-After": self._wait(now)})
         limit = config.rest_per_minute
         if config.rest_sliding:
             window = self._minute_log["items"]
@@ -356,9 +341,7 @@ class Simulator:
                        "RateLimit": f"limit={limit}, remaining={max(limit - used, 0)}, reset={reset}"}
         if used > limit:
             self._violation("per_minute", "items", now)
-            if now >= self._limited_until:
-                self._limited_until = reset_at
-                self._ignored = 0
+            self._limit_until(now, reset_at)
             headers["Retry-After"] = str(reset)
             return web.json_response({"error": "rate limited"}, status=429, headers=headers)
         fault = await self._fault(request, headers)
@@ -436,6 +419,33 @@ class Simulator:
                     request.transport.abort()
                 break
             await asyncio.sleep(interval)
+
+    # --- 429s and bans (binance, rest) ------------------------------------------------------
+    def _limit_until(self, now: float, until: float) -> None:
+        """Answer 429 until ``until``; requests sent meanwhile count toward a ban."""
+        if now >= self._limited_until:
+            self._limited_until = until
+            self._ignored = 0
+
+    def _penalty(self, now: float, api: str, ban_after: int | None) -> str | None:
+        """"banned", "limited" (told to wait and still sending: a violation, and a ban after
+        ``ban_after`` of them; None never bans), or None when the client is in good standing."""
+        if now < self._banned_until:
+            self._violation("while_banned", api, now)
+            return "banned"
+        if now < self._limited_until:
+            self._violation("ignored_retry_after", api, now)
+            self._ignored += 1
+            if ban_after is not None and self._ignored > ban_after:
+                self.stats.bans += 1
+                self._banned_until = now + self.config.binance_ban_seconds / self.config.scale
+                return "banned"
+            return "limited"
+        return None
+
+    def _wait(self, now: float) -> str:
+        """Retry-After for a client that is told to wait: whole seconds, at least one."""
+        return str(max(1, math.ceil(self._limited_until - now)))
 
     def _banned(self, now: float) -> web.Response:
         left = self._banned_until - now

@@ -42,3 +42,14 @@ def scalar(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, bytes)):
         return value
     return str(value)
+
+
+def sql_type(value: Any, *, double: str = "DOUBLE", text: str = "VARCHAR") -> str:
+    """The column type for a first value seen (each database names its double and text types)."""
+    if isinstance(value, bool):
+        return "BOOLEAN"
+    if isinstance(value, int):
+        return "BIGINT"
+    if isinstance(value, float):
+        return double
+    return text

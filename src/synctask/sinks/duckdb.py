@@ -10,21 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
-from .base import Row, require_key, scalar
-
-
-def _type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int):
-        return "BIGINT"
-    if isinstance(value, float):
-        return "DOUBLE"
-    return "VARCHAR"
+from .base import Row, require_key, scalar, sql_type
 
 
 def _quote(name: str) -> str:
@@ -57,14 +46,14 @@ class DuckDBSink:
         if self._columns is None:
             first = rows[0]
             columns = list(dict.fromkeys([*self.key, *first]))
-            spec = ", ".join(f"{_quote(c)} {_type(first.get(c))}" for c in columns)
+            spec = ", ".join(f"{_quote(c)} {sql_type(first.get(c))}" for c in columns)
             keys = ", ".join(map(_quote, self.key))
             db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({spec}, PRIMARY KEY ({keys}))")
             self._columns = [r[0] for r in db.execute(f"DESCRIBE {table}").fetchall()]
         for row in rows:
             for column, value in row.items():
                 if column not in self._columns:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(column)} {_type(value)}")
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {_quote(column)} {sql_type(value)}")
                     self._columns.append(column)
         columns = self._columns
         names = ", ".join(map(_quote, columns))

@@ -14,17 +14,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .base import Row, require_key, scalar
+from .base import Row, require_key, scalar, sql_type
 
 
-def _pg_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int):
-        return "BIGINT"
-    if isinstance(value, float):
-        return "DOUBLE PRECISION"
-    return "TEXT"
+def _column_type(value: Any) -> str:
+    return sql_type(value, double="DOUBLE PRECISION", text="TEXT")
 
 
 class PostgresSink:
@@ -56,7 +50,7 @@ class PostgresSink:
     async def _create(self, conn: psycopg.AsyncConnection[Any], first: Row) -> None:
         columns = list(dict.fromkeys([*self.key, *first]))
         spec = sql.SQL(", ").join(
-            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_pg_type(first.get(c)))) for c in columns)
+            sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_column_type(first.get(c)))) for c in columns)
         await conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(self.table, spec))
         await conn.execute(sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} ({})").format(
             sql.Identifier(f"{self.table.as_string(None).replace(chr(34), '')}_key".replace(".", "_")),
@@ -70,7 +64,7 @@ class PostgresSink:
             for column, value in row.items():
                 if column not in self._columns:
                     await conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                        self.table, sql.Identifier(column), sql.SQL(_pg_type(value))))
+                        self.table, sql.Identifier(column), sql.SQL(_column_type(value))))
                     self._columns.append(column)
 
     async def _upsert(self, conn: psycopg.AsyncConnection[Any], rows: Sequence[Row], columns: list[str]) -> None:
