@@ -55,7 +55,7 @@ def synctask_acquire(rate: int, window: float) -> Callable[[], Awaitable[None]]:
 
     async def acquire() -> None:
         loop = asyncio.get_running_loop()
-        while (when := gate.try_acquire(1, loop.time())) is not None:
+        while (when := gate.send(1, loop.time())) is not None:
             await asyncio.sleep(when - loop.time())
 
     return acquire

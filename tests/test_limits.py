@@ -38,26 +38,26 @@ def test_sliding_window_admits_rate_then_waits_exactly_one_window():
     limiter = Limiter()
     limiter.configure("s", [Quota(3, 10.0)])
     gate = limiter.gate(["s"])
-    assert [gate.try_acquire(1, 0.0) for _ in range(3)] == [None, None, None]
-    assert gate.try_acquire(1, 0.0) == 10.0
-    assert gate.try_acquire(1, 9.999) == 10.0
-    assert gate.try_acquire(1, 10.0) is None
+    assert [gate.send(1, 0.0) for _ in range(3)] == [None, None, None]
+    assert gate.send(1, 0.0) == 10.0
+    assert gate.send(1, 9.999) == 10.0
+    assert gate.send(1, 10.0) is None
 
 
 def test_sliding_window_frees_weight_in_send_order():
     limiter = Limiter()
     limiter.configure("s", [Quota(10, 1.0)])
     gate = limiter.gate(["s"], max_weight=6)
-    assert gate.try_acquire(4, 0.0) is None
-    assert gate.try_acquire(4, 0.5) is None
+    assert gate.send(4, 0.0) is None
+    assert gate.send(4, 0.5) is None
     # 8 used; a weight of 6 needs 4 freed: the first send leaves at 1.0.
     assert gate.earliest(6, 0.6) == 1.0
     # a weight of 10 needs both gone: 1.5.
     limiter2 = Limiter()
     limiter2.configure("s", [Quota(10, 1.0)])
     gate2 = limiter2.gate(["s"], max_weight=10)
-    gate2.try_acquire(4, 0.0)
-    gate2.try_acquire(4, 0.5)
+    gate2.send(4, 0.0)
+    gate2.send(4, 0.5)
     assert gate2.earliest(10, 0.6) == 1.5
 
 
@@ -65,10 +65,10 @@ def test_clock_window_resets_on_the_boundary():
     limiter = Limiter()
     limiter.configure("c", [Quota(2, 60.0, clock=True)])
     gate = limiter.gate(["c"])
-    assert gate.try_acquire(1, 59.0) is None
-    assert gate.try_acquire(1, 59.5) is None
-    assert gate.try_acquire(1, 59.9) == 60.0
-    assert gate.try_acquire(1, 60.0) is None  # a new minute: full quota again
+    assert gate.send(1, 59.0) is None
+    assert gate.send(1, 59.5) is None
+    assert gate.send(1, 59.9) == 60.0
+    assert gate.send(1, 60.0) is None  # a new minute: full quota again
 
 
 def test_daily_clock_window_resets_at_local_midnight():
@@ -77,8 +77,8 @@ def test_daily_clock_window_resets_at_local_midnight():
     gate = limiter.gate(["d"])
     # 2026-11-25 12:00 UTC is 20:00 in Shanghai; the next local midnight is 16:00 UTC.
     noon_utc = 1795608000.0
-    assert gate.try_acquire(1, noon_utc) is None
-    assert gate.try_acquire(1, noon_utc + 1) == noon_utc + 4 * 3600
+    assert gate.send(1, noon_utc) is None
+    assert gate.send(1, noon_utc + 1) == noon_utc + 4 * 3600
 
 
 def test_scopes_are_reserved_together_or_not_at_all():
@@ -87,23 +87,23 @@ def test_scopes_are_reserved_together_or_not_at_all():
     limiter.configure("dataset", [Quota(5, 10.0)])
     both = limiter.gate(["vendor", "dataset"])
     only_dataset = limiter.gate(["dataset"])
-    assert both.try_acquire(1, 0.0) is None
-    assert both.try_acquire(1, 1.0) == 10.0  # the vendor blocks ...
+    assert both.send(1, 0.0) is None
+    assert both.send(1, 1.0) == 10.0  # the vendor blocks ...
     assert limiter.usage("dataset", 1.0)[0][1] == 1  # ... and the dataset was not charged
     for _ in range(4):
-        assert only_dataset.try_acquire(1, 1.0) is None
-    assert only_dataset.try_acquire(1, 1.0) == 10.0
+        assert only_dataset.send(1, 1.0) is None
+    assert only_dataset.send(1, 1.0) == 10.0
 
 
 def test_concurrency_cap_waits_for_a_release_not_for_time():
     limiter = Limiter()
     limiter.configure("c", [Concurrency(2)])
     gate = limiter.gate(["c"])
-    assert gate.try_acquire(1, 0.0) is None
-    assert gate.try_acquire(1, 0.0) is None
-    assert gate.try_acquire(1, 0.0) == math.inf
+    assert gate.send(1, 0.0) is None
+    assert gate.send(1, 0.0) is None
+    assert gate.send(1, 0.0) == math.inf
     gate.release()
-    assert gate.try_acquire(1, 0.0) is None
+    assert gate.send(1, 0.0) is None
 
 
 def test_freeze_blocks_until_its_end_then_limits_apply_again():
@@ -111,9 +111,9 @@ def test_freeze_blocks_until_its_end_then_limits_apply_again():
     limiter.configure("s", [Quota(1, 1.0)])
     gate = limiter.gate(["s"])
     limiter.freeze("s", 30.0)
-    assert gate.try_acquire(1, 0.0) == 30.0
+    assert gate.send(1, 0.0) == 30.0
     assert limiter.frozen_until("s", 10.0) == 30.0
-    assert gate.try_acquire(1, 30.0) is None
+    assert gate.send(1, 30.0) is None
     assert limiter.frozen_until("s", 30.0) is None
     limiter.freeze("s", 5.0)  # an earlier freeze never shortens a longer one
     limiter.freeze("s", 40.0)
@@ -125,10 +125,10 @@ def test_observe_raises_our_count_to_the_vendors_never_lowers_it():
     limiter = Limiter()
     limiter.configure("b", [Quota(1200, 60.0, clock=True)])
     gate = limiter.gate(["b"])
-    gate.try_acquire(1, 0.0)
+    gate.send(1, 0.0)
     limiter.observe("b", 1199, 1.0, per=60.0)
-    assert gate.try_acquire(1, 1.0) is None
-    assert gate.try_acquire(1, 1.0) == 60.0
+    assert gate.send(1, 1.0) is None
+    assert gate.send(1, 1.0) == 60.0
     limiter.observe("b", 10, 2.0)  # lower than ours: ignored
     assert limiter.usage("b", 2.0)[0][1] == 1200
 
@@ -137,10 +137,10 @@ def test_observe_on_a_sliding_window_counts_the_difference_now():
     limiter = Limiter()
     limiter.configure("s", [Quota(10, 10.0)])
     gate = limiter.gate(["s"])
-    gate.try_acquire(1, 0.0)
+    gate.send(1, 0.0)
     limiter.observe("s", 10, 5.0)
     assert gate.earliest(1, 5.0) == 10.0  # our own send leaves first
-    gate.try_acquire(1, 10.0)
+    gate.send(1, 10.0)
     assert gate.earliest(1, 10.0) == 15.0  # then the observed weight at 5.0
 
 
@@ -155,18 +155,29 @@ def test_observe_says_whether_our_own_quota_over_that_window_now_holds_the_vendo
     assert more.observe("v", 10, 0.0, per=1.0) is False
 
 
-def test_a_request_admitted_before_a_clock_boundary_and_sent_after_it_counts_in_the_new_window():
+def test_a_request_in_flight_across_a_clock_boundary_counts_in_both_windows():
     limiter = Limiter()
     limiter.configure("b", [Quota(10, 60.0, clock=True)])
     gate = limiter.gate(["b"])
     for _ in range(10):
         assert gate.try_acquire(1, 59.99) is None
-    gate.restamp(1, 59.99, 60.01)  # one of them left the pool only after the minute turned
-    gate.restamp(1, 59.99, 59.995)  # another left in time: nothing changes
-    granted = sum(gate.try_acquire(1, 60.02) is None for _ in range(12))
-    assert granted == 9  # the vendor counts 1 + 9 in the new minute
-    gate.restamp(1, 59.0, 30.0)  # out of order, or a window left behind: ignored
-    assert limiter.usage("b", 60.03)[0][1] == 10
+    for _ in range(9):
+        gate.settle(1, 59.995)  # answered before the minute turned
+    # One is still on its way when the minute turns: the vendor may stamp it in the new minute.
+    granted = sum(gate.send(1, 60.02) is None for _ in range(12))
+    assert granted == 9
+    gate.settle(1, 60.05)  # its answer, late: it stays counted once in the new minute
+    assert limiter.usage("b", 60.06)[0][1] == 10
+    assert gate.send(1, 120.0) is None  # the next minute starts empty
+
+
+def test_an_answer_after_the_boundary_is_counted_in_the_new_window_even_if_nobody_asked_meanwhile():
+    limiter = Limiter()
+    limiter.configure("b", [Quota(2, 60.0, clock=True)])
+    gate = limiter.gate(["b"])
+    assert gate.try_acquire(1, 59.9) is None
+    gate.settle(1, 60.2)
+    assert limiter.usage("b", 60.3)[0][1] == 1
 
 
 def test_weight_above_a_quota_is_refused_when_the_gate_is_made():
@@ -180,8 +191,8 @@ def test_reconfiguring_keeps_usage_of_unchanged_limits():
     limiter = Limiter()
     limiter.configure("s", [Quota(2, 10.0), Quota(100, 86400.0)])
     gate = limiter.gate(["s"])
-    gate.try_acquire(1, 0.0)
-    gate.try_acquire(1, 0.0)
+    gate.send(1, 0.0)
+    gate.send(1, 0.0)
     limiter.configure("s", [Quota(2, 10.0), Concurrency(3)])
     assert limiter.gate(["s"]).earliest(1, 1.0) == 10.0
 
@@ -191,7 +202,7 @@ def test_long_window_usage_survives_export_and_restore():
     first.configure("d", [Quota(100, 86400.0), Quota(50, 86400.0, clock=True), Quota(5, 1.0)])
     gate = first.gate(["d"])
     for i in range(40):
-        assert gate.try_acquire(1, 1000.0 + i * 2) is None
+        assert gate.send(1, 1000.0 + i * 2) is None
     records = first.export_usage(2000.0)
     assert {r["per"] for r in records} == {86400.0}  # the 1 s window holds nothing by now
 
@@ -203,14 +214,14 @@ def test_long_window_usage_survives_export_and_restore():
     assert usage["50 per 1d (clock-aligned)"] == 40
     gate2 = second.gate(["d"])
     for i in range(10):
-        assert gate2.try_acquire(1, 2000.0 + i) is None
-    assert gate2.try_acquire(1, 2010.0) == 86400.0  # the daily clock window is full until midnight
+        assert gate2.send(1, 2000.0 + i) is None
+    assert gate2.send(1, 2010.0) == 86400.0  # the daily clock window is full until midnight
 
 
 def test_restored_sliding_entries_never_expire_earlier_than_the_originals():
     first = Limiter()
     first.configure("d", [Quota(1, 86400.0)])
-    first.gate(["d"]).try_acquire(1, 100.25)
+    first.gate(["d"]).send(1, 100.25)
     second = Limiter()
     second.configure("d", [Quota(1, 86400.0)])
     second.restore_usage(first.export_usage(200.0), 200.0)
@@ -222,7 +233,7 @@ def test_the_last_minutes_sends_survive_a_restart_to_the_instant():
     first.configure("m", [Quota(3, 60.0)])
     gate = first.gate(["m"])
     for t in (100.25, 100.5, 130.75):
-        assert gate.try_acquire(1, t) is None
+        assert gate.send(1, t) is None
     second = Limiter()
     second.configure("m", [Quota(3, 60.0)])
     assert second.restore_usage(first.export_usage(131.0), 131.0) == 1
@@ -262,11 +273,11 @@ def test_no_window_ever_holds_more_than_its_quota(limits, tasks):
         weight = min(weight, cap)
         gate = limiter.gate(scopes, weight)
         now += pause
-        when = gate.try_acquire(weight, now)
+        when = gate.send(weight, now)
         if when is not None:
             assert when > now
             now = when
-            assert gate.try_acquire(weight, now) is None, "admission must hold at the named instant"
+            assert gate.send(weight, now) is None, "admission must hold at the named instant"
         for scope in scopes:
             sends[scope].append((now, weight))
     for scope, qs in limits.items():
@@ -291,12 +302,12 @@ def test_long_runs_use_the_allowance_to_within_one_percent(rate, per, weights, c
     while True:
         w = weights[i % len(weights)]
         i += 1
-        when = gate.try_acquire(w, now)
+        when = gate.send(w, now)
         if when is not None:
             now = when
             if now >= horizon:
                 break
-            assert gate.try_acquire(w, now) is None
+            assert gate.send(w, now) is None
         sent += w
     assert sent <= rate * windows + rate  # never above (the first window starts full)
     assert sent >= 0.99 * rate * windows
@@ -310,10 +321,10 @@ def test_ten_thousand_tasks_take_the_theoretical_minimum():
     now = 0.0
     sends = []
     for _ in range(10_000):
-        when = gate.try_acquire(1, now)
+        when = gate.send(1, now)
         if when is not None:
             now = when
-            assert gate.try_acquire(1, now) is None
+            assert gate.send(1, now) is None
         sends.append((now, 1))
     assert now == 90.0
     assert over_limit_windows(sends, Quota(1000, 10.0)) == 0
@@ -335,45 +346,80 @@ def test_a_task_on_several_scopes_is_counted_on_all_or_none(rates, attempts):
         weight = min([weight] + [rates[s] for s in scopes if s in rates])
         gate = limiter.gate(scopes, weight)
         before = {s: sum(u for _, u in limiter.usage(s, now)) for s in scopes}
-        admitted = gate.try_acquire(weight, now) is None
+        admitted = gate.send(weight, now) is None
         after = {s: sum(u for _, u in limiter.usage(s, now)) for s in scopes}
         expected = weight if admitted else 0
         assert all(after[s] - before[s] == (expected if s in rates else 0) for s in scopes)
 
 
-def test_a_late_send_is_counted_from_when_it_left():
+def test_a_request_counts_until_its_answer_began_plus_the_window():
     limiter = Limiter()
     limiter.configure("s", [Quota(3, 1.0)])
     gate = limiter.gate(["s"])
     for _ in range(3):
         assert gate.try_acquire(1, 0.0) is None
-    gate.restamp(1, 0.0, 0.4)  # one of them waited for a connection
-    assert gate.earliest(1, 0.5) == 1.0
-    assert gate.try_acquire(1, 1.0) is None and gate.try_acquire(1, 1.0) is None
-    assert gate.earliest(1, 1.0) == pytest.approx(1.4)
+    assert gate.earliest(1, 5.0) == math.inf  # all three still on their way: wait for an answer
+    gate.settle(1, 0.02)
+    gate.settle(1, 0.02)
+    gate.settle(1, 0.4)  # a slow answer: the vendor may have stamped it as late as 0.4
+    assert gate.earliest(1, 0.5) == pytest.approx(1.02)
+    assert gate.send(1, 1.02) is None and gate.send(1, 1.02) is None
+    assert gate.earliest(1, 1.02) == pytest.approx(1.4)
 
 
-@given(delays=st.lists(st.floats(0, 0.7), min_size=1, max_size=80), rate=st.integers(1, 6))
-def test_restamped_sends_never_overflow_a_window(delays, rate):
-    """Requests leave after random waits past admission; counted from their real departure,
-    the departures never put more than the rate in any window."""
+def test_answers_out_of_order_keep_the_log_sorted():
     limiter = Limiter()
-    quota = Quota(rate, 1.0)
+    limiter.configure("s", [Quota(3, 1.0)])
+    gate = limiter.gate(["s"])
+    for t in (0.0, 0.1, 0.2):
+        assert gate.try_acquire(1, t) is None
+    gate.settle(1, 0.5)
+    gate.settle(1, 0.25)
+    gate.settle(1, 0.3)
+    assert gate.earliest(1, 0.6) == pytest.approx(1.25)
+    assert gate.send(1, 1.25) is None
+    assert gate.earliest(1, 1.25) == pytest.approx(1.3)
+
+
+def test_usage_exported_while_requests_are_in_flight_counts_them():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(2, 60.0)])
+    gate = limiter.gate(["s"])
+    assert gate.try_acquire(1, 10.0) is None and gate.try_acquire(1, 10.0) is None
+    records = limiter.export_usage(11.0)
+    again = Limiter()
+    again.configure("s", [Quota(2, 60.0)])
+    again.restore_usage(records, 12.0)
+    assert again.gate(["s"]).earliest(1, 12.0) == pytest.approx(71.0)
+
+
+@given(
+    trips=st.lists(st.tuples(st.floats(0, 0.3), st.floats(0, 0.3)), min_size=1, max_size=80),
+    rate=st.integers(1, 6),
+    per=st.sampled_from([0.5, 1.0]),
+    clock=st.booleans(),
+)
+def test_the_vendor_never_counts_more_than_the_quota_wherever_it_stamps(trips, rate, per, clock):
+    """Each request reaches the vendor some time after admission and is stamped there; its answer
+    comes back some time later. Settled at its answer, no window of the vendor's stamps ever holds
+    more than the rate, however late the stamp within that span."""
+    limiter = Limiter()
+    quota = Quota(rate, per, clock=clock)
     limiter.configure("s", [quota])
     gate = limiter.gate(["s"])
-    now, departures, pending = 0.0, [], []
+    now, stamps, answers = 0.0, [], []  # answers: the instants in-flight requests settle
 
-    def depart_until(t):
-        for admitted, leaves in sorted((p for p in pending if p[1] <= t), key=lambda p: p[1]):
-            gate.restamp(1, admitted, leaves)
-            pending.remove((admitted, leaves))
+    def settle_until(t):
+        for at in sorted(a for a in answers if a <= t):
+            gate.settle(1, at)
+            answers.remove(at)
 
-    for delay in delays:
-        depart_until(now)
+    for to_vendor, back in trips:
+        settle_until(now)
         while (when := gate.try_acquire(1, now)) is not None:
-            nxt = min([when] + [p[1] for p in pending])  # wake for a departure or the admission
+            nxt = min([when] + answers)  # wake for an answer or for the named instant
             now = max(now, nxt)
-            depart_until(now)
-        pending.append((now, now + delay))
-        departures.append(now + delay)
-    assert over_limit_windows(sorted((t, 1) for t in departures), quota) == 0
+            settle_until(now)
+        stamps.append((now + to_vendor, 1))
+        answers.append(now + to_vendor + back)
+    assert over_limit_windows(sorted(stamps), quota) == 0

@@ -157,6 +157,8 @@ def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(workdir):
         recorded_before = now_recorded
         data = rows(workdir)
         assert len(data) == len(set(data)), "no duplicate rows even mid-run"
+        # Written but not recorded: fetched again on resume. At most what was in flight (16).
+        assert len(data) - len(now_recorded) <= 16, f"{len(data)} rows written, {len(now_recorded)} recorded"
     log_before = len((workdir / "fetch.log").read_text().splitlines())
     finish(workdir)
     assert_complete(workdir)
@@ -183,3 +185,37 @@ def test_a_restart_right_after_kill_9_still_keeps_the_window(workdir):
     assert len(starts) >= 20
     busiest = max(sum(1 for t in starts if s <= t < s + 10.0) for s in starts)
     assert busiest == 20, f"{busiest} sends in one 10 s window across the two processes"
+
+
+def test_a_second_process_on_the_same_state_is_refused_at_once_naming_the_first(workdir):
+    first = start(workdir, latency=0.5)
+    try:
+        wait_for_rows(workdir, 16)
+        began = time.monotonic()
+        second = start(workdir)
+        _, err = second.communicate(timeout=30)
+        assert time.monotonic() - began < 10, "refused at once, not after fetching"
+        assert second.returncode == 75, err
+        assert f"PID {first.pid}" in err and "state.db" in err and "--wait" in err
+        assert "Traceback" not in err
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+    fetched = (workdir / "fetch.log").read_text().splitlines()
+    assert {line.split()[0] for line in fetched} == {str(first.pid)}, "the second process fetched nothing"
+
+
+def test_wait_starts_when_the_first_process_ends(workdir):
+    first = start(workdir, latency=0.2)
+    try:
+        wait_for_rows(workdir, 16)
+        waiting = start(workdir, "--wait")
+        time.sleep(1.0)
+        assert waiting.poll() is None, "it waits"
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+    _, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert f"in use by PID {first.pid}" in err
+    assert_complete(workdir)

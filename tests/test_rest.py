@@ -80,8 +80,7 @@ def test_a_configured_limit_that_matches_the_headers_is_not_frozen_for_a_whole_s
     async def go():
         async with Simulator(config) as sim:
             text = rest_plans(sim.url, PAGINATION["cursor"], days=8, limits='{ rate = 10, per = "1s" }')
-            result = await run_plans(text.replace('base_url = "', 'margin = "10ms"\nbase_url = "'), tmp_path,
-                                     env={"API_TOKEN": "t0k"}, workers=4)
+            result = await run_plans(text, tmp_path, env={"API_TOKEN": "t0k"}, workers=4)
             return result, sim.stats
 
     (summary, _, _), stats = asyncio.run(go())

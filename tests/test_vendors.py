@@ -22,7 +22,6 @@ def tushare_plans(url: str, *, dataset_limits: str, codes: int = 2, days: int = 
 connector = "tushare"
 base_url = "{url}"
 token = {{ env = "TS_TOKEN" }}
-margin = "10ms"  # one-way network jitter; waits before the wire are restamped
 
 [datasets.daily]
 vendor = "ts"
@@ -103,6 +102,9 @@ def test_tushare_daily_quota_pauses_until_the_reset_and_resumes(tmp_path):
     async def go():
         async with Simulator(SimulatorConfig("tushare", scale=scale, tushare_per_day=30)) as sim:
             text = tushare_plans(sim.url, dataset_limits='{ rate = 50, per = "4s", window = "clock" }', days=20)
+            # Start just after a vendor midnight, so the first 31 requests fall in one vendor day
+            # (started late in a day, they would spread over two and never meet the quota).
+            await asyncio.sleep(4.0 - time.time() % 4.0 + 0.05)
             return await run_plans(text, tmp_path)
 
     summary, messages, took = asyncio.run(go())

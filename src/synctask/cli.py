@@ -80,6 +80,8 @@ def run(
     plain: Annotated[bool, typer.Option("--plain", help="Plain progress lines even on a terminal.")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="If another process uses the same state, wait for it to end instead of refusing.")] = False,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     try:
@@ -92,7 +94,7 @@ def run(
     resume = f"synctask run {shlex.quote(plan_file)}" + "".join(f" --plan {shlex.quote(p)}" for p in plan or [])
     if state:
         resume += f" --state {shlex.quote(state)}"
-    executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace)
+    executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace, wait=wait)
     try:
         summary = asyncio.run(_drive(executor, plain=plain, json_lines=json_lines))
     finally:
@@ -123,10 +125,10 @@ def demo(
         async with simulator:
             plan_path = sample.write_plan_file(target, simulator.url, simulator.port)
             out.print(f"synctask demo: simulated vendors on {simulator.url}; plan file [bold]{plan_path}[/]")
-            out.print("Four datasets sync at once, each under its vendor's limits. Watch [bold]binance-klines[/] "
-                      "meet a limit stricter than its plan file says (429: it freezes until the window resets), "
-                      "[bold]rest-items[/] pause when the API's RateLimit header says nothing is left, and "
-                      "the 3% of requests answered 503 be retried.\n")
+            out.print("Four datasets sync at once, each under its vendor's limits, and no vendor should count a "
+                      "single request over them. Watch [bold]binance-klines[/] spend request weights per clock "
+                      "window, [bold]rest-items[/] pause when the API's RateLimit header says nothing is left, "
+                      "and the 3% of requests answered 503 be retried.\n")
             plans = load_plan_file(plan_path)
             executor = _build(plans, [p.name for p in plans.plans], workers=workers, state=state, base=target,
                               grace=5.0)
@@ -182,13 +184,28 @@ def simulate(
 
 
 def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
-           grace: float) -> SyncTaskExecutor:
-    """An executor with the selected plans loaded, or exit 2 naming what could not be built."""
+           grace: float, wait: bool = False) -> SyncTaskExecutor:
+    """An executor with the selected plans loaded and its state open, or exit 2 naming what
+    could not be built (exit 75 when another process holds the state: try again later)."""
+    from rich.markup import escape
+
     from .executor import SyncTaskExecutor
+    from .lock import StateInUse
 
     try:
         executor = SyncTaskExecutor(workers=workers, state=state, base_dir=base, grace=grace)
-        executor.load(plans, only=selected)
+        executor.load(plans, only=selected, start=False)
+    except (SyncError, ValueError) as exc:
+        _fail(exc)
+    try:  # the plans are sound: now the state, which only one process may use at a time
+        executor.open_state(wait=wait, on_wait=lambda message: err.print(message, markup=False, highlight=False))
+    except StateInUse as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
+        err.print("Nothing was run.")
+        raise typer.Exit(75) from None
+    try:
+        for name in selected:
+            executor.start_plan(name)
     except (SyncError, ValueError) as exc:
         _fail(exc)
     return executor
@@ -216,9 +233,13 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
         out.print(summary_table(summary))
         for name, p in executor.progress.plans.items():
             # What a person must read: why a plan did not complete, or why its tasks failed.
-            ended = summary.plans.get(name, {}).get("state")
+            stats = summary.plans.get(name, {})
+            ended = stats.get("state")
             message = p.last_message if ended not in (None, "completed") else p.last_failure
-            if message:
+            if ended == "completed" and stats.get("failed"):
+                out.print(f"{name}: completed with {stats['failed']:,} failed; the last: {message}",
+                          markup=False, highlight=False)
+            elif message:
                 out.print(f"{name}: {message}", markup=False, highlight=False)
     if summary.interrupted:
         done = sum(s["done"] for s in summary.plans.values())
@@ -227,7 +248,12 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
                   f"{left:,} left, which the next run picks up (finished ones are skipped).")
         err.print(f"Resume with: {resume}", markup=False)
         return 130
-    return 1 if any(s["state"] == "failed" for s in summary.plans.values()) else 0
+    failed = sum(s["failed"] for s in summary.plans.values())
+    if failed and not json_lines:
+        err.print(f"{failed:,} task(s) failed (their reasons are above); running the same command again "
+                  "retries them and skips what is done.", markup=False, highlight=False)
+    broken = any(s["state"] == "failed" for s in summary.plans.values())
+    return 1 if broken or failed else 0
 
 
 def event_json(event: Event) -> str:

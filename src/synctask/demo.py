@@ -1,8 +1,9 @@
 """``synctask demo``: four simulated vendors, the plan file that syncs them, and the report after.
 
-The vendors run in-process (``demo_profiles``); their limits are the plan file's, except where the
-plan file is deliberately wrong (Binance: it says 50 weight per window, the account allows 40) so
-that a freeze happens and recovers. Everything is deterministic but the timing.
+The vendors run in-process (``demo_profiles``) with the limits the plan file states; none of them
+should ever count a request over its limit, and the report says so per vendor. A freeze still
+happens: the REST API's RateLimit header says when nothing is left. Everything is deterministic
+but the timing.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def demo_profiles() -> dict[str, SimulatorConfig]:
     faults = Faults(latency_min=0.005, latency_max=0.040, error_rate=0.03)
     return {
         "tushare": SimulatorConfig("tushare", scale=60, faults=faults, tushare_per_minute=25),
-        "binance": SimulatorConfig("binance", scale=60, faults=faults, binance_weight_per_minute=40,
+        "binance": SimulatorConfig("binance", scale=60, faults=faults, binance_weight_per_minute=50,
                                    binance_ban_seconds=60),
         "rest": SimulatorConfig("rest", scale=60, faults=faults, rest_per_minute=30, rest_items_per_day=35),
         "ws": SimulatorConfig("ws", ws_per_second=50, ws_drop_every=500),

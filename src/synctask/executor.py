@@ -7,8 +7,9 @@ instant the scheduler names (a limit admits, a retry is due, a freeze ends), the
 plan, or a wake-up from a finished task or a control op. It never polls.
 
 A worker fetches, writes the rows to the dataset's sink (which returns only once they are
-durable), and only then reports the outcome to the scheduler and buffers the record for the
-store; a background flush writes records in batches. Control ops act on one plan through the
+durable), and only then reports the outcome to the scheduler and records it in the store; the
+records of one loop turn are committed together at its end (group commit), so a kill -9
+forgets at most what was still in flight. Control ops act on one plan through the
 scheduler and cancel only that plan's asyncio tasks, so other plans keep their pace.
 
 Shutdown: the first SIGINT/SIGTERM stops dispatching and gives in-flight tasks ``grace`` seconds;
@@ -129,6 +130,7 @@ class SyncTaskExecutor:
         self._job_failures: dict[str, dict[str, str]] = {}
         self._run_done: dict[str, asyncio.Future[str]] = {}
         self._usage_restored = False
+        self._commit_due = False
         if plans is not None:
             self.load(plans)
 
@@ -137,9 +139,16 @@ class SyncTaskExecutor:
         """The state store; a SQLite file is created only when first needed, so a plan file that
         fails to load leaves nothing behind."""
         if self._store is None:
-            assert self._state_path is not None
-            self._store = SQLiteStore(self._state_path)
+            self.open_state()
+        assert self._store is not None
         return self._store
+
+    def open_state(self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
+        """Open the ``state`` file now (else on first need), taking its one-writer lock: raises
+        ``StateInUse`` naming the process that holds it, or with ``wait`` waits for it to end."""
+        if self._store is None:
+            assert self._state_path is not None
+            self._store = SQLiteStore(self._state_path, wait=wait, on_wait=on_wait)
 
     # --- setup ---------------------------------------------------------------------------
     def load(self, plans: PlanFile, *, start: bool = True, only: Sequence[str] | None = None) -> None:
@@ -185,7 +194,8 @@ class SyncTaskExecutor:
 
             return WebSocketFetcher(vendor.name, url, self._http, lambda: self._sink(dataset.name),
                                     int(dataset.options.get("batch", 100)), on_flush=streamed,
-                                    resume=lambda task: self.store.position(task.id))
+                                    resume=lambda task: self.store.position(task.id),
+                                    on_answered=self._answered, clock=self._now)
         if vendor is not None and name in CONNECTORS:
             connector = CONNECTORS[name](vendor, dataset, dataset.errors)
             scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
@@ -203,12 +213,18 @@ class SyncTaskExecutor:
                                f"froze {scope} for {observation.freeze_for:g}s, before any 429")
                     self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
 
-            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self.scheduler.restamp)
+            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self._answered)
         raise SyncError(
             f"dataset {dataset.name!r}: connector {name!r} is not available; use "
             f"{', '.join(repr(c) for c in [*CONNECTORS, 'websocket'])} "
             "or a Python task (api = \"python:package.module:function\")"
         )
+
+    def _answered(self, task: SyncTask, at: float) -> None:
+        """A fetcher got the first byte of the task's answer: its windows count it until ``at``
+        plus their length, and queues waiting on that room may go on."""
+        self.scheduler.answered(task, at)
+        self._wake.set()
 
     def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
         """Register a plan; ``start`` begins a run now, and a schedule starts later runs when due."""
@@ -355,6 +371,7 @@ class SyncTaskExecutor:
         if self._epoch is None:
             self._epoch = time.time() - loop.time()
         self._restore_usage()
+        await self._recover_sinks()
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.interrupt)
@@ -574,8 +591,8 @@ class SyncTaskExecutor:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
             follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
-            self.store.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now,
-                                         follow))
+            self._record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now,
+                                    follow))
         self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
@@ -596,15 +613,32 @@ class SyncTaskExecutor:
                 handle.cancel()
 
     # --- durability ----------------------------------------------------------------------
+    def _record(self, record: TaskRecord) -> None:
+        """Buffer an outcome and commit it at the end of this loop turn, with every other outcome
+        of the turn (group commit): a kill -9 forgets at most tasks still in flight, never one
+        whose rows were written a turn ago."""
+        self.store.record(record)
+        if not self._commit_due:
+            self._commit_due = True
+            loop = self._loop_ref
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self._commit)
+            else:
+                self._commit()
+
+    def _commit(self) -> None:
+        self._commit_due = False
+        self.store.flush()
+
     async def _flush_periodically(self) -> None:
-        """Outcomes every ``flush_interval``; quota usage about every second, so a process killed
-        with -9 and restarted still knows what it sent. A huge log (a sliding day of sends)
-        takes longer to export: then it is saved less often, keeping the cost near 1% of time."""
+        """Quota usage about every second, so a process killed with -9 and restarted still knows
+        what it sent (outcomes are committed each loop turn, by ``_record``). A huge log (a
+        sliding day of sends) takes longer to export: then it is saved less often, keeping the
+        cost near 1% of time."""
         loop = asyncio.get_running_loop()
         next_usage = loop.time() + 1.0
         while True:
             await asyncio.sleep(self.flush_interval)
-            self.store.flush()
             if loop.time() >= next_usage:
                 started = time.perf_counter()
                 self.store.save_usage(self.limiter.export_usage(self._now()))
@@ -624,6 +658,18 @@ class SyncTaskExecutor:
         if not self._usage_restored:
             self.limiter.restore_usage(self.store.load_usage(), self._now())
             self._usage_restored = True
+
+    async def _recover_sinks(self) -> None:
+        """Before anything is fetched, let each sink of a plan repair what a killed process left
+        (an interrupted Parquet compaction, stray temporary files), even if nothing is new."""
+        datasets = {plan.dataset for plan in self._plans.values()}
+        for dataset in sorted(datasets):
+            if dataset not in self._sinks and self._sink_specs.get(dataset, {}).get("kind") != "parquet":
+                continue  # only Parquet leaves anything to repair; others stay closed until used
+            sink = self._sink(dataset)
+            recover = getattr(sink, "recover", None)
+            if recover is not None:
+                await recover()
 
     def _sink(self, dataset: str) -> Sink | None:
         sink = self._sinks.get(dataset) or self._opened.get(dataset)

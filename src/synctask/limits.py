@@ -4,21 +4,31 @@ Theory of operation. A *scope* ("vendor:binance", "dataset:daily", "node:n1:vend
 any number of limits. A task is admitted through a ``Gate``, the set of scopes it draws on, and is
 counted on all of them at once or on none. The limiter never sleeps and never reads a clock: the
 caller passes ``now`` (epoch seconds) and ``Gate.try_acquire`` either admits the task or answers
-the exact instant it may go (``math.inf`` while a concurrency cap is full: that waits on a
-release, not on time).
+the exact instant it may go (``math.inf`` while a concurrency cap is full or the room is held by
+requests still in flight: that waits on an answer or a release, not on time).
 
 Counting is the vendors' way:
 
-* sliding window: at any instant ``t`` the weight sent in ``(t - per, t]`` is at most ``rate``.
-  We keep the log of sends; an entry sent at ``s`` stops counting at exactly ``s + per`` (plus an
-  optional safety ``margin`` for network jitter), which is the instant we answer.
+* sliding window: at any instant ``t`` the weight the vendor stamped in ``(t - per, t]`` is at
+  most ``rate``. The vendor stamps a request when it reads it, which we cannot see: somewhere
+  between the moment it was admitted (it cannot leave earlier) and the first byte of its answer.
+  So an admitted request *holds* its weight in the window until it is *settled* with the instant
+  its answer began (``Gate.settle``), and stops counting at exactly that instant ``+ per`` (plus
+  an optional ``margin`` for vendors whose clocks drift). Whatever delay lies on either side of
+  the vendor's stamp, the vendor can never count more than ``rate``: of any ``rate + 1`` requests
+  it stamps within one window, the last admitted found all the others still counted. The cost is
+  about one round trip per window.
 * clock window: windows are ``[k*per, (k+1)*per)`` in UTC, or local calendar days in ``tz`` for
-  whole-day periods (Tushare resets at midnight Asia/Shanghai); each window holds ``rate``.
+  whole-day periods (Tushare resets at midnight Asia/Shanghai); each window holds ``rate``. A
+  request still in flight when a window ends counts in the next one too: the vendor may stamp it
+  on either side of the boundary.
 
 Each counter's earliest admission time is monotone (usage only leaves it as time passes), so the
 earliest time a task may pass every counter of every scope is the maximum of theirs: exact, with
-no polling and no padding. That is why this module is ours: aiolimiter's leaky bucket admits up to
-2x its rate in a sliding window, and pyrate-limiter pads each wait.
+no polling and no padding. When the room is held by requests still in flight the answer is
+``math.inf``: the room frees only once one of them is settled. That is why this module is ours:
+aiolimiter's leaky bucket admits up to 2x its rate in a sliding window, and pyrate-limiter pads
+each wait, and neither knows when a request's answer came back.
 """
 
 from __future__ import annotations
@@ -84,15 +94,16 @@ Limit = Union[Quota, Concurrency]
 class _Sliding:
     """The log of one sliding window, kept as the instants each send stops counting.
 
-    A send at ``s`` stops counting at the first float ``e`` with both ``s + span <= e`` and
-    ``s <= e - span``: vendors write the window either way, and at exact boundaries float
+    A send answered at ``s`` stops counting at the first float ``e`` with both ``s + span <= e``
+    and ``s <= e - span``: vendors write the window either way, and at exact boundaries float
     rounding can make the two disagree by one ulp; we honour the stricter. ``used`` is the
-    weight still inside the window."""
+    weight still inside the window, ``held`` of which is in flight (no expiry known yet)."""
 
-    __slots__ = ("spec", "rate", "span", "expiries", "weights", "used", "last_sent")
+    __slots__ = ("spec", "rate", "span", "expiries", "weights", "used", "held", "last_sent")
 
     def __init__(self, spec: Quota, margin: float) -> None:
         self.last_sent = -math.inf
+        self.held = 0
         self.spec = spec
         self.rate = spec.rate
         self.span = spec.per + margin
@@ -113,13 +124,28 @@ class _Sliding:
         excess = self.used + weight - self.rate
         if excess <= 0:
             return now
-        # The instant enough of the oldest weight has left the window.
+        # The instant enough of the oldest weight has left the window. Requests in flight leave
+        # after every answered one (their answer is still to come), at an instant not known yet.
         freed = 0
         for expiry, w in zip(expiries, self.weights):
             freed += w
             if freed >= excess:
                 return expiry
+        if self.held:
+            return math.inf
         raise LimitError(f"weight {weight} can never fit in {self.spec}")  # pragma: no cover
+
+    def hold(self, weight: int) -> None:
+        """Count an admitted request that is on its way: it stays in the window until settled."""
+        self.used += weight
+        self.held += weight
+
+    def settle(self, weight: int, answered: float) -> None:
+        """The request's answer began at ``answered``: it counts until ``answered + span``."""
+        taken = min(weight, self.held)
+        self.held -= taken
+        self.used -= taken
+        self._insert(weight, answered)
 
     def add(self, weight: int, now: float) -> None:
         self.used += weight
@@ -144,27 +170,12 @@ class _Sliding:
             expiry = math.nextafter(expiry, math.inf)
         return expiry
 
-    def restamp(self, weight: int, admitted: float, sent: float) -> None:
-        """Count ``weight`` admitted at ``admitted`` as sent at ``sent`` (later) instead.
-
-        Both entries sit near the end of the log (they are recent), so both searches start there.
-        If the admission already left the window (a wait longer than the window), the send is
-        counted afresh: the vendor will count it."""
-        if sent <= admitted:
-            return
-        old, new = self._expiry(admitted), self._expiry(sent)
+    def _insert(self, weight: int, sent: float) -> None:
+        """Count ``weight`` from ``sent``, which may be earlier than the newest entry (answers
+        arrive out of order): entries stay sorted by expiry; the search starts at the end, where
+        recent instants are."""
+        new = self._expiry(sent)
         expiries, weights = self.expiries, self.weights
-        for i in range(len(expiries) - 1, -1, -1):
-            if expiries[i] < old:
-                break
-            if expiries[i] == old:
-                taken = min(weights[i], weight)
-                weights[i] -= taken
-                self.used -= taken
-                if weights[i] == 0:
-                    del expiries[i]
-                    del weights[i]
-                break
         self._evict(sent)
         i = len(expiries)
         while i > 0 and expiries[i - 1] > new:
@@ -182,15 +193,20 @@ class _Sliding:
         self._evict(now)
         return self.expiries[0] if self.expiries else now
 
-    def log(self) -> list[tuple[float, int]]:
-        """(send instant, weight) pairs still counting; the instant is never earlier than the send."""
-        return [(e - self.span, w) for e, w in zip(self.expiries, self.weights)]
+    def log(self, now: float | None = None) -> list[tuple[float, int]]:
+        """(answer instant, weight) pairs still counting; the instant is never earlier than the
+        answer. With ``now``, requests still in flight are included as answered at ``now``."""
+        entries = [(e - self.span, w) for e, w in zip(self.expiries, self.weights)]
+        if now is not None and self.held:
+            entries.append((now, self.held))
+        return entries
 
 
 class _Clock:
-    """The count of one clock-aligned window; rolls over at the window's end."""
+    """The count of one clock-aligned window; rolls over at the window's end, carrying the
+    requests still in flight into the new window (the vendor may stamp them in either)."""
 
-    __slots__ = ("spec", "rate", "per", "zone", "start", "end", "used")
+    __slots__ = ("spec", "rate", "per", "zone", "start", "end", "used", "held")
 
     def __init__(self, spec: Quota) -> None:
         self.spec = spec
@@ -199,6 +215,7 @@ class _Clock:
         self.zone = ZoneInfo(spec.tz) if spec.tz else None
         self.start = self.end = -math.inf
         self.used = 0
+        self.held = 0
 
     def bounds(self, now: float) -> tuple[float, float]:
         """The window holding ``now``: UTC multiples of ``per``, or local days in ``tz``."""
@@ -224,7 +241,7 @@ class _Clock:
     def _roll(self, now: float) -> None:
         if now >= self.end or now < self.start:
             self.start, self.end = self.bounds(now)
-            self.used = 0
+            self.used = self.held
 
     def earliest(self, weight: int, now: float) -> float:
         self._roll(now)
@@ -234,18 +251,16 @@ class _Clock:
         self._roll(now)
         self.used += weight
 
-    def restamp(self, weight: int, admitted: float, sent: float) -> None:
-        """Admitted just before a boundary, sent just after it: the vendor counts the request in
-        the new window, so this count takes it too (the old window keeps it: it is over)."""
-        if sent <= admitted or sent < self.start:
-            return  # not later, or a window this count has already left behind
-        start, _ = self.bounds(sent)
-        if start == self.bounds(admitted)[0]:
-            return
-        if sent >= self.end:
-            self._roll(sent)
-        if self.start == start:
-            self.used += weight
+    def hold(self, weight: int) -> None:
+        """Count an admitted request that is on its way (the caller has rolled to ``now``)."""
+        self.used += weight
+        self.held += weight
+
+    def settle(self, weight: int, answered: float) -> None:
+        """The answer began at ``answered``: a window that began meanwhile has counted it already."""
+        if answered >= self.end:
+            self._roll(answered)
+        self.held -= min(weight, self.held)
 
     def reset_time(self, now: float) -> float:
         self._roll(now)
@@ -321,18 +336,24 @@ class Gate:
         if when > now:
             return when
         for quota in self._quotas:
-            quota.add(weight, now)
+            quota.hold(weight)  # each counter was brought to ``now`` by ``earliest``
         for slot in self._slots:
             slot.active += 1
         return None
 
-    def restamp(self, weight: int, admitted: float, sent: float) -> None:
-        """The request admitted at ``admitted`` really left at ``sent``: sliding windows count it
-        from then, so a wait between admission and the wire (a connection pool, a slow event
-        loop) never lets two requests reach the vendor closer together than its window; a clock
-        window crossed on the way counts it in the window it arrived in."""
+    def settle(self, weight: int, answered: float) -> None:
+        """The request admitted through this gate got the first byte of its answer at
+        ``answered`` (or failed then): it counts in each sliding window until ``answered + per``.
+        Call once per admitted request; a request that never reached the wire settles too."""
         for quota in self._quotas:
-            quota.restamp(weight, admitted, sent)
+            quota.settle(weight, answered)
+
+    def send(self, weight: int, now: float) -> float | None:
+        """``try_acquire`` for a request answered at the instant it leaves (a local call, a test)."""
+        when = self.try_acquire(weight, now)
+        if when is None:
+            self.settle(weight, now)
+        return when
 
     def release(self) -> None:
         """A task admitted through this gate has finished: give back its concurrency slots."""
@@ -490,7 +511,7 @@ class Limiter:
                     quota._evict(now)
                     buckets: dict[float, int] = {}
                     coarse = quota.spec.per >= 3600.0
-                    for sent, w in quota.log():
+                    for sent, w in quota.log(now):
                         key = float(math.ceil(sent)) if coarse else sent
                         buckets[key] = buckets.get(key, 0) + w
                     if buckets:
@@ -532,5 +553,6 @@ def _merge_log(quota: _Sliding, entries: Iterable[Sequence[float]], now: float) 
     for sent, weight in merged:
         fresh.add(weight, sent)
     fresh._evict(now)
-    quota.expiries, quota.weights, quota.used = fresh.expiries, fresh.weights, fresh.used
+    quota.expiries, quota.weights = fresh.expiries, fresh.weights
+    quota.used = fresh.used + quota.held  # requests in flight stay held
     quota.last_sent = fresh.last_sent

@@ -203,7 +203,8 @@ class SyncTask:
     """One request with concrete parameters. ``id`` is derived from plan + parameters (+ the run's
     logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
-    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "_id")
+    __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "answered",
+                 "_id")
 
     def __init__(
         self,
@@ -221,6 +222,7 @@ class SyncTask:
         self.timeout = timeout
         self.attempt = 0  # failed attempts so far that counted against the retry policy
         self.admitted = 0.0  # when the limiter last admitted it
+        self.answered: float | None = None  # when its answer began (None: still on its way)
         self.state = TaskState.PENDING
         self.seq = seq
         self._id: str | None = None

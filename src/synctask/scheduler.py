@@ -10,7 +10,8 @@ The scheduler keeps every queue in exactly one place:
 * ``ready``: a round-robin line of queues that may have a task to send now;
 * ``sleeping``: a heap of queues with nothing to send before a known instant (the limiter's
   answer, a retry's due time, a freeze);
-* ``parked``: queues waiting on a concurrency slot; any release puts them back in line;
+* ``parked``: queues waiting on a concurrency slot or on room held by requests in flight; any
+  answer or release puts them back in line;
 * ``idle``: queues with no work at all until a control op adds some.
 
 ``dispatch(now, slots)`` takes queues from the front of the line, admits at most one task per
@@ -413,6 +414,7 @@ class Scheduler:
                 continue
             task = lane.take()
             task.admitted = now
+            task.answered = None
             task.state = transition("task", task.state, _RUNNING)
             lane.running.add(task)
             lane.dispatched += 1
@@ -468,11 +470,23 @@ class Scheduler:
                 lane.state = transition(f"plan {lane.name}", lane.state, PlanState.COMPLETED)
                 self._finished.append(lane.name)
 
-    def restamp(self, task: SyncTask, sent: float) -> None:
-        """The in-flight ``task`` actually reached the wire at ``sent``; count it from then."""
+    def answered(self, task: SyncTask, at: float) -> None:
+        """The in-flight ``task``'s answer began at ``at`` (its first byte): the vendor has stamped
+        it by then, so its sliding windows count it until ``at + per``. Queues waiting on room
+        held by requests in flight may go again. A task that never says so (it failed, or it is
+        a Python call) is settled when it is reported."""
         lane = self._in_flight.get(task)
-        if lane is not None:
-            lane.queue.gate.restamp(lane.queue.weight, task.admitted, sent)
+        if lane is not None and task.answered is None:
+            task.answered = at
+            lane.queue.gate.settle(lane.queue.weight, at)
+            self._unpark()
+
+    def _unpark(self) -> None:
+        if self._parked:
+            for parked in self._parked:
+                parked.where = _READY
+                self._ready.append(parked)
+            self._parked.clear()
 
     # --- outcomes ------------------------------------------------------------------------
     def report(self, task: SyncTask, failure: Failure | None, now: float,
@@ -487,13 +501,12 @@ class Scheduler:
         lane.running.discard(task)
         queue = lane.queue
         gate = queue.gate
+        if task.answered is None:
+            task.answered = now
+            gate.settle(queue.weight, now)
         if gate.has_concurrency:
             gate.release()
-            if self._parked:
-                for parked in self._parked:
-                    parked.where = _READY
-                    self._ready.append(parked)
-                self._parked.clear()
+        self._unpark()
         if failure is None:
             task.state = transition("task", task.state, _DONE)
             lane.done += 1

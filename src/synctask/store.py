@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from .lock import StateLock
 
 __all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore"]
 
@@ -183,13 +185,17 @@ class SQLiteStore:
     """The store protocol on SQLite in WAL mode: one file, safe against kill -9.
 
     ``synchronous=NORMAL`` in WAL mode loses nothing when the process dies; only a power cut can
-    take the last commits, and those tasks simply run again.
+    take the last commits, and those tasks simply run again. One process at a time writes a
+    state file: a second one raises ``StateInUse`` naming the first (``wait``: waits for it).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, wait: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.path = str(path)
+        self._lock: StateLock | None = None
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._lock = StateLock(self.path, wait=wait, on_wait=on_wait)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -290,6 +296,9 @@ class SQLiteStore:
     def close(self) -> None:
         self.flush()
         self._db.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db)

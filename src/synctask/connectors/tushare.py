@@ -3,7 +3,7 @@
 ``code != 0`` is classified by its message, including the vendor's Chinese wording: a per-minute
 limit freezes the dataset (one window of its configured limit, else 60 s); a daily limit pauses
 it until its window resets (its configured clock-aligned limit, else midnight Asia/Shanghai); a bad
-token or an unknown api is fatal; anything else is an invalid request.
+token (code 40101, or HTTP 401/403) or an unknown api is fatal; anything else is an invalid request.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ class TushareConnector:
         if response.status != 200:
             body = response.body.decode("utf-8", errors="replace")[:200]
             apply_rules(self.rules, response.status, body, "")
+            if response.status in (401, 403):
+                raise FatalError(f"tushare answered HTTP {response.status}: the token was refused or may not use "
+                                 f"api {self.api!r} ({body}); check the vendor's token variable and its permissions")
+            if response.status == 429:
+                raise RateLimited(f"HTTP 429 from tushare: {body}", retry_after=None if self.has_window else 60.0,
+                                  scope="dataset")
             raise InvalidRequest(f"HTTP {response.status} from tushare: {body}")
         data = decode_json(response, "tushare")
         if not isinstance(data, dict) or "code" not in data:

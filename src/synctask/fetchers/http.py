@@ -1,5 +1,12 @@
 """HTTP on aiohttp: one pooled client session per vendor, connect and read timeouts, compressed
-responses (aiohttp decodes gzip and deflate), and the task's cancellation honoured mid-request."""
+responses (aiohttp decodes gzip and deflate), and the task's cancellation honoured mid-request.
+
+Every request reaches the vendor at most once per admission: aiohttp re-sends an idempotent
+request by itself when a kept-alive connection turns out to be closed (RFC 9112 allows it), and
+that second copy would reach the vendor without the limiter having admitted it. A middleware
+turns such a drop into an error that is not re-sent, so it comes back to the scheduler as a
+network failure and is retried (admitted again) from there.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +19,22 @@ import aiohttp
 from ..connectors.base import Connector, Observation, Response
 from ..model import SyncTask
 
-__all__ = ["HttpFetcher", "SessionPool"]
+__all__ = ["HttpFetcher", "SessionPool", "ConnectionDropped"]
+
+
+class ConnectionDropped(aiohttp.ClientConnectionError):
+    """The connection closed or reset before the answer came; the request is not re-sent here
+    (the vendor may have counted it): the scheduler retries it under the limits."""
+
+
+async def _send_once(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
+    """Client middleware: aiohttp's own retry loop re-sends only on these two errors, so
+    re-raising them as ``ConnectionDropped`` (another ``ClientConnectionError``) ends it."""
+    try:
+        response: aiohttp.ClientResponse = await handler(request)
+        return response
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+        raise ConnectionDropped(f"the connection dropped before the answer ({type(exc).__name__}: {exc})") from exc
 
 
 class SessionPool:
@@ -22,15 +44,13 @@ class SessionPool:
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
         self.limit = limit
         self._sessions: dict[str, aiohttp.ClientSession] = {}
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_request_headers_sent.append(_headers_sent)
 
     def get(self, vendor: str) -> aiohttp.ClientSession:
         session = self._sessions.get(vendor)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=self.limit)
             session = aiohttp.ClientSession(timeout=self.timeout, connector=connector,
-                                            headers={"User-Agent": "synctask"}, trace_configs=[self._trace])
+                                            headers={"User-Agent": "synctask"}, middlewares=(_send_once,))
             self._sessions[vendor] = session
         return session
 
@@ -43,15 +63,18 @@ class SessionPool:
 class HttpFetcher:
     """Sends the connector's request, reports the vendor's own counts, returns parsed rows.
 
-    Connection failures and timeouts surface as aiohttp / asyncio exceptions, which the executor
-    classifies as network and timeout outcomes; vendor answers are classified by the connector.
+    ``on_answered(task, at)`` is told the instant the answer's headers arrived (just after its
+    first byte): the vendor stamped the request before then, so the limiter may start the
+    request's window clock there. Connection failures and timeouts surface as aiohttp / asyncio
+    exceptions, which the executor classifies as network and timeout outcomes; vendor answers
+    are classified by the connector.
     """
 
     def __init__(self, vendor: str, connector: Connector, sessions: SessionPool,
                  observe: Callable[[SyncTask, Observation, float], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 on_sent: Callable[[SyncTask, float], None] | None = None) -> None:
-        self.on_sent = on_sent
+                 on_answered: Callable[[SyncTask, float], None] | None = None) -> None:
+        self.on_answered = on_answered
         self.vendor = vendor
         self.connector = connector
         self.sessions = sessions
@@ -62,8 +85,9 @@ class HttpFetcher:
         request = self.connector.request(task)
         session = self.sessions.get(self.vendor)
         async with session.request(request.method, request.url, params=request.params, json=request.json,
-                                   headers=dict(request.headers),
-                                   trace_request_ctx=_Sent(self, task)) as answer:
+                                   headers=dict(request.headers)) as answer:
+            if self.on_answered is not None:
+                self.on_answered(task, self.clock())
             body = await answer.read()
             response = Response(answer.status, dict(answer.headers), body)
         now = self.clock()
@@ -71,19 +95,3 @@ class HttpFetcher:
             for observation in self.connector.observations(response):
                 self.observe(task, observation, now)
         return self.connector.parse(response, task, now)
-
-
-class _Sent:
-    """What the trace hook needs to tell the limiter when a request really left."""
-
-    __slots__ = ("fetcher", "task")
-
-    def __init__(self, fetcher: HttpFetcher, task: SyncTask) -> None:
-        self.fetcher = fetcher
-        self.task = task
-
-
-async def _headers_sent(session: aiohttp.ClientSession, ctx: Any, params: Any) -> None:
-    sent = getattr(ctx, "trace_request_ctx", None)
-    if isinstance(sent, _Sent) and sent.fetcher.on_sent is not None:
-        sent.fetcher.on_sent(sent.task, sent.fetcher.clock())

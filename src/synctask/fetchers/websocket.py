@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,11 @@ class WebSocketFetcher:
     def __init__(self, vendor: str, url: str, sessions: SessionPool, sink: Callable[[], Sink | None],
                  batch: int = 100, backoff: tuple[float, float] = (0.05, 5.0),
                  on_flush: Callable[[SyncTask, int, int, dict[str, int]], None] | None = None,
-                 resume: Callable[[SyncTask], Mapping[str, Any] | None] | None = None) -> None:
+                 resume: Callable[[SyncTask], Mapping[str, Any] | None] | None = None,
+                 on_answered: Callable[[SyncTask, float], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.on_answered = on_answered
+        self.clock = clock
         self.on_flush = on_flush
         self.resume = resume
         self.vendor = vendor
@@ -76,6 +81,10 @@ class WebSocketFetcher:
         while limit is None or state.received < limit:
             try:
                 async with self.sessions.get(self.vendor).ws_connect(self.url, heartbeat=30) as ws:
+                    if self.on_answered is not None and state.reconnects == 0:
+                        # The handshake's answer: the admitted connection is counted from here,
+                        # not for the stream's whole life.
+                        self.on_answered(state.task, self.clock())
                     await ws.send_json({"op": "subscribe", "symbols": symbols, "from_seq": state.next_seq})
                     failures = 0
                     async for message in ws:

@@ -186,6 +186,14 @@ class Simulator:
         self.stats.violations.append({"kind": kind, "api": api, "at": now})
 
     # --- faults ---------------------------------------------------------------------------
+    async def _stamp(self) -> float:
+        """The instant the vendor counts a request: when it reads it, or (``stamp`` fault) a
+        jittered while later, as a loaded vendor whose limiter sits behind a queue does."""
+        delay = self._dice.stamp_delay()
+        if delay:
+            await asyncio.sleep(delay)
+        return time.time()
+
     async def _fault(self, request: web.Request, headers: Mapping[str, str] | None = None,
                      ) -> web.StreamResponse | str | None:
         """Latency, then maybe a fault; an error answer carries ``headers`` (a gateway's rate headers)."""
@@ -207,12 +215,12 @@ class Simulator:
 
     # --- tushare --------------------------------------------------------------------------
     async def _tushare(self, request: web.Request) -> web.StreamResponse:
-        now = time.time()
-        self.stats.served += 1
         try:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             return web.json_response({"code": 40001, "msg": "请求体不是有效的JSON", "data": None})
+        now = await self._stamp()
+        self.stats.served += 1
         api = str(body.get("api_name", ""))
         self.stats.by_api[api] += 1
         # Limits count every request received, as the vendor's do, before anything can fail.
@@ -253,7 +261,7 @@ class Simulator:
 
     # --- binance --------------------------------------------------------------------------
     async def _binance(self, request: web.Request) -> web.StreamResponse:
-        now = time.time()
+        now = await self._stamp()
         self.stats.served += 1
         endpoint = request.match_info["endpoint"]
         self.stats.by_api[endpoint] += 1
@@ -311,7 +319,7 @@ class Simulator:
         The limit counts per clock minute, or per sliding minute with ``rest_sliding``. A client
         that keeps sending while told to wait is banned (403) after ``rest_ban_after`` requests.
         """
-        now = time.time()
+        now = await self._stamp()
         self.stats.served += 1
         self.stats.by_api["items"] += 1
         config = self.config
