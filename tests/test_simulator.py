@@ -60,3 +60,24 @@ def test_rest_sliding_limit_answers_429_then_bans_a_client_that_ignores_it_and_r
     assert "RateLimit" not in answers[0][1] and answers[5][1]["Retry-After"] == "1"
     assert statuses[6:9] == [429] * 3 and statuses[9] == 403  # kept sending while told to wait: banned
     assert bans == 1 and after_reset[0] == 200
+
+
+def test_a_late_stamping_vendor_counts_each_request_after_reading_it():
+    import time
+
+    from synctask.simulator import Faults
+
+    faults = Faults.parse("latency=1ms..2ms,stamp=30ms..40ms,drop=0.01")
+    assert (faults.stamp_min, faults.stamp_max, faults.drop_rate) == (0.03, 0.04, 0.01)
+
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_sliding=True, faults=faults)) as sim:
+            async with aiohttp.ClientSession() as session:
+                sent = time.time()
+                async with session.get(f"{sim.url}/v1/items", params={"day": "2024-01-01"}) as answer:
+                    assert answer.status == 200
+                    answered = time.time()
+            return sent, answered, sim._minute_log["items"][0]
+
+    sent, answered, stamped = asyncio.run(go())
+    assert sent + 0.03 <= stamped <= answered  # counted late, but before the answer left

@@ -154,7 +154,7 @@ def simulate(
     host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
     scale: Annotated[float, typer.Option("--scale", min=0.001, help="Vendor seconds per real second.")] = 1.0,
     faults: Annotated[str, typer.Option(
-        "--faults", help="e.g. latency=5ms..40ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
+        "--faults", help="e.g. latency=5ms..40ms,stamp=0ms..50ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
     seed: Annotated[int, typer.Option("--seed")] = 7,
 ) -> None:
     """Run the vendor simulator on its own (admin stats at /_admin/stats). ``all`` serves every
