@@ -1,6 +1,7 @@
 """Frozen event objects the executor emits; progress displays, logs and client code observe them.
 
-Events never carry secrets: messages come from ``Failure.explain``, whose details connectors redact.
+Events never carry secrets: every secret a plan loads is masked (``redact``) in each message
+before the executor emits it, whatever the vendor echoed back.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
@@ -44,6 +45,7 @@ from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
 from .progress import Progress
+from .redact import SECRETS
 from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
@@ -348,6 +350,11 @@ class SyncTaskExecutor:
             self._subscribers.remove(queue)
 
     def _emit(self, event: Event) -> None:
+        message = getattr(event, "message", None)
+        if message and SECRETS:  # the last guard: no event leaves with a secret in it
+            masked = SECRETS(message)
+            if masked != message:
+                event = dataclasses.replace(event, message=masked)  # type: ignore[type-var]
         self.progress.observe(event)
         for callback in self._listeners:
             try:
@@ -577,6 +584,8 @@ class SyncTaskExecutor:
             verdict = self.scheduler.report(task, failure, now, follow_up)
         except ValueError:
             return  # the plan was removed and forgotten meanwhile
+        if verdict.message and SECRETS:  # a vendor may echo the token back: mask it everywhere
+            verdict = verdict._replace(message=SECRETS(verdict.message))
         self._after(task, verdict, rows, now, follow_up)
         self._wake.set()
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import IllegalTransition
 from .limits import Limit
+from .redact import SECRETS
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Secret:
     def __init__(self, value: str, source: str = "") -> None:
         self._value = value
         self.source = source  # where it came from, e.g. "env TUSHARE_TOKEN"; safe to print
+        SECRETS.add(value)  # masked in every message, event and stored text from now on
 
     def reveal(self) -> str:
         return self._value

@@ -6,7 +6,7 @@ Dataset ``options``::
     path = "/v1/orders"                    # "{name}" is filled from task parameters
     query = { since = "{day}", size = "100" }
     json = { ... }                         # POST body template
-    headers = { Authorization = "Bearer {token}" }   # {token}: the vendor's secret
+    headers = { Authorization = "Bearer {token}" }   # {token}: the vendor's secret (also in query)
     records = "data.items"                 # where the rows are in the answer ("" = the whole body)
     pagination = { kind = "page", param = "page", start = 1, size = 100 }
                # { kind = "offset", param = "offset", size = 100 }
@@ -56,7 +56,7 @@ class RestConnector:
         headers = {k: self._fill(str(v), params, secret=True) for k, v in self.headers.items()}
         if next_url is not None:  # a Link rel="next" page: the vendor wrote the whole URL
             return Request(self.method, str(next_url), headers=headers)
-        query = {k: self._fill(str(v), params) for k, v in self.query.items()}
+        query = {k: self._fill(str(v), params, secret=True) for k, v in self.query.items()}  # ?apikey={token}
         page = self.pagination
         if page and page.get("param") in params:
             query[str(page["param"])] = str(params[str(page["param"])])

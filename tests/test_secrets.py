@@ -1,0 +1,116 @@
+"""Secrets stay secret even when a vendor echoes them back: not on the screen, not in --json
+events, not in state.db, whatever the vendor's answer quotes (the body, a header, the URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote
+
+import pytest
+
+SECRET = "tok-SECRET-4242"
+
+PLANS = """
+[vendors.ts]
+connector = "tushare"
+base_url = "{url}/tushare"
+token = {{ env = "TS_TOKEN" }}
+
+[vendors.api]
+connector = "rest"
+base_url = "{url}"
+token = {{ env = "API_TOKEN" }}
+
+[datasets.daily]
+vendor = "ts"
+api = "daily"
+sink = {{ kind = "sqlite", path = "data.db", key = ["ts_code"] }}
+
+[datasets.items]
+vendor = "api"
+options = {{ path = "/v1/{{status}}", query = {{ key = "{{token}}" }}, headers = {{ Authorization = "Bearer {{token}}" }}, records = "data" }}
+sink = {{ kind = "sqlite", path = "data.db", key = ["id"] }}
+
+[[plans]]
+name = "daily"
+dataset = "daily"
+params = {{ ts_code = ["000001.SZ"] }}
+
+[[plans]]
+name = "items"
+dataset = "items"
+params = {{ status = ["400", "401"] }}
+retry = {{ attempts = 2, backoff = "0.05s..0.1s" }}
+"""
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Every answer quotes what it was sent: Tushare's body, a gateway's headers and URL."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        self._send(200, {"code": 40002, "msg": f"invalid credentials for request {body}", "data": None})
+
+    def do_GET(self) -> None:
+        status = int(self.path.split("/")[2].split("?")[0])
+        echo = f"{self.command} {self.path} Authorization: {self.headers.get('Authorization')}"
+        self._send(status, {"error": echo})
+
+    def _send(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_vendor() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("output", ["--plain", "--json"])
+def test_a_vendor_that_echoes_the_token_never_gets_it_shown_or_stored(tmp_path, echo_vendor, output):
+    path = tmp_path / "plans.toml"
+    path.write_text(PLANS.format(url=echo_vendor))
+    env = {**os.environ, "TS_TOKEN": SECRET, "API_TOKEN": SECRET}
+    result = subprocess.run([sys.executable, "-m", "synctask.cli", "run", str(path), output],
+                            capture_output=True, text=True, env=env, timeout=90)
+    shown = result.stdout + result.stderr
+    assert result.returncode == 1, shown
+    assert "invalid credentials for request" in shown or "invalid credentials for request" in json.dumps(shown)
+    assert "***" in shown  # the echo is there, masked
+    for form in (SECRET, quote(SECRET, safe="")):
+        assert form not in shown
+        for stored in (tmp_path / ".synctask").iterdir():
+            assert form.encode() not in stored.read_bytes(), stored.name
+    db = sqlite3.connect(tmp_path / ".synctask" / "state.db")
+    messages = [m for (m,) in db.execute("SELECT message FROM tasks") if m]
+    db.close()
+    assert messages and all("***" in m for m in messages), messages
+
+
+def test_the_redactor_masks_every_form_and_leaves_short_words_alone():
+    from synctask.redact import Redactor
+
+    redact = Redactor()
+    redact.add("abc")
+    redact.add("s3cr3t/+value")
+    text = 'x=s3cr3t%2F%2Bvalue "s3cr3t/+value" s3cr3t%2F%2Bvalue abcdef abc'
+    assert redact(text) == 'x=*** "***" *** abcdef ***'
