@@ -354,7 +354,7 @@ class SyncTaskExecutor:
         if message and SECRETS:  # the last guard: no event leaves with a secret in it
             masked = SECRETS(message)
             if masked != message:
-                event = dataclasses.replace(event, message=masked)  # type: ignore[type-var]
+                event = dataclasses.replace(event, message=masked)  # type: ignore[call-arg]
         self.progress.observe(event)
         for callback in self._listeners:
             try:
