@@ -22,7 +22,7 @@ token = {{ env = "API_TOKEN" }}
 [datasets.items]
 vendor = "api"
 api = "daily"
-options = {{ path = "/v1/items", query = {{ day = "{{i}}" }}, records = "data" }}
+{options}
 sink = {{ kind = "jsonl", path = "items.jsonl", key = ["id"] }}
 
 [[plans]]
@@ -75,7 +75,9 @@ def vendor() -> Iterator[ThreadingHTTPServer]:
 
 def run(tmp_path, url: str, connector: str = "rest") -> subprocess.CompletedProcess[str]:
     path = tmp_path / "plans.toml"
-    path.write_text(PLANS.format(url=url, connector=connector))
+    options = ('options = { path = "/v1/items", query = { day = "{i}" }, records = "data" }'
+               if connector == "rest" else "")
+    path.write_text(PLANS.format(url=url, connector=connector, options=options))
     env = {**os.environ, "API_TOKEN": "tok-SECRET-4242"}
     return subprocess.run([sys.executable, "-m", "synctask.cli", "run", str(path), "--plain"],
                           capture_output=True, text=True, env=env, timeout=90)

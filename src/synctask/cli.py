@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .config import PlanFile, load_plan_file
@@ -59,11 +60,17 @@ def check(
     plan: Annotated[Optional[list[str]], typer.Option("--plan", help="Only these plans (repeatable).")] = None,
 ) -> None:
     """Validate a plan file and print what would run: plans, task counts, schedules, limits."""
+    from .executor import SyncTaskExecutor
+
     try:
         plans = load_plan_file(plan_file)
         selected = [plans.plan(name) for name in plan] if plan else plans.plans
-    except PlanFileError as exc:
+        # Build what `run` builds (connectors, sinks), without state: the same verdict as `run`.
+        SyncTaskExecutor(base_dir=Path(plan_file).resolve().parent).load(
+            plans, only=[p.name for p in selected], start=False)
+    except (SyncError, ValueError) as exc:
         _fail(exc)
+    _print_warnings(plans)
     _print_plans(plans, [p.name for p in selected])
     _print_datasets(plans, {p.dataset for p in selected})
     out.print(f"{plan_file}: OK, {len(selected)} plan(s) valid.")
@@ -89,6 +96,7 @@ def run(
         selected = [plans.plan(name).name for name in plan] if plan else [p.name for p in plans.plans]
     except PlanFileError as exc:
         _fail(exc)
+    _print_warnings(plans)
     base = Path(plan_file).resolve().parent
     state_path = Path(state) if state else base / ".synctask" / "state.db"
     resume = f"synctask run {shlex.quote(plan_file)}" + "".join(f" --plan {shlex.quote(p)}" for p in plan or [])
@@ -187,8 +195,6 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
            grace: float, wait: bool = False) -> SyncTaskExecutor:
     """An executor with the selected plans loaded and its state open, or exit 2 naming what
     could not be built (exit 75 when another process holds the state: try again later)."""
-    from rich.markup import escape
-
     from .executor import SyncTaskExecutor
     from .lock import StateInUse
 
@@ -263,9 +269,14 @@ def event_json(event: Event) -> str:
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err.print(f"[bold red]error:[/] {exc}", markup=True)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
     err.print("Nothing was run. Fix the places above and try again.")
     raise typer.Exit(2)
+
+
+def _print_warnings(plans: PlanFile) -> None:
+    for problem in plans.warnings:
+        err.print(f"[bold yellow]warning:[/] {escape(f'{plans.source}: {problem}')}")
 
 
 def _print_plans(plans: PlanFile, names: list[str]) -> None:
@@ -294,8 +305,13 @@ def _print_datasets(plans: PlanFile, names: set[str]) -> None:
         vendor = plans.vendors[ds.vendor]
         sink = ds.sink.get("kind", "none") if ds.sink else "none"
         out.print(f"dataset {name}  (api {ds.api}, weight {ds.weight}, sink {sink})", style="bold")
+        if ds.sink:
+            where = ds.sink.get("path") or ds.sink.get("table") or ""
+            out.print(f"  sink      {sink} {where}  key {', '.join(ds.sink.get('key', [])) or 'none'}",
+                      markup=False, highlight=False)
         out.print(f"  limits    dataset: {_limits(ds.limits)}")
-        out.print(f"            vendor {vendor.name}: {_limits(vendor.limits)}")
+        margin = format_duration(vendor.margin) if vendor.margin else "none"
+        out.print(f"            vendor {vendor.name}: {_limits(vendor.limits)}  (margin {margin})")
         if vendor.node_limits:
             out.print(f"            per node: {_limits(vendor.node_limits)}")
 

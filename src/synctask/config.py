@@ -23,6 +23,8 @@ from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem
 from .grid import ParamGrid, TemplateError
 from .limits import Concurrency, Limit, Quota
 from .model import Dataset, Secret, SyncPlan, Vendor
+from .options import MODELS as CONNECTOR_OPTIONS
+from .options import check_options, template_names
 from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .units import parse_duration, parse_duration_range
@@ -30,6 +32,8 @@ from .units import parse_duration, parse_duration_range
 __all__ = ["PlanFile", "load_plan_file", "parse_plan_text"]
 
 Duration = Union[str, StrictInt, float]
+MAX_TASKS = 2**63 - 1  # task counts, positions and progress are 64-bit integers
+CONNECTOR_NAMES = list(CONNECTOR_OPTIONS)
 
 
 class _Strict(BaseModel):
@@ -222,6 +226,7 @@ class PlanFile:
     vendors: dict[str, Vendor] = field(default_factory=dict)
     datasets: dict[str, Dataset] = field(default_factory=dict)
     plans: list[SyncPlan] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # valid, but likely not what was meant
 
     def plan(self, name: str) -> SyncPlan:
         for plan in self.plans:
@@ -279,6 +284,11 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
                 problems.append(Problem(f"{where}.limits[{i}].scope",
                                         "a vendor limit applies to 'vendor' or 'node', not 'dataset'"))
             (node_limits if lim.scope == "node" else limits).append(_limit(lim, f"{where}.limits[{i}]", problems))
+        if v.connector not in CONNECTOR_NAMES and not v.connector.startswith("python:"):
+            problems.append(Problem(f"{where}.connector", f"unknown connector {v.connector!r}"
+                                    f"{_suggest(v.connector, CONNECTOR_NAMES)}; or a Python task: "
+                                    '"python:package.module:function"'))
+        problems.extend(check_options(v.connector, v.options, f"{where}.options"))
         margin = parse_duration(v.margin) if v.margin is not None else None
         out.vendors[name] = Vendor(name, v.connector, v.base_url, token, tuple(x for x in limits if x),
                                    tuple(x for x in node_limits if x), v.options, margin)
@@ -299,6 +309,9 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
         dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options,
                           tuple(rule.to_rule() for rule in d.errors))
         _check_weight(dataset, out.vendors.get(d.vendor), where, problems)
+        vendor_spec = spec.vendors.get(d.vendor)
+        if vendor_spec is not None and not dataset.api.startswith("python:"):
+            problems.extend(check_options(vendor_spec.connector, d.options, f"{where}.options"))
         out.datasets[name] = dataset
     seen: set[str] = set()
     for i, p in enumerate(spec.plans):
@@ -311,10 +324,19 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
                                     f"unknown dataset {p.dataset!r}{_suggest(p.dataset, spec.datasets)}"))
         try:
             grid = ParamGrid.from_spec(p.params)
-            grid.bind()  # resolves templates and ranges once, so bad values surface now
-        except (ValueError, TemplateError) as exc:
+            count = grid.bind().count  # resolves templates and ranges once, so bad values surface now
+        except (ValueError, TemplateError, OverflowError) as exc:
             problems.append(Problem(f"{where}.params", str(exc)))
             continue
+        if count > MAX_TASKS:
+            problems.append(Problem(f"{where}.params", f"the grid gives {count:,} tasks, more than synctask can "
+                                    f"count ({MAX_TASKS:,}); split it into several plans"))
+            continue
+        if p.dataset in out.datasets:
+            _check_templates(out, out.datasets[p.dataset], grid, where, problems)
+        if count == 0:
+            out.warnings.append(Problem(f"{where}.params", "the grid gives no tasks: is a range's 'to' before "
+                                        "its 'from'?"))
         out.plans.append(SyncPlan(
             name=p.name,
             dataset=p.dataset,
@@ -328,6 +350,25 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
     if problems:
         raise PlanFileError(source, problems)
     return out
+
+
+def _check_templates(out: PlanFile, dataset: Dataset, grid: ParamGrid, where: str,
+                     problems: list[Problem]) -> None:
+    """Every ``{name}`` a REST dataset's request templates use must be one of the plan's
+    parameters (or ``{token}``, the vendor's secret): else every task would fail at run time."""
+    vendor = out.vendors.get(dataset.vendor)
+    if vendor is None or vendor.connector != "rest":
+        return
+    options = {**dict(vendor.options), **dict(dataset.options)}
+    used = template_names([options.get(k) for k in ("path", "query", "headers", "json")])
+    given = set(grid.dims)
+    for name in sorted(used - given - {"token"}):
+        problems.append(Problem(f"{where}.params", f"dataset {dataset.name!r} fills {{{name}}} in its request, "
+                                f"but this plan has no parameter {name!r}; add it to params, or fix "
+                                f"datasets.{dataset.name}.options"))
+    if "token" in used and "token" not in given and vendor.token is None:
+        problems.append(Problem(f"vendors.{vendor.name}.token", f"dataset {dataset.name!r} fills {{token}} in "
+                                'its request, but the vendor has no token = { env = "..." }'))
 
 
 def _limit(spec: LimitSpec, where: str, problems: list[Problem]) -> Limit | None:

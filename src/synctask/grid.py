@@ -119,6 +119,9 @@ class _RangeSeq(Sequence[Any]):
 
     @classmethod
     def make(cls, start: Any, end: Any, step: float | int, fmt: str | None) -> _RangeSeq:
+        if isinstance(start, int) != isinstance(end, int):
+            raise ValueError(f"a range's from and to must both be dates, datetimes or integers, got "
+                             f"{_kind(start)} {start} and {_kind(end)} {end}")
         if isinstance(start, int) and isinstance(end, int):
             step = int(step)
             count = max((end - start) // step + 1, 0)
@@ -143,6 +146,14 @@ class _RangeSeq(Sequence[Any]):
             index += self.size
         value = self.start + self.step * index
         return value.strftime(self.fmt) if self.fmt and self.kind != "int" else value
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, datetime):
+        return "the datetime"
+    if isinstance(value, date):
+        return "the date"
+    return "the integer" if isinstance(value, int) else "the value"
 
 
 def _as_datetime(value: date | datetime) -> datetime:
@@ -257,6 +268,11 @@ class BoundGrid:
 
     def __len__(self) -> int:
         return math.prod(len(s) for s in self.seqs)
+
+    @property
+    def count(self) -> int:
+        """The number of tasks, exact even where ``len()`` cannot say it (beyond 2**63 - 1)."""
+        return math.prod(s.size if isinstance(s, _RangeSeq) else len(s) for s in self.seqs)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter_from(0)

@@ -73,7 +73,12 @@ def parse_schedule(text: str) -> Schedule:
         _check_zone(tz)
         if not croniter.is_valid(expr):
             raise ValueError(f"{expr!r} is not a valid cron expression (minute hour day month weekday)")
-        return Schedule("cron", text, cron=expr, tz=tz)
+        schedule = Schedule("cron", text, cron=expr, tz=tz)
+        try:
+            schedule.next_due(datetime.now(UTC))
+        except Exception:  # croniter searches a few years ahead, then gives up (30 February)
+            raise ValueError(f"{expr!r} never fires: no date matches it (a 30 February?)") from None
+        return schedule
     if head == "at" and len(words) in (2, 3):
         tz = words[2] if len(words) == 3 else "UTC"
         _check_zone(tz)

@@ -5,6 +5,7 @@ One parser for every duration in synctask, so ``"1m"`` means a minute everywhere
 
 from __future__ import annotations
 
+import math
 import re
 
 __all__ = ["UNITS", "parse_duration", "parse_duration_range", "format_duration"]
@@ -18,6 +19,8 @@ UNITS: dict[str, float] = {
     "w": 7 * 86400.0,
 }
 
+LONGEST = 100 * 365 * 86400.0  # longer than any window, timeout or schedule a plan means
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*(ms|s|m|h|d|w)\s*$")
 
 
@@ -29,13 +32,17 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected a duration such as '30s' or '1m', got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(
-            f"expected a duration such as '500ms', '30s', '1m', '2h' or '1d', got {value!r}"
-        )
-    return float(match.group(1)) * UNITS[match.group(2)]
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value) if isinstance(value, str) else None
+        if not match:
+            raise ValueError(
+                f"expected a duration such as '500ms', '30s', '1m', '2h' or '1d', got {value!r}"
+            )
+        seconds = float(match.group(1)) * UNITS[match.group(2)]
+    if not math.isfinite(seconds) or abs(seconds) > LONGEST:
+        raise ValueError(f"a duration must be finite and at most 100 years, got {value!r}")
+    return seconds
 
 
 def parse_duration_range(value: str) -> tuple[float, float]:
