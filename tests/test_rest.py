@@ -149,3 +149,23 @@ def test_an_interrupted_paginated_run_resumes_at_the_page_it_reached(tmp_path):
     assert first["done"] + second["done"] == 12 == served  # no page fetched twice, none missed
     rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]
     assert len(rows) == 105 == len({r["id"] for r in rows})
+
+
+@pytest.mark.parametrize("records, expected", [
+    ("rows", "expected a list of records at 'rows', but at the top the answer has data, meta and no 'rows'; "
+             "fix datasets.items.options.records"),
+    ("data", "a row is missing key column 'id' (its columns: items); nothing was written"),
+])
+def test_a_records_path_or_key_that_does_not_fit_the_answer_stops_the_plan_at_once(tmp_path, records, expected):
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
+            text = rest_plans(sim.url, PAGINATION["cursor"], days=20).replace('records = "data.items"',
+                                                                              f'records = "{records}"')
+            return await run_plans(text, tmp_path, env={"API_TOKEN": "t0k"}, workers=4), sim.stats
+
+    (summary, messages, _), stats = asyncio.run(go())
+    assert summary.plans["items"]["state"] == "failed"
+    assert stats.served <= 4 + 1, "stopped at the first answers, not after retrying every task"
+    assert any(expected in m and "the vendor's answer does not fit the plan file" in m
+               and "fix the plan file" in m for m in messages), messages
+    assert not (tmp_path / "items.jsonl").exists() or (tmp_path / "items.jsonl").read_text() == ""

@@ -129,6 +129,20 @@ def test_writing_the_same_rows_twice_leaves_them_once(sink_and_reader):
     assert read() == [("A", "2024-01-01", 1.5), ("B", "2024-01-01", 2.5)]
 
 
+@pytest.mark.parametrize("bad", [{"code": "C", "close": 3.5}, {"code": None, "day": "2024-01-02", "close": 3.5}])
+def test_a_batch_with_a_row_lacking_a_key_value_is_refused_whole(sink_and_reader, bad):
+    from synctask.sinks.base import MissingKey
+
+    sink, read = sink_and_reader
+    good = {"code": "A", "day": "2024-01-01", "close": 1.5}
+    if getattr(sink, "key", None) is None:
+        pytest.skip("a callback sink has no key: its function decides")
+    with pytest.raises(MissingKey, match="key column '(day|code)'"):
+        asyncio.run(sink.write([good, bad]))
+    asyncio.run(sink.write([good]))
+    assert read() == [("A", "2024-01-01", 1.5)], "nothing of the refused batch was written"
+
+
 def test_a_later_write_of_the_same_key_wins(sink_and_reader):
     sink, read = sink_and_reader
 

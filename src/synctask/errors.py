@@ -15,6 +15,7 @@ Every exception synctask raises derives from one root::
         ├── InvalidRequest   these parameters will never work
         ├── TransientError   try again later (counts an attempt)
         └── FatalError       nothing will work until a person acts (credentials, unknown api)
+            └── PlanMismatch the answer does not fit the plan file (records path, sink key)
 
 A failed request is not an exception inside the engine: connectors and fetchers describe it as a
 ``Failure`` of one ``OutcomeKind``, and the scheduler decides what to do with it:
@@ -57,6 +58,7 @@ __all__ = [
     "InvalidRequest",
     "TransientError",
     "FatalError",
+    "PlanMismatch",
     "OutcomeKind",
     "Failure",
     "ErrorRule",
@@ -179,12 +181,16 @@ class Failure:
     retry_after: float | None = None
     scope: str | None = None
     unexpected: bool = False  # an exception synctask has no rule for (a bug in a task, most likely)
+    happened: str | None = None  # what happened, where the kind's usual words would mislead
+    hint: str | None = None  # what the user can do, likewise
 
     def explain(self, action: str) -> str:
         """One sentence for people: what happened, what synctask did (``action``), what to do."""
         if self.unexpected:
             return (f"the task raised an unexpected {self.detail}; synctask {action}; fix the task's code, or "
                     "raise TransientError, InvalidRequest or FatalError from it to say how to handle this.")
+        if self.hint is not None:
+            return f"{self.happened or _HAPPENED[self.kind]}: {self.detail}; synctask {action}; {self.hint}."
         happened = _HAPPENED[self.kind]
         if self.status is not None:
             happened += f" (HTTP {self.status})"
@@ -197,6 +203,8 @@ class TaskError(SyncError):
     """Raise a subclass from a Python task to tell synctask how it failed."""
 
     kind: OutcomeKind = OutcomeKind.FATAL
+    happened: str | None = None
+    hint: str | None = None
 
     def __init__(self, message: str = "", *, retry_after: float | None = None, scope: str | None = None) -> None:
         self.retry_after = retry_after
@@ -204,7 +212,8 @@ class TaskError(SyncError):
         super().__init__(message)
 
     def to_failure(self) -> Failure:
-        return Failure(self.kind, str(self), None, self.retry_after, self.scope)
+        return Failure(self.kind, str(self), None, self.retry_after, self.scope, happened=self.happened,
+                       hint=self.hint)
 
 
 class RateLimited(TaskError):
@@ -235,6 +244,14 @@ class FatalError(TaskError):
     """Nothing will work until a person acts: stop the plan gracefully."""
 
     kind = OutcomeKind.FATAL
+
+
+class PlanMismatch(FatalError):
+    """The vendor's answer does not fit the plan file (a records path or a key that is not
+    there): every task would fail the same way, so the plan stops at the first one."""
+
+    happened = "the vendor's answer does not fit the plan file"
+    hint = "fix the plan file where this says, then run again"
 
 
 class TaskFailed(SyncError):

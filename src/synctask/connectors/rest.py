@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urljoin
 
-from ..errors import ErrorRule, FatalError, InvalidRequest, RateLimited, TransientError
+from ..errors import ErrorRule, FatalError, InvalidRequest, PlanMismatch, RateLimited, TransientError
 from ..model import Dataset, SyncTask, Vendor
 from ..retry import parse_retry_after
 from .base import Observation, Page, Request, Response, Row, apply_rules, decode_json, malformed
@@ -46,6 +46,7 @@ class RestConnector:
         self.body: Any = options.get("json")
         self.headers: Mapping[str, Any] = options.get("headers", {})
         self.records = str(options.get("records", ""))
+        self.dataset = dataset.name
         self.pagination: Mapping[str, Any] = options.get("pagination", {})
         self.rules = tuple(rules)
 
@@ -83,7 +84,7 @@ class RestConnector:
         if response.status != 200:
             self._raise(response, now)
         data = decode_json(response, "REST")
-        rows = _records(data, self.records)
+        rows = _records(data, self.records, f"datasets.{self.dataset}.options.records")
         return Page(rows, self._next(task, response, data, rows))
 
     def _next(self, task: SyncTask, response: Response, data: Any, rows: list[Row]) -> Mapping[str, Any] | None:
@@ -165,8 +166,21 @@ def rate_limit_observations(response: Response) -> list[Observation]:
     return [Observation("vendor", limit - remaining, window, freeze)]
 
 
-def _records(data: Any, path: str) -> list[Row]:
-    found = _dig(data, path) if path else data
+def _records(data: Any, path: str, option: str) -> list[Row]:
+    """The records at ``path``; a path the answer does not have is the plan's mistake, not the
+    vendor's: it stops the plan, saying which keys the answer does have."""
+    found = data
+    walked: list[str] = []
+    for part in filter(None, path.split(".")):
+        if not isinstance(found, dict) or part not in found:
+            where = ".".join(walked) or "the top"
+            keys = ", ".join(map(str, found)) if isinstance(found, dict) else f"a {type(found).__name__}"
+            raise PlanMismatch(f"expected a list of records at {path!r}, but at {where} the answer has {keys}"
+                               f" and no {part!r}; fix {option}")
+        walked.append(part)
+        found = found[part]
+    if found is None:
+        return []  # the path is there, with nothing in it: an empty page
     if isinstance(found, dict):
         return [found]
     if not isinstance(found, list):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from ..errors import PlanMismatch
+
 Row = Mapping[str, Any]
 
 
@@ -20,14 +22,31 @@ class Sink(Protocol):
         ...
 
 
+class MissingKey(PlanMismatch, ValueError):
+    """Rows without a value for a key column: the sink's key or the records path is wrong."""
+
+
 def row_key(row: Row, key: Sequence[str]) -> tuple[Any, ...]:
     """The identity of a row: its key columns' values (the whole row when there is no key)."""
     if not key:
         return tuple(sorted(row.items()))
     try:
-        return tuple(row[k] for k in key)
+        values = tuple(row[k] for k in key)
     except KeyError as exc:
-        raise ValueError(f"a row is missing key column {exc.args[0]!r}; row keys are {sorted(row)}") from None
+        raise MissingKey(f"a row is missing key column {exc.args[0]!r} (its columns: {', '.join(sorted(row))}); "
+                         "nothing was written: fix the sink's key, or the dataset's records path") from None
+    if None in values:
+        column = key[values.index(None)]
+        raise MissingKey(f"a row has no value (null) in key column {column!r}; nothing was written: fix the "
+                         "sink's key, or the dataset's records path")
+    return values
+
+
+def check_keys(rows: Sequence[Row], key: Sequence[str]) -> None:
+    """Refuse the whole batch before anything is written if one row lacks a key value."""
+    if key:
+        for row in rows:
+            row_key(row, key)
 
 
 def require_key(key: Sequence[str], what: str) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import duckdb
 
-from .base import Row, require_key, scalar, sql_type
+from .base import Row, check_keys, require_key, scalar, sql_type
 
 
 def _quote(name: str) -> str:
@@ -34,6 +34,7 @@ class DuckDBSink:
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         async with self._lock:
             await asyncio.to_thread(self._write, rows)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Row, require_key, row_key
+from .base import Row, check_keys, require_key, row_key
 
 
 class JsonlSink:
@@ -46,6 +46,7 @@ class JsonlSink:
         self._file = self.path.open("a", encoding="utf-8")
 
     async def write(self, rows: Sequence[Row]) -> None:
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         async with self._lock:
             if self._file is None:
                 self._open()

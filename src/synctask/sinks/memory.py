@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .base import Row, row_key
+from .base import Row, check_keys, row_key
 
 
 class MemorySink:
@@ -17,6 +17,7 @@ class MemorySink:
         self.writes = 0
 
     async def write(self, rows: Sequence[Row]) -> None:
+        check_keys(rows, self.key)
         for row in rows:
             self.rows[row_key(row, self.key)] = dict(row)
         self.writes += 1

@@ -36,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .base import Row, require_key, row_key
+from .base import Row, check_keys, require_key, row_key
 
 
 class ParquetSink:
@@ -82,9 +82,9 @@ class ParquetSink:
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         groups: dict[Path, list[Row]] = {}
         for row in rows:
-            row_key(row, self.key)  # a row without its key is refused before anything is written
             value = row.get(self.partition_by) if self.partition_by else None
             groups.setdefault(self._directory(value), []).append(row)
         async with self._lock:

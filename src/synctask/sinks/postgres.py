@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from .base import Row, require_key, scalar, sql_type
+from .base import Row, check_keys, require_key, scalar, sql_type
 
 
 def _column_type(value: Any) -> str:
@@ -33,6 +33,7 @@ class PostgresSink:
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         async with self._lock:
             conn = await self._connect()
             async with conn.transaction():

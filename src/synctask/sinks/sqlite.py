@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from .base import Row, require_key, scalar
+from .base import Row, check_keys, require_key, scalar
 
 
 class SQLiteSink:
@@ -29,6 +29,7 @@ class SQLiteSink:
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         async with self._lock:
             await asyncio.to_thread(self._write, rows)
 
