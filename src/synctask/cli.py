@@ -20,6 +20,7 @@ from . import __version__
 from .config import PlanFile, load_plan_file
 from .errors import PlanFileError, SyncError
 from .limits import Limit
+from .model import Vendor
 from .units import format_duration
 
 if TYPE_CHECKING:
@@ -289,13 +290,18 @@ def _print_plans(plans: PlanFile, names: list[str]) -> None:
         retry = plan.retry
         vendor = plans.datasets[plan.dataset].vendor
         when = f"next due {due.isoformat(timespec='minutes')}" if due else "runs when started"
-        timeout = format_duration(plan.timeout) if plan.timeout else "none"
+        http = not vendor_of(plans, plan.dataset).connector.startswith(("python:", "websocket"))
+        timeout = format_duration(plan.timeout) if plan.timeout else "60s (the default)" if http else "none"
         out.print(f"plan {plan.name}  (dataset {plan.dataset}, vendor {vendor})", style="bold")
         paged = bool(plans.datasets[plan.dataset].options.get("pagination"))
         out.print(f"  tasks     {tasks:,}" + (", plus one for each further page found" if paged else ""))
         out.print(f"  schedule  {plan.schedule}, {when}")
         out.print(f"  priority  {plan.priority}   timeout {timeout}   retry {retry.attempts} attempts, "
                   f"backoff {format_duration(retry.base)}..{format_duration(retry.cap)}")
+
+
+def vendor_of(plans: PlanFile, dataset: str) -> Vendor:
+    return plans.vendors[plans.datasets[dataset].vendor]
 
 
 def _print_datasets(plans: PlanFile, names: set[str]) -> None:

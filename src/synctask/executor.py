@@ -39,7 +39,7 @@ from .connectors.base import Page
 from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
-from .fetchers.http import HttpFetcher, SessionPool
+from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher, SessionPool
 from .fetchers.websocket import Streamed, WebSocketFetcher
 from .grid import ParamGrid
 from .limits import Limit, Limiter
@@ -215,7 +215,9 @@ class SyncTaskExecutor:
                                f"froze {scope} for {observation.freeze_for:g}s, before any 429")
                     self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
 
-            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self._answered)
+            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self._answered,
+                               max_answer_mb=float(dataset.options.get("max_answer_mb", DEFAULT_MAX_ANSWER_MB)),
+                               where=f"datasets.{dataset.name}")
         raise SyncError(
             f"dataset {dataset.name!r}: connector {name!r} is not available; use "
             f"{', '.join(repr(c) for c in [*CONNECTORS, 'websocket'])} "

@@ -25,6 +25,17 @@ class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _HttpOptions(_Options):
+    max_answer_mb: StrictInt | float = 64  # an answer above this fails its task
+
+    @field_validator("max_answer_mb")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"must be a positive number of megabytes, got {value}")
+        return value
+
+
 class Pagination(_Options):
     kind: Literal["page", "offset", "cursor", "link"]
     param: str | None = None
@@ -40,7 +51,7 @@ class Pagination(_Options):
         return value
 
 
-class RestOptions(_Options):
+class RestOptions(_HttpOptions):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "get", "post", "put", "patch", "delete"] = "GET"
     path: str | None = None
     query: dict[str, str | int | float | bool] = {}
@@ -50,11 +61,11 @@ class RestOptions(_Options):
     pagination: Pagination | None = None
 
 
-class TushareOptions(_Options):
+class TushareOptions(_HttpOptions):
     fields: str = ""
 
 
-class BinanceOptions(_Options):
+class BinanceOptions(_HttpOptions):
     pass
 
 

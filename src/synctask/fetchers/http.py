@@ -10,6 +10,7 @@ network failure and is retried (admitted again) from there.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +18,10 @@ from typing import Any
 import aiohttp
 
 from ..connectors.base import Connector, Observation, Response
+from ..errors import InvalidRequest
 from ..model import SyncTask
 
-__all__ = ["HttpFetcher", "SessionPool", "ConnectionDropped"]
+__all__ = ["HttpFetcher", "SessionPool", "ConnectionDropped", "AnswerTooLarge", "DEFAULT_TIMEOUT"]
 
 
 class ConnectionDropped(aiohttp.ClientConnectionError):
@@ -37,10 +39,20 @@ async def _send_once(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.Cl
         raise ConnectionDropped(f"the connection dropped before the answer ({type(exc).__name__}: {exc})") from exc
 
 
-class SessionPool:
-    """Client sessions by vendor, made on first use inside the running loop, closed together."""
+DEFAULT_TIMEOUT = 60.0  # seconds for a whole request when the plan sets no timeout
+DEFAULT_MAX_ANSWER_MB = 64  # an answer above this fails its task instead of filling memory
 
-    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 60.0, limit: int = 100) -> None:
+
+class AnswerTooLarge(InvalidRequest):
+    """The answer is larger than the dataset allows (``options.max_answer_mb``)."""
+
+
+class SessionPool:
+    """Client sessions by vendor, made on first use inside the running loop, closed together.
+    A request fails after ``read_timeout`` seconds without a byte (idle), and after its task's
+    timeout (default ``DEFAULT_TIMEOUT``) in all, however slowly a vendor trickles bytes."""
+
+    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 30.0, limit: int = 100) -> None:
         self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
         self.limit = limit
         self._sessions: dict[str, aiohttp.ClientSession] = {}
@@ -73,8 +85,11 @@ class HttpFetcher:
     def __init__(self, vendor: str, connector: Connector, sessions: SessionPool,
                  observe: Callable[[SyncTask, Observation, float], None] | None = None,
                  clock: Callable[[], float] = time.time,
-                 on_answered: Callable[[SyncTask, float], None] | None = None) -> None:
+                 on_answered: Callable[[SyncTask, float], None] | None = None,
+                 max_answer_mb: float = DEFAULT_MAX_ANSWER_MB, where: str = "the dataset") -> None:
         self.on_answered = on_answered
+        self.max_answer = int(max_answer_mb * 1024 * 1024)
+        self.where = where
         self.vendor = vendor
         self.connector = connector
         self.sessions = sessions
@@ -84,14 +99,36 @@ class HttpFetcher:
     async def fetch(self, task: SyncTask) -> Any:
         request = self.connector.request(task)
         session = self.sessions.get(self.vendor)
-        async with session.request(request.method, request.url, params=request.params, json=request.json,
-                                   headers=dict(request.headers)) as answer:
-            if self.on_answered is not None:
-                self.on_answered(task, self.clock())
-            body = await answer.read()
-            response = Response(answer.status, dict(answer.headers), body)
+        total = task.timeout or DEFAULT_TIMEOUT
+        try:
+            async with asyncio.timeout(total):
+                async with session.request(request.method, request.url, params=request.params, json=request.json,
+                                           headers=dict(request.headers)) as answer:
+                    if self.on_answered is not None:
+                        self.on_answered(task, self.clock())
+                    body = await self._read(answer)
+                    response = Response(answer.status, dict(answer.headers), body)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {total:g}s") from None
         now = self.clock()
         if self.observe is not None:
             for observation in self.connector.observations(response):
                 self.observe(task, observation, now)
         return self.connector.parse(response, task, now)
+
+    async def _read(self, answer: aiohttp.ClientResponse) -> bytes:
+        """The body, refused once it grows past the dataset's cap (never all read first)."""
+        limit = self.max_answer
+        if answer.content_length is not None and answer.content_length > limit:
+            self._too_large(answer.content_length)
+        body = bytearray()
+        async for chunk in answer.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > limit:
+                self._too_large(None)
+        return bytes(body)
+
+    def _too_large(self, size: int | None) -> None:
+        said = f"{size / 1048576:,.1f} MB" if size is not None else "more"
+        raise AnswerTooLarge(f"the answer is {said}, above the {self.max_answer / 1048576:g} MB this dataset "
+                             f"accepts; raise {self.where}.options.max_answer_mb if that is expected")
