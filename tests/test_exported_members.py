@@ -16,6 +16,8 @@ EXPECTED = {
     "TaskEvent", "TaskRecord", "TransientError",
     # the vendor issue
     "StreamSink", "StreamEvent",
+    # keeping the promises under real conditions, and bad input
+    "PlanMismatch", "StorageFailed", "StateInUse",
 }
 
 
@@ -31,7 +33,8 @@ def test_every_exported_name_exists_and_is_documented():
 
 def test_every_error_derives_from_sync_error():
     for name in ("PlanFileError", "IllegalTransition", "LimitError", "UnknownPlan", "TaskFailed", "JobFailed",
-                 "TaskError", "RateLimited", "QuotaExhausted", "InvalidRequest", "TransientError", "FatalError"):
+                 "TaskError", "RateLimited", "QuotaExhausted", "InvalidRequest", "TransientError", "FatalError",
+                 "PlanMismatch", "StorageFailed", "StateInUse"):
         assert issubclass(getattr(synctask, name), synctask.SyncError)
 
 

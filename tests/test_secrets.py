@@ -46,8 +46,13 @@ params = {{ ts_code = ["000001.SZ"] }}
 [[plans]]
 name = "items"
 dataset = "items"
-params = {{ status = ["400", "401"] }}
+params = {{ status = ["400"] }}
 retry = {{ attempts = 2, backoff = "0.05s..0.1s" }}
+
+[[plans]]
+name = "refused"
+dataset = "items"
+params = {{ status = ["401"] }}
 """
 
 

@@ -18,6 +18,7 @@ from .errors import (
     Problem,
     QuotaExhausted,
     RateLimited,
+    StorageFailed,
     SyncError,
     TaskError,
     TaskFailed,
@@ -29,6 +30,7 @@ from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskE
 from .executor import RunSummary, SyncTaskExecutor
 from .grid import ParamGrid
 from .limits import Concurrency, Gate, Limiter, Quota
+from .lock import StateInUse
 from .model import (
     Dataset,
     PlanState,
@@ -60,6 +62,8 @@ __all__ = [
     "Failure",
     "FatalError",
     "PlanMismatch",
+    "StorageFailed",
+    "StateInUse",
     "FreezeEvent",
     "Gate",
     "IllegalTransition",

@@ -260,6 +260,9 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
         err.print(f"{failed:,} task(s) failed (their reasons are above); running the same command again "
                   "retries them and skips what is done.", markup=False, highlight=False)
     broken = any(s["state"] == "failed" for s in summary.plans.values())
+    if broken and not json_lines:
+        err.print(f"Finished work is saved in {state}. Fix the cause above, then resume with: {resume}",
+                  markup=False, highlight=False)
     return 1 if broken or failed else 0
 
 

@@ -15,7 +15,8 @@ Every exception synctask raises derives from one root::
         ├── InvalidRequest   these parameters will never work
         ├── TransientError   try again later (counts an attempt)
         └── FatalError       nothing will work until a person acts (credentials, unknown api)
-            └── PlanMismatch the answer does not fit the plan file (records path, sink key)
+            ├── PlanMismatch the answer does not fit the plan file (records path, sink key)
+            └── StorageFailed rows could not be written locally (disk full, read-only folder)
 
 A failed request is not an exception inside the engine: connectors and fetchers describe it as a
 ``Failure`` of one ``OutcomeKind``, and the scheduler decides what to do with it:
@@ -59,6 +60,7 @@ __all__ = [
     "TransientError",
     "FatalError",
     "PlanMismatch",
+    "StorageFailed",
     "OutcomeKind",
     "Failure",
     "ErrorRule",
@@ -252,6 +254,18 @@ class PlanMismatch(FatalError):
 
     happened = "the vendor's answer does not fit the plan file"
     hint = "fix the plan file where this says, then run again"
+
+
+class StorageFailed(FatalError):
+    """Rows could not be written locally (disk full, read-only, permission): every plan of the
+    dataset stops at once, so no vendor request is spent on rows that cannot be kept."""
+
+    happened = "synctask could not store the rows"
+    hint = ("free space or fix the folder's permissions, then run the same command again; finished work "
+            "is kept")
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, scope="dataset")
 
 
 class TaskFailed(SyncError):

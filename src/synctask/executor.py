@@ -36,7 +36,7 @@ from typing import Any
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
-from .errors import Failure, JobFailed, OutcomeKind, SyncError, UnknownPlan, classify
+from .errors import Failure, JobFailed, OutcomeKind, StorageFailed, SyncError, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher, SessionPool
@@ -536,7 +536,17 @@ class SyncTaskExecutor:
     # --- workers -------------------------------------------------------------------------
     def _launch(self, task: SyncTask) -> None:
         self._emit(TaskEvent(self._now(), task.plan, "started", task.id))
-        self._active[task] = asyncio.create_task(self._execute(task), name=f"synctask:{task.id}")
+        handle = asyncio.create_task(self._execute(task), name=f"synctask:{task.id}")
+        handle.add_done_callback(lambda done: self._reap(task, done))
+        self._active[task] = handle
+
+    def _reap(self, task: SyncTask, handle: asyncio.Task[None]) -> None:
+        """A task cancelled before its coroutine ever ran (a fatal error in the same loop turn)
+        skips ``_execute``'s cleanup: report it cancelled here, so it returns to its queue. (A
+        task that ran cleaned up itself, and may already be running again as a retry.)"""
+        if self._active.get(task) is handle:
+            del self._active[task]
+            self._finish(task, Failure(OutcomeKind.CANCELLED, "stopped before it started"), 0)
 
     async def _execute(self, task: SyncTask) -> None:
         plan = self._plans.get(task.plan)
@@ -574,10 +584,27 @@ class SyncTaskExecutor:
         if isinstance(result, Streamed):
             return 0  # a stream wrote (and reported) its rows itself, batch by batch
         rows = _rows(result)
-        sink = self._sink(dataset)
-        if sink is not None and rows:
-            await sink.write(rows)
+        if not rows:
+            return 0
+        try:
+            sink = self._sink(dataset)
+            if sink is not None:
+                await sink.write(rows)
+        except SyncError:
+            raise
+        except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
+            raise StorageFailed(f"writing to {self._sink_place(dataset)} failed: {type(exc).__name__}: {exc}") from exc
         return len(rows)
+
+    def _sink_place(self, dataset: str) -> str:
+        sink = self._sinks.get(dataset) or self._opened.get(dataset)
+        path = getattr(sink, "path", None)
+        if path is not None:
+            return str(path)
+        spec = self._sink_specs.get(dataset, {})
+        if spec.get("path"):
+            return str(self.base_dir / str(spec["path"]))
+        return f"the {spec.get('kind', 'given')} sink of dataset {dataset!r}"
 
     def _finish(self, task: SyncTask, failure: Failure | None, rows: int,
                 follow_up: Mapping[str, Any] | None = None) -> None:

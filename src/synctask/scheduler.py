@@ -574,7 +574,12 @@ class Scheduler:
             return Verdict(task, _FAILED, failure.explain("marked the task failed; the plan goes on"))
         # Fatal: the task is not to blame; it returns to pending and its plan (or all) stops.
         self._requeue(lane, task)
-        lanes = list(self._lanes.values()) if lane.on_fatal == "stop_all" else [lane]
+        if lane.on_fatal == "stop_all":
+            lanes = list(self._lanes.values())
+        elif failure.scope == "dataset":  # the dataset itself is broken (its sink): all its plans
+            lanes = list(lane.queue.lanes)
+        else:
+            lanes = [lane]
         cancel: list[SyncTask] = []
         stopped: list[str] = []
         for other in lanes:
@@ -582,7 +587,8 @@ class Scheduler:
                 other.state = transition(f"plan {other.name}", other.state, PlanState.FAILED)
                 cancel.extend(other.running)
                 stopped.append(other.name)
-        what = "stopped every plan" if lane.on_fatal == "stop_all" else f"stopped plan {lane.name}"
+        names = ", ".join(stopped) or lane.name
+        what = "stopped every plan" if lane.on_fatal == "stop_all" else f"stopped plan {names}"
         return Verdict(task, _PENDING, failure.explain(f"{what} gracefully, keeping finished work"),
                        cancel=tuple(cancel), stopped=tuple(stopped))
 
