@@ -95,3 +95,25 @@ def test_follow_ups_are_kept_for_resuming_paginated_runs(store):
     assert store.follow_up("p:1") == {"day": "2024-01-01", "page": 2}
     assert store.follow_up("q:1") is None and store.follow_up("nope") is None
     assert store.has_follow_ups("p") and not store.has_follow_ups("q")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_state_file_is_named_and_never_overwritten(tmp_path, damage):
+    from synctask.store import StateDamaged
+
+    path = tmp_path / "state.db"
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database\n" * 200)
+    else:
+        store = SQLiteStore(path)
+        for i in range(2000):
+            store.record(TaskRecord(f"p:{i}", "p", "r", "done", 0, "x" * 50, 1.0))
+        store.close()
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    before = path.read_bytes()
+    with pytest.raises(StateDamaged, match=rf"the state file {path} is damaged .*mv {path} {path}.damaged"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+    with pytest.raises(StateDamaged):  # again: damaged, not "in use" (the lock was let go)
+        SQLiteStore(path)

@@ -198,6 +198,7 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
     could not be built (exit 75 when another process holds the state: try again later)."""
     from .executor import SyncTaskExecutor
     from .lock import StateInUse
+    from .store import StateDamaged
 
     try:
         executor = SyncTaskExecutor(workers=workers, state=state, base_dir=base, grace=grace)
@@ -210,6 +211,8 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         err.print("Nothing was run.")
         raise typer.Exit(75) from None
+    except StateDamaged as exc:
+        _fail(exc)
     try:
         for name in selected:
             executor.start_plan(name)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import SyncError
 from .lock import StateLock
 
-__all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore"]
+__all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore", "StateDamaged"]
 
 
 @dataclass(frozen=True)
@@ -196,14 +197,21 @@ class SQLiteStore:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             self._lock = StateLock(self.path, wait=wait, on_wait=on_wait)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-        if "follow_up" not in columns:  # a state file from before pagination
-            self._db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
+        try:
+            if self.path != ":memory:":
+                _check_file(Path(self.path))  # before anything could write to it
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+            if "follow_up" not in columns:  # a state file from before pagination
+                self._db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
+        except (sqlite3.DatabaseError, StateDamaged) as exc:
+            if self._lock is not None:
+                self._lock.release()
+            raise exc if isinstance(exc, StateDamaged) else StateDamaged(self.path, str(exc)) from None
         self._pending: list[TaskRecord] = []
 
     def is_done(self, task_id: str) -> bool:
@@ -302,6 +310,41 @@ class SQLiteStore:
 
     def _transaction(self) -> _Tx:
         return _Tx(self._db)
+
+
+class StateDamaged(SyncError):
+    """The state file is not a whole SQLite database (garbage, or cut short); it is left as is."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(f"the state file {path} is damaged ({why}); synctask did not change it. Move it aside "
+                         f"(mv {path} {path}.damaged) and run again with a fresh state: tasks done before run "
+                         "again, and the sinks keep each row once")
+
+
+_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_file(path: Path) -> None:
+    """Refuse a file that is not a SQLite database, or shorter than its own header says (cut
+    short by a copy or a full disk), without writing to it."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if size == 0:
+        return
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    if not header.startswith(_MAGIC) or len(header) < 100:
+        raise StateDamaged(str(path), "it is not a SQLite database")
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    counted = header[24:28] == header[92:96]  # the page count in the header is current
+    has_wal = path.with_name(path.name + "-wal").exists()
+    if counted and not has_wal and size < page_size * pages:
+        raise StateDamaged(str(path), f"it is cut short: {size:,} bytes of {page_size * pages:,}")
 
 
 class _Tx:
