@@ -118,3 +118,32 @@ def test_refused_credentials_stop_the_plan_and_exit_1(tmp_path, vendor, status, 
     assert_failed_honestly(result)
     assert " failed " in result.stdout  # the plan's state: failed (fatal), not completed
     assert "completed" not in result.stdout
+
+
+def test_an_unreachable_vendor_is_frozen_and_said_at_once(tmp_path):
+    import json as _json
+
+    path = tmp_path / "plans.toml"
+    text = PLANS.format(url=f"http://127.0.0.1:{free_port()}", connector="rest",
+                        options='options = { path = "/v1/items", query = { day = "{i}" }, records = "data" }')
+    path.write_text(text.replace("to = 3", "to = 40").replace('attempts = 2, backoff = "0.05s..0.1s"',
+                                                              'attempts = 3, backoff = "0.05s..0.1s"'))
+    env = {**os.environ, "API_TOKEN": "x"}
+    proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "run", str(path), "--json", "--workers", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        started = None
+        for line in proc.stdout:
+            event = _json.loads(line)
+            started = started or event["at"]
+            if event["type"] == "freeze":
+                break
+        else:
+            raise AssertionError("no freeze")
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert event["scope"] == "vendor:api" and event["message"].startswith("cannot reach the vendor: 5 connection")
+    assert "froze vendor:api for 10s" in event["message"]
+    assert event["at"] - started < 5.0, "said within seconds, not after every task's retries"

@@ -236,8 +236,11 @@ class Scheduler:
     """
 
     def __init__(self, limiter: Limiter | None = None, *, node: str | None = None,
-                 default_cooldown: float = 10.0, quota_cooldown: float = 3600.0) -> None:
+                 default_cooldown: float = 10.0, quota_cooldown: float = 3600.0,
+                 unreachable_after: int = 5) -> None:
         self.limiter = limiter or Limiter()
+        self.unreachable_after = unreachable_after
+        self._unreachable: dict[str, tuple[int, int]] = {}  # vendor scope → (failures in a row, freezes)
         self.node = node
         self.default_cooldown = default_cooldown
         self.quota_cooldown = quota_cooldown
@@ -511,6 +514,8 @@ class Scheduler:
             task.state = transition("task", task.state, _DONE)
             lane.done += 1
             verdict = Verdict(task, _DONE)
+            if self._unreachable:
+                self._unreachable.pop(queue.scopes.get("vendor", ""), None)
             if follow_up is not None and lane.state is not PlanState.CANCELLED:
                 nxt = SyncTask(lane.name, follow_up, lane.priority, lane.plan.timeout, lane.next_seq, lane.run_key)
                 lane.next_seq += 1
@@ -562,12 +567,16 @@ class Scheduler:
                 task.state = transition("task", task.state, _RETRY_WAIT)
                 heapq.heappush(lane.delayed, (now + delay, task.seq, task))
                 lane.retries += 1
-                return Verdict(task, _RETRY_WAIT, failure.explain(
+                verdict = Verdict(task, _RETRY_WAIT, failure.explain(
                     f"will retry in {delay:.2f}s (attempt {task.attempt + 1} of {lane.retry.attempts})"))
-            task.state = transition("task", task.state, _FAILED)
-            lane.failed += 1
-            return Verdict(task, _FAILED, failure.explain(
-                f"gave up after {task.attempt} attempts and marked the task failed"))
+            else:
+                task.state = transition("task", task.state, _FAILED)
+                lane.failed += 1
+                verdict = Verdict(task, _FAILED, failure.explain(
+                    f"gave up after {task.attempt} attempts and marked the task failed"))
+            if kind is OutcomeKind.NETWORK:
+                return self._count_unreachable(lane, failure, now, verdict)
+            return verdict
         if kind is OutcomeKind.INVALID:
             task.state = transition("task", task.state, _FAILED)
             lane.failed += 1
@@ -591,6 +600,28 @@ class Scheduler:
         what = "stopped every plan" if lane.on_fatal == "stop_all" else f"stopped plan {names}"
         return Verdict(task, _PENDING, failure.explain(f"{what} gracefully, keeping finished work"),
                        cancel=tuple(cancel), stopped=tuple(stopped))
+
+    def _count_unreachable(self, lane: _Lane, failure: Failure, now: float, verdict: Verdict) -> Verdict:
+        """Connection failures in a row, with no success between, on one vendor: at
+        ``unreachable_after`` of them the vendor is frozen (10 s, doubling each time it is still
+        down, at most 5 min), so its tasks stop spending attempts and the live line says so at
+        once. Failures of requests that were on their way when it froze do not count again."""
+        scope = lane.queue.scopes.get("vendor")
+        if scope is None or self.limiter.frozen_until(scope, now) is not None:
+            return verdict
+        failures, trips = self._unreachable.get(scope, (0, 0))
+        failures += 1
+        if failures < self.unreachable_after:
+            self._unreachable[scope] = (failures, trips)
+            return verdict
+        trips += 1
+        self._unreachable[scope] = (0, trips)
+        pause = min(10.0 * 2 ** (trips - 1), 300.0)
+        began = self._freeze(lane, scope, now, now + pause)
+        message = (f"cannot reach the vendor: {self.unreachable_after} connection failures in a row "
+                   f"({failure.detail}); synctask froze {scope} for {pause:g}s and then tries again; check the "
+                   "network, the vendor's base_url, or its status page")
+        return verdict._replace(message=message, frozen=(scope, now + pause, began))
 
     def _requeue(self, lane: _Lane, task: SyncTask) -> None:
         task.state = transition("task", task.state, _PENDING)
