@@ -49,7 +49,7 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[
         Optional[bool],
-        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
     ] = None,
 ) -> None:
     """Keep local datasets in sync with rate-limited data vendors."""
@@ -57,8 +57,9 @@ def _root(
 
 @app.command()
 def check(
-    plan_file: Annotated[str, typer.Argument(help="The plan file (TOML) to validate.")],
-    plan: Annotated[Optional[list[str]], typer.Option("--plan", help="Only these plans (repeatable).")] = None,
+    plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to validate.")],
+    plan: Annotated[Optional[list[str]], typer.Option(
+        "--plan", metavar="NAME", help="Only these plans (repeatable).")] = None,
 ) -> None:
     """Validate a plan file and print what would run: plans, task counts, schedules, limits."""
     from .executor import SyncTaskExecutor
@@ -79,17 +80,21 @@ def check(
 
 @app.command()
 def run(
-    plan_file: Annotated[str, typer.Argument(help="The plan file (TOML) to run.")],
-    plan: Annotated[Optional[list[str]], typer.Option("--plan", help="Only these plans (repeatable).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Concurrent tasks.")] = 16,
+    plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to run.")],
+    plan: Annotated[Optional[list[str]], typer.Option(
+        "--plan", metavar="NAME", help="Only these plans (repeatable).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
     state: Annotated[Optional[str], typer.Option(
-        "--state", help="State database (default: .synctask/state.db beside the plan file).")] = None,
-    grace: Annotated[float, typer.Option("--grace", min=0, help="Seconds in-flight tasks get after Ctrl-C.")] = 10.0,
-    plain: Annotated[bool, typer.Option("--plain", help="Plain progress lines even on a terminal.")] = False,
+        "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")] = None,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after Ctrl-C.")] = 10.0,
+    plain: Annotated[bool, typer.Option(
+        "--plain", metavar="", help="Plain progress lines even on a terminal.")] = False,
     json_lines: Annotated[bool, typer.Option(
-        "--json", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
+        "--json", metavar="", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
     wait: Annotated[bool, typer.Option(
-        "--wait", help="If another process uses the same state, wait for it to end instead of refusing.")] = False,
+        "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")
+    ] = False,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     try:
@@ -114,13 +119,14 @@ def run(
 @app.command()
 def demo(
     directory: Annotated[str, typer.Option(
-        "--dir", help="Where the demo writes its plan file, data and state.")] = ".",
-    workers: Annotated[int, typer.Option("--workers", min=1)] = 16,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="The simulator's port (0: any free).")] = 0,
-    plain: Annotated[bool, typer.Option("--plain", help="Plain progress lines even on a terminal.")] = False,
+        "--dir", metavar="DIR", help="Where the demo writes its plan file, data and state.")] = ".",
+    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
+    port: Annotated[int, typer.Option(
+        "--port", min=0, max=65535, metavar="PORT", help="The simulator's port (0: any free).")] = 0,
+    plain: Annotated[bool, typer.Option(
+        "--plain", metavar="", help="Plain progress lines even on a terminal.")] = False,
 ) -> None:
-    """Sync four simulated vendors (Tushare, Binance klines, a paginated REST API, a WebSocket
-    stream) into Parquet: live progress, a freeze and retries that recover, then a summary."""
+    """Sync four simulated vendors into Parquet, with live progress, a freeze and retries, then a summary."""
     from . import demo as sample
     from .simulator import Simulator
 
@@ -158,16 +164,19 @@ def demo(
 
 @app.command()
 def simulate(
-    profile: Annotated[str, typer.Option("--profile", help="tushare, binance, rest, ws, all or demo.")] = "tushare",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 9000,
-    host: Annotated[str, typer.Option("--host", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
-    scale: Annotated[float, typer.Option("--scale", min=0.001, help="Vendor seconds per real second.")] = 1.0,
+    profile: Annotated[str, typer.Option(
+        "--profile", metavar="NAME", help="tushare, binance, rest, ws, all or demo.")] = "tushare",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Where to listen.")] = 9000,
+    host: Annotated[str, typer.Option(
+        "--host", metavar="ADDRESS", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
+    scale: Annotated[float, typer.Option(
+        "--scale", min=0.001, metavar="X", help="Vendor seconds per real second (the demo profile: 60).")] = 1.0,
     faults: Annotated[str, typer.Option(
-        "--faults", help="e.g. latency=5ms..40ms,stamp=0ms..50ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
-    seed: Annotated[int, typer.Option("--seed")] = 7,
+        "--faults", metavar="LIST",
+        help="Injected faults, e.g. latency=5ms..40ms,stamp=0ms..50ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
+    seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the faults' random draws.")] = 7,
 ) -> None:
-    """Run the vendor simulator on its own (admin stats at /_admin/stats). ``all`` serves every
-    profile under its own path (/tushare, /binance, /rest, /ws); ``demo`` is what the demo runs."""
+    """Run the vendor simulator on its own (stats at /_admin/stats); 'all' and 'demo' serve every vendor."""
     from .demo import demo_profiles
     from .simulator import PROFILES, Faults, Simulator, SimulatorConfig
 
@@ -181,7 +190,8 @@ def simulate(
 
     async def serve() -> None:
         async with simulator as sim:
-            out.print(f"simulating {profile} on {sim.url} (scale {scale:g}); token 'demo-token'; Ctrl-C stops")
+            pace = "the demo's vendors, clocks 60x fast" if profile == "demo" else f"scale {scale:g}"
+            out.print(f"simulating {profile} on {sim.url} ({pace}); token 'demo-token'; Ctrl-C stops")
             await asyncio.Event().wait()
 
     try:

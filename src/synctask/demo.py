@@ -82,7 +82,7 @@ def report(out: Console, target: Path, summary: RunSummary, executor: SyncTaskEx
         over = ", ".join(f"{n} {_VIOLATIONS.get(kind, kind)}" for kind, n in kinds.items()) or "none over its limits"
         out.print(f"  {name}: {child.stats.served:,} requests served; {over}", highlight=False)
     for name, s in summary.plans.items():
-        parts = [f"froze {s['freezes']} times" if s["freezes"] else "", f"retried {s['retries']} times"
+        parts = [f"froze {_times(s['freezes'])}" if s["freezes"] else "", f"retried {_times(s['retries'])}"
                  if s["retries"] else ""]
         if any(parts):
             out.print(f"  {name}: {', '.join(p for p in parts if p)}", highlight=False)
@@ -101,6 +101,10 @@ def report(out: Console, target: Path, summary: RunSummary, executor: SyncTaskEx
         out.print(f"(the query failed: {exc})", markup=False)
     out.print(f"\nRun it again: finished tasks are skipped. Start over by deleting {target / DATA_DIR} "
               f"and {target / '.synctask'}.", highlight=False)
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n:,} times")
 
 
 _VIOLATIONS = {  # the simulator's words for what it saw → ours
