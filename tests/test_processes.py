@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -117,6 +118,7 @@ def test_first_ctrl_c_stops_gracefully_saves_and_prints_the_resume_command(workd
     assert proc.returncode == 130, err
     assert "Resume with: synctask run" in err
     assert "Traceback" not in err
+    assert re.search(r"numbers\s+interrupted\s", out), out  # not "running", and no stale retry message
     saved = done_ids(workdir)
     assert 60 <= len(saved) < TASKS
     # In-flight tasks were allowed to finish: every fetched task is recorded done.

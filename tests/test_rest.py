@@ -135,16 +135,18 @@ def test_an_interrupted_paginated_run_resumes_at_the_page_it_reached(tmp_path):
             ex.shutdown()
         summary = await runner
         ex.close()
-        return summary.plans["items"]
+        return {**summary.plans["items"], "shown_total": ex.progress.plans["items"].total}
 
     async def go():
         async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
             first = await one_run(sim, stop_after=6)  # day 1 done, day 2 on its second page
             second = await one_run(sim)
+            third = await one_run(sim)  # everything done: every page skipped, and counted in the total
+            assert (third["skipped"], third["total"], third["shown_total"]) == (12, 12, 12), third
             return first, second, sim.stats.served
 
     first, second, served = asyncio.run(go())
-    assert first["state"] == "running" and 6 <= first["done"] < 12
+    assert first["state"] == "interrupted" and 6 <= first["done"] < 12
     assert second["state"] == "completed"
     assert first["done"] + second["done"] == 12 == served  # no page fetched twice, none missed
     rows = [json.loads(line) for line in (tmp_path / "items.jsonl").read_text().splitlines()]

@@ -255,6 +255,8 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
             # What a person must read: why a plan did not complete, or why its tasks failed.
             stats = summary.plans.get(name, {})
             ended = stats.get("state")
+            if ended == "interrupted":
+                continue  # the resume line below says it all; the last retry's words are stale
             message = p.last_message if ended not in (None, "completed") else p.last_failure
             if ended == "completed" and stats.get("failed"):
                 out.print(f"{name}: completed with {stats['failed']:,} failed; the last: {message}",

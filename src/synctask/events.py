@@ -50,9 +50,11 @@ class FreezeEvent(Event):
 
 @dataclass(frozen=True)
 class SkipEvent(Event):
-    """``count`` more tasks of the plan were already done in an earlier run and were skipped."""
+    """``count`` more tasks of the plan were already done in an earlier run and were skipped;
+    ``total`` is the plan's task count now (pages found among skipped tasks add to it)."""
 
     count: int
+    total: int | None = None
 
 
 @dataclass(frozen=True)

@@ -531,7 +531,8 @@ class SyncTaskExecutor:
         for plan, skipped in self.scheduler.skipped_counts().items():
             seen = self.progress.plans.get(plan)
             if seen is not None and skipped > seen.skipped:
-                self._emit(SkipEvent(self._now(), plan, skipped - seen.skipped))
+                total = self.scheduler.stats(plan).total
+                self._emit(SkipEvent(self._now(), plan, skipped - seen.skipped, total))
 
     # --- workers -------------------------------------------------------------------------
     def _launch(self, task: SyncTask) -> None:
@@ -829,7 +830,10 @@ class SyncTaskExecutor:
         summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping)
         for name in self._plans:
             if self.scheduler.has_plan(name):
-                summary.plans[name] = {**self._stats(name), "state": self.scheduler.plan_state(name).value,
+                state = self.scheduler.plan_state(name).value
+                if summary.interrupted and state in ("running", "paused", "stopped"):
+                    state = "interrupted"  # it did not end: the next run goes on from here
+                summary.plans[name] = {**self._stats(name), "state": state,
                                        "rows": self.progress.plans[name].rows if name in self.progress.plans else 0}
         return summary
 

@@ -102,6 +102,8 @@ class Progress:
             p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, SkipEvent):
             p.skipped += event.count
+            if event.total is not None:
+                p.total = event.total
         elif isinstance(event, StreamEvent):
             p.messages += event.messages
             p.rows += event.rows
