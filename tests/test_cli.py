@@ -50,8 +50,11 @@ def test_bad_plan_file_exits_2_with_the_place_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_missing_secret_exits_2_naming_the_variable():
+def test_a_missing_secret_is_a_warning_in_check_and_exit_2_in_run(tmp_path):
     result = synctask("check", str(EXAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "warning:" in result.stderr and "TUSHARE_TOKEN is not set" in result.stderr
+    result = synctask("run", str(EXAMPLE), "--state", str(tmp_path / "state.db"))
     assert result.returncode == 2
     assert "TUSHARE_TOKEN is not set" in result.stderr
     assert "Traceback" not in result.stderr

@@ -65,7 +65,7 @@ def check(
     from .executor import SyncTaskExecutor
 
     try:
-        plans = load_plan_file(plan_file)
+        plans = load_plan_file(plan_file, secrets_required=False)  # a secret not set: a warning here
         selected = [plans.plan(name) for name in plan] if plan else plans.plans
         # Build what `run` builds (connectors, sinks), without state: the same verdict as `run`.
         SyncTaskExecutor(base_dir=Path(plan_file).resolve().parent).load(

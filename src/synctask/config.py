@@ -236,8 +236,10 @@ class PlanFile:
         raise PlanFileError(self.source, [Problem("plans", f"no plan named {name!r}{_suggest(name, known)}")])
 
 
-def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> PlanFile:
-    """Read and validate a plan file; raises ``PlanFileError`` listing every problem."""
+def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
+                   secrets_required: bool = True) -> PlanFile:
+    """Read and validate a plan file; raises ``PlanFileError`` listing every problem.
+    ``secrets_required=False`` (``check``) makes a secret not set a warning, not a problem."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -245,10 +247,11 @@ def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None =
         raise PlanFileError(source, [Problem("", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanFileError(source, [Problem("", f"cannot read the file: {exc}")]) from None
-    return parse_plan_text(text, source, env)
+    return parse_plan_text(text, source, env, secrets_required=secrets_required)
 
 
-def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] | None = None) -> PlanFile:
+def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] | None = None, *,
+                    secrets_required: bool = True) -> PlanFile:
     """Validate plan-file text; ``env`` supplies secrets (default: the process environment)."""
     try:
         raw = tomllib.loads(text)
@@ -258,10 +261,10 @@ def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] |
         spec = FileSpec.model_validate(raw)
     except ValidationError as exc:
         raise PlanFileError(source, [_problem(e, raw) for e in exc.errors()]) from None
-    return _build(spec, source, os.environ if env is None else env)
+    return _build(spec, source, os.environ if env is None else env, secrets_required)
 
 
-def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
+def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required: bool = True) -> PlanFile:
     out = PlanFile(source)
     problems: list[Problem] = []
     for name, v in spec.vendors.items():
@@ -270,11 +273,9 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str]) -> PlanFile:
         if v.token is not None:
             value = env.get(v.token.env)
             if not value:
-                problems.append(Problem(
-                    f"{where}.token",
-                    f"environment variable {v.token.env} is not set; export it before running "
-                    "(its value is never printed)",
-                ))
+                missing = Problem(f"{where}.token", f"environment variable {v.token.env} is not set; export it "
+                                  "before running (its value is never printed)")
+                (problems if secrets_required else out.warnings).append(missing)
             else:
                 token = Secret(value, f"env {v.token.env}")
         limits: list[Limit | None] = []
