@@ -94,7 +94,7 @@ def test_binance_example(tmp_path):
         check_clean(result, "klines-2024")
         assert stats(url)["violations"] == []
     # 19 requests of 480 hourly candles per symbol, partitioned by symbol
-    assert parquet_counts(tmp_path / "data/klines/**/*.parquet", "symbol || open_time") == (18240, 18240)
+    assert parquet_counts(tmp_path / "data/klines/**/*.parquet", "symbol || open_time") == (17568, 17568)
     assert sorted(p.name for p in (tmp_path / "data/klines").iterdir()) == ["symbol=BTCUSDT", "symbol=ETHUSDT"]
 
 
