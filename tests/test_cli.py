@@ -145,3 +145,37 @@ def test_check_says_that_a_paginated_plan_grows_by_its_pages():
     result = synctask("check", str(example), env={"ITEMS_API_TOKEN": "t"})
     assert result.returncode == 0, result.stderr
     assert "tasks     31, plus one for each further page found" in result.stdout
+
+
+def test_check_probe_fetches_the_first_page_and_shows_what_the_records_path_found(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "synctask.cli", "simulate", "--profile", "rest", "--port",
+                               str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        example = (Path(__file__).parent.parent / "examples" / "rest.toml").read_text()
+        path = tmp_path / "rest.toml"
+        path.write_text(example.replace("127.0.0.1:9000", f"127.0.0.1:{port}"))
+        result = synctask("check", str(path), "--probe", env={"ITEMS_API_TOKEN": "x"})
+        assert result.returncode == 0, result.stderr
+        assert 'probe items-january: the first task, {"day": "2024-01-01"}' in result.stdout
+        assert "rows      10 at 'data.items'" in result.stdout and "columns   day, id, value" in result.stdout
+        assert 'next      {"day": "2024-01-01", "cursor": "c10"}' in result.stdout
+        path.write_text(path.read_text().replace('records = "data.items"', 'records = "data.rows"'))
+        result = synctask("check", str(path), "--probe", env={"ITEMS_API_TOKEN": "x"})
+        assert result.returncode == 1
+        assert "at data the answer has items and no 'rows'; fix datasets.items.options.records" in result.stderr
+        assert not (tmp_path / "data").exists() and not (tmp_path / ".synctask").exists(), "a probe writes nothing"
+    finally:
+        server.kill()
+        server.communicate()

@@ -60,6 +60,9 @@ def check(
     plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to validate.")],
     plan: Annotated[Optional[list[str]], typer.Option(
         "--plan", metavar="NAME", help="Only these plans (repeatable).")] = None,
+    probe: Annotated[bool, typer.Option(
+        "--probe", metavar="", help="Fetch the plan's first task once, under its limits, and show what came back.")
+    ] = False,
 ) -> None:
     """Validate a plan file and print what would run: plans, task counts, schedules, limits."""
     from .executor import SyncTaskExecutor
@@ -76,6 +79,43 @@ def check(
     _print_plans(plans, [p.name for p in selected])
     _print_datasets(plans, {p.dataset for p in selected})
     out.print(f"{plan_file}: OK, {len(selected)} plan(s) valid.")
+    if probe:
+        if len(selected) != 1:
+            _fail(ValueError(f"--probe fetches one plan's first task: name it with --plan "
+                             f"(plans: {', '.join(p.name for p in plans.plans)})"))
+        raise typer.Exit(_probe(plans, selected[0].name, Path(plan_file).resolve().parent))
+
+
+def _probe(plans: PlanFile, name: str, base: Path) -> int:
+    """Fetch the plan's first task once and show rows, columns, the first rows and the next page."""
+    from .errors import TaskFailed
+    from .executor import SyncTaskExecutor
+    from .store import MemoryStore, read_usage
+
+    store = MemoryStore()
+    store.save_usage(read_usage(base / ".synctask" / "state.db"))  # sends of earlier or running runs count
+    executor = SyncTaskExecutor(workers=1, store=store, base_dir=base)
+    executor.load(plans, only=[name], start=False)
+    try:
+        found = asyncio.run(executor.probe(name))
+    except TaskFailed as exc:
+        err.print(f"probe {name}: {str(exc).split(': ', 1)[1]}", markup=False, highlight=False)
+        return 1
+    except SyncError as exc:
+        _fail(exc)
+    records = plans.datasets[plans.plan(name).dataset].options.get("records")
+    out.print(f"probe {name}: the first task, {json.dumps(found.params, default=str)}", markup=False,
+              highlight=False)
+    where = f" at {records!r}" if records else ""
+    out.print(f"  rows      {len(found.rows):,}{where}", markup=False, highlight=False)
+    columns = sorted({k for row in found.rows for k in row})
+    out.print(f"  columns   {', '.join(columns) or 'none'}", markup=False, highlight=False)
+    for i, row in enumerate(found.rows[:3]):
+        out.print(f"  {'first' if i == 0 else '':9} {json.dumps(row, ensure_ascii=False, default=str)[:200]}",
+                  markup=False, highlight=False)
+    nxt = json.dumps(dict(found.next_params), default=str) if found.next_params is not None else "none (one page)"
+    out.print(f"  next      {nxt}", markup=False, highlight=False)
+    return 0
 
 
 @app.command()

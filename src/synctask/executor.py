@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -36,7 +37,7 @@ from typing import Any
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
-from .errors import Failure, JobFailed, OutcomeKind, StorageFailed, SyncError, UnknownPlan, classify
+from .errors import Failure, JobFailed, OutcomeKind, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher, SessionPool
@@ -54,7 +55,7 @@ from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
 
 _log = logging.getLogger("synctask")
 
-__all__ = ["SyncTaskExecutor", "RunSummary"]
+__all__ = ["SyncTaskExecutor", "RunSummary", "Probe"]
 
 _EVENT_BUFFER = 10_000
 _DONE_IN_MEMORY = 500_000  # about 50 MB of ids at most
@@ -68,6 +69,15 @@ class RunSummary:
 
     interrupted: bool = False
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Probe:
+    """What one task's first request brought back: its parameters, rows, and the next page's."""
+
+    params: dict[str, Any]
+    rows: list[Mapping[str, Any]]
+    next_params: Mapping[str, Any] | None
 
 
 @dataclass
@@ -729,6 +739,40 @@ class SyncTaskExecutor:
         """Flush and close the store (call once, after the last ``run``)."""
         if self._store is not None:
             self._store.close()
+
+    # --- probing a plan ------------------------------------------------------------------
+    async def probe(self, name: str) -> Probe:
+        """Fetch the first task of plan ``name`` once, under its limits (waiting if they say so),
+        and return what came back; nothing is written and nothing is recorded. A failure raises
+        ``TaskFailed`` with the sentence a run would have said."""
+        plan = self._plan(name)
+        loop = asyncio.get_running_loop()
+        self._loop_ref = loop
+        if self._epoch is None:
+            self._epoch = time.time() - loop.time()
+        self._restore_usage()
+        params = next(iter(plan.params.bind(self._now_dt())), None)
+        if params is None:
+            raise SyncError(f"plan {name!r} has no tasks to probe")
+        task = SyncTask(plan.name, params, plan.priority, plan.timeout)
+        gate, weight = self.scheduler.gate_of(plan.dataset)
+        while (when := gate.try_acquire(weight, self._now())) is not None:
+            if when == math.inf:
+                raise SyncError(f"plan {name!r}: its concurrency limit is full")
+            await asyncio.sleep(when - self._now())
+        try:
+            result = await self._fetchers[plan.dataset].fetch(task)
+        except Exception as exc:
+            failure = classify(exc=exc)
+            raise TaskFailed(task.id, failure, SECRETS(failure.explain("stopped the probe"))) from None
+        finally:
+            gate.settle(weight, self._now())
+            gate.release()
+            await self._http.close()
+        follow_up = None
+        if isinstance(result, Page):
+            follow_up, result = result.next_params, result.rows
+        return Probe(dict(params), _rows(result), follow_up)
 
     # --- jobs: the general master/worker API ---------------------------------------------
     async def submit_job(

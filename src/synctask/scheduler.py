@@ -669,6 +669,11 @@ class Scheduler:
                  if isinstance(lim, Quota)]
         return min(rates) if rates else None
 
+    def gate_of(self, dataset: str) -> tuple[Gate, int]:
+        """The limiter gate a dataset's tasks pass and their weight (to admit a one-off request)."""
+        queue = self._queues[dataset]
+        return queue.gate, queue.weight
+
     def queue_state(self, dataset: str) -> str:
         """Where the dataset's queue is: "ready", "sleeping", "parked" or "idle"."""
         return self._queues[dataset].where

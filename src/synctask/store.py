@@ -312,6 +312,22 @@ class SQLiteStore:
         return _Tx(self._db)
 
 
+def read_usage(path: str | Path) -> list[dict[str, Any]]:
+    """The quota usage a state file saved, read without its lock and without writing (a probe
+    counts the sends of a run that may be going on); nothing when it cannot be read."""
+    if not Path(path).is_file():
+        return []
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT records FROM usage WHERE id = 1").fetchone()
+        finally:
+            db.close()
+        return list(json.loads(row[0])) if row else []
+    except (sqlite3.Error, ValueError):
+        return []
+
+
 class StateDamaged(SyncError):
     """The state file is not a whole SQLite database (garbage, or cut short); it is left as is."""
 
