@@ -171,3 +171,23 @@ def test_a_records_path_or_key_that_does_not_fit_the_answer_stops_the_plan_at_on
     assert any(expected in m and "the vendor's answer does not fit the plan file" in m
                and "fix the plan file" in m for m in messages), messages
     assert not (tmp_path / "items.jsonl").exists() or (tmp_path / "items.jsonl").read_text() == ""
+
+
+def test_a_cursor_path_the_answer_lacks_is_said_once_naming_the_key(tmp_path):
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
+            text = rest_plans(sim.url, '{ kind = "cursor", param = "cursor", path = "meta.next" }', days=3)
+            from synctask import PlanEvent, SyncTaskExecutor
+
+            ex = SyncTaskExecutor(workers=2, base_dir=tmp_path)
+            ex.load(parse_plan_text(text, "p.toml", {"API_TOKEN": "t"}))
+            notices: list[str] = []
+            ex.listen(lambda e: notices.append(e.message) if isinstance(e, PlanEvent) and e.message else None)
+            summary = await ex.run()
+            return summary.plans["items"], notices
+
+    stats, notices = asyncio.run(go())
+    assert stats["done"] == 3  # one page a day: the cursor was never found
+    assert len(notices) == 1, notices
+    assert "the answer has no 'meta.next' for the next page's cursor (there: next_cursor)" in notices[0]
+    assert "fix datasets.items.options.pagination.path" in notices[0]

@@ -143,6 +143,7 @@ class SyncTaskExecutor:
         self._run_done: dict[str, asyncio.Future[str]] = {}
         self._usage_restored = False
         self._commit_due = False
+        self._noticed: set[tuple[str, str | None]] = set()
         if plans is not None:
             self.load(plans)
 
@@ -573,6 +574,8 @@ class SyncTaskExecutor:
                     async with asyncio.timeout(task.timeout):
                         result = await self._fetchers[dataset].fetch(task)
                 if isinstance(result, Page):
+                    if result.notice is not None:
+                        self._notice(task.plan, result.notice)
                     follow_up, result = result.next_params, result.rows
                 rows = await self._deliver(task, dataset, result)
             except asyncio.CancelledError:
@@ -606,6 +609,16 @@ class SyncTaskExecutor:
         except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
             raise StorageFailed(f"writing to {self._sink_place(dataset)} failed: {type(exc).__name__}: {exc}") from exc
         return len(rows)
+
+    def _notice(self, plan: str, message: str) -> None:
+        """Tell people once per plan and run about something odd in an answer (a plan event)."""
+        run = self._runs.get(plan)
+        key = (plan, run.id if run else None)
+        if key in self._noticed or not self.scheduler.has_plan(plan):
+            return
+        self._noticed.add(key)
+        self._emit(PlanEvent(self._now(), plan, self.scheduler.plan_state(plan).value, self._run_id(plan),
+                             message=message))
 
     def _sink_place(self, dataset: str) -> str:
         sink = self._sinks.get(dataset) or self._opened.get(dataset)

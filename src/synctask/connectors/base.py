@@ -42,6 +42,7 @@ class Page:
 
     rows: list[Row]
     next_params: Mapping[str, Any] | None = None
+    notice: str | None = None  # something a person should know about this answer, said once per plan
 
 
 @dataclass(frozen=True)

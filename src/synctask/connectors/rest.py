@@ -85,7 +85,31 @@ class RestConnector:
             self._raise(response, now)
         data = decode_json(response, "REST")
         rows = _records(data, self.records, f"datasets.{self.dataset}.options.records")
-        return Page(rows, self._next(task, response, data, rows))
+        follow = self._next(task, response, data, rows)
+        return Page(rows, follow, self._no_next_on_a_full_page(response, data, rows) if follow is None else None)
+
+    def _no_next_on_a_full_page(self, response: Response, data: Any, rows: list[Row]) -> str | None:
+        """A cursor path the answer does not have, or no Link header, after a full page: most
+        likely a wrong path, and the rest would be skipped in silence; say so."""
+        page = self.pagination
+        kind, size = page.get("kind"), page.get("size")
+        if not rows or kind not in ("cursor", "link") or (size is not None and len(rows) < int(size)):
+            return None
+        option = f"datasets.{self.dataset}.options.pagination"
+        if kind == "link":
+            if size is None or response.header("Link"):
+                return None
+            return (f"a full page of {len(rows)} rows came without a Link rel=\"next\" header, so no further "
+                    f"page is fetched; check {option}")
+        path = str(page.get("path", "next_cursor"))
+        found: Any = data
+        for part in filter(None, path.split(".")):
+            if not isinstance(found, dict) or part not in found:
+                keys = ", ".join(map(str, found)) if isinstance(found, dict) else type(found).__name__
+                return (f"the answer has no {path!r} for the next page's cursor (there: {keys}) after a page "
+                        f"of {len(rows)} rows, so no further page is fetched; fix {option}.path if it is wrong")
+            found = found[part]
+        return None
 
     def _next(self, task: SyncTask, response: Response, data: Any, rows: list[Row]) -> Mapping[str, Any] | None:
         page = self.pagination
