@@ -138,3 +138,44 @@ def test_clock_limits_with_a_time_zone_and_node_limits():
 def test_a_missing_file_is_a_plan_file_error():
     with pytest.raises(PlanFileError, match="no such file"):
         load_plan_file("/nonexistent/plans.toml")
+
+
+REST = """
+[vendors.api]
+connector = "{connector}"
+base_url = "http://127.0.0.1:9"
+
+[datasets.bars]
+vendor = "api"
+options = {options}
+
+[[plans]]
+name = "p"
+dataset = "bars"
+params = {params}
+"""
+
+
+@pytest.mark.parametrize("connector, options, params, expected", [
+    ("rest", '{ path = "/v1/bars", record = "rows" }', "{ day = [1] }",
+     "datasets.bars.options: unknown option 'record' (did you mean 'records'?)"),
+    ("rest", '{ path = "/v1/bars", pagination = { kind = "cursr" } }', "{ day = [1] }",
+     "datasets.bars.options.pagination.kind:"),
+    ("rest", '{ path = "/v1/{sym}/bars" }', "{ day = [1] }",
+     "plans[0] (p).params: dataset 'bars' fills {sym} in its request, but this plan has no parameter 'sym'"),
+    ("rest", '{ path = "/v1/bars", query = { key = "{token}" } }', "{ day = [1] }",
+     "vendors.api.token: dataset 'bars' fills {token} in its request, but the vendor has no token"),
+    ("websocket", '{ batch = "every" }', '{ symbols = ["A"] }', "datasets.bars.options.batch:"),
+    ("rset", "{}", "{ day = [1] }", "vendors.api.connector: unknown connector 'rset' (did you mean 'rest'?)"),
+])
+def test_connector_options_and_templates_are_checked_where_they_are_written(connector, options, params, expected):
+    found = problems(REST.format(connector=connector, options=options, params=params))
+    assert any(expected in p for p in found), found
+
+
+def test_a_reversed_range_is_a_warning_not_an_error():
+    plans = parse_plan_text(BASE.replace('params = { code = ["A", "B"] }',
+                                         'params = { day = { from = "2024-02-01", to = "2024-01-01" } }'),
+                            "p.toml", ENV)
+    assert [str(w) for w in plans.warnings] == [
+        "plans[0] (p).params: the grid gives no tasks: is a range's 'to' before its 'from'?"]
