@@ -179,3 +179,11 @@ def test_check_probe_fetches_the_first_page_and_shows_what_the_records_path_foun
     finally:
         server.kill()
         server.communicate()
+
+
+def test_help_shows_names_not_python_types():
+    result = synctask("run", "--help", env={"COLUMNS": "100"})
+    assert result.returncode == 0
+    assert "PLANS.toml" in result.stdout and "{plan_file}" not in result.stdout
+    assert [line for line in result.stdout.splitlines() if "<bool>" in line and "--help" not in line] == []
+    assert "``" not in synctask("--help", env={"COLUMNS": "100"}).stdout

@@ -174,16 +174,21 @@ def demo(
     target.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("TUSHARE_TOKEN", "demo-token")
     state = target / ".synctask" / "state.db"
+    again = state.exists()
     simulator = Simulator(host="127.0.0.1", port=port, profiles=sample.demo_profiles())
 
     async def main() -> tuple[RunSummary, SyncTaskExecutor]:
         async with simulator:
             plan_path = sample.write_plan_file(target, simulator.url, simulator.port)
             out.print(f"synctask demo: simulated vendors on {simulator.url}; plan file [bold]{plan_path}[/]")
-            out.print("Four datasets sync at once, each under its vendor's limits, and no vendor should count a "
-                      "single request over them. Watch [bold]binance-klines[/] spend request weights per clock "
-                      "window, [bold]rest-items[/] pause when the API's RateLimit header says nothing is left, "
-                      "and the 3% of requests answered 503 be retried.\n")
+            if again:
+                out.print("The demo ran here before: every finished task is skipped (delete the folders named "
+                          "at the end to start over).\n")
+            else:
+                out.print("Four datasets sync at once, each under its vendor's limits, and no vendor should count a "
+                          "single request over them. Watch [bold]binance-klines[/] spend request weights per clock "
+                          "window, [bold]rest-items[/] pause when the API's RateLimit header says nothing is left, "
+                          "and the 3% of requests answered 503 be retried.\n")
             plans = load_plan_file(plan_path)
             executor = _build(plans, [p.name for p in plans.plans], workers=workers, state=state, base=target,
                               grace=5.0)
