@@ -10,7 +10,9 @@ from rich.console import Console
 from synctask.display import ProgressDisplay, summary_table
 from synctask.events import FreezeEvent, PlanEvent, TaskEvent
 from synctask.executor import RunSummary
-from synctask.progress import Progress
+from synctask.progress import _SLICE, PACE_WINDOW, Progress
+
+PACE_SLICES = int(PACE_WINDOW / _SLICE)
 
 PLANS = ["tushare-daily", "binance-klines", "rest-items", "ws-quotes"]
 
@@ -89,3 +91,13 @@ def test_what_is_going_on_is_said_once_in_plain_lines_and_on_one_line_under_the_
     lines = rendered(ProgressDisplay(SimpleNamespace(progress=progress), Console(width=80), plain=False).table())
     assert lines[-1].startswith("daily: the connection to the vendor failed") and lines[-1].endswith("…")
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_progress_memory_stays_flat_however_many_tasks_finish():
+    progress = Progress()
+    progress.observe(PlanEvent(0.0, "p", "running", "p:1", total=2_000_000))
+    for i in range(200_000):
+        progress.observe(TaskEvent(i / 10_000, "p", "done", "t"))  # 10,000 per second for 20 s
+    p = progress.snapshot("p", 20.0)
+    assert len(p._finished._slices) <= PACE_SLICES + 2
+    assert 9_900 <= p.rate <= 10_100 and p.done == 200_000

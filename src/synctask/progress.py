@@ -16,6 +16,39 @@ from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskE
 __all__ = ["Progress", "PlanProgress"]
 
 PACE_WINDOW = 10.0  # seconds of completions the observed pace is measured over
+_SLICE = 0.1  # the pace counts completions per tenth of a second: memory stays flat at any rate
+
+
+class _Pace:
+    """How many things happened in the last ``PACE_WINDOW`` seconds, counted in slices of
+    ``_SLICE``: at most about a hundred counters, however many millions of tasks finish."""
+
+    __slots__ = ("_slices",)
+
+    def __init__(self) -> None:
+        self._slices: deque[list[int]] = deque()  # [slice number, count]
+
+    def add(self, at: float, n: int = 1) -> None:
+        number = int(at // _SLICE)
+        slices = self._slices
+        if slices and slices[-1][0] == number:
+            slices[-1][1] += n
+        else:
+            slices.append([number, n])
+            oldest = int((at - PACE_WINDOW) // _SLICE)
+            while slices and slices[0][0] < oldest:
+                slices.popleft()
+
+    def count(self, now: float) -> int:
+        """Things in the slices that end after ``now - PACE_WINDOW``."""
+        slices = self._slices
+        oldest = int((now - PACE_WINDOW) // _SLICE)
+        while slices and slices[0][0] < oldest:
+            slices.popleft()
+        return sum(n for _, n in slices)
+
+    def clear(self) -> None:
+        self._slices.clear()
 
 
 @dataclass
@@ -42,8 +75,8 @@ class PlanProgress:
     last_message_at: float = 0.0
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
-    _finished: deque[float] = field(default_factory=deque, repr=False)
-    _streamed: deque[tuple[float, int]] = field(default_factory=deque, repr=False)  # (at, messages)
+    _finished: _Pace = field(default_factory=_Pace, repr=False)  # tasks done or failed
+    _streamed: _Pace = field(default_factory=_Pace, repr=False)  # stream messages
 
     @property
     def remaining(self) -> int | None:
@@ -75,10 +108,10 @@ class Progress:
                 p.rows += event.rows
                 if event.more and p.total is not None:
                     p.total += event.more
-                p._finished.append(event.at)
+                p._finished.add(event.at)
             elif kind == "failed":
                 p.failed += 1
-                p._finished.append(event.at)
+                p._finished.add(event.at)
                 p.last_message = p.last_failure = event.message
                 p.last_message_at = event.at
             elif kind == "retry":
@@ -107,21 +140,15 @@ class Progress:
         elif isinstance(event, StreamEvent):
             p.messages += event.messages
             p.rows += event.rows
-            p._streamed.append((event.at, event.messages))
+            p._streamed.add(event.at, event.messages)
 
     def snapshot(self, plan: str, now: float) -> PlanProgress:
         """The plan's progress at ``now`` with ``rate`` and ``eta`` filled in."""
         p = self._plan(plan)
-        finished = p._finished
-        while finished and finished[0] <= now - PACE_WINDOW:
-            finished.popleft()
         # At least a second: 25 tasks done in the first 0.3 s are 25 per second, not 83.
         span = max(min(PACE_WINDOW, now - p.started_at), 1.0) if p.started_at is not None else PACE_WINDOW
-        streamed = p._streamed
-        while streamed and streamed[0][0] <= now - PACE_WINDOW:
-            streamed.popleft()
         # A stream plan is one long task: its pace is messages per second, not tasks.
-        count = sum(n for _, n in streamed) if p.messages else len(finished)
+        count = p._streamed.count(now) if p.messages else p._finished.count(now)
         p.rate = count / span if span > 0 else 0.0
         if p.frozen_until is not None and p.frozen_until <= now:
             p.frozen_until = None
