@@ -72,38 +72,61 @@ class Store(Protocol):
 
 
 class MemoryStore:
-    """The store protocol in memory: fast, forgetful, for tests and throwaway runs."""
+    """The store protocol in memory: fast, forgetful, for tests and throwaway runs.
+
+    What skipping needs is kept compactly: a done task costs about 85 bytes (the digest of its
+    id, as an integer in a set, under its plan), so a million finished tasks take about 80 MB;
+    a failed task keeps its whole record (message included) and a page its follow-up, until it
+    is done. For plans of millions of tasks use ``SQLiteStore``, whose memory stays flat."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, TaskRecord] = {}
+        self._done: dict[str, set[int | str]] = {}  # id prefix ("plan" or "plan@run") → digests
+        self._plan_of: dict[str, str] = {}  # id prefix → plan
+        self._failed: dict[str, TaskRecord] = {}
+        self._follow: dict[str, str] = {}  # task id → JSON parameters of its next page
         self._pending: list[TaskRecord] = []
         self._runs: dict[str, RunRecord] = {}
         self._usage: list[dict[str, Any]] = []
         self._positions: dict[str, dict[str, Any]] = {}
 
     def is_done(self, task_id: str) -> bool:
-        record = self._tasks.get(task_id)
-        return record is not None and record.state == "done"
+        prefix, digest = _split_id(task_id)
+        done = self._done.get(prefix)
+        return done is not None and digest in done
 
     def done_ids(self, plan: str, limit: int) -> set[str] | None:
-        """The ids of the plan's done tasks, or None when there are more than ``limit``."""
-        ids = {r.task_id for r in self._tasks.values() if r.plan == plan and r.state == "done"}
-        return ids if len(ids) <= limit else None
+        """Nothing done yet: an empty set (nothing to look up); else None (``is_done`` is as cheap)."""
+        return None if any(self._plan_of[k] == plan and v for k, v in self._done.items()) else set()
 
     def follow_up(self, task_id: str) -> dict[str, Any] | None:
-        record = self._tasks.get(task_id)
-        return json.loads(record.follow_up) if record is not None and record.follow_up else None
+        found = self._follow.get(task_id)
+        return json.loads(found) if found else None
 
     def has_follow_ups(self, plan: str) -> bool:
-        return any(r.plan == plan and r.follow_up for r in self._tasks.values())
+        return any(_split_id(task_id)[0] in self._prefixes(plan) for task_id in self._follow)
 
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
 
     def flush(self) -> None:
         for record in self._pending:
-            self._tasks[record.task_id] = record
+            prefix, digest = _split_id(record.task_id)
+            self._plan_of[prefix] = record.plan
+            done = self._done.setdefault(prefix, set())
+            if record.state == "done":
+                done.add(digest)
+                self._failed.pop(record.task_id, None)
+            else:
+                done.discard(digest)
+                self._failed[record.task_id] = record
+            if record.follow_up:
+                self._follow[record.task_id] = record.follow_up
+            else:
+                self._follow.pop(record.task_id, None)
         self._pending.clear()
+
+    def _prefixes(self, plan: str) -> set[str]:
+        return {prefix for prefix, owner in self._plan_of.items() if owner == plan}
 
     def start_run(self, run: RunRecord) -> None:
         self._runs[run.id] = run
@@ -120,15 +143,24 @@ class MemoryStore:
         return max(runs, key=lambda r: r.started_at) if runs else None
 
     def task_states(self, plan: str) -> dict[str, int]:
+        self.flush()
         counts: dict[str, int] = {}
-        for record in self._tasks.values():
+        done = sum(len(self._done[prefix]) for prefix in self._prefixes(plan))
+        if done:
+            counts["done"] = done
+        for record in self._failed.values():
             if record.plan == plan:
                 counts[record.state] = counts.get(record.state, 0) + 1
         return counts
 
     def forget_plan(self, plan: str) -> None:
         self.flush()
-        self._tasks = {k: v for k, v in self._tasks.items() if v.plan != plan}
+        prefixes = self._prefixes(plan)
+        for prefix in prefixes:
+            del self._done[prefix]
+            del self._plan_of[prefix]
+        self._failed = {k: v for k, v in self._failed.items() if v.plan != plan}
+        self._follow = {k: v for k, v in self._follow.items() if _split_id(k)[0] not in prefixes}
         self._positions = {k: v for k, v in self._positions.items() if not k.startswith(f"{plan}:")}
 
     def save_usage(self, records: list[dict[str, Any]]) -> None:
@@ -146,6 +178,15 @@ class MemoryStore:
 
     def close(self) -> None:
         self.flush()
+
+
+def _split_id(task_id: str) -> tuple[str, int | str]:
+    """``plan:0a1b...`` → (``plan``, the digest as an integer); an id of another shape keeps its text."""
+    prefix, _, digest = task_id.rpartition(":")
+    try:
+        return prefix, int(digest, 16)
+    except ValueError:
+        return prefix, digest
 
 
 _SCHEMA = """
@@ -219,7 +260,8 @@ class SQLiteStore:
         return row is not None and row[0] == "done"
 
     def done_ids(self, plan: str, limit: int) -> set[str] | None:
-        """The ids of the plan's done tasks, or None when there are more than ``limit``."""
+        """The ids of the plan's done tasks, or None when there are more than ``limit`` (then
+        ``is_done`` answers, one lookup per task)."""
         ids = {r[0] for r in self._db.execute(
             "SELECT task_id FROM tasks WHERE plan = ? AND state = 'done' LIMIT ?", (plan, limit + 1))}
         return ids if len(ids) <= limit else None
