@@ -425,3 +425,32 @@ def test_a_follow_up_task_goes_next_and_counts_in_the_total():
     sent, _ = run_until_idle(sched)
     assert [t.params["i"] for _, t in sent] == [1, 2]
     assert sched.plan_state("p") is PlanState.COMPLETED
+
+
+def test_skipping_a_huge_finished_plan_never_holds_up_another_plan(vendor):
+    """Resuming a plan whose tasks are all done skips them a slice per dispatch; another plan's
+    tasks go out in the very first call, and each call does bounded work."""
+    from synctask.scheduler import SKIP_BUDGET
+
+    sched = Scheduler()
+    sched.add_dataset(dataset("done"), vendor)
+    sched.add_dataset(dataset("fresh"), vendor)
+    skipped: list[str] = []
+
+    def skip(task_id: str) -> bool:
+        skipped.append(task_id)
+        return True
+
+    sched.add_plan(make_plan("old", "done", 50_000), skip=skip)
+    sched.add_plan(make_plan("new", "fresh", 3))
+    first = sched.dispatch(0.0, 10)
+    assert [t.plan for t in first.tasks] == ["new"] * 3
+    assert len(skipped) <= SKIP_BUDGET and first.wake_at == 0.0  # call again at once
+    calls = 1
+    while sched.plan_state("old") is not PlanState.COMPLETED:
+        before = len(skipped)
+        sched.dispatch(0.0, 10)
+        assert len(skipped) - before <= SKIP_BUDGET
+        calls += 1
+    assert len(skipped) == 50_000 and sched.stats("old").skipped == 50_000
+    assert calls >= 50_000 // SKIP_BUDGET

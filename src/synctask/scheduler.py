@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from .errors import Failure, OutcomeKind, UnknownPlan
 from .limits import Gate, Limiter, Quota
@@ -39,6 +39,7 @@ from .retry import RetryPolicy
 __all__ = ["Scheduler", "Decision", "Verdict", "PlanStats"]
 
 _READY, _SLEEPING, _PARKED, _IDLE = "ready", "sleeping", "parked", "idle"
+SKIP_BUDGET = 1_000  # finished tasks one dispatch skips per lane before it lets the loop go on
 
 _PENDING, _RUNNING, _RETRY_WAIT = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY_WAIT
 _DONE, _FAILED, _CANCELLED = TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED
@@ -126,7 +127,8 @@ class _Lane:
         self.next_seq = 0
 
     def head(self, now: float) -> SyncTask | None:
-        """The next task of this lane at ``now`` without removing it; None when it has none now.
+        """The next task of this lane at ``now`` without removing it; None when it has none now;
+        ``BUSY`` when it skipped ``SKIP_BUDGET`` finished tasks and should be asked again soon.
 
         Returned and due retry tasks (in ``ready``, by sequence) go before the next new one
         (``fresh``, pulled from the grid), since they are older."""
@@ -143,6 +145,7 @@ class _Lane:
         if cursor is None:
             return None
         plan, skip, priority, timeout = self.name, self.skip, self.priority, self.plan.timeout
+        budget = SKIP_BUDGET
         for params in cursor:
             task = SyncTask(plan, params, priority, timeout, self.next_seq, self.run_key)
             self.next_seq += 1
@@ -152,6 +155,9 @@ class _Lane:
                     self._resume_after(task)
                     if self.ready:
                         return self.ready[0][1]
+                budget -= 1
+                if budget == 0:
+                    return BUSY  # skipped enough for one turn: let the loop breathe, go on next turn
                 continue
             self.fresh = task
             return task
@@ -211,12 +217,17 @@ class _Queue:
         self.paused = False
 
     def head(self, now: float) -> _Lane | None:
-        """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), or None."""
+        """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), None, or
+        ``BUSY_LANE`` while a lane is still skipping finished tasks."""
         if self.paused:
             return None
         for lane in self.lanes:
-            if lane.state is _RUNNING_PLAN and lane.head(now) is not None:
-                return lane
+            if lane.state is _RUNNING_PLAN:
+                head = lane.head(now)
+                if head is BUSY:
+                    return BUSY_LANE
+                if head is not None:
+                    return lane
         return None
 
     def next_due(self) -> float | None:
@@ -226,6 +237,10 @@ class _Queue:
         dues = [d for lane in self.lanes if lane.state is PlanState.RUNNING
                 if (d := lane.next_due()) is not None]
         return min(dues) if dues else None
+
+
+BUSY = cast(SyncTask, object())  # a lane's answer while it is still skipping finished tasks
+BUSY_LANE = cast(_Lane, object())
 
 
 class Scheduler:
@@ -405,9 +420,13 @@ class Scheduler:
                 ready.append(queue)
         out: list[SyncTask] = []
         in_flight = self._in_flight
+        busy: list[_Queue] = []
         while slots > 0 and ready:
             queue = ready.popleft()
             lane = queue.head(now)
+            if lane is BUSY_LANE:
+                busy.append(queue)  # still skipping finished work: back in line after this turn
+                continue
             if lane is None:
                 self._rest(queue, queue.next_due())
                 continue
@@ -426,6 +445,9 @@ class Scheduler:
             slots -= 1
             ready.append(queue)
         finished, self._finished = self._finished, []
+        if busy:
+            ready.extend(busy)
+            return Decision(out, now, finished)  # call again at once, after the loop's other work
         return Decision(out, self.next_wake(), finished)
 
     def next_wake(self) -> float | None:
