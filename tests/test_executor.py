@@ -385,7 +385,11 @@ def test_scheduled_plans_start_by_themselves_and_each_run_does_its_work():
     assert len(rec.calls["d"]) == 9
 
 
-def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path):
+@pytest.mark.parametrize("in_memory", [500_000, 0])  # 0: the store is asked a batch of ids at a time
+def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path, monkeypatch, in_memory):
+    import synctask.executor
+
+    monkeypatch.setattr(synctask.executor, "_DONE_IN_MEMORY", in_memory)
     rec = Recorder()
     for expected_calls in (10, 10):
         store = SQLiteStore(tmp_path / "state.db")
