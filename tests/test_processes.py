@@ -208,16 +208,23 @@ def test_a_second_process_on_the_same_state_is_refused_at_once_naming_the_first(
 
 
 def test_wait_starts_when_the_first_process_ends(workdir):
+    import selectors
+
     first = start(workdir, latency=0.2)
     try:
         wait_for_rows(workdir, 16)
         waiting = start(workdir, "--wait")
-        time.sleep(1.0)
+        assert waiting.stderr is not None
+        said = ""
+        with selectors.DefaultSelector() as selector:  # its first words: whom it waits for
+            selector.register(waiting.stderr, selectors.EVENT_READ)
+            if selector.select(timeout=60):
+                said = waiting.stderr.readline()
+        assert f"in use by PID {first.pid}" in said, said
         assert waiting.poll() is None, "it waits"
     finally:
         first.send_signal(signal.SIGINT)
         first.communicate(timeout=30)
     _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
-    assert f"in use by PID {first.pid}" in err
     assert_complete(workdir)
