@@ -145,7 +145,10 @@ class _Sliding:
         taken = min(weight, self.held)
         self.held -= taken
         self.used -= taken
-        self._insert(weight, answered)
+        if answered >= self.last_sent or not self.expiries:
+            self.add(weight, answered)  # the usual order: at the end of the log, as a send is
+        else:
+            self._insert(weight, answered)  # an answer overtaken by a later one: keep the log sorted
 
     def add(self, weight: int, now: float) -> None:
         self.used += weight
