@@ -19,7 +19,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator, model_validator
 
-from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem
+from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem, key_hint
 from .grid import ParamGrid, TemplateError
 from .limits import Concurrency, Limit, Quota
 from .model import Dataset, Secret, SyncPlan, Vendor
@@ -408,7 +408,7 @@ def _problem(error: Mapping[str, Any], raw: Any) -> Problem:
     if kind == "extra_forbidden":
         key = str(loc[-1])
         allowed = _allowed_keys(loc[:-1])
-        return Problem(_where(loc[:-1], raw), f"unknown key {key!r}{_suggest_key(key, allowed)}")
+        return Problem(_where(loc[:-1], raw), f"unknown key {key!r}{key_hint(key, allowed)}")
     if kind == "missing":
         return Problem(_where(loc[:-1], raw), f"missing key {loc[-1]!r}")
     message = _MESSAGES.get(kind)
@@ -485,10 +485,4 @@ def _inner_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _suggest_key(key: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    if close:
-        return f" (did you mean {close[0]!r}?)"
-    if allowed:
-        return f"; allowed: {', '.join(allowed)}"
-    return ""
+

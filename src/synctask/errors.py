@@ -37,6 +37,7 @@ fatal          stop the plan (or everything) gracefully      --
 from __future__ import annotations
 
 import asyncio
+import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +82,16 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}" if self.where else self.message
+
+
+def key_hint(key: str, allowed: Sequence[str]) -> str:
+    """`` (did you mean 'records'?)`` for a misspelled key, else the keys allowed there."""
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    if allowed:
+        return f"; allowed: {', '.join(allowed)}"
+    return ""
 
 
 class PlanFileError(SyncError):

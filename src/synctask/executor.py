@@ -363,8 +363,7 @@ class SyncTaskExecutor:
             self._subscribers.remove(queue)
 
     def _emit(self, event: Event) -> None:
-        message = getattr(event, "message", None)
-        if message and SECRETS:  # the last guard: no event leaves with a secret in it
+        if SECRETS and (message := getattr(event, "message", None)):  # the last guard for secrets
             masked = SECRETS(message)
             if masked != message:
                 event = dataclasses.replace(event, message=masked)  # type: ignore[call-arg]
@@ -386,10 +385,7 @@ class SyncTaskExecutor:
         """Drive the plans. ``until_idle``: return when no plan has work left (burst mode);
         otherwise run until ``shutdown()`` or a signal. ``handle_signals`` installs the
         SIGINT/SIGTERM handlers (first: graceful, second: immediate)."""
-        loop = asyncio.get_running_loop()
-        self._loop_ref = loop
-        if self._epoch is None:
-            self._epoch = time.time() - loop.time()
+        loop = self._bind_loop()
         self._restore_usage()
         await self._recover_sinks()
         if handle_signals:
@@ -760,10 +756,7 @@ class SyncTaskExecutor:
         and return what came back; nothing is written and nothing is recorded. A failure raises
         ``TaskFailed`` with the sentence a run would have said."""
         plan = self._plan(name)
-        loop = asyncio.get_running_loop()
-        self._loop_ref = loop
-        if self._epoch is None:
-            self._epoch = time.time() - loop.time()
+        self._bind_loop()
         self._restore_usage()
         params = next(iter(plan.params.bind(self._now_dt())), None)
         if params is None:
@@ -859,6 +852,14 @@ class SyncTaskExecutor:
         self._fetchers.pop(dataset, None)
 
     # --- helpers -------------------------------------------------------------------------
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        """Take the running loop's clock as the executor's (so a virtual-time loop moves it too)."""
+        loop = asyncio.get_running_loop()
+        self._loop_ref = loop
+        if self._epoch is None:
+            self._epoch = time.time() - loop.time()
+        return loop
+
     def _now(self) -> float:
         """Epoch seconds on the loop's clock (so a virtual-time loop moves the executor too)."""
         loop = self._loop_ref

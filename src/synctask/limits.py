@@ -250,10 +250,6 @@ class _Clock:
         self._roll(now)
         return now if self.used + weight <= self.rate else self.end
 
-    def add(self, weight: int, now: float) -> None:
-        self._roll(now)
-        self.used += weight
-
     def hold(self, weight: int) -> None:
         """Count an admitted request that is on its way (the caller has rolled to ``now``)."""
         self.used += weight

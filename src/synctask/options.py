@@ -7,14 +7,13 @@ problem naming the place, with a suggestion. ``python:`` connectors take free-fo
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from .errors import Problem
+from .errors import Problem, key_hint
 
 __all__ = ["check_options", "template_names", "PLACEHOLDER"]
 
@@ -106,10 +105,7 @@ def _problem(model: type[_Options], error: Mapping[str, Any], where: str) -> Pro
     place = ".".join([where, *loc[:-1]]) if error["type"] == "extra_forbidden" else ".".join([where, *loc])
     if error["type"] == "extra_forbidden":
         key = loc[-1]
-        allowed = _fields(model, loc[:-1])
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else f"; allowed: {', '.join(allowed)}" if allowed else ""
-        return Problem(place, f"unknown option {key!r}{hint}")
+        return Problem(place, f"unknown option {key!r}{key_hint(key, _fields(model, loc[:-1]))}")
     message = str(error["msg"]).removeprefix("Value error, ")
     return Problem(place, f"{message[:1].lower()}{message[1:]}, got {error.get('input')!r}")
 

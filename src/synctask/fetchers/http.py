@@ -99,9 +99,10 @@ class HttpFetcher:
     async def fetch(self, task: SyncTask) -> Any:
         request = self.connector.request(task)
         session = self.sessions.get(self.vendor)
-        total = task.timeout or DEFAULT_TIMEOUT
+        # The plan's timeout is the executor's to apply; without one, this default bounds the request.
+        default = DEFAULT_TIMEOUT if task.timeout is None else None
         try:
-            async with asyncio.timeout(total):
+            async with asyncio.timeout(default):
                 async with session.request(request.method, request.url, params=request.params, json=request.json,
                                            headers=dict(request.headers)) as answer:
                     if self.on_answered is not None:
@@ -109,7 +110,9 @@ class HttpFetcher:
                     body = await self._read(answer)
                     response = Response(answer.status, dict(answer.headers), body)
         except TimeoutError:
-            raise TimeoutError(f"no answer within {total:g}s") from None
+            if default is None:
+                raise
+            raise TimeoutError(f"no answer within {default:g}s") from None
         now = self.clock()
         if self.observe is not None:
             for observation in self.connector.observations(response):
