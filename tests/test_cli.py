@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLE = Path(__file__).parent.parent / "examples" / "tushare.toml"
 
 
@@ -187,3 +189,14 @@ def test_help_shows_names_not_python_types():
     assert "PLANS.toml" in result.stdout and "{plan_file}" not in result.stdout
     assert [line for line in result.stdout.splitlines() if "<bool>" in line and "--help" not in line] == []
     assert "``" not in synctask("--help", env={"COLUMNS": "100"}).stdout
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (Path(__file__).parent.parent / "examples").glob("*.toml")))
+def test_check_passes_every_example_before_its_secrets_are_exported(example):
+    """A new user checks an example first: a token not exported yet is a warning, nothing else."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("TOKEN")}
+    path = Path(__file__).parent.parent / "examples" / example
+    result = subprocess.run([sys.executable, "-m", "synctask.cli", "check", str(path)], capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error" not in result.stderr

@@ -42,3 +42,19 @@ def test_package_is_typed():
     from importlib.resources import files
 
     assert files("synctask").joinpath("py.typed").is_file()
+
+
+def test_every_exported_name_loads_lazily_from_its_module():
+    assert set(synctask._WHERE) == set(synctask.__all__)
+    assert set(dir(synctask)) >= set(synctask.__all__)
+
+
+def test_import_and_help_load_neither_aiohttp_nor_pydantic():
+    """``synctask --help`` must start fast: the heavy libraries load only when a command needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys, synctask, synctask.cli; "
+            "print(sorted(m for m in ('aiohttp', 'pydantic', 'croniter', 'pyarrow') if m in sys.modules))")
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert shown.strip() == "[]"

@@ -1,56 +1,89 @@
 """synctask: keep local datasets in sync with rate-limited data vendors.
 
 The public API is what this module exports; everything else is internal and may change.
+Names load on first use (PEP 562), so ``import synctask`` and ``synctask --help`` stay fast:
+the executor's aiohttp and the plan file's pydantic are imported only by what needs them.
 """
 
-from .config import PlanFile, load_plan_file, parse_plan_text
-from .errors import (
-    ErrorRule,
-    Failure,
-    FatalError,
-    IllegalTransition,
-    InvalidRequest,
-    JobFailed,
-    LimitError,
-    OutcomeKind,
-    PlanFileError,
-    PlanMismatch,
-    Problem,
-    QuotaExhausted,
-    RateLimited,
-    StorageFailed,
-    SyncError,
-    TaskError,
-    TaskFailed,
-    TransientError,
-    UnknownPlan,
-    classify,
-)
-from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
-from .executor import RunSummary, SyncTaskExecutor
-from .grid import ParamGrid
-from .limits import Concurrency, Gate, Limiter, Quota
-from .lock import StateInUse
-from .model import (
-    Dataset,
-    PlanState,
-    Run,
-    RunState,
-    Secret,
-    SyncPlan,
-    SyncTask,
-    TaskState,
-    Vendor,
-    task_id,
-)
-from .progress import PlanProgress, Progress
-from .retry import RetryPolicy, parse_retry_after
-from .schedule import Schedule, parse_schedule
-from .scheduler import Decision, PlanStats, Scheduler, Verdict
-from .sinks import CallbackSink, MemorySink, Sink, SQLiteSink, StreamSink
-from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import PlanFile, load_plan_file, parse_plan_text
+    from .errors import (
+        ErrorRule,
+        Failure,
+        FatalError,
+        IllegalTransition,
+        InvalidRequest,
+        JobFailed,
+        LimitError,
+        OutcomeKind,
+        PlanFileError,
+        PlanMismatch,
+        Problem,
+        QuotaExhausted,
+        RateLimited,
+        StorageFailed,
+        SyncError,
+        TaskError,
+        TaskFailed,
+        TransientError,
+        UnknownPlan,
+        classify,
+    )
+    from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+    from .executor import RunSummary, SyncTaskExecutor
+    from .grid import ParamGrid
+    from .limits import Concurrency, Gate, Limiter, Quota
+    from .lock import StateInUse
+    from .model import (
+        Dataset,
+        PlanState,
+        Run,
+        RunState,
+        Secret,
+        SyncPlan,
+        SyncTask,
+        TaskState,
+        Vendor,
+        task_id,
+    )
+    from .progress import PlanProgress, Progress
+    from .retry import RetryPolicy, parse_retry_after
+    from .schedule import Schedule, parse_schedule
+    from .scheduler import Decision, PlanStats, Scheduler, Verdict
+    from .sinks import CallbackSink, MemorySink, Sink, SQLiteSink, StreamSink
+    from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
 
 __version__ = "0.1.0"
+
+# Each public name and the module that defines it.
+_WHERE: dict[str, str] = {
+    **dict.fromkeys(("PlanFile", "load_plan_file", "parse_plan_text"), "config"),
+    **dict.fromkeys((
+        "ErrorRule", "Failure", "FatalError", "IllegalTransition", "InvalidRequest", "JobFailed", "LimitError",
+        "OutcomeKind", "PlanFileError", "PlanMismatch", "Problem", "QuotaExhausted", "RateLimited", "StorageFailed",
+        "SyncError", "TaskError", "TaskFailed", "TransientError", "UnknownPlan", "classify",
+    ), "errors"),
+    **dict.fromkeys(("Event", "FreezeEvent", "PlanEvent", "SkipEvent", "StreamEvent", "TaskEvent"), "events"),
+    **dict.fromkeys(("RunSummary", "SyncTaskExecutor"), "executor"),
+    **dict.fromkeys(("ParamGrid",), "grid"),
+    **dict.fromkeys(("Concurrency", "Gate", "Limiter", "Quota"), "limits"),
+    **dict.fromkeys(("StateInUse",), "lock"),
+    **dict.fromkeys((
+        "Dataset", "PlanState", "Run", "RunState", "Secret", "SyncPlan", "SyncTask", "TaskState", "Vendor",
+        "task_id",
+    ), "model"),
+    **dict.fromkeys(("PlanProgress", "Progress"), "progress"),
+    **dict.fromkeys(("RetryPolicy", "parse_retry_after"), "retry"),
+    **dict.fromkeys(("Schedule", "parse_schedule"), "schedule"),
+    **dict.fromkeys(("Decision", "PlanStats", "Scheduler", "Verdict"), "scheduler"),
+    **dict.fromkeys(("CallbackSink", "MemorySink", "SQLiteSink", "Sink", "StreamSink"), "sinks"),
+    **dict.fromkeys(("MemoryStore", "RunRecord", "SQLiteStore", "Store", "TaskRecord"), "store"),
+}
 
 __all__ = [
     "CallbackSink",
@@ -121,3 +154,17 @@ __all__ = [
     "parse_schedule",
     "task_id",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module the first time the name is asked for."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'synctask' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .config import PlanFile, load_plan_file
 from .errors import PlanFileError, SyncError
 from .limits import Limit
 from .model import Vendor
 from .units import format_duration
 
 if TYPE_CHECKING:
+    from .config import PlanFile
     from .events import Event
     from .executor import RunSummary, SyncTaskExecutor
 
@@ -65,6 +65,7 @@ def check(
     ] = False,
 ) -> None:
     """Validate a plan file and print what would run: plans, task counts, schedules, limits."""
+    from .config import load_plan_file
     from .executor import SyncTaskExecutor
 
     try:
@@ -137,6 +138,8 @@ def run(
     ] = False,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
+    from .config import load_plan_file
+
     try:
         plans = load_plan_file(plan_file)
         selected = [plans.plan(name).name for name in plan] if plan else [p.name for p in plans.plans]
@@ -168,6 +171,7 @@ def demo(
 ) -> None:
     """Sync four simulated vendors into Parquet, with live progress, a freeze and retries, then a summary."""
     from . import demo as sample
+    from .config import load_plan_file
     from .simulator import Simulator
 
     target = Path(directory)

@@ -334,7 +334,7 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
                                     f"count ({MAX_TASKS:,}); split it into several plans"))
             continue
         if p.dataset in out.datasets:
-            _check_templates(out, out.datasets[p.dataset], grid, where, problems)
+            _check_templates(out, spec, out.datasets[p.dataset], grid, where, problems)
         if count == 0:
             out.warnings.append(Problem(f"{where}.params", "the grid gives no tasks: is a range's 'to' before "
                                         "its 'from'?"))
@@ -353,7 +353,7 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
     return out
 
 
-def _check_templates(out: PlanFile, dataset: Dataset, grid: ParamGrid, where: str,
+def _check_templates(out: PlanFile, spec: FileSpec, dataset: Dataset, grid: ParamGrid, where: str,
                      problems: list[Problem]) -> None:
     """Every ``{name}`` a REST dataset's request templates use must be one of the plan's
     parameters (or ``{token}``, the vendor's secret): else every task would fail at run time."""
@@ -367,7 +367,8 @@ def _check_templates(out: PlanFile, dataset: Dataset, grid: ParamGrid, where: st
         problems.append(Problem(f"{where}.params", f"dataset {dataset.name!r} fills {{{name}}} in its request, "
                                 f"but this plan has no parameter {name!r}; add it to params, or fix "
                                 f"datasets.{dataset.name}.options"))
-    if "token" in used and "token" not in given and vendor.token is None:
+    declared = spec.vendors[vendor.name].token is not None  # set or not: a missing value is said elsewhere
+    if "token" in used and "token" not in given and not declared:
         problems.append(Problem(f"vendors.{vendor.name}.token", f"dataset {dataset.name!r} fills {{token}} in "
                                 'its request, but the vendor has no token = { env = "..." }'))
 

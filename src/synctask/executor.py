@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
@@ -40,8 +40,7 @@ from .connectors.base import Page
 from .errors import Failure, JobFailed, OutcomeKind, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
-from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher, SessionPool
-from .fetchers.websocket import Streamed, WebSocketFetcher
+from .fetchers.base import Streamed
 from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor, task_id
@@ -52,6 +51,9 @@ from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
 from .sinks import Sink, open_sink
 from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
+
+if TYPE_CHECKING:
+    from .fetchers.sessions import SessionPool
 
 _log = logging.getLogger("synctask")
 
@@ -125,7 +127,7 @@ class SyncTaskExecutor:
         self._sinks: dict[str, Sink] = {}        # given by the caller: theirs to close
         self._sink_specs: dict[str, Mapping[str, Any]] = {}  # from plan files: ours, opened per run
         self._opened: dict[str, Sink] = {}
-        self._http = SessionPool()
+        self._sessions: SessionPool | None = None
         self._plans: dict[str, SyncPlan] = {}
         self._due: dict[str, datetime] = {}
         self._runs: dict[str, _Run] = {}
@@ -199,6 +201,8 @@ class SyncTaskExecutor:
                 return PythonFetcher(resolve_callable(spec))
         name = vendor.connector if vendor else "?"
         if vendor is not None and name == "websocket":
+            from .fetchers.websocket import WebSocketFetcher
+
             base = (vendor.base_url or "").rstrip("/")
             url = base + str(dataset.options.get("path", "/ws"))
             def streamed(task: SyncTask, messages: int, rows: int, position: dict[str, int]) -> None:
@@ -226,6 +230,8 @@ class SyncTaskExecutor:
                                f"froze {scope} for {observation.freeze_for:g}s, before any 429")
                     self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
 
+            from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher
+
             return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self._answered,
                                max_answer_mb=float(dataset.options.get("max_answer_mb", DEFAULT_MAX_ANSWER_MB)),
                                where=f"datasets.{dataset.name}")
@@ -234,6 +240,15 @@ class SyncTaskExecutor:
             f"{', '.join(repr(c) for c in [*CONNECTORS, 'websocket'])} "
             "or a Python task (api = \"python:package.module:function\")"
         )
+
+    @property
+    def _http(self) -> SessionPool:
+        """The HTTP client sessions, made when the first network fetcher is (aiohttp loads then)."""
+        if self._sessions is None:
+            from .fetchers.sessions import SessionPool
+
+            self._sessions = SessionPool()
+        return self._sessions
 
     def _answered(self, task: SyncTask, at: float) -> None:
         """A fetcher got the first byte of the task's answer: its windows count it until ``at``
@@ -740,7 +755,8 @@ class SyncTaskExecutor:
 
     async def _close_sinks(self) -> None:
         """End of a run: close the sinks this executor opened (the next run opens them again)."""
-        await self._http.close()
+        if self._sessions is not None:
+            await self._sessions.close()
         opened, self._opened = self._opened, {}
         for sink in opened.values():
             await sink.close()
@@ -775,7 +791,8 @@ class SyncTaskExecutor:
         finally:
             gate.settle(weight, self._now())
             gate.release()
-            await self._http.close()
+            if self._sessions is not None:
+                await self._sessions.close()
         follow_up = None
         if isinstance(result, Page):
             follow_up, result = result.next_params, result.rows

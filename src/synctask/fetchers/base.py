@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..model import SyncTask
@@ -14,3 +15,11 @@ class Fetcher(Protocol):
         Raise a ``synctask.TaskError`` subclass to say how it failed; other exceptions are
         classified (connection errors retry, timeouts retry, anything else is fatal)."""
         ...
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """What a stream task did: rows written and reconnects made."""
+
+    rows: int
+    reconnects: int

@@ -1,11 +1,6 @@
-"""HTTP on aiohttp: one pooled client session per vendor, connect and read timeouts, compressed
-responses (aiohttp decodes gzip and deflate), and the task's cancellation honoured mid-request.
-
-Every request reaches the vendor at most once per admission: aiohttp re-sends an idempotent
-request by itself when a kept-alive connection turns out to be closed (RFC 9112 allows it), and
-that second copy would reach the vendor without the limiter having admitted it. A middleware
-turns such a drop into an error that is not re-sent, so it comes back to the scheduler as a
-network failure and is retried (admitted again) from there.
+"""HTTP on aiohttp: one pooled client session per vendor (``sessions``), connect and read
+timeouts, compressed responses (aiohttp decodes gzip and deflate), and the task's cancellation
+honoured mid-request. A request reaches the vendor at most once per admission (see ``sessions``).
 """
 
 from __future__ import annotations
@@ -13,30 +8,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ..connectors.base import Connector, Observation, Response
 from ..errors import InvalidRequest
 from ..model import SyncTask
 
-__all__ = ["HttpFetcher", "SessionPool", "ConnectionDropped", "AnswerTooLarge", "DEFAULT_TIMEOUT"]
+if TYPE_CHECKING:
+    import aiohttp
 
+    from .sessions import SessionPool
 
-class ConnectionDropped(aiohttp.ClientConnectionError):
-    """The connection closed or reset before the answer came; the request is not re-sent here
-    (the vendor may have counted it): the scheduler retries it under the limits."""
-
-
-async def _send_once(request: aiohttp.ClientRequest, handler: Any) -> aiohttp.ClientResponse:
-    """Client middleware: aiohttp's own retry loop re-sends only on these two errors, so
-    re-raising them as ``ConnectionDropped`` (another ``ClientConnectionError``) ends it."""
-    try:
-        response: aiohttp.ClientResponse = await handler(request)
-        return response
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-        raise ConnectionDropped(f"the connection dropped before the answer ({type(exc).__name__}: {exc})") from exc
+__all__ = ["HttpFetcher", "AnswerTooLarge", "DEFAULT_TIMEOUT", "DEFAULT_MAX_ANSWER_MB"]
 
 
 DEFAULT_TIMEOUT = 60.0  # seconds for a whole request when the plan sets no timeout
@@ -45,31 +28,6 @@ DEFAULT_MAX_ANSWER_MB = 64  # an answer above this fails its task instead of fil
 
 class AnswerTooLarge(InvalidRequest):
     """The answer is larger than the dataset allows (``options.max_answer_mb``)."""
-
-
-class SessionPool:
-    """Client sessions by vendor, made on first use inside the running loop, closed together.
-    A request fails after ``read_timeout`` seconds without a byte (idle), and after its task's
-    timeout (default ``DEFAULT_TIMEOUT``) in all, however slowly a vendor trickles bytes."""
-
-    def __init__(self, connect_timeout: float = 10.0, read_timeout: float = 30.0, limit: int = 100) -> None:
-        self.timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
-        self.limit = limit
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
-
-    def get(self, vendor: str) -> aiohttp.ClientSession:
-        session = self._sessions.get(vendor)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=self.limit)
-            session = aiohttp.ClientSession(timeout=self.timeout, connector=connector,
-                                            headers={"User-Agent": "synctask"}, middlewares=(_send_once,))
-            self._sessions[vendor] = session
-        return session
-
-    async def close(self) -> None:
-        for session in self._sessions.values():
-            await session.close()
-        self._sessions.clear()
 
 
 class HttpFetcher:

@@ -17,25 +17,19 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidRequest
 from ..model import SyncTask
 from ..sinks.base import Row, Sink
-from .http import SessionPool
+from .base import Streamed
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .sessions import SessionPool
 
 __all__ = ["WebSocketFetcher", "Streamed"]
-
-
-@dataclass(frozen=True)
-class Streamed:
-    """What a stream task did: rows written and reconnects made."""
-
-    rows: int
-    reconnects: int
 
 
 class WebSocketFetcher:
@@ -77,6 +71,8 @@ class WebSocketFetcher:
         return Streamed(state.written, state.reconnects)
 
     async def _stream(self, symbols: list[str], limit: int | None, state: _State) -> None:
+        import aiohttp  # here, not at the top: a plan file is checked without loading aiohttp
+
         failures = 0
         while limit is None or state.received < limit:
             try:
