@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import itertools
 import json
 import logging
@@ -559,15 +560,17 @@ class SyncTaskExecutor:
 
     # --- workers -------------------------------------------------------------------------
     def _launch(self, task: SyncTask) -> None:
-        self._emit(TaskEvent(self._now(), task.plan, "started", task.id))
-        handle = asyncio.create_task(self._execute(task), name=f"synctask:{task.id}")
-        handle.add_done_callback(lambda done: self._reap(task, done))
-        self._active[task] = handle
+        if self._listeners or self._subscribers:
+            self._emit(TaskEvent(self._now(), task.plan, "started", task.id))
+        else:  # nobody else listens: no event object per task, only the count of tasks in flight
+            self.progress.started(task.plan)
+        self._active[task] = asyncio.create_task(self._execute(task))
 
     def _reap(self, task: SyncTask, handle: asyncio.Task[None]) -> None:
-        """A task cancelled before its coroutine ever ran (a fatal error in the same loop turn)
-        skips ``_execute``'s cleanup: report it cancelled here, so it returns to its queue. (A
-        task that ran cleaned up itself, and may already be running again as a retry.)"""
+        """Called when a cancelled task's handle is done. One cancelled before its coroutine ever
+        ran (a fatal error in the same loop turn) skips ``_execute``'s cleanup: report it
+        cancelled here, so it returns to its queue. (A task that ran cleaned up itself, and may
+        already be running again as a retry.)"""
         if self._active.get(task) is handle:
             del self._active[task]
             self._finish(task, Failure(OutcomeKind.CANCELLED, "stopped before it started"), 0)
@@ -667,7 +670,10 @@ class SyncTaskExecutor:
             follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
             self._record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now,
                                     follow))
-        self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
+        if self._listeners or self._subscribers:
+            self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
+        else:  # nobody else listens: progress counts it without an event object per task
+            self.progress.ended(task.plan, _EVENT_KIND[state], now, verdict.message, rows, more)
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
             self._emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
@@ -683,8 +689,8 @@ class SyncTaskExecutor:
     def _cancel_tasks(self, tasks: Iterable[SyncTask]) -> None:
         for task in tasks:
             handle = self._active.get(task)
-            if handle is not None:
-                handle.cancel()
+            if handle is not None and handle.cancel():
+                handle.add_done_callback(functools.partial(self._reap, task))
 
     # --- durability ----------------------------------------------------------------------
     def _record(self, record: TaskRecord) -> None:

@@ -95,28 +95,37 @@ class Progress:
         """Tasks per second the plan's limits allow (None: unlimited)."""
         self._plan(plan).allowed_rate = rate
 
+    def started(self, plan: str) -> None:
+        """A task of ``plan`` went in flight (what a "started" ``TaskEvent`` tells)."""
+        self._plan(plan).in_flight += 1
+
+    def ended(self, plan: str, kind: str, at: float, message: str | None = None, rows: int = 0,
+              more: int = 0) -> None:
+        """A task of ``plan`` came back (what a ``TaskEvent`` of any kind but "started" tells)."""
+        p = self._plan(plan)
+        p.in_flight = max(p.in_flight - 1, 0)
+        if kind == "done":
+            p.done += 1
+            p.rows += rows
+            if more and p.total is not None:
+                p.total += more
+            p._finished.add(at)
+        elif kind == "failed":
+            p.failed += 1
+            p._finished.add(at)
+            p.last_message = p.last_failure = message
+            p.last_message_at = at
+        elif kind == "retry":
+            p.retries += 1
+            p.last_message, p.last_message_at = message, at
+
     def observe(self, event: Event) -> None:
         p = self._plan(event.plan)
         if isinstance(event, TaskEvent):
-            kind = event.kind
-            if kind == "started":
+            if event.kind == "started":
                 p.in_flight += 1
-                return
-            p.in_flight = max(p.in_flight - 1, 0)
-            if kind == "done":
-                p.done += 1
-                p.rows += event.rows
-                if event.more and p.total is not None:
-                    p.total += event.more
-                p._finished.add(event.at)
-            elif kind == "failed":
-                p.failed += 1
-                p._finished.add(event.at)
-                p.last_message = p.last_failure = event.message
-                p.last_message_at = event.at
-            elif kind == "retry":
-                p.retries += 1
-                p.last_message, p.last_message_at = event.message, event.at
+            else:
+                self.ended(event.plan, event.kind, event.at, event.message, event.rows, event.more)
         elif isinstance(event, PlanEvent):
             if event.state == "running" and event.run_id != p.run_id:
                 p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = 0

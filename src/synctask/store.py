@@ -10,13 +10,15 @@ overwrites the same keys), never claim a task finished whose rows are missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .errors import SyncError
 from .lock import StateLock
@@ -24,9 +26,8 @@ from .lock import StateLock
 __all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore", "StateDamaged"]
 
 
-@dataclass(frozen=True)
-class TaskRecord:
-    """How one task ended in one run."""
+class TaskRecord(NamedTuple):
+    """How one task ended in one run (a tuple: one is made for every task that ends)."""
 
     task_id: str
     plan: str
@@ -258,9 +259,10 @@ class SQLiteStore:
                 self._lock.release()
             raise exc if isinstance(exc, StateDamaged) else StateDamaged(self.path, str(exc)) from None
         self._pending: list[TaskRecord] = []
+        self._writer = _Writer(self._db)
 
     def is_done(self, task_id: str) -> bool:
-        row = self._db.execute("SELECT state FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._one("SELECT state FROM tasks WHERE task_id = ?", (task_id,))
         return row is not None and row[0] == "done"
 
     def done_among(self, task_ids: list[str]) -> set[str]:
@@ -269,53 +271,44 @@ class SQLiteStore:
         for start in range(0, len(task_ids), 500):
             chunk = task_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self._db.execute(
+            found.update(r[0] for r in self._all(
                 f"SELECT task_id FROM tasks WHERE state = 'done' AND task_id IN ({marks})", chunk))
         return found
 
     def done_ids(self, plan: str, limit: int) -> set[str] | None:
         """The ids of the plan's done tasks, or None when there are more than ``limit`` (then
         ``is_done`` answers, one lookup per task)."""
-        ids = {r[0] for r in self._db.execute(
+        ids = {r[0] for r in self._all(
             "SELECT task_id FROM tasks WHERE plan = ? AND state = 'done' LIMIT ?", (plan, limit + 1))}
         return ids if len(ids) <= limit else None
 
     def follow_up(self, task_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT follow_up FROM tasks WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._one("SELECT follow_up FROM tasks WHERE task_id = ?", (task_id,))
         return json.loads(row[0]) if row and row[0] else None
 
     def has_follow_ups(self, plan: str) -> bool:
-        row = self._db.execute(
-            "SELECT 1 FROM tasks WHERE plan = ? AND follow_up IS NOT NULL LIMIT 1", (plan,)).fetchone()
-        return row is not None
+        return self._one("SELECT 1 FROM tasks WHERE plan = ? AND follow_up IS NOT NULL LIMIT 1", (plan,)) is not None
 
     def record(self, record: TaskRecord) -> None:
         self._pending.append(record)
 
     def flush(self) -> None:
-        if not self._pending:
-            return
-        rows = [(r.task_id, r.plan, r.run_id, r.state, r.attempts, r.message, r.at, r.follow_up)
-                for r in self._pending]
-        with self._transaction():
-            self._db.executemany(
-                "INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        self._pending.clear()
+        """Hand the outcomes recorded so far to the writer thread, which commits them (with any
+        handed meanwhile) in one transaction; the event loop never waits for the disk here.
+        Every other method waits for the writer first, so reads see every outcome flushed."""
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._writer.submit(batch)
 
     def start_run(self, run: RunRecord) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run.id, run.plan, run.logical_time, run.started_at, run.state, run.ended_at,
-             json.dumps(run.summary) if run.summary else None),
-        )
+        self._run_sql("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (run.id, run.plan, run.logical_time, run.started_at, run.state, run.ended_at,
+                       json.dumps(run.summary) if run.summary else None))
 
     def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
         self.flush()
-        self._db.execute(
-            "UPDATE runs SET state = ?, ended_at = ?, summary = ? WHERE id = ?",
-            (state, ended_at, json.dumps(summary) if summary else None, run_id),
-        )
+        self._run_sql("UPDATE runs SET state = ?, ended_at = ?, summary = ? WHERE id = ?",
+                      (state, ended_at, json.dumps(summary) if summary else None, run_id))
 
     def runs(self, plan: str | None = None) -> list[RunRecord]:
         query = "SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs"
@@ -323,49 +316,136 @@ class SQLiteStore:
         if plan is not None:
             query += " WHERE plan = ?"
             args = (plan,)
-        return [_run(row) for row in self._db.execute(query + " ORDER BY started_at", args)]
+        return [_run(row) for row in self._all(query + " ORDER BY started_at", args)]
 
     def last_run(self, plan: str) -> RunRecord | None:
-        row = self._db.execute(
-            "SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs "
-            "WHERE plan = ? ORDER BY started_at DESC LIMIT 1", (plan,),
-        ).fetchone()
+        row = self._one("SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs "
+                        "WHERE plan = ? ORDER BY started_at DESC LIMIT 1", (plan,))
         return _run(row) if row else None
 
     def task_states(self, plan: str) -> dict[str, int]:
-        rows = self._db.execute("SELECT state, COUNT(*) FROM tasks WHERE plan = ? GROUP BY state", (plan,))
-        return dict(rows.fetchall())
+        return dict(self._all("SELECT state, COUNT(*) FROM tasks WHERE plan = ? GROUP BY state", (plan,)))
 
     def forget_plan(self, plan: str) -> None:
         self.flush()
-        self._db.execute("DELETE FROM tasks WHERE plan = ?", (plan,))
-        self._db.execute("DELETE FROM positions WHERE substr(task_id, 1, ?) = ?", (len(plan) + 1, f"{plan}:"))
+        self._run_sql("DELETE FROM tasks WHERE plan = ?", (plan,))
+        self._run_sql("DELETE FROM positions WHERE substr(task_id, 1, ?) = ?", (len(plan) + 1, f"{plan}:"))
 
     def save_usage(self, records: list[dict[str, Any]]) -> None:
-        self._db.execute("INSERT OR REPLACE INTO usage VALUES (1, ?, ?)", (time.time(), json.dumps(records)))
+        self._run_sql("INSERT OR REPLACE INTO usage VALUES (1, ?, ?)", (time.time(), json.dumps(records)))
 
     def load_usage(self) -> list[dict[str, Any]]:
-        row = self._db.execute("SELECT records FROM usage WHERE id = 1").fetchone()
+        row = self._one("SELECT records FROM usage WHERE id = 1")
         return json.loads(row[0]) if row else []
 
     def save_position(self, task_id: str, position: dict[str, Any]) -> None:
         """Where a stream task got to; written at once (after its rows are in the sink)."""
-        self._db.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
-                         (task_id, json.dumps(position), time.time()))
+        self._run_sql("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)",
+                      (task_id, json.dumps(position), time.time()))
 
     def position(self, task_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT position FROM positions WHERE task_id = ?", (task_id,)).fetchone()
+        row = self._one("SELECT position FROM positions WHERE task_id = ?", (task_id,))
         return json.loads(row[0]) if row else None
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        try:
+            self.flush()
+            self._writer.close()
+        finally:
+            self._db.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
-    def _transaction(self) -> _Tx:
-        return _Tx(self._db)
+    # Every statement but the outcomes' runs here, after the writer has committed what it was
+    # handed (so a read sees every flushed outcome, and an update lands after them).
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._writer.idle():
+            return self._db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self._all(sql, args)
+        return rows[0] if rows else None
+
+    def _run_sql(self, sql: str, args: Sequence[Any] = ()) -> None:
+        self._all(sql, args)
+
+
+class _Writer:
+    """Commits batches of task outcomes on a thread of its own, so the event loop never waits
+    for SQLite: each transaction takes every batch handed to it meanwhile (the slower the disk,
+    the larger the group commit). A failure is raised in the caller's thread at the next call."""
+
+    _SQL = ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._changed = threading.Condition()
+        self._batches: list[list[TaskRecord]] = []
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, batch: list[TaskRecord]) -> None:
+        with self._changed:
+            self._raise_error()
+            self._batches.append(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="synctask-store-writer", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Wait until every batch handed over is committed, and keep the writer out meanwhile."""
+        with self._changed:
+            while self._batches or self._busy:
+                self._changed.wait()
+            self._raise_error()
+            yield
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._changed:
+            self._raise_error()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._batches and not self._closed:
+                    self._changed.wait()
+                if not self._batches:
+                    return
+                batches, self._batches = self._batches, []
+                self._busy = True
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    for batch in batches:
+                        self._db.executemany(self._SQL, batch)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            except BaseException as exc:  # kept for the caller: this thread has no one to tell
+                with self._changed:
+                    self._error = exc
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def read_usage(path: str | Path) -> list[dict[str, Any]]:
@@ -417,17 +497,6 @@ def _check_file(path: Path) -> None:
     has_wal = path.with_name(path.name + "-wal").exists()
     if counted and not has_wal and size < page_size * pages:
         raise StateDamaged(str(path), f"it is cut short: {size:,} bytes of {page_size * pages:,}")
-
-
-class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN")
-
-    def __exit__(self, exc_type: object, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
 def _run(row: Iterable[Any]) -> RunRecord:
