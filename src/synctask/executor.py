@@ -29,7 +29,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +44,7 @@ from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.base import Streamed
 from .grid import ParamGrid
 from .limits import Limit, Limiter
-from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor, task_id
+from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
 from .progress import Progress
 from .redact import SECRETS
 from .retry import RetryPolicy
@@ -523,22 +523,22 @@ class SyncTaskExecutor:
         else:
             run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
-        skip = self._skipper(plan.name, grid, plan.name if run_key is None else f"{plan.name}@{run_key}")
-        resume = self.store.follow_up if skip is not None and self.store.has_follow_ups(plan.name) else None
-        self.scheduler.add_plan(plan, grid, skip=skip, run_key=run_key, resume=resume)
+        done_among = self._skipper(plan.name)
+        resume = self.store.follow_up if done_among is not None and self.store.has_follow_ups(plan.name) else None
+        self.scheduler.add_plan(plan, grid, done_among=done_among, run_key=run_key, resume=resume)
         self._runs[plan.name] = _Run(run_id, plan.name, logical)
         self.store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
         self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
 
-    def _skipper(self, plan: str, grid: Iterable[Mapping[str, Any]], prefix: str) -> Callable[[str], bool] | None:
-        """How to tell finished tasks: nothing to check on a first run, a set in memory when the
-        plan has up to ``_DONE_IN_MEMORY`` finished tasks, else the store asked about the grid's
-        next ids a batch at a time (bounded memory at any plan size)."""
+    def _skipper(self, plan: str) -> Callable[[list[str]], Collection[str]] | None:
+        """How to tell finished tasks, asked about a batch of ids at a time: nothing to check on a
+        first run, a set in memory when the plan has up to ``_DONE_IN_MEMORY`` finished tasks,
+        else the store (one query per batch: bounded memory at any plan size)."""
         self.store.flush()
         done = self.store.done_ids(plan, _DONE_IN_MEMORY)
         if done is None:
-            return _BatchedDone(self.store, grid, prefix)
-        return done.__contains__ if done else None
+            return self.store.done_among
+        return done.intersection if done else None
 
     def _end_run(self, name: str, state: RunState, message: str | None = None) -> None:
         run = self._runs.get(name)
@@ -921,39 +921,6 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
-
-
-class _BatchedDone:
-    """``is_done`` for a plan's tasks in grid order, asked of the store a batch at a time: it
-    walks its own copy of the grid ahead of the scheduler, computes the next ids and learns
-    which are done in one query. An id it did not foresee (a follow-up page) is asked alone."""
-
-    __slots__ = ("store", "params", "prefix", "batch", "ahead", "done")
-
-    def __init__(self, store: Store, grid: Iterable[Mapping[str, Any]], prefix: str, batch: int = 2_000) -> None:
-        self.store = store
-        self.params = iter(grid)
-        self.prefix = prefix
-        self.batch = batch
-        self.ahead: set[str] = set()  # ids foreseen and not asked about yet
-        self.done: set[str] = set()  # of those, the ones done
-
-    def __call__(self, task_id: str) -> bool:
-        if task_id not in self.ahead:
-            if not self.ahead:  # the batch is used up: the next ids in grid order
-                self._read_ahead()
-            if task_id not in self.ahead:
-                return self.store.is_done(task_id)
-        self.ahead.discard(task_id)
-        if task_id in self.done:
-            self.done.discard(task_id)
-            return True
-        return False
-
-    def _read_ahead(self) -> None:
-        ids = [task_id(self.prefix, params) for params in itertools.islice(self.params, self.batch)]
-        self.ahead = set(ids)
-        self.done = self.store.done_among(ids) if ids else set()
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:

@@ -24,9 +24,10 @@ table in ``errors``) and returns a ``Verdict`` the executor carries out.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -40,6 +41,8 @@ __all__ = ["Scheduler", "Decision", "Verdict", "PlanStats"]
 
 _READY, _SLEEPING, _PARKED, _IDLE = "ready", "sleeping", "parked", "idle"
 SKIP_BUDGET = 1_000  # finished tasks one dispatch skips per lane before it lets the loop go on
+_LOOK_MIN = 16  # tasks a resumed lane checks at once when it is finding work (doubles while all are done)
+DoneAmong = Callable[[list[str]], Collection[str]]  # which of these task ids are done already
 
 _PENDING, _RUNNING, _RETRY_WAIT = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY_WAIT
 _DONE, _FAILED, _CANCELLED = TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED
@@ -99,12 +102,13 @@ class PlanStats:
 class _Lane:
     """One plan's run inside its dataset queue."""
 
-    __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "skip", "ready",
+    __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "done_among", "ready",
                  "delayed", "running", "state", "total", "done", "failed", "skipped", "retries",
-                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "run_key", "resume")
+                 "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "upcoming", "look", "run_key",
+                 "resume")
 
     def __init__(self, plan: SyncPlan, queue: _Queue, order: int, params: Iterable[Mapping[str, Any]],
-                 total: int | None, skip: Callable[[str], bool] | None, run_key: str | None = None,
+                 total: int | None, done_among: DoneAmong | None, run_key: str | None = None,
                  resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         self.resume = resume
         self.plan = plan
@@ -116,8 +120,10 @@ class _Lane:
         self.retry: RetryPolicy = plan.retry
         self.on_fatal = plan.on_fatal
         self.cursor: Iterator[Mapping[str, Any]] | None = iter(params)
-        self.skip = skip
+        self.done_among = done_among
         self.fresh: SyncTask | None = None  # the next new task, pulled from the grid but not sent
+        self.upcoming: deque[SyncTask] = deque()  # checked against done_among, not done, not yet fresh
+        self.look = _LOOK_MIN  # how many grid tasks the next check of done_among takes
         self.ready: list[tuple[int, SyncTask]] = []  # heap by seq: retries due, returned tasks
         self.delayed: list[tuple[float, int, SyncTask]] = []  # heap by due time
         self.running: set[SyncTask] = set()
@@ -141,39 +147,65 @@ class _Lane:
             return ready[0][1]
         if self.fresh is not None:
             return self.fresh
+        if self.upcoming:
+            task = self.fresh = self.upcoming.popleft()
+            return task
         cursor = self.cursor
         if cursor is None:
             return None
-        plan, skip, priority, timeout = self.name, self.skip, self.priority, self.plan.timeout
-        budget = SKIP_BUDGET
+        if self.done_among is not None:
+            return self._check_ahead(cursor)
         for params in cursor:
-            task = SyncTask(plan, params, priority, timeout, self.next_seq, self.run_key)
+            task = self.fresh = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq,
+                                         self.run_key)
             self.next_seq += 1
-            if skip is not None and skip(task.id):
-                self.skipped += 1
-                if self.resume is not None:
-                    self._resume_after(task)
-                    if self.ready:
-                        return self.ready[0][1]
-                budget -= 1
-                if budget == 0:
-                    return BUSY  # skipped enough for one turn: let the loop breathe, go on next turn
-                continue
-            self.fresh = task
             return task
         self.cursor = None
         return None
 
+    def _check_ahead(self, cursor: Iterator[Mapping[str, Any]]) -> SyncTask | None:
+        """Pull the next ``look`` tasks from the grid, skip those done (one ``done_among`` call,
+        each id computed once), and keep the rest in order in ``upcoming``. ``look`` doubles while
+        whole batches are done, up to ``SKIP_BUDGET`` (then ``BUSY``: the loop goes on, and the
+        next turn goes on skipping), and falls back as soon as work is found."""
+        assert self.done_among is not None
+        plan, priority, timeout, run_key, seq = self.name, self.priority, self.plan.timeout, self.run_key, self.next_seq
+        batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key)
+                 for i, params in enumerate(itertools.islice(cursor, self.look))]
+        self.next_seq = seq + len(batch)
+        if not batch:
+            self.cursor = None
+            return None
+        done = self.done_among([task.id for task in batch])
+        if not done:
+            self.upcoming.extend(batch)
+            self.look = _LOOK_MIN
+        else:
+            for task in batch:
+                if task.id in done:
+                    self.skipped += 1
+                    if self.resume is not None:
+                        self._resume_after(task)
+                else:
+                    self.upcoming.append(task)
+            self.look = min(self.look * 2, SKIP_BUDGET) if len(done) == len(batch) else _LOOK_MIN
+        if self.ready:
+            return self.ready[0][1]
+        if self.upcoming:
+            task = self.fresh = self.upcoming.popleft()
+            return task
+        return BUSY  # a whole batch was done: let the loop breathe, and go on skipping next turn
+
     def _resume_after(self, done: SyncTask) -> None:
         """A skipped task had asked for a follow-up (a next page): queue the first one not done."""
-        assert self.resume is not None and self.skip is not None
+        assert self.resume is not None and self.done_among is not None
         params = self.resume(done.id)
         while params is not None:
             task = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq, self.run_key)
             self.next_seq += 1
             if self.total is not None:
                 self.total += 1
-            if not self.skip(task.id):
+            if not self.done_among([task.id]):
                 heapq.heappush(self.ready, (task.seq, task))
                 return
             self.skipped += 1
@@ -192,8 +224,8 @@ class _Lane:
 
     @property
     def exhausted(self) -> bool:
-        return (self.cursor is None and self.fresh is None and not self.ready and not self.delayed
-                and not self.running)
+        return (self.cursor is None and self.fresh is None and not self.upcoming and not self.ready
+                and not self.delayed and not self.running)
 
     def stats(self) -> PlanStats:
         return PlanStats(self.name, self.queue.name, self.state, self.total, self.done, self.failed,
@@ -237,6 +269,10 @@ class _Queue:
         dues = [d for lane in self.lanes if lane.state is PlanState.RUNNING
                 if (d := lane.next_due()) is not None]
         return min(dues) if dues else None
+
+
+def _one_by_one(skip: Callable[[str], bool]) -> DoneAmong:
+    return lambda ids: {task_id for task_id in ids if skip(task_id)}
 
 
 BUSY = cast(SyncTask, object())  # a lane's answer while it is still skipping finished tasks
@@ -301,10 +337,11 @@ class Scheduler:
 
     def add_plan(self, plan: SyncPlan, params: Iterable[Mapping[str, Any]] | None = None, *,
                  logical_time: datetime | None = None, skip: Callable[[str], bool] | None = None,
-                 paused: bool = False, run_key: str | None = None,
+                 done_among: DoneAmong | None = None, paused: bool = False, run_key: str | None = None,
                  resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         """Start a run of ``plan``: its tasks come lazily from ``params`` (default: its grid bound
-        to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped);
+        to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped), and
+        ``done_among(ids)`` says the same of many ids at once (a store answers it in one query);
         ``run_key`` goes into task ids so each scheduled run's tasks are new work; ``resume(id)``
         gives the follow-up a skipped task had asked for, so a resumed paginated run goes on
         from the page it reached."""
@@ -323,7 +360,10 @@ class Scheduler:
         elif hasattr(params, "__len__"):
             total = len(params)  # type: ignore[arg-type]
         self._order += 1
-        lane = _Lane(plan, queue, self._order, params, total, skip, run_key, resume if skip else None)
+        if skip is not None and done_among is None:
+            done_among = _one_by_one(skip)
+        lane = _Lane(plan, queue, self._order, params, total, done_among, run_key,
+                     resume if done_among else None)
         queue.lanes.append(lane)
         queue.lanes.sort(key=lambda ln: (-ln.priority, ln.order))
         self._lanes[plan.name] = lane
@@ -360,6 +400,9 @@ class Scheduler:
         if lane.fresh is not None:
             lane.fresh.state = transition("task", lane.fresh.state, _CANCELLED)
             lane.fresh = None
+        for task in lane.upcoming:
+            task.state = transition("task", task.state, _CANCELLED)
+        lane.upcoming.clear()
         for _, task in lane.ready:
             task.state = transition("task", task.state, _CANCELLED)
         for _, _, task in lane.delayed:

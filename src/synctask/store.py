@@ -194,6 +194,8 @@ def _split_id(task_id: str) -> tuple[str, int | str]:
         return prefix, digest
 
 
+_CACHE_KIB = 64 * 1024  # SQLite's page cache for the state file, at most
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     task_id TEXT PRIMARY KEY,
@@ -250,6 +252,9 @@ class SQLiteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            # Task ids are hashes, so outcomes land all over the index: a page cache that holds
+            # it keeps big runs' commits from re-reading pages (it grows to this, then stays).
+            self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
             if "follow_up" not in columns:  # a state file from before pagination
@@ -376,6 +381,7 @@ class _Writer:
     for SQLite: each transaction takes every batch handed to it meanwhile (the slower the disk,
     the larger the group commit). A failure is raised in the caller's thread at the next call."""
 
+    MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
     _SQL = ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -383,19 +389,26 @@ class _Writer:
         self._db = db
         self._changed = threading.Condition()
         self._batches: list[list[TaskRecord]] = []
+        self._queued = 0  # outcomes in _batches
         self._busy = False
         self._closed = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def submit(self, batch: list[TaskRecord]) -> None:
+        """Queue ``batch`` for the next transaction. When ``MAX_BACKLOG`` outcomes are already
+        waiting (the disk is slower than the tasks), wait until the writer takes them: memory
+        stays bounded, and the run goes at the pace the disk allows."""
         with self._changed:
             self._raise_error()
             self._batches.append(batch)
+            self._queued += len(batch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="synctask-store-writer", daemon=True)
                 self._thread.start()
             self._changed.notify_all()
+            while self._queued > self.MAX_BACKLOG and self._error is None:
+                self._changed.wait()
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[None]:
@@ -424,7 +437,9 @@ class _Writer:
                 if not self._batches:
                     return
                 batches, self._batches = self._batches, []
+                self._queued = 0
                 self._busy = True
+                self._changed.notify_all()
             try:
                 self._db.execute("BEGIN")
                 try:
