@@ -257,3 +257,50 @@ def test_stream_sink_hands_batches_to_an_async_for_and_waits_for_them():
         return seen
 
     assert asyncio.run(go()) == [[0, 10], [1, 11], [2, 12]]
+
+
+def test_group_commit_joins_concurrent_writes_and_fails_only_the_bad_batch():
+    import asyncio
+
+    from synctask.sinks.group import GroupCommit
+
+    calls: list[int] = []
+    written: list[dict] = []
+
+    def write_many(batches):
+        calls.append(len(batches))
+        rows = [row for batch in batches for row in batch]
+        if any(row.get("bad") for row in rows):
+            raise ValueError("the disk refused a bad row")
+        written.extend(rows)
+
+    async def main():
+        group = GroupCommit(write_many)
+        results = await asyncio.gather(*(group.write([{"i": i, "bad": i == 7}]) for i in range(50)),
+                                       return_exceptions=True)
+        await group.wait_idle()
+        return results
+
+    results = asyncio.run(main())
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    assert failed == [7] and "bad row" in str(results[7])
+    assert sorted(row["i"] for row in written) == [i for i in range(50) if i != 7]
+    assert calls[0] > 1  # the first transaction took many tasks' rows at once
+
+
+def test_sqlite_sink_rows_of_concurrent_tasks_all_land_once(tmp_path):
+    import asyncio
+    import sqlite3
+
+    from synctask.sinks import SQLiteSink
+
+    async def main():
+        sink = SQLiteSink(tmp_path / "s.db", "t", ["id"])
+        await asyncio.gather(*(sink.write([{"id": i, "v": i * 2}, {"id": i + 1000, "v": 0}]) for i in range(300)))
+        await sink.write([{"id": 5, "v": -1}])  # a re-run overwrites
+        await sink.close()
+
+    asyncio.run(main())
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 600
+        assert db.execute("SELECT v FROM t WHERE id = 5").fetchone()[0] == -1

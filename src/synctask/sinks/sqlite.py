@@ -1,13 +1,14 @@
-"""Rows into a SQLite table, upserted by key; each write is one committed transaction."""
+"""Rows into a SQLite table, upserted by key; the writes of tasks that finish together share one
+committed transaction (``GroupCommit``)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
 from .base import Row, check_keys, require_key, scalar
+from .group import GroupCommit
 
 
 class SQLiteSink:
@@ -24,16 +25,16 @@ class SQLiteSink:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._columns: list[str] | None = None
-        self._lock = asyncio.Lock()
+        self._group = GroupCommit(self._write)
 
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         check_keys(rows, self.key)  # nothing is written under a missing or NULL key
-        async with self._lock:
-            await asyncio.to_thread(self._write, rows)
+        await self._group.write(rows)
 
-    def _write(self, rows: Sequence[Row]) -> None:
+    def _write(self, batches: list[Sequence[Row]]) -> None:
+        rows = [row for batch in batches for row in batch]
         if self._columns is None:
             self._create(rows[0])
         assert self._columns is not None
@@ -67,6 +68,7 @@ class SQLiteSink:
         self._columns = existing
 
     async def close(self) -> None:
+        await self._group.wait_idle()
         self._db.close()
 
 
