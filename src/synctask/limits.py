@@ -276,6 +276,13 @@ class _Slots:
         self.cap = spec.cap
         self.active = 0
 
+    def earliest(self, weight: int, now: float) -> float:
+        """``now`` while a slot is free, else ``inf`` (until one is released)."""
+        return now if self.active < self.cap else math.inf
+
+
+Counter = Union["_Sliding", "_Clock", _Slots]  # what one limit counts; ``earliest(weight, now)`` on each
+
 
 class _Scope:
     __slots__ = ("name", "quotas", "slots", "frozen_until")
@@ -290,13 +297,17 @@ class _Scope:
 class Gate:
     """The scopes one kind of task draws on; admits a task on all of them at once or on none."""
 
-    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency")
+    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency", "counters", "blocker")
 
     def __init__(self, scopes: Sequence[_Scope]) -> None:
         self.scopes = tuple(scopes)
         self._quotas = tuple(q for s in scopes for q in s.quotas)
         self._slots = tuple(c for s in scopes for c in s.slots)
         self.has_concurrency = bool(self._slots)
+        self.counters: tuple[Counter, ...] = (*self._quotas, *self._slots)  # each limit's own counter
+        # After a refusal: the counter (a quota or a concurrency cap) that set the wait, or None
+        # when a freeze did. Gates sharing that counter (a vendor's) can wait for it together.
+        self.blocker: Counter | None = None
 
     def earliest(self, weight: int, now: float) -> float:
         """The first instant ≥ ``now`` a task of ``weight`` may go; ``inf`` while a cap is full.
@@ -323,15 +334,18 @@ class Gate:
         # ``earliest`` inlined: this runs once per dispatched task.
         for scope in self.scopes:
             if scope.frozen_until > now:
+                self.blocker = None
                 return self.earliest(weight, now)
         for slot in self._slots:
             if slot.active >= slot.cap:
+                self.blocker = slot
                 return math.inf
         when = now
         for quota in self._quotas:
             at = quota.earliest(weight, now)
             if at > when:
                 when = at
+                self.blocker = quota
         if when > now:
             return when
         for quota in self._quotas:

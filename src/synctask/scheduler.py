@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from .errors import Failure, OutcomeKind, UnknownPlan
-from .limits import Gate, Limiter, Quota
+from .limits import Counter, Gate, Limiter, Quota
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
 from .retry import RetryPolicy
 
@@ -235,7 +235,8 @@ class _Lane:
 class _Queue:
     """One dataset's queue: its lanes in priority order and the limiter gate they share."""
 
-    __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused")
+    __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused",
+                 "waiting_on", "woken_by")
 
     def __init__(self, dataset: Dataset, gate: Gate, scopes: Sequence[str]) -> None:
         self.name = dataset.name
@@ -247,6 +248,8 @@ class _Queue:
         self.where = _IDLE
         self.sleep_token = 0
         self.paused = False
+        self.waiting_on: _Waitlist | None = None  # the counter's line it waits in (sleeping or parked)
+        self.woken_by: _Waitlist | None = None  # the line it was just let out of, until its next try
 
     def head(self, now: float) -> _Lane | None:
         """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), None, or
@@ -275,6 +278,22 @@ def _one_by_one(skip: Callable[[str], bool]) -> DoneAmong:
     return lambda ids: {task_id for task_id in ids if skip(task_id)}
 
 
+class _Waitlist:
+    """The queues waiting for room on one limit counter (a quota or a concurrency cap; a vendor's
+    is shared by all its datasets), let out one at a time, first come first out. Waking them all
+    when room appears would cost a failed try per waiting queue for each request admitted: with
+    thousands of datasets under one vendor limit, thousands of tries per decision."""
+
+    __slots__ = ("counter", "waiters", "where", "sleep_token", "wake_at")
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.waiters: deque[tuple[int, _Queue]] = deque()  # (the queue's token when it joined, queue)
+        self.where = _IDLE  # _SLEEPING while an entry in the scheduler's heap will let one out
+        self.sleep_token = 0
+        self.wake_at = math.inf
+
+
 BUSY = cast(SyncTask, object())  # a lane's answer while it is still skipping finished tasks
 BUSY_LANE = cast(_Lane, object())
 
@@ -299,8 +318,9 @@ class Scheduler:
         self._lanes: dict[str, _Lane] = {}
         self._in_flight: dict[SyncTask, _Lane] = {}
         self._ready: deque[_Queue] = deque()
-        self._sleeping: list[tuple[float, int, _Queue]] = []
-        self._parked: list[_Queue] = []
+        self._sleeping: list[tuple[float, int, _Queue | _Waitlist]] = []
+        self._parked: list[_Queue] = []  # waiting with no time known and no counter to wait on
+        self._waitlists: dict[object, _Waitlist] = {}  # by limit counter
         self._token = 0
         self._order = 0
         self._finished: list[str] = []
@@ -327,10 +347,14 @@ class Scheduler:
             return
         if queue.lanes:
             raise ValueError(f"dataset {name!r} still has plans: {[lane.name for lane in queue.lanes]}")
-        if queue.where is _PARKED:
+        if queue.waiting_on is not None:
+            queue.waiting_on = None
+        elif queue.where is _PARKED:
             self._parked.remove(queue)
         elif queue.where is _READY:
             self._ready.remove(queue)
+            if queue.woken_by is not None:
+                self._let_out(queue.woken_by)
         queue.where = _IDLE
         queue.sleep_token = -1
         del self._queues[name]
@@ -457,26 +481,45 @@ class Scheduler:
         """Admit up to ``slots`` tasks at ``now``, one per queue per round-robin turn."""
         sleeping, ready = self._sleeping, self._ready
         while sleeping and sleeping[0][0] <= now:
-            _, token, queue = heapq.heappop(sleeping)
-            if queue.where is _SLEEPING and queue.sleep_token == token:
-                queue.where = _READY
-                ready.append(queue)
+            _, token, item = heapq.heappop(sleeping)
+            if item.where is _SLEEPING and item.sleep_token == token:
+                if isinstance(item, _Waitlist):
+                    item.where = _IDLE
+                    self._let_out(item)
+                else:
+                    item.where = _READY
+                    ready.append(item)
         out: list[SyncTask] = []
         in_flight = self._in_flight
         busy: list[_Queue] = []
         while slots > 0 and ready:
             queue = ready.popleft()
+            woken_by = queue.woken_by
+            if woken_by is not None:  # whatever this try finds, the line moves on (see _next_out)
+                queue.woken_by = None
             lane = queue.head(now)
             if lane is BUSY_LANE:
                 busy.append(queue)  # still skipping finished work: back in line after this turn
+                self._next_out(woken_by, now)
                 continue
             if lane is None:
                 self._rest(queue, queue.next_due())
+                self._next_out(woken_by, now)
                 continue
-            wake = queue.gate.try_acquire(queue.weight, now)
+            gate = queue.gate
+            wake = gate.try_acquire(queue.weight, now)
             if wake is not None:
-                self._rest(queue, wake)
+                blocker = gate.blocker
+                if blocker is None:
+                    self._rest(queue, wake)  # frozen: its own sleep until the freeze ends
+                    self._next_out(woken_by, now)
+                else:
+                    line = self._wait_in_line(queue, blocker, wake, woken_by)
+                    if line is not woken_by:
+                        self._next_out(woken_by, now)
                 continue
+            if woken_by is not None:
+                self._next_out(woken_by, now)  # there was room for this one: maybe for the next too
             task = lane.take()
             task.admitted = now
             task.answered = None
@@ -486,7 +529,12 @@ class Scheduler:
             in_flight[task] = lane
             out.append(task)
             slots -= 1
-            ready.append(queue)
+            waiting = self._line_waiting(gate) if self._waitlists else None
+            if waiting is None:
+                ready.append(queue)
+            else:  # others wait for room this queue needs too: it goes behind them, not ahead
+                self._join_line(queue, waiting)
+                self._next_out(waiting, now)
         finished, self._finished = self._finished, []
         if busy:
             ready.extend(busy)
@@ -497,11 +545,85 @@ class Scheduler:
         """When a sleeping queue next wakes (None: nothing sleeps; wait for an event)."""
         sleeping = self._sleeping
         while sleeping:
-            _, token, queue = sleeping[0]
-            if queue.where is _SLEEPING and queue.sleep_token == token:
+            _, token, item = sleeping[0]
+            if item.where is _SLEEPING and item.sleep_token == token:
                 return sleeping[0][0]
             heapq.heappop(sleeping)
         return None
+
+    def _wait_in_line(self, queue: _Queue, counter: Counter, wake: float, woken_by: _Waitlist | None) -> _Waitlist:
+        """``queue`` found no room on ``counter`` before ``wake`` (``inf``: until a request in
+        flight ends): it joins the counter's line, at the front if it just came out of it."""
+        line = self._waitlists.get(counter)
+        if line is None:
+            line = self._waitlists[counter] = _Waitlist(counter)
+        self._token += 1
+        queue.sleep_token = self._token
+        queue.waiting_on = line
+        queue.where = _PARKED if wake == math.inf else _SLEEPING
+        if line is woken_by:
+            line.waiters.appendleft((self._token, queue))
+        else:
+            line.waiters.append((self._token, queue))
+        if wake != math.inf and (line.where is not _SLEEPING or wake < line.wake_at):
+            self._sleep_line(line, wake)
+        return line
+
+    def _line_waiting(self, gate: Gate) -> _Waitlist | None:
+        """A line of queues waiting for room on one of ``gate``'s counters, if there is one."""
+        lines = self._waitlists
+        for counter in gate.counters:
+            line = lines.get(counter)
+            if line is not None and line.waiters:
+                return line
+        return None
+
+    def _join_line(self, queue: _Queue, line: _Waitlist) -> None:
+        """``queue`` has work and room may come: it waits at the back of ``line``."""
+        self._token += 1
+        queue.sleep_token = self._token
+        queue.waiting_on = line
+        queue.where = _SLEEPING if line.where is _SLEEPING else _PARKED
+        line.waiters.append((self._token, queue))
+
+    def _sleep_line(self, line: _Waitlist, until: float) -> None:
+        self._token += 1
+        line.where, line.sleep_token, line.wake_at = _SLEEPING, self._token, until
+        heapq.heappush(self._sleeping, (until, self._token, line))
+
+    def _let_out(self, line: _Waitlist) -> None:
+        """The first queue still waiting in ``line`` goes to the ready queues for a try."""
+        waiters = line.waiters
+        while waiters:
+            token, queue = waiters.popleft()
+            if queue.waiting_on is line and queue.sleep_token == token:
+                queue.waiting_on = None
+                queue.woken_by = line
+                queue.where = _READY
+                self._ready.append(queue)
+                return
+
+    def _next_out(self, line: _Waitlist | None, now: float) -> None:
+        """Let the next queue out of ``line`` if its counter has room at ``now``, else wake the
+        line when it will (a request's worth): one try per admission, not one per waiting queue."""
+        if line is None or not line.waiters or line.where is _SLEEPING:
+            return
+        at = line.counter.earliest(1, now)
+        if at <= now:
+            self._let_out(line)
+        elif at != math.inf:
+            self._sleep_line(line, at)
+
+    def _room_changed(self, gate: Gate, now: float) -> None:
+        """A request through ``gate`` was answered or ended: its counters may have room (or know
+        when they will): let the next queue out of each line that waits for one."""
+        lines = self._waitlists
+        if lines:
+            for counter in gate.counters:
+                line = lines.get(counter)
+                if line is not None:
+                    self._next_out(line, now)
+        self._unpark()
 
     @property
     def has_ready(self) -> bool:
@@ -523,7 +645,9 @@ class Scheduler:
 
     def _poke(self, queue: _Queue) -> None:
         if queue.where is not _READY:
-            if queue.where is _PARKED:
+            if queue.waiting_on is not None:
+                queue.waiting_on = None  # its place in the line is void (a stale entry, skipped)
+            elif queue.where is _PARKED:
                 self._parked.remove(queue)
             queue.where = _READY
             self._ready.append(queue)
@@ -547,7 +671,7 @@ class Scheduler:
         if lane is not None and task.answered is None:
             task.answered = at
             lane.queue.gate.settle(lane.queue.weight, at)
-            self._unpark()
+            self._room_changed(lane.queue.gate, at)
 
     def _unpark(self) -> None:
         if self._parked:
@@ -574,7 +698,7 @@ class Scheduler:
             gate.settle(queue.weight, now)
         if gate.has_concurrency:
             gate.release()
-        self._unpark()
+        self._room_changed(gate, now)
         if failure is None:
             task.state = transition("task", task.state, _DONE)
             lane.done += 1
@@ -592,8 +716,8 @@ class Scheduler:
         if lane.cursor is None and lane.state is _RUNNING_PLAN and lane.exhausted:
             lane.state = transition(f"plan {lane.name}", lane.state, PlanState.COMPLETED)
             verdict = verdict._replace(finished=(lane.name,))
-        if queue.where is not _READY:
-            self._poke(queue)
+        if queue.where is not _READY and queue.waiting_on is None:
+            self._poke(queue)  # (a queue in a counter's line goes when the line lets it out)
         return verdict
 
     def _apply(self, lane: _Lane, task: SyncTask, failure: Failure, now: float) -> Verdict:
