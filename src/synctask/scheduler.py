@@ -236,7 +236,7 @@ class _Queue:
     """One dataset's queue: its lanes in priority order and the limiter gate they share."""
 
     __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused",
-                 "waiting_on", "woken_by")
+                 "waiting_on", "woken_by", "lines")
 
     def __init__(self, dataset: Dataset, gate: Gate, scopes: Sequence[str]) -> None:
         self.name = dataset.name
@@ -250,6 +250,7 @@ class _Queue:
         self.paused = False
         self.waiting_on: _Waitlist | None = None  # the counter's line it waits in (sleeping or parked)
         self.woken_by: _Waitlist | None = None  # the line it was just let out of, until its next try
+        self.lines: tuple[_Waitlist, ...] = ()  # the lines of its gate's counters, in their order
 
     def head(self, now: float) -> _Lane | None:
         """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), None, or
@@ -320,7 +321,7 @@ class Scheduler:
         self._ready: deque[_Queue] = deque()
         self._sleeping: list[tuple[float, int, _Queue | _Waitlist]] = []
         self._parked: list[_Queue] = []  # waiting with no time known and no counter to wait on
-        self._waitlists: dict[object, _Waitlist] = {}  # by limit counter
+        self._waitlists: dict[Counter, _Waitlist] = {}  # by limit counter, one for each
         self._token = 0
         self._order = 0
         self._finished: list[str] = []
@@ -338,7 +339,9 @@ class Scheduler:
                 self.limiter.configure(scopes[2], vendor.node_limits, margin)
         self.limiter.configure(scopes[1], dataset.limits, margin)
         gate = self.limiter.gate(scopes, dataset.weight)
-        self._queues[dataset.name] = _Queue(dataset, gate, scopes)
+        queue = self._queues[dataset.name] = _Queue(dataset, gate, scopes)
+        waitlists = self._waitlists
+        queue.lines = tuple(waitlists.get(c) or waitlists.setdefault(c, _Waitlist(c)) for c in gate.counters)
 
     def remove_dataset(self, name: str) -> None:
         """Forget a dataset's queue; its plans must be removed first."""
@@ -529,7 +532,7 @@ class Scheduler:
             in_flight[task] = lane
             out.append(task)
             slots -= 1
-            waiting = self._line_waiting(gate) if self._waitlists else None
+            waiting = self._line_waiting(queue)
             if waiting is None:
                 ready.append(queue)
             else:  # others wait for room this queue needs too: it goes behind them, not ahead
@@ -554,9 +557,7 @@ class Scheduler:
     def _wait_in_line(self, queue: _Queue, counter: Counter, wake: float, woken_by: _Waitlist | None) -> _Waitlist:
         """``queue`` found no room on ``counter`` before ``wake`` (``inf``: until a request in
         flight ends): it joins the counter's line, at the front if it just came out of it."""
-        line = self._waitlists.get(counter)
-        if line is None:
-            line = self._waitlists[counter] = _Waitlist(counter)
+        line = self._waitlists[counter]
         self._token += 1
         queue.sleep_token = self._token
         queue.waiting_on = line
@@ -569,12 +570,11 @@ class Scheduler:
             self._sleep_line(line, wake)
         return line
 
-    def _line_waiting(self, gate: Gate) -> _Waitlist | None:
-        """A line of queues waiting for room on one of ``gate``'s counters, if there is one."""
-        lines = self._waitlists
-        for counter in gate.counters:
-            line = lines.get(counter)
-            if line is not None and line.waiters:
+    @staticmethod
+    def _line_waiting(queue: _Queue) -> _Waitlist | None:
+        """A line of queues waiting for room on one of the queue's counters, if there is one."""
+        for line in queue.lines:
+            if line.waiters:
                 return line
         return None
 
@@ -614,15 +614,12 @@ class Scheduler:
         elif at != math.inf:
             self._sleep_line(line, at)
 
-    def _room_changed(self, gate: Gate, now: float) -> None:
-        """A request through ``gate`` was answered or ended: its counters may have room (or know
-        when they will): let the next queue out of each line that waits for one."""
-        lines = self._waitlists
-        if lines:
-            for counter in gate.counters:
-                line = lines.get(counter)
-                if line is not None:
-                    self._next_out(line, now)
+    def _room_changed(self, queue: _Queue, now: float) -> None:
+        """A request of ``queue`` was answered or ended: its counters may have room (or know when
+        they will): let the next queue out of each line that waits for one."""
+        for line in queue.lines:
+            if line.waiters and line.where is not _SLEEPING:
+                self._next_out(line, now)
         self._unpark()
 
     @property
@@ -671,7 +668,7 @@ class Scheduler:
         if lane is not None and task.answered is None:
             task.answered = at
             lane.queue.gate.settle(lane.queue.weight, at)
-            self._room_changed(lane.queue.gate, at)
+            self._room_changed(lane.queue, at)
 
     def _unpark(self) -> None:
         if self._parked:
@@ -698,7 +695,7 @@ class Scheduler:
             gate.settle(queue.weight, now)
         if gate.has_concurrency:
             gate.release()
-        self._room_changed(gate, now)
+        self._room_changed(queue, now)
         if failure is None:
             task.state = transition("task", task.state, _DONE)
             lane.done += 1
