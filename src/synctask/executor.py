@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import inspect
 import itertools
 import json
 import logging
@@ -689,7 +690,7 @@ class SyncTaskExecutor:
     def _cancel_tasks(self, tasks: Iterable[SyncTask]) -> None:
         for task in tasks:
             handle = self._active.get(task)
-            if handle is not None and handle.cancel():
+            if handle is not None and handle.cancel() and _not_started(handle):
                 handle.add_done_callback(functools.partial(self._reap, task))
 
     # --- durability ----------------------------------------------------------------------
@@ -921,6 +922,12 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
+
+
+def _not_started(handle: asyncio.Task[None]) -> bool:
+    """True when the task's coroutine has not run yet (then its own cleanup never will)."""
+    coro = handle.get_coro()
+    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:
