@@ -4,13 +4,17 @@ Plain asyncio is what a user writes by hand: one task per item under a semaphore
 width. The executor does everything it always does (scheduling, limiter, state transitions,
 events, progress, the store), with the in-memory store and with SQLite.
 
-    python bench/executor_dispatch.py [--tasks 100000] [--workers 64]
+    python bench/executor_dispatch.py [--tasks 100000] [--workers 64] [--repeat 3]
+
+The ratio to plain asyncio is taken per CPU-second, round by round (the rounds alternate the
+three variants, so a noisy neighbour affects them alike).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -48,30 +52,45 @@ async def executor(tasks: int, workers: int, store) -> float:
     return took
 
 
+def timed(mode: str, tasks: int, workers: int) -> tuple[float, float]:
+    """Wall and CPU seconds (every thread: the SQLite store writes on its own) of one run."""
+    cpu = time.process_time()
+    if mode == "plain":
+        took = asyncio.run(plain(tasks, workers))
+    elif mode == "memory":
+        took = asyncio.run(executor(tasks, workers, MemoryStore()))
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            took = asyncio.run(executor(tasks, workers, SQLiteStore(Path(tmp) / "state.db")))
+    return took, time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=64)
-    parser.add_argument("--mode", choices=["all", "plain", "memory", "sqlite"], default="all",
-                        help="one variant only (to time whole processes against each other)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of plain, memory, SQLite in turn")
+    parser.add_argument("--modes", default="plain,memory,sqlite")
     args = parser.parse_args()
-    if args.mode != "all":
-        if args.mode == "plain":
-            took = asyncio.run(plain(args.tasks, args.workers))
-        elif args.mode == "memory":
-            took = asyncio.run(executor(args.tasks, args.workers, MemoryStore()))
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                took = asyncio.run(executor(args.tasks, args.workers, SQLiteStore(Path(tmp) / "state.db")))
-        print(f"{args.mode}: {args.tasks / took:,.0f} tasks/s ({took:.2f} s)")
-        return
-    base = asyncio.run(plain(args.tasks, args.workers))
-    print(f"plain asyncio + semaphore: {args.tasks / base:10,.0f} tasks/s ({base:.2f} s)")
-    mem = asyncio.run(executor(args.tasks, args.workers, MemoryStore()))
-    print(f"executor, memory store:    {args.tasks / mem:10,.0f} tasks/s ({mem:.2f} s)  = {base / mem:.2f}x plain")
-    with tempfile.TemporaryDirectory() as tmp:
-        sql = asyncio.run(executor(args.tasks, args.workers, SQLiteStore(Path(tmp) / "state.db")))
-    print(f"executor, SQLite store:    {args.tasks / sql:10,.0f} tasks/s ({sql:.2f} s)  = {base / sql:.2f}x plain")
+    modes = args.modes.split(",")
+    runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    for _ in range(args.repeat):
+        for mode in modes:
+            runs[mode].append(timed(mode, args.tasks, args.workers))
+    print(f"{args.tasks:,} no-op tasks, {args.workers} workers, {args.repeat} rounds (min / median / max)")
+    print(f"{'':10} {'tasks/s wall':>30} {'tasks per CPU-second':>30} {'x plain (CPU)':>22}")
+    for mode in modes:
+        walls = sorted(args.tasks / wall for wall, _ in runs[mode])
+        cpus = sorted(args.tasks / cpu for _, cpu in runs[mode])
+        line = f"{mode:10} {_three(walls):>30} {_three(cpus):>30}"
+        if mode != "plain" and "plain" in runs:
+            ratios = sorted(p[1] / m[1] for p, m in zip(runs["plain"], runs[mode], strict=True))
+            line += f" {_three(ratios, '.2f'):>22}"
+        print(line)
+
+
+def _three(values: list[float], spec: str = ",.0f") -> str:
+    return " / ".join(format(v, spec) for v in (values[0], statistics.median(values), values[-1]))
 
 
 if __name__ == "__main__":

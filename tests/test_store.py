@@ -119,3 +119,22 @@ def test_a_damaged_state_file_is_named_and_never_overwritten(tmp_path, damage):
     assert path.read_bytes() == before
     with pytest.raises(StateDamaged):  # again: damaged, not "in use" (the lock was let go)
         SQLiteStore(path)
+
+
+@pytest.mark.parametrize("count", [1, 7, 4_000, 5_000, 12_345])
+def test_sqlite_writer_keeps_every_field_of_every_record_in_any_batch_size(tmp_path, count):
+    """The writer inserts many rows per statement (4,000, then powers of two): none lost or changed."""
+    store = SQLiteStore(tmp_path / "state.db")
+    records = [TaskRecord(f"p:{i}", "p", "r1", "failed" if i % 3 else "done", i % 4, f"it's \"odd\" {i} ünï",
+                          1000.5 + i, '{"page": 2}' if i == 5 else None) for i in range(count)]
+    for record in records:
+        store.record(record)
+    store.flush()
+    assert sum(store.task_states("p").values()) == count
+    store.close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT task_id, plan, run_id, state, attempts, message, at, follow_up FROM tasks "
+                          "ORDER BY at").fetchall()
+    assert [TaskRecord(*row) for row in rows] == records

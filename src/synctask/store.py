@@ -11,6 +11,7 @@ overwrites the same keys), never claim a task finished whose rows are missing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -382,9 +383,10 @@ class _Writer:
     the larger the group commit). A failure is raised in the caller's thread at the next call."""
 
     MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
-    _SQL = ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-
+    # Rows per INSERT, 8 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
+    # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
+    # every statement) it waits up to the interpreter's switch interval (5 ms).
+    _ROWS = 4_000 if sqlite3.sqlite_version_info >= (3, 32) else 120
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
         self._changed = threading.Condition()
@@ -443,8 +445,7 @@ class _Writer:
             try:
                 self._db.execute("BEGIN")
                 try:
-                    for batch in batches:
-                        self._db.executemany(self._SQL, batch)
+                    self._insert([record for batch in batches for record in batch])
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -457,10 +458,29 @@ class _Writer:
                     self._busy = False
                     self._changed.notify_all()
 
+    def _insert(self, records: list[TaskRecord]) -> None:
+        """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES): ``executemany``
+        would hand the GIL back and take it again after every row, and with the event loop busy
+        each take waits, so the writer would crawl while the loop runs."""
+        start, left = 0, len(records)
+        while left:
+            # _ROWS at a time, then the rest in power-of-two statements: few distinct statements
+            # (SQLite keeps them prepared), few GIL takes.
+            rows = self._ROWS if left >= self._ROWS else 1 << (left.bit_length() - 1)
+            self._db.execute(_insert_sql(rows), [value for record in records[start:start + rows] for value in record])
+            start, left = start + rows, left - rows
+
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """INSERT of ``rows`` task outcomes in one statement."""
+    return ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
 
 
 def read_usage(path: str | Path) -> list[dict[str, Any]]:
