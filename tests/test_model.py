@@ -45,3 +45,22 @@ def test_secret_shows_stars_in_every_spelling():
     for text in (str(secret), repr(secret), f"{secret}", f"{secret!r}", "%s" % secret, str([secret])):
         assert "tok-123" not in text
     assert secret.reveal() == "tok-123"
+
+
+def test_task_ids_are_the_ids_state_files_already_hold():
+    """Ids are stored: the fast encoding must give exactly the text the plain encoder gives."""
+    import hashlib
+    import json
+    from datetime import datetime
+
+    def reference(plan, params):
+        blob = json.dumps(params, sort_keys=True, separators=(",", ":"), default=lambda v: v.isoformat()
+                          if isinstance(v, (date, datetime)) else str(v))
+        return f"{plan}:{hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()}"
+
+    cases = [{"i": 1}, {"symbol": "ÄPFEL", "day": date(2024, 1, 1), "x": 1.5, "n": None, "b": True},
+             {"nested": {"b": [1, 2], "a": "z"}, "when": datetime(2024, 1, 1, 9, 30)}, {}]
+    for params in cases:
+        assert task_id("p", params) == reference("p", params)
+    assert task_id("daily", {"code": "A", "day": date(2024, 1, 1)}) == "daily:" + hashlib.blake2b(
+        b'{"code":"A","day":"2024-01-01"}', digest_size=10).hexdigest()

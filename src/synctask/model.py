@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -264,10 +265,15 @@ def _canonical(value: Any) -> Any:
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=_canonical)
+# The same encoding through json's C encoder, made once instead of on every call (the same
+# text: ids in existing state files stay valid); None where the C accelerator is missing.
+_MAKE_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = (_MAKE_ENCODER(None, _canonical, json.encoder.encode_basestring_ascii, None, ":", ",", True, False, True)
+             if _MAKE_ENCODER is not None else None)
 
 
 def task_id(plan: str, params: Mapping[str, Any]) -> str:
     """``plan:hash``: the same plan and parameters (in any key order) always give the same id."""
-    blob = _ENCODER.encode(params)
+    blob = "".join(_C_ENCODE(params, 0)) if _C_ENCODE is not None and type(params) is dict else _ENCODER.encode(params)
     digest = hashlib.blake2b(blob.encode(), digest_size=10).hexdigest()
     return f"{plan}:{digest}"
