@@ -110,26 +110,24 @@ def main() -> None:
         print(json.dumps(batch(tasks, datasets) if mode == "batch" else spread(tasks, datasets)))
         return
     counts = [int(d) for d in args.datasets.split(",")]
-
-    def run(mode: str, tasks: int, datasets: int) -> dict[str, float]:
-        out = subprocess.run([sys.executable, __file__, "--child", mode, str(tasks), str(datasets)],
-                             capture_output=True, text=True, check=True).stdout
-        return dict(json.loads(out.splitlines()[-1]))
-
     print(f"batch: {args.tasks:,} tasks, vendor 50,000/s, each dataset 1,000/s; decisions per CPU-second")
-    print(f"{'datasets':>9} {'dispatch':>12} {'full cycle':>12} {'cost vs 1':>10}")
-    base = None
-    for d in counts:
-        got = run("batch", args.tasks, d)
-        base = base or got["cycle"]
-        print(f"{d:>9,} {got['dispatch']:>12,.0f} {got['cycle']:>12,.0f} {base / got['cycle']:>9.2f}x")
+    table("batch", args.tasks, counts, ("dispatch", "cycle"))
     print(f"\nspread: {args.spread_tasks:,} tasks, vendor 5,000/s, 64 workers, answers 10 ms after sending")
-    print(f"{'datasets':>9} {'full cycle':>12} {'tries/task':>11} {'cost vs 1':>10}")
+    table("spread", args.spread_tasks, counts, ("cycle", "tries"))
+
+
+def table(mode: str, tasks: int, counts: list[int], columns: tuple[str, ...]) -> None:
+    """One row per dataset count, each run in a fresh process; the cost is against the first row."""
+    names = {"dispatch": "dispatch", "cycle": "full cycle", "tries": "tries/task"}
+    print(f"{'datasets':>9} " + " ".join(f"{names[c]:>12}" for c in columns) + f" {'cost vs 1':>10}")
     base = None
     for d in counts:
-        got = run("spread", args.spread_tasks, d)
+        out = subprocess.run([sys.executable, __file__, "--child", mode, str(tasks), str(d)],
+                             capture_output=True, text=True, check=True).stdout
+        got = json.loads(out.splitlines()[-1])
         base = base or got["cycle"]
-        print(f"{d:>9,} {got['cycle']:>12,.0f} {got['tries']:>11.2f} {base / got['cycle']:>9.2f}x")
+        cells = " ".join(f"{got[c]:>12.2f}" if c == "tries" else f"{got[c]:>12,.0f}" for c in columns)
+        print(f"{d:>9,} {cells} {base / got['cycle']:>9.2f}x")
 
 
 if __name__ == "__main__":
