@@ -10,7 +10,7 @@ import shlex
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -251,10 +251,161 @@ def simulate(
         raise typer.Exit(0) from None
 
 
+@app.command()
+def serve(
+    plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to serve.")],
+    host: Annotated[str, typer.Option(
+        "--host", metavar="ADDRESS", help="Address of the control API (another than 127.0.0.1 needs "
+        "SYNCTASK_API_TOKEN).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Its port (0: any free).")
+                    ] = 8737,
+    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
+    state: Annotated[Optional[str], typer.Option(
+        "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")] = None,
+    grace: Annotated[float, typer.Option(
+        "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after SIGTERM or Ctrl-C.")] = 10.0,
+    wait: Annotated[bool, typer.Option(
+        "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")
+    ] = False,
+) -> None:
+    """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
+    from .config import load_plan_file
+    from .server.daemon import needs_token
+    from .server.daemon import serve as serve_forever
+
+    token = os.environ.get("SYNCTASK_API_TOKEN") or None
+    if needs_token(host) and token is None:
+        _fail(ValueError(f"--host {host} lets other machines reach the control API: set SYNCTASK_API_TOKEN "
+                         "(every call must then send it), or serve on 127.0.0.1"))
+    try:
+        plans = load_plan_file(plan_file)
+    except PlanFileError as exc:
+        _fail(exc)
+    _print_warnings(plans)
+    base = Path(plan_file).resolve().parent
+    state_path = Path(state) if state else base / ".synctask" / "state.db"
+    manual = [p.name for p in plans.plans if p.schedule.kind == "manual"]
+    executor = _build(plans, [p.name for p in plans.plans], workers=workers, state=state_path, base=base,
+                      grace=grace, wait=wait, start=manual)
+
+    def ready(url: str) -> None:
+        out.print(f"synctask serve: {len(plans.plans)} plan(s), control API on {url} (state {state_path})",
+                  markup=False, highlight=False)
+
+    try:
+        summary = asyncio.run(serve_forever(executor, host, port, token, ready))
+    finally:
+        executor.close()
+    out.print(f"synctask serve: stopped; {sum(p['done'] for p in summary.plans.values()):,} tasks done in this "
+              "process, progress saved", markup=False, highlight=False)
+
+
+_URL = Annotated[Optional[str], typer.Option(
+    "--url", metavar="URL", help="The daemon (default: $SYNCTASK_URL, else http://127.0.0.1:8737).")]
+_JSON = Annotated[bool, typer.Option("--json", metavar="", help="The daemon's answer as JSON.")]
+
+
+@app.command()
+def status(
+    plan: Annotated[Optional[str], typer.Argument(metavar="[PLAN]", help="One plan, with its recent failures.")
+                    ] = None,
+    url: _URL = None,
+    json_out: _JSON = False,
+) -> None:
+    """Show the daemon's plans: state, progress, rate, ETA, freezes, next run."""
+    answer = _daemon(url, "GET", f"/api/plans/{_quote(plan)}" if plan else "/api/plans")
+    if json_out:
+        print(json.dumps(answer, indent=2))
+        return
+    views = [answer] if plan else answer["plans"]
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("plan", "state", "done", "failed", "in flight", "rate/s", "eta", "next run"):
+        table.add_column(column, justify="right" if column in ("done", "failed", "in flight", "rate/s") else "left")
+    for v in views:
+        total = f"/{v['total']:,}" if v.get("total") is not None else ""
+        eta = format_duration(v["eta_seconds"]) if v.get("eta_seconds") else "-"
+        table.add_row(v["name"], v["state"], f"{v['done'] + v['skipped']:,}{total}", f"{v['failed']:,}",
+                      str(v["in_flight"]), f"{v['rate']:.1f}", eta, v.get("next_due") or "-")
+    out.print(table)
+    for failure in (answer.get("recent_failures") or [])[-10:] if plan else []:
+        out.print(f"  {failure['kind']}: {failure['task_id']}: {failure['message']}", markup=False, highlight=False)
+
+
+def _control(action: str, help_text: str) -> None:
+    def command(plan: Annotated[str, typer.Argument(metavar="PLAN", help="The plan's name.")], url: _URL = None,
+                json_out: _JSON = False) -> None:
+        if action == "remove":
+            answer = _daemon(url, "DELETE", f"/api/plans/{_quote(plan)}")
+        else:
+            answer = _daemon(url, "POST", f"/api/plans/{_quote(plan)}/{action}")
+        if json_out:
+            print(json.dumps(answer))
+        elif action == "remove":
+            out.print(f"{plan}: removed", markup=False, highlight=False)
+        else:
+            note = "" if answer.get("changed") else f" (already {answer['state']})"
+            out.print(f"{plan}: {answer['state']}{note}", markup=False, highlight=False)
+
+    command.__doc__ = help_text
+    app.command(name=action)(command)
+
+
+for _action, _help in (("start", "Start a plan on the daemon now (a stopped or paused one continues)."),
+                       ("stop", "Stop a plan: in-flight tasks are cancelled and return to pending."),
+                       ("pause", "Pause a plan: nothing more is sent; in-flight tasks finish."),
+                       ("resume", "Resume a paused or stopped plan."),
+                       ("cancel", "Cancel a plan's run: pending work is dropped."),
+                       ("remove", "Cancel a plan and forget it on the daemon (finished work stays recorded).")):
+    _control(_action, _help)
+
+
+@app.command(name="workers")
+def set_workers(
+    count: Annotated[int, typer.Argument(metavar="N", min=1, help="Concurrent tasks.")],
+    url: _URL = None,
+) -> None:
+    """Set how many tasks the daemon runs at once."""
+    answer = _daemon(url, "PUT", "/api/workers", {"workers": count})
+    out.print(f"workers: {answer['workers']}", markup=False, highlight=False)
+
+
+@app.command()
+def events(url: _URL = None) -> None:
+    """Follow the daemon's events as JSON lines (Ctrl-C to stop)."""
+    from .server.client import DaemonError, follow_events
+
+    try:
+        for event in follow_events(url):
+            print(json.dumps(event), flush=True)
+    except DaemonError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _daemon(url: str | None, method: str, path: str, body: object = None) -> dict[str, Any]:
+    """One call to the daemon; a clear message and exit 1 when none answers or it refuses."""
+    from .server.client import DaemonError, call
+
+    try:
+        return call(url, method, path, body)
+    except DaemonError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
 def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
-           grace: float, wait: bool = False) -> SyncTaskExecutor:
+           grace: float, wait: bool = False, start: list[str] | None = None) -> SyncTaskExecutor:
     """An executor with the selected plans loaded and its state open, or exit 2 naming what
-    could not be built (exit 75 when another process holds the state: try again later)."""
+    could not be built (exit 75 when another process holds the state: try again later).
+    ``start``: the plans to start now (default: all selected)."""
     from .executor import SyncTaskExecutor
     from .lock import StateInUse
     from .store import StateDamaged
@@ -273,7 +424,7 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
     except StateDamaged as exc:
         _fail(exc)
     try:
-        for name in selected:
+        for name in selected if start is None else start:
             executor.start_plan(name)
     except (SyncError, ValueError) as exc:
         _fail(exc)

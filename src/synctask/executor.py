@@ -357,6 +357,15 @@ class SyncTaskExecutor:
             return PlanState.IDLE
         return self.scheduler.plan_state(name)
 
+    def plan(self, name: str) -> SyncPlan:
+        """The plan named ``name`` (``UnknownPlan`` when there is none)."""
+        return self._plan(name)
+
+    def next_due(self, name: str) -> datetime | None:
+        """When the plan's schedule next starts a run (None: manual, or no time left)."""
+        self._plan(name)
+        return self._due.get(name)
+
     def plans(self) -> list[SyncPlan]:
         """The plans added, in the order they were added."""
         return list(self._plans.values())

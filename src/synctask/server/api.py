@@ -1,0 +1,201 @@
+"""The control API of ``synctask serve``: JSON over HTTP under ``/api/``, on aiohttp.
+
+One running ``SyncTaskExecutor`` is driven from outside: list plans with their progress, look
+at one with its recent failures, start/stop/pause/resume/cancel/remove it, set the worker
+count, read each vendor's limits with their live usage, and follow the executor's events as a
+server-sent-events stream. Mutations that are already true answer 200 (pausing a paused plan);
+impossible ones answer 404 or 409 with a sentence. Nothing returned ever holds a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import IllegalTransition, SyncError, UnknownPlan
+from ..events import Event, TaskEvent
+from ..executor import SyncTaskExecutor
+from ..model import PlanState
+from ..redact import SECRETS
+
+__all__ = ["make_app", "event_dict", "RECENT_FAILURES"]
+
+RECENT_FAILURES = 50  # failed tasks kept per plan for GET /api/plans/{name}
+_ACTIONS = ("start", "stop", "pause", "resume", "cancel")
+_ALREADY = {"pause": {PlanState.PAUSED}, "resume": {PlanState.RUNNING}, "start": {PlanState.RUNNING},
+            "stop": {PlanState.STOPPED}, "cancel": {PlanState.CANCELLED}}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    """One event as plain data: its kind under "type" and its fields (secrets masked)."""
+    data = {"type": type(event).__name__.removesuffix("Event").lower(), **dataclasses.asdict(event)}
+    if SECRETS and isinstance(data.get("message"), str):
+        data["message"] = SECRETS(data["message"])
+    return data
+
+
+class _Failures:
+    """The last failed and retried tasks of each plan, from the executor's events."""
+
+    def __init__(self) -> None:
+        self.by_plan: dict[str, deque[dict[str, Any]]] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TaskEvent) and event.kind in ("failed", "retry"):
+            recent = self.by_plan.setdefault(event.plan, deque(maxlen=RECENT_FAILURES))
+            recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message, "at": event.at})
+
+
+def make_app(executor: SyncTaskExecutor, *, token: str | None = None) -> web.Application:
+    """The API over ``executor``; with ``token`` every call needs ``Authorization: Bearer``."""
+    failures = _Failures()
+    executor.listen(failures)
+    app = web.Application(middlewares=[_errors, _auth(token)])
+    app["executor"], app["failures"] = executor, failures
+    app.router.add_get("/healthz", _health)
+    app.router.add_get("/api/plans", _plans)
+    app.router.add_get("/api/plans/{name}", _plan)
+    app.router.add_post("/api/plans/{name}/{action}", _act)
+    app.router.add_delete("/api/plans/{name}", _remove)
+    app.router.add_get("/api/vendors", _vendors)
+    app.router.add_put("/api/workers", _workers)
+    app.router.add_get("/api/events", _events)
+    return app
+
+
+def _auth(token: str | None) -> Any:
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is not None and request.path != "/healthz":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return _error(401, "this daemon needs its token: send Authorization: Bearer $SYNCTASK_API_TOKEN")
+        return await handler(request)
+
+    return check
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Control errors as JSON with a sentence; never a traceback, never a secret."""
+    try:
+        return await handler(request)
+    except UnknownPlan as exc:
+        return _error(404, str(exc))
+    except (IllegalTransition, SyncError, ValueError) as exc:
+        return _error(409 if isinstance(exc, (IllegalTransition, SyncError)) else 400, str(exc))
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": SECRETS(message) if SECRETS else message}, status=status)
+
+
+async def _health(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    return web.json_response({"ok": True, "plans": len(executor.plans()), "workers": executor.workers})
+
+
+def _plan_view(executor: SyncTaskExecutor, name: str) -> dict[str, Any]:
+    """What a person wants to see of one plan: state, counts, pace, ETA, freeze, next run."""
+    now = time.time()
+    state = executor.plan_state(name).value
+    p = executor.progress.snapshot(name, now)
+    view: dict[str, Any] = {
+        "name": name, "state": state, "dataset": executor.plan(name).dataset,
+        "total": p.total, "done": p.done, "failed": p.failed, "skipped": p.skipped, "in_flight": p.in_flight,
+        "retries": p.retries, "freezes": p.freezes, "rows": p.rows, "rate": round(p.rate, 3),
+        "eta_seconds": None if p.eta is None else round(p.eta, 1), "frozen_until": p.frozen_until,
+        "last_message": SECRETS(p.last_message) if SECRETS and p.last_message else p.last_message,
+        "run_id": p.run_id, "next_due": None,
+    }
+    due = executor.next_due(name)
+    if due is not None:
+        view["next_due"] = due.isoformat()
+    return view
+
+
+async def _plans(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    return web.json_response({"plans": [_plan_view(executor, plan.name) for plan in executor.plans()]})
+
+
+async def _plan(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    name = request.match_info["name"]
+    view = _plan_view(executor, name)
+    view["recent_failures"] = list(request.app["failures"].by_plan.get(name, ()))
+    return web.json_response(view)
+
+
+async def _act(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    name, action = request.match_info["name"], request.match_info["action"]
+    if action not in _ACTIONS:
+        return _error(404, f"no action {action!r}; use one of {', '.join(_ACTIONS)}")
+    before = executor.plan_state(name)
+    if before in _ALREADY[action]:
+        return web.json_response({"plan": name, "state": before.value, "changed": False})
+    try:
+        getattr(executor, f"{action}_plan")(name)
+    except IllegalTransition:
+        return _error(409, f"plan {name!r} is {before.value}: it cannot {action} now")
+    return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True})
+
+
+async def _remove(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    name = request.match_info["name"]
+    executor.remove_plan(name)
+    return web.json_response({"plan": name, "removed": True})
+
+
+async def _vendors(request: web.Request) -> web.Response:
+    """Each limited scope with its limits and how much of each is used now."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    now = time.time()
+    scopes = []
+    for scope in executor.limiter.scopes():
+        frozen = executor.limiter.frozen_until(scope, now)
+        limits = [{"limit": str(limit), "used": used} for limit, used in executor.limiter.usage(scope, now)]
+        if limits or frozen is not None:
+            scopes.append({"scope": scope, "limits": limits, "frozen_until": frozen})
+    return web.json_response({"scopes": scopes})
+
+
+async def _workers(request: web.Request) -> web.Response:
+    executor: SyncTaskExecutor = request.app["executor"]
+    try:
+        body = await request.json()
+        workers = int(body["workers"])
+    except (ValueError, KeyError, TypeError):
+        return _error(400, 'send {"workers": N} with N a whole number of at least 1')
+    executor.set_workers(workers)
+    return web.json_response({"workers": executor.workers})
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: one ``data:`` line of JSON per executor event, as they happen."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    events = executor.events()
+    try:
+        async for event in events:
+            await response.write(f"data: {json.dumps(event_dict(event), default=str)}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
+    return response
+

@@ -1,0 +1,214 @@
+"""`synctask serve` as a real process, driven over its API and by the `synctask` client commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+TASK_MODULE = '''
+import asyncio
+
+async def fetch(i):
+    await asyncio.sleep(0.02)
+    return [{"i": i}]
+'''
+
+PLANS = '''
+[vendors.local]
+connector = "python:serve_tasks:fetch"
+limits = [{ rate = 100, per = "1s" }]
+
+[datasets.slow]
+vendor = "local"
+api = "python:serve_tasks:fetch"
+sink = { kind = "sqlite", path = "slow.db", key = ["i"] }
+
+[datasets.other]
+vendor = "local"
+api = "python:serve_tasks:fetch"
+sink = { kind = "sqlite", path = "other.db", key = ["i"] }
+
+[[plans]]
+name = "slow"
+dataset = "slow"
+params = { i = { from = 1, to = 100000 } }
+
+[[plans]]
+name = "other"
+dataset = "other"
+params = { i = { from = 1, to = 100000 } }
+'''
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "serve_tasks.py").write_text(TASK_MODULE)
+    (tmp_path / "plans.toml").write_text(PLANS)
+    return tmp_path
+
+
+def env_for(workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SYNCTASK_API_TOKEN", "SYNCTASK_URL")}
+    return {**env, "PYTHONPATH": str(workdir), **extra}
+
+
+@contextmanager
+def daemon(workdir: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`synctask serve` on a free port; yields the process and the API's URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "serve", str(workdir / "plans.toml"),
+                             "--port", "0", *args], cwd=workdir, env=env_for(workdir, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "control API on http://" in line, line + (proc.stderr.read() if proc.stderr else "")
+        yield proc, line.split("control API on ")[1].split()[0]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+def api(url: str, method: str = "GET", path: str = "/api/plans", body: object = None,
+        token: str | None = None) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def client(workdir: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "synctask.cli", *args, "--url", url], capture_output=True,
+                          text=True, timeout=60, env=env_for(workdir, **env))
+
+
+def plan(url: str, name: str) -> dict:
+    status, view = api(url, path=f"/api/plans/{name}")
+    assert status == 200, view
+    return view
+
+
+def wait_until(check, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_plans_are_controlled_over_the_api_while_the_other_keeps_its_pace(workdir):
+    with daemon(workdir) as (_, url):
+        assert api(url, path="/healthz") == (200, {"ok": True, "plans": 2, "workers": 16})
+        wait_until(lambda: plan(url, "slow")["done"] > 10 and plan(url, "other")["done"] > 10)
+
+        assert api(url, "POST", "/api/plans/slow/pause")[1] == {"plan": "slow", "state": "paused", "changed": True}
+        assert api(url, "POST", "/api/plans/slow/pause")[1]["changed"] is False  # pausing a paused plan is fine
+        wait_until(lambda: plan(url, "slow")["in_flight"] == 0)
+        paused_at, other_at = plan(url, "slow")["done"], plan(url, "other")["done"]
+        time.sleep(0.6)
+        assert plan(url, "slow")["done"] == paused_at  # nothing more of the paused plan
+        assert plan(url, "other")["done"] > other_at + 10  # the other one kept going
+
+        assert api(url, "POST", "/api/plans/slow/resume")[1]["state"] == "running"
+        wait_until(lambda: plan(url, "slow")["done"] > paused_at)
+        assert api(url, "POST", "/api/plans/slow/stop")[1]["state"] == "stopped"
+        assert api(url, "POST", "/api/plans/slow/start")[1]["state"] == "running"
+        assert api(url, "POST", "/api/plans/slow/cancel")[1]["state"] == "cancelled"
+        status, answer = api(url, "POST", "/api/plans/slow/pause")
+        assert status == 409 and "cancelled" in answer["error"]
+        assert api(url, "DELETE", "/api/plans/slow")[1] == {"plan": "slow", "removed": True}
+        status, answer = api(url, path="/api/plans/slow")
+        assert status == 404 and "no plan named 'slow'" in answer["error"]
+        status, answer = api(url, "POST", "/api/plans/other/explode")
+        assert status == 404 and "use one of" in answer["error"]
+
+        assert api(url, "PUT", "/api/workers", {"workers": 4})[1] == {"workers": 4}
+        status, answer = api(url, "PUT", "/api/workers", {"workers": "many"})
+        assert status == 400 and '{"workers": N}' in answer["error"]
+        scopes = {s["scope"]: s for s in api(url, path="/api/vendors")[1]["scopes"]}
+        assert scopes["vendor:local"]["limits"][0]["limit"].startswith("100 per 1s")
+
+
+def test_the_client_commands_show_and_change_the_daemons_plans(workdir):
+    with daemon(workdir) as (_, url):
+        wait_until(lambda: plan(url, "other")["done"] > 5)
+        shown = client(workdir, url, "status")
+        assert shown.returncode == 0, shown.stderr
+        assert "slow" in shown.stdout and "other" in shown.stdout and "running" in shown.stdout
+        assert "\x1b[" not in shown.stdout  # plain text when piped
+        paused = client(workdir, url, "pause", "other")
+        assert paused.returncode == 0 and paused.stdout.strip() == "other: paused"
+        again = client(workdir, url, "pause", "other")
+        assert again.stdout.strip() == "other: paused (already paused)"
+        as_json = json.loads(client(workdir, url, "status", "other", "--json").stdout)
+        assert as_json["state"] == "paused" and "recent_failures" in as_json
+        unknown = client(workdir, url, "resume", "nope")
+        assert unknown.returncode == 1 and "answered 404: no plan named 'nope'" in unknown.stderr
+        assert "Traceback" not in unknown.stderr
+        assert client(workdir, url, "workers", "3").stdout.strip() == "workers: 3"
+
+
+def test_no_daemon_is_a_clear_message_and_exit_1(workdir):
+    result = client(workdir, "http://127.0.0.1:9", "status")
+    assert result.returncode == 1
+    assert "no synctask daemon answers at http://127.0.0.1:9" in result.stderr and "synctask serve" in result.stderr
+
+
+def test_another_address_needs_the_token_and_then_every_call_does(workdir):
+    refused = subprocess.run([sys.executable, "-m", "synctask.cli", "serve", str(workdir / "plans.toml"),
+                              "--host", "127.0.0.2", "--port", "0"], capture_output=True, text=True, timeout=60,
+                             env=env_for(workdir), cwd=workdir)
+    assert refused.returncode == 2 and "SYNCTASK_API_TOKEN" in refused.stderr
+    token = "s3cret-t0ken-value"
+    with daemon(workdir, "--host", "127.0.0.2", SYNCTASK_API_TOKEN=token) as (_, url):
+        assert url.startswith("http://127.0.0.2:")
+        status, answer = api(url)
+        assert status == 401 and "Bearer" in answer["error"]
+        assert api(url, "POST", "/api/plans/slow/pause", token="wrong")[0] == 401
+        status, answer = api(url, token=token)
+        assert status == 200 and {p["name"] for p in answer["plans"]} == {"slow", "other"}
+        assert token not in json.dumps(answer)
+        shown = client(workdir, url, "status", SYNCTASK_API_TOKEN=token)
+        assert shown.returncode == 0 and "slow" in shown.stdout
+        denied = client(workdir, url, "status")
+        assert denied.returncode == 1 and "401" in denied.stderr
+
+
+def test_sigterm_stops_the_daemon_gracefully(workdir):
+    with daemon(workdir) as (proc, url):
+        wait_until(lambda: plan(url, "other")["done"] > 5)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "stopped" in stdout and "progress saved" in stdout
+
+
+def test_the_event_stream_carries_the_executors_events(workdir):
+    with daemon(workdir) as (_, url):
+        request = urllib.request.Request(url + "/api/events")
+        kinds = set()
+        with urllib.request.urlopen(request, timeout=10) as stream:
+            api(url, "POST", "/api/plans/slow/pause")
+            for raw in stream:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    kinds.add((event["type"], event.get("kind") or event.get("state")))
+                if {("plan", "paused"), ("task", "done"), ("task", "started")} <= kinds:
+                    break  # (it would wait for them until the 10 s timeout otherwise)
