@@ -47,7 +47,7 @@ def demo_profiles() -> dict[str, SimulatorConfig]:
         "tushare": SimulatorConfig("tushare", scale=60, faults=faults, tushare_per_minute=25),
         "binance": SimulatorConfig("binance", scale=60, faults=faults, binance_weight_per_minute=50,
                                    binance_ban_seconds=60),
-        "rest": SimulatorConfig("rest", scale=60, faults=faults, rest_per_minute=30, rest_items_per_day=35),
+        "rest": SimulatorConfig("rest", scale=60, faults=faults, rest_per_minute=15, rest_items_per_day=35),
         "ws": SimulatorConfig("ws", ws_per_second=50, ws_drop_every=500),
     }
 
