@@ -211,3 +211,34 @@ def test_the_event_stream_carries_the_executors_events(workdir):
                     kinds.add((event["type"], event.get("kind") or event.get("state")))
                 if {("plan", "paused"), ("task", "done"), ("task", "started")} <= kinds:
                     break  # (it would wait for them until the 10 s timeout otherwise)
+
+
+def test_metrics_parse_and_their_counts_match_the_plans(workdir):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with daemon(workdir) as (_, url):
+        wait_until(lambda: plan(url, "slow")["done"] > 10 and plan(url, "other")["done"] > 10)
+        for name in ("slow", "other"):
+            api(url, "POST", f"/api/plans/{name}/pause")
+        wait_until(lambda: plan(url, "slow")["in_flight"] == 0 and plan(url, "other")["in_flight"] == 0)
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+            assert answer.headers["Content-Type"].startswith("text/plain")
+            text = answer.read().decode()
+        samples = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        for name in ("slow", "other"):
+            done = plan(url, name)["done"]
+            assert samples[("synctask_tasks_total", (("plan", name), ("state", "done")))] == done
+            assert samples[("synctask_plan_tasks", (("plan", name), ("state", "done")))] == done
+            assert samples[("synctask_tasks_in_flight", (("plan", name),))] == 0
+        requests = sum(v for (n, labels), v in samples.items() if n == "synctask_requests_total"
+                       and ("outcome", "done") in labels and ("vendor", "local") in labels)
+        assert requests == plan(url, "slow")["done"] + plan(url, "other")["done"]
+        assert samples[("synctask_workers", ())] == 16
+        window = (("scope", "vendor:local"), ("vendor", "local"), ("window", "100 per 1s"))
+        assert samples[("synctask_limit_capacity", window)] == 100
+        assert samples[("synctask_request_duration_seconds_count", (("vendor", "local"),))] == requests
+        assert "serve_tasks" not in text and ":" not in "".join(  # no task id in any label
+            v for (_, labels) in samples for k, v in labels if k not in ("scope", "window"))

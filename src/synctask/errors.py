@@ -212,6 +212,15 @@ class Failure:
         return f"{happened}; synctask {action}; {_USER_CAN[self.kind]}."
 
 
+def outcome_told(message: str | None) -> OutcomeKind | None:
+    """The outcome kind a standard ``Failure.explain`` sentence begins with (None: another)."""
+    if message:
+        for kind, happened in _HAPPENED.items():
+            if message.startswith(happened):
+                return kind
+    return None
+
+
 class TaskError(SyncError):
     """Raise a subclass from a Python task to tell synctask how it failed."""
 

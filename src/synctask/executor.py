@@ -361,6 +361,13 @@ class SyncTaskExecutor:
         """The plan named ``name`` (``UnknownPlan`` when there is none)."""
         return self._plan(name)
 
+    def dataset(self, name: str) -> Dataset:
+        """The dataset named ``name`` (``UnknownPlan`` when there is none)."""
+        found = self._datasets.get(name)
+        if found is None:
+            raise UnknownPlan(f"no dataset named {name!r}; known: {', '.join(self._datasets) or 'none'}")
+        return found
+
     def next_due(self, name: str) -> datetime | None:
         """When the plan's schedule next starts a run (None: manual, or no time left)."""
         self._plan(name)

@@ -58,10 +58,12 @@ class _Failures:
 
 def make_app(executor: SyncTaskExecutor, *, token: str | None = None) -> web.Application:
     """The API over ``executor``; with ``token`` every call needs ``Authorization: Bearer``."""
+    from .metrics import Metrics
+
     failures = _Failures()
     executor.listen(failures)
     app = web.Application(middlewares=[_errors, _auth(token)])
-    app["executor"], app["failures"] = executor, failures
+    app["executor"], app["failures"], app["metrics"] = executor, failures, Metrics(executor)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/plans", _plans)
     app.router.add_get("/api/plans/{name}", _plan)
@@ -70,6 +72,7 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None) -> web.App
     app.router.add_get("/api/vendors", _vendors)
     app.router.add_put("/api/workers", _workers)
     app.router.add_get("/api/events", _events)
+    app.router.add_get("/metrics", _metrics)
     return app
 
 
@@ -181,6 +184,13 @@ async def _workers(request: web.Request) -> web.Response:
         return _error(400, 'send {"workers": N} with N a whole number of at least 1')
     executor.set_workers(workers)
     return web.json_response({"workers": executor.workers})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format (scrape it; the token applies here too when there is one)."""
+    from .metrics import CONTENT_TYPE
+
+    return web.Response(body=request.app["metrics"].exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
