@@ -207,8 +207,8 @@ def test_the_event_stream_carries_the_executors_events(workdir):
             for raw in stream:
                 line = raw.decode().strip()
                 if line.startswith("data: "):
-                    event = json.loads(line[6:])
-                    kinds.add((event["type"], event.get("kind") or event.get("state")))
+                    for event in json.loads(line[6:]):  # the events of one loop turn
+                        kinds.add((event["type"], event.get("kind") or event.get("state")))
                 if {("plan", "paused"), ("task", "done"), ("task", "started")} <= kinds:
                     break  # (it would wait for them until the 10 s timeout otherwise)
 

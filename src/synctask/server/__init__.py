@@ -1,5 +1,5 @@
 """Daemon mode: ``synctask serve`` runs plans for as long as it lives, controlled over HTTP."""
 
-from .api import event_dict, make_app
+from .api import make_app
 
-__all__ = ["make_app", "event_dict"]
+__all__ = ["make_app"]

@@ -10,8 +10,6 @@ impossible ones answer 404 or 409 with a sentence. Nothing returned ever holds a
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import hmac
 import json
 import time
@@ -22,26 +20,18 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import IllegalTransition, SyncError, UnknownPlan
-from ..events import Event, TaskEvent
+from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
 from ..model import PlanState
 from ..redact import SECRETS
 
-__all__ = ["make_app", "event_dict", "RECENT_FAILURES"]
+__all__ = ["make_app", "RECENT_FAILURES"]
 
 RECENT_FAILURES = 50  # failed tasks kept per plan for GET /api/plans/{name}
 _ACTIONS = ("start", "stop", "pause", "resume", "cancel")
 _ALREADY = {"pause": {PlanState.PAUSED}, "resume": {PlanState.RUNNING}, "start": {PlanState.RUNNING},
             "stop": {PlanState.STOPPED}, "cancel": {PlanState.CANCELLED}}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def event_dict(event: Event) -> dict[str, Any]:
-    """One event as plain data: its kind under "type" and its fields (secrets masked)."""
-    data = {"type": type(event).__name__.removesuffix("Event").lower(), **dataclasses.asdict(event)}
-    if SECRETS and isinstance(data.get("message"), str):
-        data["message"] = SECRETS(data["message"])
-    return data
 
 
 class _Failures:
@@ -64,6 +54,8 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None) -> web.App
     executor.listen(failures)
     app = web.Application(middlewares=[_errors, _auth(token)])
     app["executor"], app["failures"], app["metrics"] = executor, failures, Metrics(executor)
+    app["broadcast"] = broadcast = _Broadcast()
+    executor.listen(broadcast)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/plans", _plans)
     app.router.add_get("/api/plans/{name}", _plan)
@@ -194,18 +186,55 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: one ``data:`` line of JSON per executor event, as they happen."""
-    executor: SyncTaskExecutor = request.app["executor"]
+    """Server-sent events: each ``data:`` line is a JSON array of the events of one loop turn,
+    in order (one write per turn, however many tasks ended in it)."""
+    broadcast: _Broadcast = request.app["broadcast"]
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    events = executor.events()
+    queue: asyncio.Queue[bytes] = asyncio.Queue(_SSE_BACKLOG)
+    broadcast.subscribers.append(queue)
     try:
-        async for event in events:
-            await response.write(f"data: {json.dumps(event_dict(event), default=str)}\n\n".encode())
+        await response.write(b": synctask events\n\n")  # the stream is open: clients may act now
+        while True:
+            await response.write(await queue.get())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        with contextlib.suppress(Exception):
-            await events.aclose()  # type: ignore[attr-defined]
+        broadcast.subscribers.remove(queue)
     return response
 
+
+_SSE_BACKLOG = 1_000  # batches a slow subscriber may fall behind before it loses the oldest
+
+
+class _Broadcast:
+    """The executor's events for every SSE subscriber: gathered over a loop turn, encoded once,
+    and handed to each subscriber as one chunk (a slow one loses its oldest chunks, never
+    slows the engine)."""
+
+    def __init__(self) -> None:
+        self.subscribers: list[asyncio.Queue[bytes]] = []
+        self._pending: list[dict[str, Any]] = []
+
+    def __call__(self, event: Event) -> None:
+        if not self.subscribers:
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append({"type": _TYPE[type(event)], **vars(event)})
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if SECRETS:
+            for data in batch:
+                if isinstance(data.get("message"), str):
+                    data["message"] = SECRETS(data["message"])
+        chunk = b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
+        for queue in self.subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(chunk)
+
+
+_TYPE: dict[type, str] = {cls: cls.__name__.removesuffix("Event").lower()
+         for cls in (TaskEvent, PlanEvent, FreezeEvent, SkipEvent, StreamEvent)}

@@ -73,4 +73,4 @@ def follow_events(url: str | None) -> Iterator[dict[str, Any]]:
         for raw in answer:
             line = raw.decode().strip()
             if line.startswith("data: "):
-                yield dict(json.loads(line[6:]))
+                yield from json.loads(line[6:])  # one loop turn's events, in order

@@ -1,0 +1,100 @@
+"""Dispatch of ``synctask serve`` with its event stream open: 10 SSE subscribers vs none.
+
+A daemon (its own process) runs no-op Python tasks as fast as it can; the benchmark counts the
+tasks done over a few seconds, first with nobody following ``/api/events``, then with 10
+subscribers reading it (threads of this process), then again with none. Goal: >= 0.9x.
+
+    python bench/serve_sse.py [--seconds 5] [--subscribers 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+TASKS = '''
+async def fetch(i):
+    return None
+'''
+
+PLANS = '''
+[vendors.local]
+connector = "python:sse_tasks:fetch"
+
+[datasets.work]
+vendor = "local"
+api = "python:sse_tasks:fetch"
+
+[[plans]]
+name = "work"
+dataset = "work"
+params = { i = { from = 1, to = 100000000 } }
+'''
+
+
+def done(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/api/plans/work", timeout=10) as answer:
+        return int(json.loads(answer.read())["done"])
+
+
+def rate(url: str, seconds: float) -> float:
+    before, started = done(url), time.perf_counter()
+    time.sleep(seconds)
+    return (done(url) - before) / (time.perf_counter() - started)
+
+
+def follow(url: str, stop: threading.Event, counts: list[int]) -> None:
+    with urllib.request.urlopen(f"{url}/api/events", timeout=30) as stream:
+        for line in stream:
+            if line.startswith(b"data: "):
+                counts.append(1)
+            if stop.is_set():
+                return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--subscribers", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        (work / "sse_tasks.py").write_text(TASKS)
+        (work / "plans.toml").write_text(PLANS)
+        proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "serve", str(work / "plans.toml"), "--port",
+                                 "0", "--workers", "64"], cwd=work, env={**os.environ, "PYTHONPATH": str(work)},
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            url = proc.stdout.readline().split("control API on ")[1].split()[0]
+            time.sleep(1.0)
+            alone = rate(url, args.seconds)
+            stop, counts = threading.Event(), []
+            readers = [threading.Thread(target=follow, args=(url, stop, counts), daemon=True)
+                       for _ in range(args.subscribers)]
+            for reader in readers:
+                reader.start()
+            time.sleep(0.5)
+            watched = rate(url, args.seconds)
+            stop.set()
+            time.sleep(1.0)
+            again = rate(url, args.seconds)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+    base = (alone + again) / 2
+    print(f"no subscriber: {alone:,.0f} then {again:,.0f} tasks/s; {args.subscribers} SSE subscribers: "
+          f"{watched:,.0f} tasks/s = {watched / base:.2f}x ({len(counts):,} event batches delivered)")
+
+
+if __name__ == "__main__":
+    main()
