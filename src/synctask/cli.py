@@ -119,23 +119,28 @@ def _probe(plans: PlanFile, name: str, base: Path) -> int:
     return 0
 
 
+_WORKERS = Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")]
+_STATE = Annotated[Optional[str], typer.Option(
+    "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")]
+_GRACE = Annotated[float, typer.Option(
+    "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after Ctrl-C or SIGTERM.")]
+_WAIT = Annotated[bool, typer.Option(
+    "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")]
+
+
 @app.command()
 def run(
     plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to run.")],
     plan: Annotated[Optional[list[str]], typer.Option(
         "--plan", metavar="NAME", help="Only these plans (repeatable).")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
-    state: Annotated[Optional[str], typer.Option(
-        "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")] = None,
-    grace: Annotated[float, typer.Option(
-        "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after Ctrl-C.")] = 10.0,
+    workers: _WORKERS = 16,
+    state: _STATE = None,
+    grace: _GRACE = 10.0,
     plain: Annotated[bool, typer.Option(
         "--plain", metavar="", help="Plain progress lines even on a terminal.")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", metavar="", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
-    wait: Annotated[bool, typer.Option(
-        "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")
-    ] = False,
+    wait: _WAIT = False,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     from .config import load_plan_file
@@ -259,14 +264,10 @@ def serve(
         "SYNCTASK_API_TOKEN).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Its port (0: any free).")
                     ] = 8737,
-    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
-    state: Annotated[Optional[str], typer.Option(
-        "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")] = None,
-    grace: Annotated[float, typer.Option(
-        "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after SIGTERM or Ctrl-C.")] = 10.0,
-    wait: Annotated[bool, typer.Option(
-        "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")
-    ] = False,
+    workers: _WORKERS = 16,
+    state: _STATE = None,
+    grace: _GRACE = 10.0,
+    wait: _WAIT = False,
 ) -> None:
     """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
     from .config import load_plan_file
