@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
-from pathlib import Path
+
+from serve_daemon import daemon
 
 TASKS = '''
 import asyncio, os, time
@@ -59,30 +55,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=50)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        (work / "control_tasks.py").write_text(TASKS)
-        (work / "plans.toml").write_text(PLANS)
+    with daemon("control_tasks", TASKS, PLANS, START_LOG="{work}/starts.log") as (url, work):
         log = work / "starts.log"
-        env = {**os.environ, "PYTHONPATH": str(work), "START_LOG": str(log)}
-        proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "serve", str(work / "plans.toml"), "--port",
-                                 "0", "--workers", "64"], cwd=work, env=env, stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().split("control API on ")[1].split()[0]
-            time.sleep(1.0)
-            to_last, calls = [], []
-            for _ in range(args.trials):
-                sent = post(f"{url}/api/plans/work/pause")
-                calls.append(time.time() - sent)
-                time.sleep(0.3)
-                starts = [float(line) for line in log.read_text().split()]
-                to_last.append(max(0.0, max(starts) - sent))
-                post(f"{url}/api/plans/work/resume")
-                time.sleep(0.2)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)
+        to_last, calls = [], []
+        for _ in range(args.trials):
+            sent = post(f"{url}/api/plans/work/pause")
+            calls.append(time.time() - sent)
+            time.sleep(0.3)
+            starts = [float(line) for line in log.read_text().split()]
+            to_last.append(max(0.0, max(starts) - sent))
+            post(f"{url}/api/plans/work/resume")
+            time.sleep(0.2)
     for name, values in (("pause to the plan's last start", to_last), ("the API call", calls)):
         values.sort()
         p99 = values[min(len(values) - 1, round(0.99 * (len(values) - 1)))]

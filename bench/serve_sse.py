@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
+
+from serve_daemon import daemon
 
 TASKS = '''
 async def fetch(i):
@@ -66,31 +62,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--subscribers", type=int, default=10)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        (work / "sse_tasks.py").write_text(TASKS)
-        (work / "plans.toml").write_text(PLANS)
-        proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "serve", str(work / "plans.toml"), "--port",
-                                 "0", "--workers", "64"], cwd=work, env={**os.environ, "PYTHONPATH": str(work)},
-                                stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            url = proc.stdout.readline().split("control API on ")[1].split()[0]
-            time.sleep(1.0)
-            alone = rate(url, args.seconds)
-            stop, counts = threading.Event(), []
-            readers = [threading.Thread(target=follow, args=(url, stop, counts), daemon=True)
-                       for _ in range(args.subscribers)]
-            for reader in readers:
-                reader.start()
-            time.sleep(0.5)
-            watched = rate(url, args.seconds)
-            stop.set()
-            time.sleep(1.0)
-            again = rate(url, args.seconds)
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.communicate(timeout=30)
+    with daemon("sse_tasks", TASKS, PLANS) as (url, _):
+        alone = rate(url, args.seconds)
+        stop, counts = threading.Event(), []
+        readers = [threading.Thread(target=follow, args=(url, stop, counts), daemon=True)
+                   for _ in range(args.subscribers)]
+        for reader in readers:
+            reader.start()
+        time.sleep(0.5)
+        watched = rate(url, args.seconds)
+        stop.set()
+        time.sleep(1.0)
+        again = rate(url, args.seconds)
     base = (alone + again) / 2
     print(f"no subscriber: {alone:,.0f} then {again:,.0f} tasks/s; {args.subscribers} SSE subscribers: "
           f"{watched:,.0f} tasks/s = {watched / base:.2f}x ({len(counts):,} event batches delivered)")

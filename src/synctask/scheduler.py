@@ -536,7 +536,7 @@ class Scheduler:
             if waiting is None:
                 ready.append(queue)
             else:  # others wait for room this queue needs too: it goes behind them, not ahead
-                self._join_line(queue, waiting)
+                self._join_line(queue, waiting, parked=waiting.where is not _SLEEPING)
                 self._next_out(waiting, now)
         finished, self._finished = self._finished, []
         if busy:
@@ -558,14 +558,7 @@ class Scheduler:
         """``queue`` found no room on ``counter`` before ``wake`` (``inf``: until a request in
         flight ends): it joins the counter's line, at the front if it just came out of it."""
         line = self._waitlists[counter]
-        self._token += 1
-        queue.sleep_token = self._token
-        queue.waiting_on = line
-        queue.where = _PARKED if wake == math.inf else _SLEEPING
-        if line is woken_by:
-            line.waiters.appendleft((self._token, queue))
-        else:
-            line.waiters.append((self._token, queue))
+        self._join_line(queue, line, parked=wake == math.inf, front=line is woken_by)
         if wake != math.inf and (line.where is not _SLEEPING or wake < line.wake_at):
             self._sleep_line(line, wake)
         return line
@@ -578,13 +571,17 @@ class Scheduler:
                 return line
         return None
 
-    def _join_line(self, queue: _Queue, line: _Waitlist) -> None:
-        """``queue`` has work and room may come: it waits at the back of ``line``."""
+    def _join_line(self, queue: _Queue, line: _Waitlist, *, parked: bool, front: bool = False) -> None:
+        """``queue`` waits in ``line`` (at its back, or at its ``front`` when it just came out of
+        it); ``parked``: no time is known when room comes (shown as such by ``queue_state``)."""
         self._token += 1
         queue.sleep_token = self._token
         queue.waiting_on = line
-        queue.where = _SLEEPING if line.where is _SLEEPING else _PARKED
-        line.waiters.append((self._token, queue))
+        queue.where = _PARKED if parked else _SLEEPING
+        if front:
+            line.waiters.appendleft((self._token, queue))
+        else:
+            line.waiters.append((self._token, queue))
 
     def _sleep_line(self, line: _Waitlist, until: float) -> None:
         self._token += 1
