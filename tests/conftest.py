@@ -60,3 +60,11 @@ def vendor() -> Vendor:
 
 def dataset(name: str, vendor: str = "v", limits: tuple[Any, ...] = (), weight: int = 1) -> Dataset:
     return Dataset(name, vendor, name, limits, weight)
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    """A folder for `synctask serve` tests: two plans of Python tasks (see ``served.py``)."""
+    from .served import make_workdir
+
+    return make_workdir(tmp_path)

@@ -385,6 +385,29 @@ def test_scheduled_plans_start_by_themselves_and_each_run_does_its_work():
     assert len(rec.calls["d"]) == 9
 
 
+def test_a_cron_plan_fires_at_its_time_in_its_time_zone():
+    rec = Recorder()
+    store = MemoryStore()
+    ex, _ = executor_with(rec, {"d": []}, store=store)
+    ex.flush_interval = 3600.0  # four virtual days of 0.2 s flushes would take real seconds
+
+    async def go():
+        # 18:00 in Shanghai on weekdays is 10:00 UTC; from Friday 2026-01-02 00:00 UTC over four
+        # days that is Friday and Monday, not the weekend.
+        loop = asyncio.get_running_loop()
+        ex._loop_ref, ex._epoch = loop, 1_767_312_000.0 - loop.time()
+        ex.add_plan(plan("close", "d", 2, schedule="cron 0 18 * * 1-5 Asia/Shanghai"), start=False)
+        runner = asyncio.create_task(ex.run(until_idle=False))
+        await asyncio.sleep(4 * 86400)
+        ex.shutdown()
+        await runner
+
+    run_virtual(go())
+    runs = store.runs("close")
+    assert [r.logical_time for r in runs] == ["2026-01-02T18:00:00+08:00", "2026-01-05T18:00:00+08:00"]
+    assert all(r.state == "completed" for r in runs) and len(rec.calls["d"]) == 4
+
+
 @pytest.mark.parametrize("in_memory", [500_000, 0])  # 0: the store is asked a batch of ids at a time
 def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path, monkeypatch, in_memory):
     import synctask.executor

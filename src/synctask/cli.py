@@ -278,23 +278,34 @@ def serve(
     if needs_token(host) and token is None:
         _fail(ValueError(f"--host {host} lets other machines reach the control API: set SYNCTASK_API_TOKEN "
                          "(every call must then send it), or serve on 127.0.0.1"))
+    from .executor import SyncTaskExecutor
+    from .server.service import Service
+
     try:
-        plans = load_plan_file(plan_file)
+        plans = load_plan_file(plan_file)  # the file alone first: its own problems, named as check names them
     except PlanFileError as exc:
         _fail(exc)
     _print_warnings(plans)
     base = Path(plan_file).resolve().parent
     state_path = Path(state) if state else base / ".synctask" / "state.db"
-    manual = [p.name for p in plans.plans if p.schedule.kind == "manual"]
-    executor = _build(plans, [p.name for p in plans.plans], workers=workers, state=state_path, base=base,
-                      grace=grace, wait=wait, start=manual)
+    executor = SyncTaskExecutor(workers=workers, state=state_path, base_dir=base, grace=grace)
+    _open_state(executor, wait)
+    try:
+        service = Service(executor, plan_file)
+        served = service.boot()  # the plans and states kept from the last time, with the file's changes
+    except (SyncError, ValueError) as exc:
+        executor.close()
+        _fail(exc)
 
     def ready(url: str) -> None:
-        out.print(f"synctask serve: {len(plans.plans)} plan(s), control API on {url} (state {state_path})",
+        out.print(f"synctask serve: {len(served.plans)} plan(s), control API on {url} (state {state_path})",
                   markup=False, highlight=False)
 
+    def reloaded(message: str) -> None:
+        out.print(f"synctask serve: {message}", markup=False, highlight=False)
+
     try:
-        summary = asyncio.run(serve_forever(executor, host, port, token, ready))
+        summary = asyncio.run(serve_forever(executor, host, port, token, ready, service, reloaded))
     finally:
         executor.close()
     out.print(f"synctask serve: stopped; {sum(p['done'] for p in summary.plans.values()):,} tasks done in this "
@@ -358,8 +369,41 @@ for _action, _help in (("start", "Start a plan on the daemon now (a stopped or p
                        ("pause", "Pause a plan: nothing more is sent; in-flight tasks finish."),
                        ("resume", "Resume a paused or stopped plan."),
                        ("cancel", "Cancel a plan's run: pending work is dropped."),
+                       ("retry", "Run a plan's failed tasks again (once its run has ended)."),
                        ("remove", "Cancel a plan and forget it on the daemon (finished work stays recorded).")):
     _control(_action, _help)
+
+
+@app.command()
+def add(
+    plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="Plans to add (TOML or JSON); they may use "
+                                             "the daemon's vendors and datasets.")],
+    url: _URL = None,
+    json_out: _JSON = False,
+) -> None:
+    """Add plans to the running daemon (validated as check validates; kept across restarts)."""
+    try:
+        text = Path(plan_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail(ValueError(f"{plan_file}: cannot read the file: {exc}"))
+    kind = "application/json" if plan_file.endswith(".json") else "application/toml"
+    answer = _daemon(url, "POST", "/api/plans", text, content_type=kind)
+    if json_out:
+        print(json.dumps(answer))
+        return
+    for view in answer["plans"]:
+        out.print(f"{view['name']}: added, {view['state']}", markup=False, highlight=False)
+
+
+@app.command()
+def reload(url: _URL = None, json_out: _JSON = False) -> None:
+    """Make the daemon read its plan file again: added, changed and removed plans apply."""
+    answer = _daemon(url, "POST", "/api/reload")
+    if json_out:
+        print(json.dumps(answer))
+        return
+    said = [f"{kind}: {', '.join(names)}" for kind, names in answer.items() if names]
+    out.print("; ".join(said) or "the plan file has no changes", markup=False, highlight=False)
 
 
 @app.command(name="workers")
@@ -385,12 +429,13 @@ def events(url: _URL = None) -> None:
         raise typer.Exit(1) from None
 
 
-def _daemon(url: str | None, method: str, path: str, body: object = None) -> dict[str, Any]:
+def _daemon(url: str | None, method: str, path: str, body: object = None, content_type: str | None = None
+            ) -> dict[str, Any]:
     """One call to the daemon; a clear message and exit 1 when none answers or it refuses."""
     from .server.client import DaemonError, call
 
     try:
-        return call(url, method, path, body)
+        return call(url, method, path, body, content_type=content_type)
     except DaemonError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -403,20 +448,31 @@ def _quote(name: str) -> str:
 
 
 def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
-           grace: float, wait: bool = False, start: list[str] | None = None) -> SyncTaskExecutor:
-    """An executor with the selected plans loaded and its state open, or exit 2 naming what
-    could not be built (exit 75 when another process holds the state: try again later).
-    ``start``: the plans to start now (default: all selected)."""
+           grace: float, wait: bool = False) -> SyncTaskExecutor:
+    """An executor with the selected plans loaded, started and its state open, or exit 2 naming
+    what could not be built (exit 75 when another process holds the state: try again later)."""
     from .executor import SyncTaskExecutor
-    from .lock import StateInUse
-    from .store import StateDamaged
 
     try:
         executor = SyncTaskExecutor(workers=workers, state=state, base_dir=base, grace=grace)
         executor.load(plans, only=selected, start=False)
     except (SyncError, ValueError) as exc:
         _fail(exc)
-    try:  # the plans are sound: now the state, which only one process may use at a time
+    _open_state(executor, wait)  # the plans are sound: now the state, which one process may use at a time
+    try:
+        for name in selected:
+            executor.start_plan(name)
+    except (SyncError, ValueError) as exc:
+        _fail(exc)
+    return executor
+
+
+def _open_state(executor: SyncTaskExecutor, wait: bool) -> None:
+    """Open the executor's state file, or exit 75 when another process holds it (2 when damaged)."""
+    from .lock import StateInUse
+    from .store import StateDamaged
+
+    try:
         executor.open_state(wait=wait, on_wait=lambda message: err.print(message, markup=False, highlight=False))
     except StateInUse as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
@@ -424,12 +480,6 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
         raise typer.Exit(75) from None
     except StateDamaged as exc:
         _fail(exc)
-    try:
-        for name in selected if start is None else start:
-            executor.start_plan(name)
-    except (SyncError, ValueError) as exc:
-        _fail(exc)
-    return executor
 
 
 async def _drive(executor: SyncTaskExecutor, *, plain: bool, json_lines: bool) -> RunSummary:

@@ -29,7 +29,7 @@ from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .units import parse_duration, parse_duration_range
 
-__all__ = ["PlanFile", "load_plan_file", "parse_plan_text"]
+__all__ = ["PlanFile", "load_plan_file", "parse_plan_text", "parse_plan_data"]
 
 Duration = Union[str, StrictInt, float]
 MAX_TASKS = 2**63 - 1  # task counts, positions and progress are 64-bit integers
@@ -257,6 +257,15 @@ def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] |
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
+    return parse_plan_data(raw, source, env, secrets_required=secrets_required)
+
+
+def parse_plan_data(raw: Any, source: str = "<plans>", env: Mapping[str, str] | None = None, *,
+                    secrets_required: bool = True) -> PlanFile:
+    """Validate a plan document already read (from TOML or JSON), with ``check``'s messages."""
+    if not isinstance(raw, Mapping):
+        raise PlanFileError(source, [Problem("", "expected a table with vendors, datasets and plans, "
+                                                 f"got {type(raw).__name__}")])
     try:
         spec = FileSpec.model_validate(raw)
     except ValidationError as exc:

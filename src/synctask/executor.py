@@ -129,6 +129,7 @@ class SyncTaskExecutor:
         self._sinks: dict[str, Sink] = {}        # given by the caller: theirs to close
         self._sink_specs: dict[str, Mapping[str, Any]] = {}  # from plan files: ours, opened per run
         self._opened: dict[str, Sink] = {}
+        self._closing: list[Sink] = []  # sinks of removed datasets, closed with the others
         self._sessions: SessionPool | None = None
         self._plans: dict[str, SyncPlan] = {}
         self._due: dict[str, datetime] = {}
@@ -325,7 +326,7 @@ class SyncTaskExecutor:
         self._plan(name)
         tasks: list[SyncTask] = []
         if self.scheduler.has_plan(name):
-            if self.scheduler.plan_state(name) is not PlanState.CANCELLED and name in self._runs:
+            if self.scheduler.plan_state(name) not in (PlanState.CANCELLED, PlanState.COMPLETED) and name in self._runs:
                 tasks = self.cancel_plan(name)
             else:
                 tasks = self.scheduler.in_flight(name)
@@ -336,6 +337,22 @@ class SyncTaskExecutor:
         self._emit(PlanEvent(self._now(), name, "removed"))
         self._wake.set()
         return tasks
+
+    def remove_dataset(self, name: str) -> None:
+        """Forget a dataset (its plans must be removed first); its sink closes when the run ends."""
+        self.scheduler.remove_dataset(name)
+        self._datasets.pop(name, None)
+        self._fetchers.pop(name, None)
+        self._sink_specs.pop(name, None)
+        opened = self._opened.pop(name, None)
+        if opened is not None:
+            self._closing.append(opened)
+
+    async def settled(self, tasks: Iterable[SyncTask], timeout: float) -> None:
+        """Wait (up to ``timeout``) until these tasks, cancelled or not, have finished ending."""
+        handles = [handle for task in tasks if (handle := self._active.get(task)) is not None]
+        if handles:
+            await asyncio.wait(handles, timeout=timeout)
 
     def set_workers(self, workers: int) -> None:
         """Change the number of concurrent slots; fewer slots let running tasks finish first."""
@@ -376,6 +393,10 @@ class SyncTaskExecutor:
     def plans(self) -> list[SyncPlan]:
         """The plans added, in the order they were added."""
         return list(self._plans.values())
+
+    def datasets(self) -> list[Dataset]:
+        """The datasets added, in the order they were added."""
+        return list(self._datasets.values())
 
     # --- events --------------------------------------------------------------------------
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -780,8 +801,8 @@ class SyncTaskExecutor:
         """End of a run: close the sinks this executor opened (the next run opens them again)."""
         if self._sessions is not None:
             await self._sessions.close()
-        opened, self._opened = self._opened, {}
-        for sink in opened.values():
+        opened, self._opened, closing, self._closing = self._opened, {}, self._closing, []
+        for sink in [*opened.values(), *closing]:
             await sink.close()
 
     def close(self) -> None:

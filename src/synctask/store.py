@@ -71,6 +71,8 @@ class Store(Protocol):
     def load_usage(self) -> list[dict[str, Any]]: ...
     def save_position(self, task_id: str, position: dict[str, Any]) -> None: ...
     def position(self, task_id: str) -> dict[str, Any] | None: ...
+    def save_setting(self, key: str, value: Any) -> None: ...
+    def setting(self, key: str) -> Any: ...
     def close(self) -> None: ...
 
 
@@ -91,6 +93,7 @@ class MemoryStore:
         self._runs: dict[str, RunRecord] = {}
         self._usage: list[dict[str, Any]] = []
         self._positions: dict[str, dict[str, Any]] = {}
+        self._settings: dict[str, Any] = {}
 
     def is_done(self, task_id: str) -> bool:
         prefix, digest = _split_id(task_id)
@@ -182,6 +185,12 @@ class MemoryStore:
         found = self._positions.get(task_id)
         return dict(found) if found is not None else None
 
+    def save_setting(self, key: str, value: Any) -> None:
+        self._settings[key] = json.loads(json.dumps(value))  # a copy, as SQLite would keep
+
+    def setting(self, key: str) -> Any:
+        return self._settings.get(key)
+
     def close(self) -> None:
         self.flush()
 
@@ -222,6 +231,10 @@ CREATE TABLE IF NOT EXISTS positions (
     task_id TEXT PRIMARY KEY,
     position TEXT NOT NULL,
     at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS usage (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -351,6 +364,14 @@ class SQLiteStore:
 
     def position(self, task_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT position FROM positions WHERE task_id = ?", (task_id,))
+        return json.loads(row[0]) if row else None
+
+    def save_setting(self, key: str, value: Any) -> None:
+        """Keep a JSON value under ``key`` (the daemon's plans and their states live here)."""
+        self._run_sql("INSERT OR REPLACE INTO settings VALUES (?, ?)", (key, json.dumps(value)))
+
+    def setting(self, key: str) -> Any:
+        row = self._one("SELECT value FROM settings WHERE key = ?", (key,))
         return json.loads(row[0]) if row else None
 
     def close(self) -> None:

@@ -15,20 +15,24 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ..errors import IllegalTransition, SyncError, UnknownPlan
+from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
 from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
 from ..model import PlanState
 from ..redact import SECRETS
 
+if TYPE_CHECKING:
+    from .service import Service
+
 __all__ = ["make_app", "RECENT_FAILURES"]
 
 RECENT_FAILURES = 50  # failed tasks kept per plan for GET /api/plans/{name}
-_ACTIONS = ("start", "stop", "pause", "resume", "cancel")
+_ACTIONS = ("start", "stop", "pause", "resume", "cancel", "retry")
+_ENDED = (PlanState.IDLE, PlanState.COMPLETED, PlanState.FAILED, PlanState.CANCELLED)
 _ALREADY = {"pause": {PlanState.PAUSED}, "resume": {PlanState.RUNNING}, "start": {PlanState.RUNNING},
             "stop": {PlanState.STOPPED}, "cancel": {PlanState.CANCELLED}}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -46,18 +50,23 @@ class _Failures:
             recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message, "at": event.at})
 
 
-def make_app(executor: SyncTaskExecutor, *, token: str | None = None) -> web.Application:
-    """The API over ``executor``; with ``token`` every call needs ``Authorization: Bearer``."""
+def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: Service | None = None
+             ) -> web.Application:
+    """The API over ``executor``; with ``token`` every call needs ``Authorization: Bearer``.
+    ``service`` (the daemon's plan catalog) lets plans be added, removed for good and reloaded."""
     from .metrics import Metrics
 
     failures = _Failures()
     executor.listen(failures)
     app = web.Application(middlewares=[_errors, _auth(token)])
     app["executor"], app["failures"], app["metrics"] = executor, failures, Metrics(executor)
+    app["service"] = service
     app["broadcast"] = broadcast = _Broadcast()
     executor.listen(broadcast)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/plans", _plans)
+    app.router.add_post("/api/plans", _add)
+    app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/plans/{name}", _plan)
     app.router.add_post("/api/plans/{name}/{action}", _act)
     app.router.add_delete("/api/plans/{name}", _remove)
@@ -87,6 +96,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except UnknownPlan as exc:
         return _error(404, str(exc))
+    except PlanFileError as exc:
+        return web.json_response({"error": str(exc), "problems": [
+            {"where": p.where, "message": p.message} for p in exc.problems]}, status=400)
     except (IllegalTransition, SyncError, ValueError) as exc:
         return _error(409 if isinstance(exc, (IllegalTransition, SyncError)) else 400, str(exc))
 
@@ -129,6 +141,13 @@ async def _plan(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     view = _plan_view(executor, name)
     view["recent_failures"] = list(request.app["failures"].by_plan.get(name, ()))
+    last = executor.store.last_run(name)
+    view["last_run"] = None if last is None else {
+        "id": last.id, "state": last.state, "started_at": last.started_at, "ended_at": last.ended_at}
+    service: Service | None = request.app["service"]
+    if service is not None:
+        view["origin"] = service.catalog.origin(name)
+        view["definition"] = service.catalog.definition(name)
     return web.json_response(view)
 
 
@@ -138,6 +157,8 @@ async def _act(request: web.Request) -> web.Response:
     if action not in _ACTIONS:
         return _error(404, f"no action {action!r}; use one of {', '.join(_ACTIONS)}")
     before = executor.plan_state(name)
+    if action == "retry":
+        return _retry(executor, name, before)
     if before in _ALREADY[action]:
         return web.json_response({"plan": name, "state": before.value, "changed": False})
     try:
@@ -147,11 +168,53 @@ async def _act(request: web.Request) -> web.Response:
     return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True})
 
 
+def _retry(executor: SyncTaskExecutor, name: str, before: PlanState) -> web.Response:
+    """Run the plan's failed tasks again: a new run that skips every finished task."""
+    if before not in _ENDED:
+        return _error(409, f"plan {name!r} is {before.value}: its failed tasks can be retried once its run "
+                           "has ended (cancel it first to retry now)")
+    failed = executor.store.task_states(name).get("failed", 0)
+    executor.start_plan(name)
+    return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True,
+                              "failed_before": failed})
+
+
 async def _remove(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
+    service: Service | None = request.app["service"]
     name = request.match_info["name"]
-    executor.remove_plan(name)
+    if service is not None:
+        await service.remove(name)
+    else:
+        executor.remove_plan(name)
     return web.json_response({"plan": name, "removed": True})
+
+
+async def _add(request: web.Request) -> web.Response:
+    """Add the plans (with any vendors and datasets) of a TOML or JSON document in the body."""
+    from .catalog import read_document
+
+    service = _service(request)
+    text = await request.text()
+    source = "request body"
+    doc = read_document(text, source, request.content_type)
+    change = await service.add(doc, source)
+    executor: SyncTaskExecutor = request.app["executor"]
+    return web.json_response({"added": change.added,
+                              "plans": [_plan_view(executor, name) for name in change.added]}, status=201)
+
+
+async def _reload(request: web.Request) -> web.Response:
+    """Read the plan file again: added, changed and removed plans apply; the others go on."""
+    change = await _service(request).reload()
+    return web.json_response(change.as_dict())
+
+
+def _service(request: web.Request) -> Service:
+    service: Service | None = request.app["service"]
+    if service is None:
+        raise SyncError("this daemon was started without a plan file: it cannot add or reload plans")
+    return service
 
 
 async def _vendors(request: web.Request) -> web.Response:

@@ -29,30 +29,37 @@ def daemon_url(url: str | None) -> str:
     return (url or os.environ.get("SYNCTASK_URL") or DEFAULT_URL).rstrip("/")
 
 
-def _request(url: str, path: str, method: str, body: Any | None) -> urllib.request.Request:
+def _request(url: str, path: str, method: str, body: Any | None, content_type: str | None = None
+             ) -> urllib.request.Request:
+    """``body``: JSON-encoded, or sent as it is when it is text with its ``content_type``."""
     headers = {"Accept": "application/json"}
     token = os.environ.get("SYNCTASK_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = None
-    if body is not None:
-        data = json.dumps(body).encode()
+    if isinstance(body, str) and content_type:
+        data = body.encode()
+        headers["Content-Type"] = content_type
+    elif body is not None or method == "POST":
+        data = json.dumps(body if body is not None else {}).encode()
         headers["Content-Type"] = "application/json"
     return urllib.request.Request(f"{url}{path}", data=data, method=method, headers=headers)
 
 
-def call(url: str | None, method: str, path: str, body: Any | None = None, timeout: float = 10.0) -> dict[str, Any]:
+def call(url: str | None, method: str, path: str, body: Any | None = None, timeout: float = 30.0, *,
+         content_type: str | None = None) -> dict[str, Any]:
     """One API call; its JSON answer, or ``DaemonError`` with the daemon's own sentence."""
     base = daemon_url(url)
     try:
-        with urllib.request.urlopen(_request(base, path, method, body), timeout=timeout) as answer:
+        with urllib.request.urlopen(_request(base, path, method, body, content_type), timeout=timeout) as answer:
             return dict(json.loads(answer.read() or b"{}"))
     except urllib.error.HTTPError as exc:
         try:
             said = json.loads(exc.read()).get("error") or exc.reason
         except ValueError:
             said = exc.reason
-        raise DaemonError(f"the daemon at {base} answered {exc.code}: {said}") from None
+        sep = "\n" if "\n" in str(said) else " "
+        raise DaemonError(f"the daemon at {base} answered {exc.code}:{sep}{said}") from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         why = getattr(exc, "reason", exc)
         raise DaemonError(f"no synctask daemon answers at {base} ({why}); start one with `synctask serve "

@@ -1,0 +1,184 @@
+"""The daemon's plans over time: added over the API, kept across restarts, reloaded from the
+file (SIGHUP or `synctask reload`), failed tasks retried, schedules firing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+from .served import api, client, daemon, plan, wait_until
+
+EXTRA_TOML = '''
+[[plans]]
+name = "extra"
+dataset = "other"
+priority = 5  # ahead of plan "other" on the same dataset
+params = { i = { from = 1, to = 40 } }
+'''
+
+EXTRA_JSON = {
+    "vendors": {"second": {"connector": "python:serve_tasks:fetch", "limits": [{"rate": 50, "per": "1s"}]}},
+    "datasets": {"second": {"vendor": "second", "api": "python:serve_tasks:fetch",
+                            "sink": {"kind": "sqlite", "path": "second.db", "key": ["i"]}}},
+    "plans": [{"name": "extra2", "dataset": "second", "params": {"i": {"from": 1, "to": 30}}}],
+}
+
+
+def send(url: str, body: str, content_type: str, path: str = "/api/plans") -> tuple[int, dict]:
+    request = urllib.request.Request(url + path, data=body.encode(), method="POST",
+                                     headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def names(url: str) -> set[str]:
+    return {p["name"] for p in api(url)[1]["plans"]}
+
+
+def test_added_plans_run_beside_the_others_and_a_restart_keeps_plans_and_states(workdir):
+    with daemon(workdir) as (_, url):
+        wait_until(lambda: plan(url, "slow")["done"] > 5)
+        status, answer = send(url, EXTRA_TOML, "application/toml")
+        assert status == 201 and answer["added"] == ["extra"], answer
+        status, answer = send(url, json.dumps(EXTRA_JSON), "application/json")
+        assert status == 201 and answer["added"] == ["extra2"], answer
+        wait_until(lambda: plan(url, "extra")["state"] == "completed" and plan(url, "extra2")["state"] == "completed")
+        assert plan(url, "extra")["done"] == 40 and plan(url, "extra2")["done"] == 30
+        assert plan(url, "slow")["state"] == "running"  # it went on meanwhile
+
+        # Bad documents: 400 naming the place, as `synctask check` names it; nothing changes.
+        status, answer = send(url, "[[plans]\nname = 1", "application/toml")
+        assert status == 400 and "not valid TOML" in answer["error"] and "line 1" in answer["error"]
+        status, answer = send(url, '{"plans": [', "application/json")
+        assert status == 400 and "not valid JSON" in answer["error"] and "column" in answer["error"]
+        typo = '[[plans]]\nname = "bad"\ndataset = "slwo"\nparams = { i = [1] }\n'
+        status, answer = send(url, typo, "application/toml")
+        assert status == 400, answer
+        assert answer["problems"] == [{"where": "plans[0] (bad).dataset",
+                                       "message": "unknown dataset 'slwo' (did you mean 'slow'?)"}]
+        status, answer = send(url, EXTRA_TOML, "application/toml")
+        assert status == 409 and "plan 'extra' already exists" in answer["error"]
+        clash = {**EXTRA_JSON, "vendors": {"local": {"connector": "python:serve_tasks:fetch"}}, "plans": []}
+        status, answer = send(url, json.dumps(clash), "application/json")
+        assert status == 409 and "vendor 'local' is already defined differently" in answer["error"]
+        assert names(url) == {"slow", "other", "extra", "extra2"}
+
+        api(url, "POST", "/api/plans/slow/pause")
+        api(url, "POST", "/api/plans/other/stop")
+        assert api(url, "DELETE", "/api/plans/extra2") == (200, {"plan": "extra2", "removed": True})
+        slow_done = plan(url, "slow")["done"]
+
+    with daemon(workdir) as (_, url):  # the same state file: the same plans, in the same states
+        assert names(url) == {"slow", "other", "extra"}
+        assert plan(url, "slow")["state"] == "paused" and plan(url, "other")["state"] == "stopped"
+        assert plan(url, "extra")["state"] == "idle"  # it had finished: it does not run again by itself
+        assert plan(url, "extra")["last_run"]["state"] == "completed"
+        api(url, "POST", "/api/plans/slow/resume")
+        wait_until(lambda: plan(url, "slow")["done"] > 10)
+        view = plan(url, "slow")
+        assert view["skipped"] >= slow_done  # what was done before the restart is not done again
+
+
+NEW_FILE_PLANS = '''
+[[plans]]
+name = "third"
+dataset = "other"
+priority = 5
+params = { i = { from = 1, to = 20 } }
+'''
+
+
+def test_sighup_and_reload_apply_the_files_changes_without_stopping_the_others(workdir):
+    plans_file = workdir / "plans.toml"
+    with daemon(workdir) as (proc, url):
+        wait_until(lambda: plan(url, "slow")["done"] > 5)
+        run_id = plan(url, "slow")["run_id"]
+        text = plans_file.read_text()
+        without_other = text[:text.index('[[plans]]\nname = "other"')]
+        plans_file.write_text(without_other + NEW_FILE_PLANS)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: names(url) == {"slow", "third"})
+        wait_until(lambda: plan(url, "third")["state"] == "completed")
+        before = plan(url, "slow")
+        assert before["run_id"] == run_id and before["state"] == "running"  # untouched by the reload
+        wait_until(lambda: plan(url, "slow")["done"] > before["done"] + 10)
+
+        plans_file.write_text(without_other + NEW_FILE_PLANS.replace("to = 20", "to = 25"))
+        reloaded = client(workdir, url, "reload")
+        assert reloaded.returncode == 0 and reloaded.stdout.strip() == "changed: third", reloaded.stderr
+        wait_until(lambda: plan(url, "third")["state"] == "completed" and plan(url, "third")["total"] == 25)
+        assert plan(url, "third")["skipped"] == 20  # the first 20 were done: only 5 more ran
+
+        plans_file.write_text(without_other + NEW_FILE_PLANS.replace('dataset = "other"', 'dataset = "othr"'))
+        broken = client(workdir, url, "reload")
+        assert broken.returncode == 1
+        assert "plans[1] (third).dataset: unknown dataset 'othr' (did you mean 'other'?)" in broken.stderr
+        assert names(url) == {"slow", "third"} and plan(url, "slow")["run_id"] == run_id
+
+        unchanged = client(workdir, url, "reload", "--json")
+        assert unchanged.returncode == 1  # still broken: the file is what it says, nothing applied
+
+
+FAILING_MODULE = '''
+from pathlib import Path
+from synctask import InvalidRequest
+
+async def fetch(i):
+    if i % 5 == 0 and not Path("fixed").exists():
+        raise InvalidRequest(f"item {i} is not there yet")
+    return [{"i": i}]
+'''
+
+RETRY_PLANS = '''
+[vendors.local]
+connector = "python:flaky_tasks:fetch"
+
+[datasets.flaky]
+vendor = "local"
+api = "python:flaky_tasks:fetch"
+sink = { kind = "sqlite", path = "flaky.db", key = ["i"] }
+
+[[plans]]
+name = "flaky"
+dataset = "flaky"
+params = { i = { from = 1, to = 20 } }
+'''
+
+
+def test_retry_runs_a_plans_failed_tasks_again(workdir):
+    (workdir / "flaky_tasks.py").write_text(FAILING_MODULE)
+    (workdir / "plans.toml").write_text(RETRY_PLANS)
+    with daemon(workdir) as (_, url):
+        wait_until(lambda: plan(url, "flaky")["state"] == "completed")
+        view = plan(url, "flaky")
+        assert view["done"] == 16 and view["failed"] == 4
+        assert any("item 5 is not there yet" in f["message"] for f in view["recent_failures"]), view
+        (workdir / "fixed").write_text("")
+        retried = client(workdir, url, "retry", "flaky")
+        assert retried.returncode == 0 and retried.stdout.strip() == "flaky: running", retried.stderr
+        wait_until(lambda: plan(url, "flaky")["state"] == "completed")
+        view = plan(url, "flaky")
+        assert view["done"] == 4 and view["skipped"] == 16 and view["failed"] == 0
+
+
+def test_schedules_fire_in_the_daemon(workdir):
+    at = (datetime.now(UTC) + timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    (workdir / "plans.toml").write_text((workdir / "plans.toml").read_text().replace(
+        '[[plans]]\nname = "slow"', '[[plans]]\nname = "slow"\nschedule = "every 1s"').replace(
+        "to = 100000 }", "to = 3 }").replace(
+        '[[plans]]\nname = "other"', f'[[plans]]\nname = "other"\nschedule = "at {at} UTC"'))
+    with daemon(workdir) as (_, url):
+        assert plan(url, "other")["next_due"] is not None
+        wait_until(lambda: plan(url, "other")["last_run"] is not None
+                   and plan(url, "other")["last_run"]["state"] == "completed")
+        assert plan(url, "other")["next_due"] is None  # an 'at' schedule fires once
+        first = None
+        wait_until(lambda: plan(url, "slow")["last_run"] is not None)
+        first = plan(url, "slow")["last_run"]["id"]
+        wait_until(lambda: plan(url, "slow")["last_run"]["id"] != first)  # every second, a new run
