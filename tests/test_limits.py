@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from synctask import Concurrency, Limiter, LimitError, Quota
+from synctask.limits import DAY
 
 
 def over_limit_windows(sends: list[tuple[float, int]], quota: Quota) -> int:
@@ -423,3 +424,22 @@ def test_the_vendor_never_counts_more_than_the_quota_wherever_it_stamps(trips, r
         stamps.append((now + to_vendor, 1))
         answers.append(now + to_vendor + back)
     assert over_limit_windows(sorted(stamps), quota) == 0
+
+
+def test_each_window_is_described_as_a_person_says_it():
+    from synctask.limits import WindowUsage
+
+    limiter = Limiter()
+    day = Quota(100_000, DAY, clock=True, tz="Asia/Shanghai")
+    limiter.configure("vendor:ts", [Quota(50, 1.0), day, Quota(1200, 60.0, clock=True)])
+    now = 1_767_312_000.0 + 3600  # 2026-01-02 01:00 UTC, 09:00 in Shanghai
+    gate = limiter.gate(["vendor:ts"], 1)
+    for _ in range(48):
+        assert gate.try_acquire(1, now) is None
+    texts = [w.describe() for w in limiter.windows("vendor:ts", now)]
+    assert texts[0] == "48 of 50 in the last 1s"
+    assert texts[1] == "48 of 100,000 today, resets 00:00 Asia/Shanghai"
+    assert texts[2] == "48 of 1,200 this 1m window, resets 01:01:00 UTC"
+    assert WindowUsage(Concurrency(5), 3, None).describe() == "3 of 5 in flight"
+    assert WindowUsage(Quota(10, 7 * DAY, clock=True), 3, 1_767_744_000.0).describe() == (
+        "3 of 10 this 1w, resets 2026-01-07 00:00 UTC")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +42,10 @@ def test_plans_are_controlled_over_the_api_while_the_other_keeps_its_pace(workdi
         status, answer = api(url, "PUT", "/api/workers", {"workers": "many"})
         assert status == 400 and '{"workers": N}' in answer["error"]
         scopes = {s["scope"]: s for s in api(url, path="/api/vendors")[1]["scopes"]}
-        assert scopes["vendor:local"]["limits"][0]["limit"].startswith("100 per 1s")
+        local = scopes["vendor:local"]
+        assert local["vendor"] == "local" and local["limits"][0]["limit"].startswith("100 per 1s")
+        assert re.fullmatch(r"\d+ of 100 in the last 1s", local["limits"][0]["text"])
+        assert local["limits"][0]["capacity"] == 100 and local["freeze"] is None
 
 
 def test_the_client_commands_show_and_change_the_daemons_plans(workdir):

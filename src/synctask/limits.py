@@ -39,13 +39,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import time as dtime
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 from zoneinfo import ZoneInfo
 
 from .errors import LimitError
 from .units import format_duration
 
-__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "DAY"]
+__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "DAY", "WindowUsage"]
 
 DAY = 86400.0
 
@@ -89,6 +89,32 @@ class Concurrency:
 
 
 Limit = Union[Quota, Concurrency]
+
+
+class WindowUsage(NamedTuple):
+    """One limit's use now; ``resets_at``: when a clock window starts again (None: sliding, cap)."""
+
+    limit: Limit
+    used: int
+    resets_at: float | None
+
+    def describe(self) -> str:
+        """How a person says it: ``48 of 50 in the last 1s``, ``12,345 of 100,000 today, resets
+        00:00 Asia/Shanghai``, ``3 of 5 in flight``."""
+        limit = self.limit
+        if isinstance(limit, Concurrency):
+            return f"{self.used:,} of {limit.cap:,} in flight"
+        head = f"{self.used:,} of {limit.rate:,}"
+        if not limit.clock or self.resets_at is None:
+            return f"{head} in the last {format_duration(limit.per)}"
+        zone = ZoneInfo(limit.tz) if limit.tz else ZoneInfo("UTC")
+        reset = datetime.fromtimestamp(self.resets_at, zone)
+        where = limit.tz or "UTC"
+        if limit.per == DAY:
+            return f"{head} today, resets {reset:%H:%M} {where}"
+        if limit.per > DAY:
+            return f"{head} this {format_duration(limit.per)}, resets {reset:%Y-%m-%d %H:%M} {where}"
+        return f"{head} this {format_duration(limit.per)} window, resets {reset:%H:%M:%S} {where}"
 
 
 class _Sliding:
@@ -500,6 +526,22 @@ class Limiter:
                 quota._evict(now)
             out.append((quota.spec, quota.used))
         out.extend((c.spec, c.active) for c in state.slots)
+        return out
+
+    def windows(self, scope: str, now: float) -> list[WindowUsage]:
+        """Each limit of ``scope`` with its use at ``now`` and, for a clock window, when it resets."""
+        state = self._scopes.get(scope)
+        if state is None:
+            return []
+        out = []
+        for quota in state.quotas:
+            if isinstance(quota, _Clock):
+                quota._roll(now)
+                out.append(WindowUsage(quota.spec, quota.used, quota.end))
+            else:
+                quota._evict(now)
+                out.append(WindowUsage(quota.spec, quota.used, None))
+        out.extend(WindowUsage(c.spec, c.active, None) for c in state.slots)
         return out
 
     # --- persistence ----------------------------------------------------------------------

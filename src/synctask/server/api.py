@@ -22,6 +22,7 @@ from aiohttp import web
 from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
 from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
+from ..limits import Concurrency, Limit
 from ..model import PlanState
 from ..redact import SECRETS
 
@@ -38,16 +39,22 @@ _ALREADY = {"pause": {PlanState.PAUSED}, "resume": {PlanState.RUNNING}, "start":
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class _Failures:
-    """The last failed and retried tasks of each plan, from the executor's events."""
+class _Recent:
+    """From the executor's events: each plan's last failed and retried tasks, and the last
+    reason each scope was frozen."""
 
     def __init__(self) -> None:
         self.by_plan: dict[str, deque[dict[str, Any]]] = {}
+        self.freezes: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, TaskEvent) and event.kind in ("failed", "retry"):
-            recent = self.by_plan.setdefault(event.plan, deque(maxlen=RECENT_FAILURES))
-            recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message, "at": event.at})
+        if isinstance(event, TaskEvent):
+            if event.kind in ("failed", "retry"):
+                recent = self.by_plan.setdefault(event.plan, deque(maxlen=RECENT_FAILURES))
+                recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message,
+                               "at": event.at})
+        elif isinstance(event, FreezeEvent):
+            self.freezes[event.scope] = SECRETS(event.message) if SECRETS else event.message
 
 
 def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: Service | None = None
@@ -56,10 +63,10 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: S
     ``service`` (the daemon's plan catalog) lets plans be added, removed for good and reloaded."""
     from .metrics import Metrics
 
-    failures = _Failures()
-    executor.listen(failures)
+    recent = _Recent()
+    executor.listen(recent)
     app = web.Application(middlewares=[_errors, _auth(token)])
-    app["executor"], app["failures"], app["metrics"] = executor, failures, Metrics(executor)
+    app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
     app["broadcast"] = broadcast = _Broadcast()
     executor.listen(broadcast)
@@ -140,7 +147,7 @@ async def _plan(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
     name = request.match_info["name"]
     view = _plan_view(executor, name)
-    view["recent_failures"] = list(request.app["failures"].by_plan.get(name, ()))
+    view["recent_failures"] = list(request.app["recent"].by_plan.get(name, ()))
     last = executor.store.last_run(name)
     view["last_run"] = None if last is None else {
         "id": last.id, "state": last.state, "started_at": last.started_at, "ended_at": last.ended_at}
@@ -218,16 +225,47 @@ def _service(request: web.Request) -> Service:
 
 
 async def _vendors(request: web.Request) -> web.Response:
-    """Each limited scope with its limits and how much of each is used now."""
+    """Each limited scope (a vendor's, a dataset's, a node's) with each limit's live use, said as
+    a person says it, and its freeze or ban with the reason."""
     executor: SyncTaskExecutor = request.app["executor"]
+    recent: _Recent = request.app["recent"]
     now = time.time()
     scopes = []
     for scope in executor.limiter.scopes():
         frozen = executor.limiter.frozen_until(scope, now)
-        limits = [{"limit": str(limit), "used": used} for limit, used in executor.limiter.usage(scope, now)]
-        if limits or frozen is not None:
-            scopes.append({"scope": scope, "limits": limits, "frozen_until": frozen})
+        limits = [{"limit": str(w.limit), "used": w.used, "capacity": _capacity(w.limit), "resets_at": w.resets_at,
+                   "text": w.describe()} for w in executor.limiter.windows(scope, now)]
+        if not limits and frozen is None:
+            continue
+        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "limits": limits,
+                                "frozen_until": frozen, "freeze": None}
+        if frozen is not None:
+            message = recent.freezes.get(scope, "")
+            view["freeze"] = {"message": message, "ban": any(code in message for code in _BANS)}
+        scopes.append(view)
     return web.json_response({"scopes": scopes})
+
+
+_BANS = ("(HTTP 418)", "(HTTP 403)")  # what vendors answer when they ban a client, not just slow it
+
+
+def _capacity(limit: Limit) -> int:
+    return limit.cap if isinstance(limit, Concurrency) else limit.rate
+
+
+def _vendor_of(executor: SyncTaskExecutor, scope: str) -> str | None:
+    """``vendor:x`` and ``node:n:vendor:x`` → x; ``dataset:d`` → d's vendor."""
+    kind, _, rest = scope.partition(":")
+    if kind == "vendor":
+        return rest
+    if kind == "node":
+        return rest.rpartition("vendor:")[2]
+    if kind == "dataset":
+        try:
+            return executor.dataset(rest).vendor
+        except UnknownPlan:
+            return None
+    return None
 
 
 async def _workers(request: web.Request) -> web.Response:
