@@ -2,9 +2,11 @@
 
 A daemon (its own process) runs no-op Python tasks as fast as it can; the benchmark counts the
 tasks done over a few seconds, first with nobody following ``/api/events``, then with 10
-subscribers reading it (threads of this process), then again with none. Goal: >= 0.9x.
+subscribers reading it (threads of this process), then again with none. Goal: >= 0.9x with
+the dashboard's stream (the default: progress snapshots, failures, freezes, plan changes);
+``--tasks`` follows every task's start and end instead.
 
-    python bench/serve_sse.py [--seconds 5] [--subscribers 10]
+    python bench/serve_sse.py [--seconds 5] [--subscribers 10] [--tasks]
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ def rate(url: str, seconds: float) -> float:
     return (done(url) - before) / (time.perf_counter() - started)
 
 
-def follow(url: str, stop: threading.Event, counts: list[int]) -> None:
-    with urllib.request.urlopen(f"{url}/api/events", timeout=30) as stream:
+def follow(url: str, stop: threading.Event, counts: list[int], path: str) -> None:
+    with urllib.request.urlopen(f"{url}{path}", timeout=30) as stream:
         for line in stream:
             if line.startswith(b"data: "):
                 counts.append(1)
@@ -61,11 +63,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--subscribers", type=int, default=10)
+    parser.add_argument("--tasks", action="store_true", help="follow ?tasks=all (every task's start and end)")
     args = parser.parse_args()
+    path = "/api/events?tasks=all" if args.tasks else "/api/events"
     with daemon("sse_tasks", TASKS, PLANS) as (url, _):
         alone = rate(url, args.seconds)
         stop, counts = threading.Event(), []
-        readers = [threading.Thread(target=follow, args=(url, stop, counts), daemon=True)
+        readers = [threading.Thread(target=follow, args=(url, stop, counts, path), daemon=True)
                    for _ in range(args.subscribers)]
         for reader in readers:
             reader.start()
@@ -75,7 +79,7 @@ def main() -> None:
         time.sleep(1.0)
         again = rate(url, args.seconds)
     base = (alone + again) / 2
-    print(f"no subscriber: {alone:,.0f} then {again:,.0f} tasks/s; {args.subscribers} SSE subscribers: "
+    print(f"no subscriber: {alone:,.0f} then {again:,.0f} tasks/s; {args.subscribers} SSE subscribers of {path}: "
           f"{watched:,.0f} tasks/s = {watched / base:.2f}x ({len(counts):,} event batches delivered)")
 
 

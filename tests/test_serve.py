@@ -7,6 +7,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -104,7 +106,7 @@ def test_sigterm_stops_the_daemon_gracefully(workdir):
 
 def test_the_event_stream_carries_the_executors_events(workdir):
     with daemon(workdir) as (_, url):
-        request = urllib.request.Request(url + "/api/events")
+        request = urllib.request.Request(url + "/api/events?tasks=all")
         kinds = set()
         with urllib.request.urlopen(request, timeout=10) as stream:
             api(url, "POST", "/api/plans/slow/pause")
@@ -146,3 +148,40 @@ def test_metrics_parse_and_their_counts_match_the_plans(workdir):
         assert samples[("synctask_request_duration_seconds_count", (("vendor", "local"),))] == requests
         assert "serve_tasks" not in text and ":" not in "".join(  # no task id in any label
             v for (_, labels) in samples for k, v in labels if k not in ("scope", "window"))
+
+
+def test_the_default_stream_carries_progress_snapshots_and_leaves_routine_task_events_out(workdir):
+    with daemon(workdir) as (_, url):
+        snapshots, types = [], set()
+        with urllib.request.urlopen(url + "/api/events", timeout=10) as stream:
+            api(url, "POST", "/api/plans/slow/pause")
+            for raw in stream:
+                line = raw.decode().strip()
+                if not line.startswith("data: "):
+                    continue
+                for event in json.loads(line[6:]):
+                    types.add((event["type"], event.get("kind") or event.get("state")))
+                    if event["type"] == "progress":
+                        snapshots.append(event)
+                if len(snapshots) >= 3 and ("plan", "paused") in types:
+                    break
+        assert ("task", "done") not in types and ("task", "started") not in types
+        last = {p["name"]: p for p in snapshots[-1]["plans"]}
+        assert last["slow"]["state"] == "paused" and last["other"]["done"] > snapshots[0]["plans"][1]["done"]
+        assert snapshots[-1]["scopes"][0]["limits"][0]["text"].endswith("in the last 1s")
+        followed = subprocess.Popen([sys.executable, "-m", "synctask.cli", "events", "--url", url],
+                                    stdout=subprocess.PIPE, text=True, env=env_for(workdir))
+        try:
+            def toggle() -> None:  # until the client has joined the stream and printed a plan change
+                while followed.poll() is None and not said:
+                    for action in ("resume", "pause"):
+                        api(url, "POST", f"/api/plans/slow/{action}")
+                    time.sleep(0.2)
+
+            said: list[str] = []
+            threading.Thread(target=toggle, daemon=True).start()
+            said.append(followed.stdout.readline())
+            assert json.loads(said[0])["type"] == "plan"  # progress snapshots are left out
+        finally:
+            followed.kill()
+            followed.communicate()

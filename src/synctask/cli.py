@@ -417,13 +417,19 @@ def set_workers(
 
 
 @app.command()
-def events(url: _URL = None) -> None:
-    """Follow the daemon's events as JSON lines (Ctrl-C to stop)."""
+def events(
+    url: _URL = None,
+    tasks: Annotated[bool, typer.Option("--tasks", help="Also every task's start and end (busy).")] = False,
+    progress: Annotated[bool, typer.Option("--progress", help="Also the twice-a-second progress snapshots.")
+                        ] = False,
+) -> None:
+    """Follow the daemon's events as JSON lines: plan changes, failures, retries, freezes (Ctrl-C to stop)."""
     from .server.client import DaemonError, follow_events
 
     try:
-        for event in follow_events(url):
-            print(json.dumps(event), flush=True)
+        for event in follow_events(url, every_task=tasks):
+            if progress or event.get("type") != "progress":
+                print(json.dumps(event), flush=True)
     except DaemonError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None

@@ -68,7 +68,7 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: S
     app = web.Application(middlewares=[_errors, _auth(token)])
     app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
-    app["broadcast"] = broadcast = _Broadcast()
+    app["broadcast"] = broadcast = _Broadcast(executor, recent.freezes)
     executor.listen(broadcast)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/plans", _plans)
@@ -227,8 +227,11 @@ def _service(request: web.Request) -> Service:
 async def _vendors(request: web.Request) -> web.Response:
     """Each limited scope (a vendor's, a dataset's, a node's) with each limit's live use, said as
     a person says it, and its freeze or ban with the reason."""
-    executor: SyncTaskExecutor = request.app["executor"]
     recent: _Recent = request.app["recent"]
+    return web.json_response({"scopes": _scopes_view(request.app["executor"], recent.freezes)})
+
+
+def _scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[dict[str, Any]]:
     now = time.time()
     scopes = []
     for scope in executor.limiter.scopes():
@@ -240,10 +243,10 @@ async def _vendors(request: web.Request) -> web.Response:
         view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "limits": limits,
                                 "frozen_until": frozen, "freeze": None}
         if frozen is not None:
-            message = recent.freezes.get(scope, "")
+            message = freezes.get(scope, "")
             view["freeze"] = {"message": message, "ban": any(code in message for code in _BANS)}
         scopes.append(view)
-    return web.json_response({"scopes": scopes})
+    return scopes
 
 
 _BANS = ("(HTTP 418)", "(HTTP 403)")  # what vendors answer when they ban a client, not just slow it
@@ -287,54 +290,110 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: each ``data:`` line is a JSON array of the events of one loop turn,
-    in order (one write per turn, however many tasks ended in it)."""
+    """Server-sent events. Each ``data:`` line is a JSON array: the events of one loop turn, in
+    order, or a ``progress`` snapshot of every plan and limit (twice a second while anything
+    changes). Tasks starting and finishing normally are left out (they are what the snapshot
+    counts) unless ``?tasks=all``: failures, retries, freezes and plan changes always come."""
     broadcast: _Broadcast = request.app["broadcast"]
+    every = request.query.get("tasks", "") == "all"
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
     queue: asyncio.Queue[bytes] = asyncio.Queue(_SSE_BACKLOG)
-    broadcast.subscribers.append(queue)
+    broadcast.join(queue, every)
     try:
         await response.write(b": synctask events\n\n")  # the stream is open: clients may act now
+        await response.write(broadcast.snapshot())
         while True:
             await response.write(await queue.get())
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
-        broadcast.subscribers.remove(queue)
+        broadcast.leave(queue, every)
     return response
 
 
 _SSE_BACKLOG = 1_000  # batches a slow subscriber may fall behind before it loses the oldest
+_ROUTINE = frozenset({"started", "done"})  # task events only ?tasks=all subscribers get
+PROGRESS_EVERY = 0.5  # seconds between progress snapshots while something changes
 
 
 class _Broadcast:
     """The executor's events for every SSE subscriber: gathered over a loop turn, encoded once,
     and handed to each subscriber as one chunk (a slow one loses its oldest chunks, never
-    slows the engine)."""
+    slows the engine). Routine task events cost one check when no subscriber wants them."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: SyncTaskExecutor, freezes: dict[str, str]) -> None:
+        self.executor = executor
+        self.freezes = freezes  # the last reason each scope froze (kept by ``_Recent``)
         self.subscribers: list[asyncio.Queue[bytes]] = []
-        self._pending: list[dict[str, Any]] = []
+        self._every: list[asyncio.Queue[bytes]] = []  # ?tasks=all
+        self._pending: list[Event] = []
+        self._changed = False
+        self._ticker: asyncio.Task[None] | None = None
+
+    def join(self, queue: asyncio.Queue[bytes], every: bool) -> None:
+        (self._every if every else self.subscribers).append(queue)
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    def leave(self, queue: asyncio.Queue[bytes], every: bool) -> None:
+        (self._every if every else self.subscribers).remove(queue)
+        if not self.subscribers and not self._every and self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     def __call__(self, event: Event) -> None:
-        if not self.subscribers:
+        if type(event) is TaskEvent and event.kind in _ROUTINE:
+            self._changed = True
+            if not self._every:
+                return
+        elif not self.subscribers and not self._every:
             return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append({"type": _TYPE[type(event)], **vars(event)})
+        self._pending.append(event)
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        if SECRETS:
-            for data in batch:
-                if isinstance(data.get("message"), str):
-                    data["message"] = SECRETS(data["message"])
+        self._changed = True
+        if self._every:
+            self._send(self._every, [_as_dict(e) for e in batch])
+        if self.subscribers:
+            picked = [_as_dict(e) for e in batch if not (type(e) is TaskEvent and e.kind in _ROUTINE)]
+            if picked:
+                self._send(self.subscribers, picked)
+
+    def _send(self, queues: list[asyncio.Queue[bytes]], batch: list[dict[str, Any]]) -> None:
         chunk = b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
-        for queue in self.subscribers:
+        for queue in queues:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(chunk)
+
+    def snapshot(self) -> bytes:
+        """Every plan's and every limit's state now, as one ``progress`` event."""
+        progress = {"type": "progress", "at": time.time(), "workers": self.executor.workers,
+                    "plans": [_plan_view(self.executor, plan.name) for plan in self.executor.plans()],
+                    "scopes": _scopes_view(self.executor, self.freezes)}
+        return b"data: " + json.dumps([progress], default=str).encode() + b"\n\n"
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            if self._changed or self.executor.in_flight():
+                self._changed = False
+                chunk = self.snapshot()
+                for queue in [*self.subscribers, *self._every]:
+                    if queue.full():
+                        queue.get_nowait()
+                    queue.put_nowait(chunk)
+
+
+def _as_dict(event: Event) -> dict[str, Any]:
+    data = {"type": _TYPE[type(event)], **vars(event)}
+    if SECRETS and isinstance(data.get("message"), str):
+        data["message"] = SECRETS(data["message"])
+    return data
 
 
 _TYPE: dict[type, str] = {cls: cls.__name__.removesuffix("Event").lower()

@@ -66,11 +66,13 @@ def call(url: str | None, method: str, path: str, body: Any | None = None, timeo
                           "PLANS.toml`, or point --url / SYNCTASK_URL at it") from None
 
 
-def follow_events(url: str | None) -> Iterator[dict[str, Any]]:
-    """The daemon's events as they happen (its server-sent-events stream), until it ends."""
+def follow_events(url: str | None, every_task: bool = False) -> Iterator[dict[str, Any]]:
+    """The daemon's events as they happen (its server-sent-events stream), until it ends;
+    ``every_task`` adds each task's start and end."""
     base = daemon_url(url)
+    path = "/api/events?tasks=all" if every_task else "/api/events"
     try:
-        answer = urllib.request.urlopen(_request(base, "/api/events", "GET", None), timeout=None)
+        answer = urllib.request.urlopen(_request(base, path, "GET", None), timeout=None)
     except urllib.error.HTTPError as exc:
         raise DaemonError(f"the daemon at {base} answered {exc.code}: {exc.reason}") from None
     except (urllib.error.URLError, ConnectionError) as exc:
