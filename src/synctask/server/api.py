@@ -15,6 +15,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["make_app", "RECENT_FAILURES"]
 
+STATIC = Path(__file__).parent / "static"  # the dashboard: three files, no build step, no CDN
 RECENT_FAILURES = 50  # failed tasks kept per plan for GET /api/plans/{name}
 _ACTIONS = ("start", "stop", "pause", "resume", "cancel", "retry")
 _ENDED = (PlanState.IDLE, PlanState.COMPLETED, PlanState.FAILED, PlanState.CANCELLED)
@@ -70,6 +72,8 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: S
     app["service"] = service
     app["broadcast"] = broadcast = _Broadcast(executor, recent.freezes)
     executor.listen(broadcast)
+    app.router.add_get("/", _dashboard)
+    app.router.add_static("/static/", STATIC, append_version=False)
     app.router.add_get("/healthz", _health)
     app.router.add_get("/api/plans", _plans)
     app.router.add_post("/api/plans", _add)
@@ -87,13 +91,28 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: S
 def _auth(token: str | None) -> Any:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and request.path != "/healthz":
+        if token is not None and not _public(request.path):
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return _error(401, "this daemon needs its token: send Authorization: Bearer $SYNCTASK_API_TOKEN")
         return await handler(request)
 
     return check
+
+
+def _public(path: str) -> bool:
+    """What needs no token: the health check and the dashboard's own files (they hold no data;
+    the page then asks for the token and sends it with every API call)."""
+    return path in ("/healthz", "/") or path.startswith("/static/")
+
+
+async def _dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+
+# The page runs only its own script and talks only to this daemon; no frame may embed it.
+_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'",
+                 "Cache-Control": "no-cache", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
 
 
 @web.middleware
@@ -293,7 +312,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
     """Server-sent events. Each ``data:`` line is a JSON array: the events of one loop turn, in
     order, or a ``progress`` snapshot of every plan and limit (twice a second while anything
     changes). Tasks starting and finishing normally are left out (they are what the snapshot
-    counts) unless ``?tasks=all``: failures, retries, freezes and plan changes always come."""
+    counts) unless ``?tasks=all``: failures, retries, freezes and plan changes always come,
+    and a new subscriber first gets the last 200 of them."""
     broadcast: _Broadcast = request.app["broadcast"]
     every = request.query.get("tasks", "") == "all"
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -303,6 +323,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
     try:
         await response.write(b": synctask events\n\n")  # the stream is open: clients may act now
         await response.write(broadcast.snapshot())
+        if broadcast.history and not every:
+            await response.write(b"data: " + json.dumps(list(broadcast.history), default=str).encode() + b"\n\n")
         while True:
             await response.write(await queue.get())
     except (ConnectionResetError, asyncio.CancelledError):
@@ -313,6 +335,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 
 _SSE_BACKLOG = 1_000  # batches a slow subscriber may fall behind before it loses the oldest
+_HISTORY = 200  # the last events (failures, freezes, plan changes) a new subscriber is sent
 _ROUTINE = frozenset({"started", "done"})  # task events only ?tasks=all subscribers get
 PROGRESS_EVERY = 0.5  # seconds between progress snapshots while something changes
 
@@ -328,6 +351,7 @@ class _Broadcast:
         self.subscribers: list[asyncio.Queue[bytes]] = []
         self._every: list[asyncio.Queue[bytes]] = []  # ?tasks=all
         self._pending: list[Event] = []
+        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)  # what a new subscriber sees first
         self._changed = False
         self._ticker: asyncio.Task[None] | None = None
 
@@ -347,8 +371,6 @@ class _Broadcast:
             self._changed = True
             if not self._every:
                 return
-        elif not self.subscribers and not self._every:
-            return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self._flush)
         self._pending.append(event)
@@ -358,10 +380,10 @@ class _Broadcast:
         self._changed = True
         if self._every:
             self._send(self._every, [_as_dict(e) for e in batch])
-        if self.subscribers:
-            picked = [_as_dict(e) for e in batch if not (type(e) is TaskEvent and e.kind in _ROUTINE)]
-            if picked:
-                self._send(self.subscribers, picked)
+        picked = [_as_dict(e) for e in batch if not (type(e) is TaskEvent and e.kind in _ROUTINE)]
+        self.history.extend(picked)
+        if self.subscribers and picked:
+            self._send(self.subscribers, picked)
 
     def _send(self, queues: list[asyncio.Queue[bytes]], batch: list[dict[str, Any]]) -> None:
         chunk = b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
