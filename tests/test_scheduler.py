@@ -53,6 +53,16 @@ def test_dispatch_follows_the_limit_to_the_exact_instant():
     assert end == 3.0
 
 
+def test_each_wait_on_a_limit_is_told_once_when_the_task_goes():
+    sched = scheduler_with(dataset("d", limits=(Quota(10, 1.0),)), dataset("free"))
+    waits = []
+    sched.on_limit_wait = lambda name, seconds: waits.append((name, seconds))
+    sched.add_plan(make_plan("p", "d", 25))
+    sched.add_plan(make_plan("q", "free", 5))
+    run_until_idle(sched)
+    assert waits == [("d", 1.0), ("d", 1.0)]  # held at 0.0 until 1.0, then at 1.0 until 2.0; "free" never
+
+
 def test_completion_is_reported_once_by_the_decision_or_the_verdict():
     sched = scheduler_with(dataset("d"))
     sched.add_plan(make_plan("p", "d", 2))

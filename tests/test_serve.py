@@ -123,7 +123,7 @@ def test_metrics_parse_and_their_counts_match_the_plans(workdir):
     from prometheus_client.parser import text_string_to_metric_families
 
     with daemon(workdir) as (_, url):
-        wait_until(lambda: plan(url, "slow")["done"] > 10 and plan(url, "other")["done"] > 10)
+        wait_until(lambda: plan(url, "slow")["done"] > 60 and plan(url, "other")["done"] > 60)  # past 1 s: limits bind
         for name in ("slow", "other"):
             api(url, "POST", f"/api/plans/{name}/pause")
         wait_until(lambda: plan(url, "slow")["in_flight"] == 0 and plan(url, "other")["in_flight"] == 0)
@@ -146,6 +146,7 @@ def test_metrics_parse_and_their_counts_match_the_plans(workdir):
         window = (("scope", "vendor:local"), ("vendor", "local"), ("window", "100 per 1s"))
         assert samples[("synctask_limit_capacity", window)] == 100
         assert samples[("synctask_request_duration_seconds_count", (("vendor", "local"),))] == requests
+        assert samples[("synctask_limit_wait_seconds_count", (("vendor", "local"),))] > 0  # 100/s holds them back
         assert "serve_tasks" not in text and ":" not in "".join(  # no task id in any label
             v for (_, labels) in samples for k, v in labels if k not in ("scope", "window"))
 

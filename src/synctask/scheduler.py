@@ -236,7 +236,7 @@ class _Queue:
     """One dataset's queue: its lanes in priority order and the limiter gate they share."""
 
     __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused",
-                 "waiting_on", "woken_by", "lines")
+                 "waiting_on", "woken_by", "lines", "held_since")
 
     def __init__(self, dataset: Dataset, gate: Gate, scopes: Sequence[str]) -> None:
         self.name = dataset.name
@@ -251,6 +251,7 @@ class _Queue:
         self.waiting_on: _Waitlist | None = None  # the counter's line it waits in (sleeping or parked)
         self.woken_by: _Waitlist | None = None  # the line it was just let out of, until its next try
         self.lines: tuple[_Waitlist, ...] = ()  # the lines of its gate's counters, in their order
+        self.held_since: float | None = None  # when limits began holding back its next task
 
     def head(self, now: float) -> _Lane | None:
         """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), None, or
@@ -325,6 +326,9 @@ class Scheduler:
         self._token = 0
         self._order = 0
         self._finished: list[str] = []
+        # Told how long a dataset's next task was held back by limits (freezes included), each
+        # time one goes after waiting: for the limit-wait histogram of ``/metrics``.
+        self.on_limit_wait: Callable[[str, float], None] | None = None
 
     # --- setup ---------------------------------------------------------------------------
     def add_dataset(self, dataset: Dataset, vendor: Vendor | None = None) -> None:
@@ -506,12 +510,15 @@ class Scheduler:
                 self._next_out(woken_by, now)
                 continue
             if lane is None:
+                queue.held_since = None  # nothing to send (paused, retries not due): not the limits' doing
                 self._rest(queue, queue.next_due())
                 self._next_out(woken_by, now)
                 continue
             gate = queue.gate
             wake = gate.try_acquire(queue.weight, now)
             if wake is not None:
+                if queue.held_since is None:
+                    queue.held_since = now
                 blocker = gate.blocker
                 if blocker is None:
                     self._rest(queue, wake)  # frozen: its own sleep until the freeze ends
@@ -523,6 +530,10 @@ class Scheduler:
                 continue
             if woken_by is not None:
                 self._next_out(woken_by, now)  # there was room for this one: maybe for the next too
+            if queue.held_since is not None:
+                if self.on_limit_wait is not None:
+                    self.on_limit_wait(queue.name, now - queue.held_since)
+                queue.held_since = None
             task = lane.take()
             task.admitted = now
             task.answered = None
@@ -536,6 +547,7 @@ class Scheduler:
             if waiting is None:
                 ready.append(queue)
             else:  # others wait for room this queue needs too: it goes behind them, not ahead
+                queue.held_since = now
                 self._join_line(queue, waiting, parked=waiting.where is not _SLEEPING)
                 self._next_out(waiting, now)
         finished, self._finished = self._finished, []

@@ -42,10 +42,21 @@ class Metrics:
         self.duration = Histogram("synctask_request_duration_seconds", "From a task's start to its end.",
                                   ["vendor"], registry=self.registry,
                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.limit_wait = Histogram("synctask_limit_wait_seconds", "How long a dataset's next task was held back "
+                                    "by limits or a freeze before it went.", ["vendor"], registry=self.registry,
+                                    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600))
         self.last_success: dict[str, float] = {}
         self._started: dict[str, float] = {}  # task id -> start, for tasks in flight only
         self.registry.register(_Gauges(self))
         executor.listen(self.observe)
+        executor.scheduler.on_limit_wait = self.waited
+
+    def waited(self, dataset: str, seconds: float) -> None:
+        try:
+            vendor = self.executor.dataset(dataset).vendor
+        except Exception:  # a dataset removed meanwhile
+            vendor = ""
+        self.limit_wait.labels(vendor).observe(seconds)
 
     def vendor_of(self, plan: str) -> tuple[str, str]:
         try:
