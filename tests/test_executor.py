@@ -477,6 +477,24 @@ def test_progress_eta_uses_the_allowed_rate_when_the_limit_binds():
     assert eta == pytest.approx((200 - 60) / 10, rel=0.01)
 
 
+def test_progress_eta_is_not_slowed_by_a_daily_quota_with_room_to_spare():
+    from synctask.limits import DAY
+
+    rec = Recorder()
+    ex, _ = executor_with(rec, {"d": [Quota(10, 1.0), Quota(100_000, DAY, clock=True, tz="Asia/Shanghai")]})
+    etas = []
+
+    async def go():
+        ex.add_plan(plan("p", "d", 200))
+        runner = asyncio.create_task(ex.run())
+        await asyncio.sleep(5.5)
+        etas.append(ex.progress.snapshot("p", ex._now()).eta)
+        await runner
+
+    run_virtual(go())
+    assert etas[0] == pytest.approx((200 - 60) / 10, rel=0.01)  # not 140 / (100,000 per day)
+
+
 def test_control_ops_name_unknown_plans_clearly():
     ex = SyncTaskExecutor(store=MemoryStore())
     for op in (ex.start_plan, ex.pause_plan, ex.resume_plan, ex.stop_plan, ex.cancel_plan, ex.remove_plan):

@@ -443,3 +443,17 @@ def test_each_window_is_described_as_a_person_says_it():
     assert WindowUsage(Concurrency(5), 3, None).describe() == "3 of 5 in flight"
     assert WindowUsage(Quota(10, 7 * DAY, clock=True), 3, 1_767_744_000.0).describe() == (
         "3 of 10 this 1w, resets 2026-01-07 00:00 UTC")
+
+
+def test_time_for_lets_what_is_left_go_at_once_and_the_rest_at_each_windows_rate():
+    limiter = Limiter()
+    limiter.configure("s", [Quota(10, 1.0)])
+    limiter.configure("c", [Quota(100, DAY, clock=True)])
+    gate = limiter.gate(["s", "c"], 1)
+    for _ in range(10):
+        assert gate.try_acquire(1, 0.0) is None
+    assert limiter.time_for(["s"], 25, 0.0) == 2.5  # the sliding window is full: 25 at 10 per second
+    assert limiter.time_for(["c"], 90, 0.0) == 0.0  # the day has room for them
+    assert limiter.time_for(["c"], 120, 3600.0) == DAY - 3600.0  # 90 today, 30 after midnight
+    assert limiter.time_for(["c"], 300, 0.0) == 3 * DAY  # 90 today, 100 and 100, then 10 as day 4 begins
+    assert limiter.time_for(["s", "c"], 25, 0.0) == 2.5 and limiter.time_for(["nothing"], 5, 0.0) == 0.0

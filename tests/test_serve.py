@@ -57,6 +57,7 @@ def test_the_client_commands_show_and_change_the_daemons_plans(workdir):
         assert shown.returncode == 0, shown.stderr
         assert "slow" in shown.stdout and "other" in shown.stdout and "running" in shown.stdout
         assert "\x1b[" not in shown.stdout  # plain text when piped
+        assert re.search(r"vendor:local: \d+ of 100 in the last 1s", shown.stdout), shown.stdout
         paused = client(workdir, url, "pause", "other")
         assert paused.returncode == 0 and paused.stdout.strip() == "other: paused"
         again = client(workdir, url, "pause", "other")

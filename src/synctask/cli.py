@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
@@ -341,6 +342,14 @@ def status(
         table.add_row(v["name"], v["state"], f"{v['done'] + v['skipped']:,}{total}", f"{v['failed']:,}",
                       str(v["in_flight"]), f"{v['rate']:.1f}", eta, v.get("next_due") or "-")
     out.print(table)
+    if not plan:  # and what every limit allows now, in words
+        for scope in _daemon(url, "GET", "/api/vendors")["scopes"]:
+            said = "; ".join(limit["text"] for limit in scope["limits"])
+            freeze = scope.get("freeze")
+            if freeze is not None:
+                ends = format_duration(max(round(scope["frozen_until"] - time.time()), 1))
+                said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
+            out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
     for failure in (answer.get("recent_failures") or [])[-10:] if plan else []:
         out.print(f"  {failure['kind']}: {failure['task_id']}: {failure['message']}", markup=False, highlight=False)
 

@@ -266,7 +266,7 @@ class SyncTaskExecutor:
         if plan.name in self._plans:
             raise ValueError(f"plan {plan.name!r} is already added; remove it first")
         self._plans[plan.name] = plan
-        self.progress.set_allowed_rate(plan.name, self.scheduler.allowed_rate(plan.dataset))
+        self.progress.set_limit_time(plan.name, functools.partial(self.scheduler.time_for, plan.dataset))
         due = plan.schedule.next_due(self._now_dt()) if plan.schedule.kind != "manual" else None
         if due is not None:
             self._due[plan.name] = due
@@ -879,7 +879,7 @@ class SyncTaskExecutor:
         done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._run_done[name] = done
         self._runs[name] = _Run(f"{name}:job", name, self._now_dt())
-        self.progress.set_allowed_rate(name, self.scheduler.allowed_rate(dataset_name))
+        self.progress.set_limit_time(name, functools.partial(self.scheduler.time_for, dataset_name))
         self.scheduler.add_plan(plan, params)
         self._emit(PlanEvent(self._now(), name, "running", f"{name}:job", total=len(params)))
         self._wake.set()

@@ -528,6 +528,28 @@ class Limiter:
         out.extend((c.spec, c.active) for c in state.slots)
         return out
 
+    def time_for(self, scopes: Iterable[str], weight: int, now: float) -> float:
+        """The least time the quotas of ``scopes`` need to admit ``weight`` more from ``now``:
+        what each window has left goes at once, the rest at the window's rate (a clock window
+        first waits for its reset). The slowest quota decides; concurrency caps are not rates."""
+        slowest = 0.0
+        for scope in scopes:
+            state = self._scopes.get(scope)
+            if state is None:
+                continue
+            for quota in state.quotas:
+                rate, per = quota.spec.rate, quota.spec.per
+                if isinstance(quota, _Clock):
+                    quota._roll(now)
+                    beyond = weight - max(rate - quota.used, 0)
+                    need = 0.0 if beyond <= 0 else (quota.end - now) + (math.ceil(beyond / rate) - 1) * per
+                else:
+                    quota._evict(now)
+                    beyond = weight - max(rate - quota.used, 0)
+                    need = 0.0 if beyond <= 0 else beyond / rate * per
+                slowest = max(slowest, need)
+        return slowest
+
     def windows(self, scope: str, now: float) -> list[WindowUsage]:
         """Each limit of ``scope`` with its use at ``now`` and, for a clock window, when it resets."""
         state = self._scopes.get(scope)

@@ -1,14 +1,16 @@
 """Progress per plan, run and job: counts, rate, and an ETA that knows the rate limits.
 
-``Progress`` only observes events (it never steers). The ETA divides the remaining work by the
-rate the plan can actually reach: the observed pace, but never more than the rate its limits
-allow, since a burst at the start of a sliding window is not a pace that lasts. Before any task
-finished, the allowed rate alone gives the ETA.
+``Progress`` only observes events (it never steers). The ETA is the longer of two times: the
+remaining work at the observed pace, and the least time the plan's quotas need to admit it
+(what each window has left goes at once, the rest at the window's rate, so a burst at the start
+of a sliding window is not taken for a pace that lasts, and a daily quota with room to spare
+does not slow the estimate). Before any task finished, the limits alone give the ETA.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
@@ -68,7 +70,7 @@ class PlanProgress:
     rows: int = 0
     messages: int = 0  # received by stream tasks
     frozen_until: float | None = None
-    allowed_rate: float | None = None
+    limit_time: Callable[[int, float], float] | None = field(default=None, repr=False)
     rate: float = 0.0  # tasks per second; for a stream plan, messages per second
     eta: float | None = None
     last_message: str | None = None
@@ -91,9 +93,10 @@ class Progress:
     def __init__(self) -> None:
         self.plans: dict[str, PlanProgress] = {}
 
-    def set_allowed_rate(self, plan: str, rate: float | None) -> None:
-        """Tasks per second the plan's limits allow (None: unlimited)."""
-        self._plan(plan).allowed_rate = rate
+    def set_limit_time(self, plan: str, limit_time: Callable[[int, float], float] | None) -> None:
+        """How the plan's limits bound its ETA: ``limit_time(tasks, now)`` is the least time its
+        quotas need to admit that many more tasks (None: no limits)."""
+        self._plan(plan).limit_time = limit_time
 
     def started(self, plan: str) -> None:
         """A task of ``plan`` went in flight (what a "started" ``TaskEvent`` tells)."""
@@ -172,13 +175,17 @@ class Progress:
             return 0.0
         if p.messages:
             return None  # a stream's rate is in messages, and how many are to come is its own affair
-        reachable = p.rate
-        if p.allowed_rate is not None:
-            reachable = min(reachable, p.allowed_rate) if reachable > 0 else p.allowed_rate
-        if reachable <= 0:
-            return None
+        by_pace = remaining / p.rate if p.rate > 0 else 0.0
+        by_limits = 0.0
+        if p.limit_time is not None:
+            try:
+                by_limits = p.limit_time(remaining, now)
+            except KeyError:  # its dataset was removed meanwhile
+                by_limits = 0.0
+        if by_pace == 0.0 and by_limits == 0.0:
+            return None  # no pace yet, and no limit that says how long
         wait = max(p.frozen_until - now, 0.0) if p.frozen_until is not None else 0.0
-        return wait + remaining / reachable
+        return wait + max(by_pace, by_limits)
 
     def _plan(self, plan: str) -> PlanProgress:
         p = self.plans.get(plan)

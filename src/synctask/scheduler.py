@@ -856,13 +856,10 @@ class Scheduler:
     def has_plan(self, name: str) -> bool:
         return name in self._lanes
 
-    def allowed_rate(self, dataset: str) -> float | None:
-        """Tasks per second the dataset's quotas allow at most (None: no quota applies)."""
+    def time_for(self, dataset: str, tasks: int, now: float) -> float:
+        """The least time the dataset's quotas need to admit ``tasks`` more of its tasks from ``now``."""
         queue = self._queues[dataset]
-        rates = [lim.rate / lim.per / queue.weight
-                 for scope in queue.scopes.values() for lim in self.limiter.limits(scope)
-                 if isinstance(lim, Quota)]
-        return min(rates) if rates else None
+        return self.limiter.time_for(queue.scopes.values(), tasks * queue.weight, now)
 
     def gate_of(self, dataset: str) -> tuple[Gate, int]:
         """The limiter gate a dataset's tasks pass and their weight (to admit a one-off request)."""
