@@ -32,3 +32,9 @@ def test_the_first_lines_are_the_two_commands():
     assert first[1].endswith("python -m pytest -q")
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert first[1] in ci
+
+
+def test_the_pictures_the_readme_shows_are_in_the_repository():
+    root = Path(__file__).parent.parent
+    for path in re.findall(r"\]\((docs/[^)]+\.png)\)", README):
+        assert (root / path).is_file(), path
