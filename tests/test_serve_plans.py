@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -182,3 +184,80 @@ def test_schedules_fire_in_the_daemon(workdir):
         wait_until(lambda: plan(url, "slow")["last_run"] is not None)
         first = plan(url, "slow")["last_run"]["id"]
         wait_until(lambda: plan(url, "slow")["last_run"]["id"] != first)  # every second, a new run
+
+
+REST_PLANS = '''
+[vendors.items-api]
+connector = "rest"
+base_url = "{url}"
+token = {{ env = "ITEMS_API_TOKEN" }}
+limits = [{{ rate = 15, per = "1s" }}]
+options = {{ headers = {{ Authorization = "Bearer {{token}}" }} }}
+
+[datasets.items]
+vendor = "items-api"
+sink = {{ kind = "sqlite", path = "items.db", table = "items", key = ["id"] }}
+options = {{ path = "/v1/items", query = {{ day = "{{day}}", page_size = "10" }}, records = "data.items", pagination = {{ kind = "cursor", param = "cursor", path = "meta.next_cursor" }} }}
+
+[[plans]]
+name = "january"
+dataset = "items"
+params = {{ day = {{ from = "2024-01-01", to = "2024-01-31", step = "1d" }} }}
+retry = {{ attempts = 8, backoff = "0.05s..0.5s" }}
+'''
+
+FEBRUARY = '''
+[[plans]]
+name = "february"
+dataset = "items"
+priority = 1
+params = { day = { from = "2024-02-01", to = "2024-02-10", step = "1d" } }
+retry = { attempts = 8, backoff = "0.05s..0.5s" }
+'''
+
+
+def test_against_the_simulator_plans_are_added_paused_and_resumed_and_metrics_match_the_run(workdir):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sim = subprocess.Popen([sys.executable, "-m", "synctask.cli", "simulate", "--profile", "rest", "--port", "0",
+                            "--faults", "5xx=0.05"], stdout=subprocess.PIPE, text=True)
+    try:
+        sim_url = sim.stdout.readline().split(" on ")[1].split()[0]
+        (workdir / "plans.toml").write_text(REST_PLANS.format(url=sim_url))
+        (workdir / "february.toml").write_text(FEBRUARY)
+        with daemon(workdir, ITEMS_API_TOKEN="demo-token") as (proc, url):
+            wait_until(lambda: plan(url, "january")["done"] >= 10)
+            added = client(workdir, url, "add", str(workdir / "february.toml"))
+            assert added.returncode == 0 and added.stdout.strip() == "february: added, running", added.stderr
+            paused = client(workdir, url, "pause", "january")
+            assert paused.stdout.strip() == "january: paused"
+            wait_until(lambda: plan(url, "january")["in_flight"] == 0)
+            held, feb = plan(url, "january")["done"], plan(url, "february")["done"]
+            wait_until(lambda: plan(url, "february")["done"] >= feb + 10)
+            assert plan(url, "january")["done"] == held  # paused: nothing of it went meanwhile
+            assert client(workdir, url, "resume", "january").stdout.strip() == "january: running"
+            wait_until(lambda: all(plan(url, n)["state"] == "completed" for n in ("january", "february")), 90)
+            views = {n: plan(url, n) for n in ("january", "february")}
+            with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+                text = answer.read().decode()
+            proc.send_signal(signal.SIGTERM)
+            said, _ = proc.communicate(timeout=30)
+        with urllib.request.urlopen(sim_url + "/_admin/stats", timeout=10) as answer:
+            vendor = json.loads(answer.read())
+    finally:
+        sim.kill()
+        sim.communicate()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def requests(outcome: str) -> float:
+        return samples.get(("synctask_requests_total", (("dataset", "items"), ("outcome", outcome),
+                                                        ("vendor", "items-api"))), 0.0)
+
+    done = sum(v["done"] for v in views.values())
+    assert all(v["failed"] == 0 for v in views.values()) and views["january"]["total"] > 31  # pages found
+    assert requests("done") == done
+    assert requests("retry") == vendor["faults"].get("error", 0) == sum(v["retries"] for v in views.values())
+    assert requests("done") + requests("retry") == vendor["served"]  # every request the vendor saw, counted once
+    assert f"{done:,} tasks done in this process" in said
+    assert vendor["violations"] == []
