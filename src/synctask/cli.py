@@ -351,7 +351,8 @@ def status(
                 said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
             out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
     for failure in (answer.get("recent_failures") or [])[-10:] if plan else []:
-        out.print(f"  {failure['kind']}: {failure['task_id']}: {failure['message']}", markup=False, highlight=False)
+        said = f"{failure['kind']} (try {failure.get('attempt', '?')}): {failure['task_id']}: {failure['message']}"
+        out.print(f"  {said}", markup=False, highlight=False)
 
 
 def _control(action: str, help_text: str) -> None:
@@ -419,9 +420,13 @@ def reload(url: _URL = None, json_out: _JSON = False) -> None:
 def set_workers(
     count: Annotated[int, typer.Argument(metavar="N", min=1, help="Concurrent tasks.")],
     url: _URL = None,
+    json_out: _JSON = False,
 ) -> None:
     """Set how many tasks the daemon runs at once."""
     answer = _daemon(url, "PUT", "/api/workers", {"workers": count})
+    if json_out:
+        print(json.dumps(answer))
+        return
     out.print(f"workers: {answer['workers']}", markup=False, highlight=False)
 
 

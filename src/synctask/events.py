@@ -26,6 +26,7 @@ class TaskEvent(Event):
     message: str | None = None
     rows: int = 0
     more: int = 0  # tasks this one added to its plan (a next page)
+    attempt: int = 0  # the try that ended (1 for the first); 0 for "started"
 
 
 @dataclass(frozen=True)

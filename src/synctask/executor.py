@@ -709,7 +709,8 @@ class SyncTaskExecutor:
             self._record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message, now,
                                     follow))
         if self._listeners or self._subscribers:
-            self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more))
+            self._emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more,
+                                 task.attempt))
         else:  # nobody else listens: progress counts it without an event object per task
             self.progress.ended(task.plan, _EVENT_KIND[state], now, verdict.message, rows, more)
         if verdict.frozen is not None:

@@ -54,7 +54,7 @@ class _Recent:
             if event.kind in ("failed", "retry"):
                 recent = self.by_plan.setdefault(event.plan, deque(maxlen=RECENT_FAILURES))
                 recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message,
-                               "at": event.at})
+                               "attempt": event.attempt, "at": event.at})
         elif isinstance(event, FreezeEvent):
             self.freezes[event.scope] = SECRETS(event.message) if SECRETS else event.message
 

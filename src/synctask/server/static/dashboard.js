@@ -289,7 +289,7 @@ async function showFailures(name) {
   $("failures-plan").textContent = name;
   const items = plan.recent_failures.slice().reverse().map((f) => el("li", {},
     el("strong", {}, f.kind === "retry" ? "retried: " : "failed: "), f.message || "", " ",
-    el("span", { class: "id" }, `${f.task_id} · ${clock(f.at)}`)));
+    el("span", { class: "id" }, `${f.task_id} · try ${f.attempt} · ${clock(f.at)}`)));
   $("failures").replaceChildren(...items);
   $("no-failures").hidden = items.length > 0;
 }
