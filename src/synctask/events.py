@@ -26,7 +26,7 @@ class TaskEvent(Event):
     message: str | None = None
     rows: int = 0
     more: int = 0  # tasks this one added to its plan (a next page)
-    attempt: int = 0  # the try that ended (1 for the first); 0 for "started"
+    attempt: int = 0  # tries that counted so far (1 after a first try failed); a rate-limited try does not count
 
 
 @dataclass(frozen=True)

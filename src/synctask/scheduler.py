@@ -773,6 +773,7 @@ class Scheduler:
                 return self._count_unreachable(lane, failure, now, verdict)
             return verdict
         if kind is OutcomeKind.INVALID:
+            task.attempt += 1  # one try, and it counted: the request will never work
             task.state = transition("task", task.state, _FAILED)
             lane.failed += 1
             return Verdict(task, _FAILED, failure.explain("marked the task failed; the plan goes on"))
