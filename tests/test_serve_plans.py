@@ -261,3 +261,17 @@ def test_against_the_simulator_plans_are_added_paused_and_resumed_and_metrics_ma
     assert requests("done") + requests("retry") == vendor["served"]  # every request the vendor saw, counted once
     assert f"{done:,} tasks done in this process" in said
     assert vendor["violations"] == []
+
+
+def test_a_plans_definition_is_shown_without_any_secret(tmp_path, monkeypatch):
+    from synctask.server.catalog import Catalog
+
+    monkeypatch.setenv("ITEMS_API_TOKEN", "tok-from-env-12345")
+    literal = REST_PLANS.format(url="http://127.0.0.1:9").replace(
+        '{ Authorization = "Bearer {token}" }', '{ Authorization = "Bearer {token}", X-Api-Key = "lit-9f8e7d" }')
+    (tmp_path / "plans.toml").write_text(literal)
+    catalog = Catalog(tmp_path / "plans.toml")
+    catalog.plans()  # valid, and its token is now a known secret
+    shown = json.dumps(catalog.definition("january"))
+    assert "lit-9f8e7d" not in shown and "tok-from-env-12345" not in shown
+    assert '"Authorization": "Bearer {token}"' in shown and '"env": "ITEMS_API_TOKEN"' in shown

@@ -11,6 +11,7 @@ changes their definition or they are added again.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 
 from ..config import PlanFile, parse_plan_data
 from ..errors import PlanFileError, Problem, SyncError
+from ..redact import MASK, SECRETS
 
 __all__ = ["Catalog", "CatalogConflict", "Diff", "read_document"]
 
@@ -61,6 +63,24 @@ def _parts(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list
     vendors, datasets, plans = doc.get("vendors", {}), doc.get("datasets", {}), doc.get("plans", [])
     return (vendors if isinstance(vendors, dict) else {}, datasets if isinstance(datasets, dict) else {},
             plans if isinstance(plans, list) else [])
+
+
+_SECRET_NAME = re.compile(r"auth|token|secret|passw|api[-_]?key|signature|credential", re.I)
+_ONLY_TEMPLATES = re.compile(r"^(?:[A-Za-z]+ )?(?:\{[A-Za-z_][A-Za-z0-9_]*\})+$")  # "Bearer {token}"
+
+
+def _masked(value: Any, name: str = "") -> Any:
+    """A definition fit to show: secrets loaded from the environment masked, and any literal
+    value under a credential-like key (``X-Api-Key = "..."``) replaced, templates kept."""
+    if isinstance(value, dict):
+        return {k: _masked(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, name) for v in value]
+    if isinstance(value, str):
+        if _SECRET_NAME.search(name) and not _ONLY_TEMPLATES.match(value):
+            return MASK
+        return SECRETS(value) if SECRETS else value
+    return value
 
 
 def _canon(value: Any) -> str:
@@ -149,7 +169,7 @@ class Catalog:
             return None
         dataset = datasets.get(str(spec.get("dataset")))
         vendor = vendors.get(str(dataset.get("vendor"))) if isinstance(dataset, dict) else None
-        return {"plan": spec, "dataset": dataset, "vendor": vendor}
+        return _masked({"plan": spec, "dataset": dataset, "vendor": vendor})
 
     def add(self, doc: Doc, source: str) -> tuple[Diff, PlanFile]:
         """Validate ``doc`` as an addition (it may use the vendors and datasets already known) and
