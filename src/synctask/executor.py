@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import inspect
 import itertools
 import json
 import logging
@@ -39,13 +38,14 @@ from typing import TYPE_CHECKING, Any
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
-from .errors import Failure, JobFailed, OutcomeKind, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
+from .errors import Failure, JobFailed, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.base import Streamed
 from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
+from .pool import LocalRunner, TaskPool
 from .progress import Progress
 from .redact import SECRETS
 from .retry import RetryPolicy
@@ -134,7 +134,7 @@ class SyncTaskExecutor:
         self._plans: dict[str, SyncPlan] = {}
         self._due: dict[str, datetime] = {}
         self._runs: dict[str, _Run] = {}
-        self._active: dict[SyncTask, asyncio.Task[None]] = {}
+        self._pool = TaskPool(LocalRunner(self._fetchers, self._dataset_of), self._deliver, self._finish)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
         self._wake = asyncio.Event()
@@ -350,9 +350,7 @@ class SyncTaskExecutor:
 
     async def settled(self, tasks: Iterable[SyncTask], timeout: float) -> None:
         """Wait (up to ``timeout``) until these tasks, cancelled or not, have finished ending."""
-        handles = [handle for task in tasks if (handle := self._active.get(task)) is not None]
-        if handles:
-            await asyncio.wait(handles, timeout=timeout)
+        await self._pool.settled(tasks, timeout)
 
     def set_workers(self, workers: int) -> None:
         """Change the number of concurrent slots; fewer slots let running tasks finish first."""
@@ -366,7 +364,7 @@ class SyncTaskExecutor:
         return self._workers
 
     def in_flight(self) -> int:
-        return len(self._active)
+        return len(self._pool)
 
     def plan_state(self, name: str) -> PlanState:
         self._plan(name)
@@ -467,7 +465,7 @@ class SyncTaskExecutor:
         while not self._stopping:
             now = self._now()
             self._start_due_plans()
-            free = self._workers - len(self._active)
+            free = self._workers - len(self._pool)
             if free > 0:
                 decision = self.scheduler.dispatch(now, free)
                 self._note_skips()
@@ -476,7 +474,7 @@ class SyncTaskExecutor:
                 for name in decision.finished:
                     self._end_run(name, RunState.COMPLETED)
                 wake_at = decision.wake_at
-                if decision.tasks and self.scheduler.has_ready and len(self._active) < self._workers:
+                if decision.tasks and self.scheduler.has_ready and len(self._pool) < self._workers:
                     await asyncio.sleep(0)  # let workers start; more may be admissible right now
                     continue
             else:
@@ -500,7 +498,7 @@ class SyncTaskExecutor:
     def _idle(self) -> bool:
         """Burst mode is over when nothing runs and no plan could go on: paused and stopped plans
         wait for a control op, so they keep ``run()`` going; completed, failed and cancelled don't."""
-        return not self._active and not self.scheduler.has_waiting_plans()
+        return not len(self._pool) and not self.scheduler.has_waiting_plans()
 
     def shutdown(self) -> None:
         """Stop dispatching and end ``run()`` gracefully (as a first Ctrl-C does)."""
@@ -512,24 +510,11 @@ class SyncTaskExecutor:
         self._interrupts += 1
         self.shutdown()
         if self._interrupts >= 2:
-            self._cancel_tasks(list(self._active))
+            self._pool.cancel(self._pool.tasks())
 
     async def _drain(self) -> None:
         """After the loop: let in-flight tasks finish within the grace period, then cancel."""
-        if not self._active:
-            return
-        if self._interrupts < 2:
-            pending = set(self._active.values())
-            deadline = self._now() + self.grace
-            while pending and self._interrupts < 2:
-                left = deadline - self._now()
-                if left <= 0:
-                    break
-                _, pending = await asyncio.wait(pending, timeout=min(left, 0.1))
-        self._cancel_tasks(list(self._active))
-        remaining = list(self._active.values())
-        if remaining:
-            await asyncio.gather(*remaining, return_exceptions=True)
+        await self._pool.drain(self.grace, self._now, lambda: self._interrupts >= 2)
 
     # --- runs ----------------------------------------------------------------------------
     def _start_due_plans(self) -> None:
@@ -602,47 +587,23 @@ class SyncTaskExecutor:
             self._emit(TaskEvent(self._now(), task.plan, "started", task.id))
         else:  # nobody else listens: no event object per task, only the count of tasks in flight
             self.progress.started(task.plan)
-        self._active[task] = asyncio.create_task(self._execute(task))
+        self._pool.start(task)
 
-    def _reap(self, task: SyncTask, handle: asyncio.Task[None]) -> None:
-        """Called when a cancelled task's handle is done. One cancelled before its coroutine ever
-        ran (a fatal error in the same loop turn) skips ``_execute``'s cleanup: report it
-        cancelled here, so it returns to its queue. (A task that ran cleaned up itself, and may
-        already be running again as a retry.)"""
-        if self._active.get(task) is handle:
-            del self._active[task]
-            self._finish(task, Failure(OutcomeKind.CANCELLED, "stopped before it started"), 0)
-
-    async def _execute(self, task: SyncTask) -> None:
+    def _dataset_of(self, task: SyncTask) -> str:
         plan = self._plans.get(task.plan)
-        dataset = plan.dataset if plan else ""
-        failure: Failure | None = None
-        rows = 0
-        follow_up: Mapping[str, Any] | None = None
-        try:
-            try:
-                if task.timeout is None:
-                    result = await self._fetchers[dataset].fetch(task)
-                else:
-                    async with asyncio.timeout(task.timeout):
-                        result = await self._fetchers[dataset].fetch(task)
-                if isinstance(result, Page):
-                    if result.notice is not None:
-                        self._notice(task.plan, result.notice)
-                    follow_up, result = result.next_params, result.rows
-                rows = await self._deliver(task, dataset, result)
-            except asyncio.CancelledError:
-                failure = Failure(OutcomeKind.CANCELLED, "stopped while running")
-                raise
-            except Exception as exc:  # every failure becomes an outcome; none may kill the loop
-                failure = classify(exc=exc)
-                if isinstance(exc, TimeoutError) and task.timeout:
-                    failure = Failure(OutcomeKind.TIMEOUT, f"no answer within {task.timeout:g}s")
-        finally:
-            self._active.pop(task, None)
-            self._finish(task, failure, rows, follow_up if failure is None else None)
+        return plan.dataset if plan else ""
 
-    async def _deliver(self, task: SyncTask, dataset: str, result: Any) -> int:
+    async def _deliver(self, task: SyncTask, result: Any) -> tuple[int, Mapping[str, Any] | None]:
+        """The master's half of a task: a page's notice told, its rows durably in the sink (or
+        kept for its job); returns the rows written and the next page's parameters."""
+        follow_up = None
+        if isinstance(result, Page):
+            if result.notice is not None:
+                self._notice(task.plan, result.notice)
+            follow_up, result = result.next_params, result.rows
+        return await self._write(task, self._dataset_of(task), result), follow_up
+
+    async def _write(self, task: SyncTask, dataset: str, result: Any) -> int:
         """Hand the result to the sink (durable when this returns) or keep it for its job."""
         job = self._job_results.get(task.plan)
         if job is not None:
@@ -726,10 +687,7 @@ class SyncTaskExecutor:
             self._end_run(name, RunState.COMPLETED)
 
     def _cancel_tasks(self, tasks: Iterable[SyncTask]) -> None:
-        for task in tasks:
-            handle = self._active.get(task)
-            if handle is not None and handle.cancel() and _not_started(handle):
-                handle.add_done_callback(functools.partial(self._reap, task))
+        self._pool.cancel(tasks)
 
     # --- durability ----------------------------------------------------------------------
     def _record(self, record: TaskRecord) -> None:
@@ -960,12 +918,6 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
-
-
-def _not_started(handle: asyncio.Task[None]) -> bool:
-    """True when the task's coroutine has not run yet (then its own cleanup never will)."""
-    coro = handle.get_coro()
-    return inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:
