@@ -45,7 +45,7 @@ from .fetchers.base import Streamed
 from .grid import ParamGrid
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
-from .pool import LocalRunner, TaskPool
+from .pool import LocalRunner, Runner, TaskPool
 from .progress import Progress
 from .redact import SECRETS
 from .retry import RetryPolicy
@@ -111,6 +111,8 @@ class SyncTaskExecutor:
         flush_interval: float = 0.2,
         node: str | None = None,
         margin: float = 0.0,
+        ray: str | None = None,
+        ray_workers: int | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -134,7 +136,16 @@ class SyncTaskExecutor:
         self._plans: dict[str, SyncPlan] = {}
         self._due: dict[str, datetime] = {}
         self._runs: dict[str, _Run] = {}
-        self._pool = TaskPool(LocalRunner(self._fetchers, self._dataset_of), self._deliver, self._finish)
+        self._fetch_specs: dict[str, tuple[Any, ...]] = {}  # how a node makes each dataset's fetcher
+        self._ray = None
+        runner: Runner = LocalRunner(self._fetchers, self._dataset_of)
+        if ray is not None:
+            from .distributed import RayRunner
+
+            runner = self._ray = RayRunner(
+                ray, slots=workers, actors=ray_workers, fetch_spec=self._fetch_specs.__getitem__,
+                dataset_of=self._dataset_of, answered=self._answered, lost=self._worker_lost, clock=self._now)
+        self._pool = TaskPool(runner, self._deliver, self._finish)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
         self._wake = asyncio.Event()
@@ -190,6 +201,8 @@ class SyncTaskExecutor:
         self.scheduler.add_dataset(dataset, vendor)
         self._datasets[dataset.name] = dataset
         self._fetchers[dataset.name] = self._make_fetcher(dataset, vendor, fetch)
+        if self._ray is not None:
+            self._fetch_specs[dataset.name] = _remote_spec(dataset, vendor, fetch)
         if sink is not None:
             self._sinks[dataset.name] = sink
         elif dataset.sink:
@@ -440,6 +453,8 @@ class SyncTaskExecutor:
         loop = self._bind_loop()
         self._restore_usage()
         await self._recover_sinks()
+        if self._ray is not None:
+            await self._ray.start()
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.interrupt)
@@ -459,6 +474,8 @@ class SyncTaskExecutor:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
         await self._close_sinks()
+        if self._ray is not None:
+            await self._ray.close()
         return self._summary()
 
     async def _loop(self, until_idle: bool) -> None:
@@ -588,6 +605,13 @@ class SyncTaskExecutor:
         else:  # nobody else listens: no event object per task, only the count of tasks in flight
             self.progress.started(task.plan)
         self._pool.start(task)
+
+    def _worker_lost(self, message: str, tasks: list[SyncTask]) -> None:
+        """A Ray worker died: say so on each plan that had tasks on it (they go back to their queues)."""
+        for plan in sorted({task.plan for task in tasks}):
+            if self.scheduler.has_plan(plan):
+                self._emit(PlanEvent(self._now(), plan, self.scheduler.plan_state(plan).value, self._run_id(plan),
+                                     message=message))
 
     def _dataset_of(self, task: SyncTask) -> str:
         plan = self._plans.get(task.plan)
@@ -828,6 +852,7 @@ class SyncTaskExecutor:
         self.scheduler.add_dataset(dataset, self._vendors.get(vendor) if vendor else None)
         self._datasets[dataset_name] = dataset
         self._fetchers[dataset_name] = PythonFetcher(execute, single_argument=True)
+        self._fetch_specs[dataset_name] = ("callable", execute, True)
         params = [dict(item) if isinstance(item, Mapping) else {"item": item} for item in items]
         plan = SyncPlan(name, dataset_name, ParamGrid({}), parse_schedule("manual"), priority, timeout,
                         retry or RetryPolicy())
@@ -870,6 +895,7 @@ class SyncTaskExecutor:
         self._runs.pop(name, None)
         self._datasets.pop(dataset, None)
         self._fetchers.pop(dataset, None)
+        self._fetch_specs.pop(dataset, None)
 
     # --- helpers -------------------------------------------------------------------------
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
@@ -918,6 +944,18 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
+
+
+def _remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
+    """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, or the callable
+    itself (pickled). HTTP and WebSocket connectors run in the master's process for now."""
+    if fetch is not None and not hasattr(fetch, "fetch"):
+        return ("callable", fetch, False)
+    for spec in (dataset.api, vendor.connector if vendor else ""):
+        if spec.startswith("python:"):
+            return ("python", spec)
+    raise SyncError(f"dataset {dataset.name!r}: on Ray, only Python tasks run on the nodes so far (this one uses "
+                    f"connector {vendor.connector if vendor else '?'!r}); run it without --ray")
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:

@@ -1,0 +1,243 @@
+"""Running tasks on a Ray cluster: the master's side of the actors in ``actor.py``.
+
+The executor, its scheduler and its limiter stay in the master: one authority decides every
+send, so limits hold across nodes without distributed races. This runner only carries each
+admitted task to an actor (one per node by default, ``slots`` tasks at once each), in batches
+both ways, and brings its outcome back. When an actor or its node dies, its tasks in flight
+come back as cancelled (to their queues, without using a retry; the limiter has counted them as
+sent, since the vendor may have seen them) and a new actor starts on a node still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import Failure, OutcomeKind, SyncError, TaskError
+from ..model import SyncTask
+
+__all__ = ["RayRunner", "RemoteFailure", "ray_available"]
+
+CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest round trip wins
+INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
+
+
+def ray_available() -> bool:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RemoteFailure(TaskError):
+    """A task's failure as its node classified it, carried back to the master unchanged."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+
+    def to_failure(self) -> Failure:
+        return self.failure
+
+
+@dataclass
+class _Worker:
+    handle: Any
+    node_id: str
+    ip: str
+    offset: float  # the node's clock minus the master's
+    uncertainty: float  # half the shortest round trip: how wrong ``offset`` may be
+    pending: dict[int, tuple[asyncio.Future[tuple[Failure | None, Any, float]], SyncTask]] = field(default_factory=dict)
+    outbox: list[tuple[Any, ...]] = field(default_factory=list)
+    cancels: list[int] = field(default_factory=list)
+    known: set[str] = field(default_factory=set)
+    collector: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.ip} (node {self.node_id[:8]})"
+
+
+class RayRunner:
+    """Runs tasks' fetches on Ray actors, batched; see the module's docstring."""
+
+    def __init__(self, address: str, *, slots: int, actors: int | None,
+                 fetch_spec: Callable[[str], tuple[Any, ...]], dataset_of: Callable[[SyncTask], str],
+                 answered: Callable[[SyncTask, float], None], lost: Callable[[str, list[SyncTask]], None],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.address = address
+        self.slots = slots
+        self.actors = actors
+        self.fetch_spec = fetch_spec
+        self.dataset_of = dataset_of
+        self.answered = answered
+        self.lost = lost
+        self.clock = clock
+        self.workers: list[_Worker] = []
+        self._keys = itertools.count(1)
+        self._flush_due = False
+        self._started_ray = False
+        self._sends: set[asyncio.Task[Any]] = set()
+
+    # --- life ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect to the cluster (``auto``, an address, or ``local`` to start one here) and
+        start the actors, measuring each one's clock against the master's."""
+        if self.workers:
+            return
+        try:
+            import ray
+        except ImportError:
+            raise SyncError(INSTALL) from None
+        if not ray.is_initialized():
+            address = None if self.address == "local" else self.address
+            # In this thread (Ray installs signal handlers); a second or so, once per run.
+            ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+            self._started_ray = True
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if not nodes:
+            raise SyncError(f"the Ray cluster at {self.address!r} has no live node")
+        count = self.actors or len(nodes)
+        await asyncio.gather(*(self._spawn(nodes[i % len(nodes)]["NodeID"]) for i in range(count)))
+
+    async def _spawn(self, node_id: str | None) -> _Worker:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        from .actor import TaskActor
+
+        options: dict[str, Any] = {"max_concurrency": self.slots + 8, "num_cpus": 0}
+        if node_id is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        handle: Any = ray.remote(TaskActor).options(**options).remote()
+        where = await handle.describe.remote()
+        offset, uncertainty = 0.0, float("inf")
+        for _ in range(CLOCK_PROBES):
+            sent = self.clock()
+            reading = await handle.clock.remote()
+            back = self.clock()
+            if (back - sent) / 2 < uncertainty:
+                uncertainty = (back - sent) / 2
+                offset = reading - (sent + back) / 2
+        worker = _Worker(handle, where["node_id"], where["ip"], offset, uncertainty)
+        worker.collector = asyncio.get_running_loop().create_task(self._collect(worker))
+        self.workers.append(worker)
+        return worker
+
+    async def close(self) -> None:
+        """Stop the actors (tasks still on them are cancelled there) and leave the cluster."""
+        import ray
+
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            if worker.collector is not None:
+                worker.collector.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker.collector
+            with contextlib.suppress(Exception):
+                ray.kill(worker.handle)
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+    def nodes(self) -> list[str]:
+        return [w.label for w in self.workers]
+
+    # --- tasks ---------------------------------------------------------------------------
+    async def run(self, task: SyncTask) -> Any:
+        if not self.workers:
+            raise RemoteFailure(Failure(OutcomeKind.CANCELLED, "no Ray worker is alive; it waits for one"))
+        worker = min(self.workers, key=lambda w: len(w.pending))
+        key = next(self._keys)
+        dataset = self.dataset_of(task)
+        future: asyncio.Future[tuple[Failure | None, Any, float]] = asyncio.get_running_loop().create_future()
+        worker.pending[key] = (future, task)
+        worker.outbox.append((key, task.plan, dataset, dict(task.params), task.timeout))
+        self._schedule_flush()
+        try:
+            failure, result, at = await future
+        except asyncio.CancelledError:
+            if worker.pending.pop(key, None) is not None:
+                worker.cancels.append(key)
+                self._schedule_flush()
+            raise
+        # The node's clock, made the master's; later by the uncertainty, never past now.
+        self.answered(task, min(at - worker.offset + worker.uncertainty, self.clock()))
+        if failure is not None:
+            raise RemoteFailure(failure)
+        return result
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """One call per actor per loop turn, carrying every task and cancel of the turn."""
+        self._flush_due = False
+        for worker in self.workers:
+            if worker.outbox:
+                batch, worker.outbox = worker.outbox, []
+                fetchers = {}
+                for _, _, dataset, _, _ in batch:
+                    if dataset not in worker.known:
+                        worker.known.add(dataset)
+                        fetchers[dataset] = self.fetch_spec(dataset)
+                self._send(worker.handle.run.remote(batch, fetchers))
+            if worker.cancels:
+                keys, worker.cancels = worker.cancels, []
+                self._send(worker.handle.cancel.remote(keys))
+
+    def _send(self, ref: Any) -> None:
+        """Await a call's reply in the background: a dead actor is noticed by its collector."""
+        async def settle() -> None:
+            with contextlib.suppress(Exception):
+                await ref
+
+        job = asyncio.get_running_loop().create_task(settle())
+        self._sends.add(job)
+        job.add_done_callback(self._sends.discard)
+
+    async def _collect(self, worker: _Worker) -> None:
+        """Bring outcomes back as they are ready; on the actor's death, requeue and replace."""
+        import ray
+
+        while True:
+            try:
+                outcomes = await worker.handle.collect.remote()
+            except asyncio.CancelledError:
+                raise
+            except (ray.exceptions.RayActorError, ray.exceptions.RaySystemError) as exc:
+                await self._lose(worker, exc)
+                return
+            for key, failure, result, at in outcomes:
+                entry = worker.pending.pop(key, None)
+                if entry is not None and not entry[0].done():
+                    entry[0].set_result((failure, result, at))
+
+    async def _lose(self, worker: _Worker, exc: BaseException) -> None:
+        import ray
+
+        if worker in self.workers:
+            self.workers.remove(worker)
+        message = (f"the Ray worker on {worker.label} was lost ({type(exc).__name__}); its tasks go back to "
+                   "their queues without using a retry")
+        tasks = [task for _, task in worker.pending.values()]
+        lost = Failure(OutcomeKind.CANCELLED, message)
+        for future, _ in worker.pending.values():
+            if not future.done():
+                future.set_result((lost, None, self.clock() + worker.offset))
+        worker.pending.clear()
+        self.lost(message, tasks)
+        alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
+        if alive:
+            used = {w.node_id for w in self.workers}
+            node = next((n for n in alive if n not in used), alive[0])
+            with contextlib.suppress(Exception):
+                await self._spawn(node)

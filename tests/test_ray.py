@@ -1,0 +1,132 @@
+"""Many machines on Ray: a local two-node cluster (``ray.cluster_utils.Cluster``, started once for
+these tests), the master's limits across both nodes, jobs divided over them, and worker loss."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[test]'")
+pytestmark = pytest.mark.ray
+
+from synctask import SyncTaskExecutor, parse_plan_text  # noqa: E402
+
+TASKS = '''
+import asyncio, time
+import ray
+
+async def work(i, pause=0.01):
+    started = time.time()
+    await asyncio.sleep(float(pause))
+    return [{"i": i, "node": ray.get_runtime_context().get_node_id(), "started": started}]
+
+def square(item):
+    return item * item, ray.get_runtime_context().get_node_id()
+'''
+
+PLANS = '''
+[vendors.v]
+connector = "python:ray_tasks:work"
+limits = [{{ rate = {rate}, per = "1s" }}]
+
+[datasets.d]
+vendor = "v"
+api = "python:ray_tasks:work"
+sink = {{ kind = "sqlite", path = "{db}", key = ["i"] }}
+
+[[plans]]
+name = "p"
+dataset = "d"
+params = {{ i = {{ from = 1, to = {n} }}, pause = ["{pause}"] }}
+'''
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Two Ray nodes on this machine, each its own node id; the tasks' module importable on both."""
+    from ray.cluster_utils import Cluster
+
+    folder = tmp_path_factory.mktemp("ray_tasks")
+    (folder / "ray_tasks.py").write_text(TASKS)
+    sys.path.insert(0, str(folder))
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), str(Path(__file__).parent.parent), before]))
+    two = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    two.add_node(num_cpus=1)
+    two.wait_for_nodes()
+    ray.init(address=two.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    try:
+        yield two
+    finally:
+        ray.shutdown()
+        two.shutdown()
+        sys.path.remove(str(folder))
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
+def rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT i, node, started FROM d").fetchall()
+
+
+def test_one_vendor_limit_holds_across_both_nodes(cluster, tmp_path):
+    db = tmp_path / "out.db"
+    plans = parse_plan_text(PLANS.format(rate=50, db=db, n=300, pause=0.01))
+    ex = SyncTaskExecutor(plans, workers=16, ray=cluster.address, base_dir=tmp_path, store=None)
+    summary = asyncio.run(ex.run())
+    assert summary.plans["p"]["done"] == 300
+    got = rows(db)
+    assert sorted(i for i, _, _ in got) == list(range(1, 301))  # every row exactly once
+    assert len({node for _, node, _ in got}) == 2  # both nodes worked
+    starts = sorted(started for _, _, started in got)
+    worst = max(sum(1 for t in starts[k:k + 60] if t < starts[k] + 1.0) for k in range(len(starts)))
+    assert worst <= 50  # no second of the nodes' clocks saw more than the vendor's 50
+
+
+def test_a_job_divided_over_both_nodes_aggregates_the_same_result_as_locally(cluster, tmp_path):
+    import ray_tasks
+
+    def total(results):
+        return sum(value for value, _ in results), {node for _, node in results}
+
+    async def remote():
+        ex = SyncTaskExecutor(workers=8, ray=cluster.address)
+        return await ex.submit_job(range(200), ray_tasks.square, total)
+
+    value, nodes = asyncio.run(remote())
+    assert value == sum(i * i for i in range(200)) and len(nodes) == 2
+
+
+def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, tmp_path):
+    db = tmp_path / "out.db"
+    plans = parse_plan_text(PLANS.format(rate=400, db=db, n=600, pause=0.05))
+    ex = SyncTaskExecutor(plans, workers=8, ray=cluster.address, base_dir=tmp_path)
+    messages = []
+    ex.listen(lambda e: messages.append(e.message) if getattr(e, "message", None) and "was lost" in e.message
+              else None)
+    worker_node = next(node for node in cluster.list_all_nodes() if node is not cluster.head_node)
+
+    async def go():
+        runner = asyncio.create_task(ex.run())
+        while ex.progress.snapshot("p", ex._now()).done < 100:
+            await asyncio.sleep(0.05)
+        ray.kill(ex._ray.workers[0].handle)  # an actor dies with tasks in flight
+        while ex.progress.snapshot("p", ex._now()).done < 300:
+            await asyncio.sleep(0.05)
+        await asyncio.to_thread(cluster.remove_node, worker_node)  # a whole node goes
+        return await runner
+
+    summary = asyncio.run(go())
+    assert summary.plans["p"]["done"] == 600 and summary.plans["p"]["failed"] == 0
+    assert Counter(i for i, _, _ in rows(db)) == Counter(range(1, 601))
+    assert len(messages) >= 2 and all("without using a retry" in m for m in messages)
+    cluster.add_node(num_cpus=1)  # as it was, for whatever runs next
