@@ -127,6 +127,12 @@ _GRACE = Annotated[float, typer.Option(
     "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after Ctrl-C or SIGTERM.")]
 _WAIT = Annotated[bool, typer.Option(
     "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")]
+_RAY = Annotated[Optional[str], typer.Option(
+    "--ray", metavar="ADDRESS", help="Run tasks on a Ray cluster: 'auto' (the one `ray start` made), an address, "
+    "or 'local' (start one here). Needs pip install 'synctask[ray]'.")]
+_RAY_WORKERS = Annotated[Optional[int], typer.Option(
+    "--ray-workers", min=1, metavar="N", help="Ray actors to start (default: one per node), each with --workers "
+    "slots.")]
 
 
 @app.command()
@@ -142,6 +148,8 @@ def run(
     json_lines: Annotated[bool, typer.Option(
         "--json", metavar="", help="Print every event, then the summary, as JSON lines (for scripts).")] = False,
     wait: _WAIT = False,
+    ray: _RAY = None,
+    ray_workers: _RAY_WORKERS = None,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     from .config import load_plan_file
@@ -157,11 +165,17 @@ def run(
     resume = f"synctask run {shlex.quote(plan_file)}" + "".join(f" --plan {shlex.quote(p)}" for p in plan or [])
     if state:
         resume += f" --state {shlex.quote(state)}"
-    executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace, wait=wait)
+    executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace, wait=wait,
+                      ray=_ray_address(ray), ray_workers=ray_workers)
+    failed: SyncError | None = None
     try:
         summary = asyncio.run(_drive(executor, plain=plain, json_lines=json_lines))
+    except SyncError as exc:  # the Ray cluster could not be reached or used
+        failed = exc
     finally:
         executor.close()
+    if failed is not None:
+        _fail(failed)
     raise typer.Exit(_finish(executor, summary, state=state_path, resume=resume, json_lines=json_lines))
 
 
@@ -269,6 +283,8 @@ def serve(
     state: _STATE = None,
     grace: _GRACE = 10.0,
     wait: _WAIT = False,
+    ray: _RAY = None,
+    ray_workers: _RAY_WORKERS = None,
 ) -> None:
     """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
     from .config import load_plan_file
@@ -289,7 +305,8 @@ def serve(
     _print_warnings(plans)
     base = Path(plan_file).resolve().parent
     state_path = Path(state) if state else base / ".synctask" / "state.db"
-    executor = SyncTaskExecutor(workers=workers, state=state_path, base_dir=base, grace=grace)
+    executor = SyncTaskExecutor(workers=workers, state=state_path, base_dir=base, grace=grace,
+                                ray=_ray_address(ray), ray_workers=ray_workers)
     _open_state(executor, wait)
     try:
         service = Service(executor, plan_file)
@@ -467,14 +484,28 @@ def _quote(name: str) -> str:
     return quote(name, safe="")
 
 
+def _ray_address(address: str | None) -> str | None:
+    """The --ray address, or exit 2 saying how to install Ray when it is not there."""
+    if address is None:
+        return None
+    from .distributed import ray_available
+    from .distributed.ray_pool import INSTALL
+
+    if not ray_available():
+        _fail(ValueError(f"--ray {address}: {INSTALL}"))
+    return address
+
+
 def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
-           grace: float, wait: bool = False) -> SyncTaskExecutor:
+           grace: float, wait: bool = False, ray: str | None = None, ray_workers: int | None = None
+           ) -> SyncTaskExecutor:
     """An executor with the selected plans loaded, started and its state open, or exit 2 naming
     what could not be built (exit 75 when another process holds the state: try again later)."""
     from .executor import SyncTaskExecutor
 
     try:
-        executor = SyncTaskExecutor(workers=workers, state=state, base_dir=base, grace=grace)
+        executor = SyncTaskExecutor(workers=workers, state=state, base_dir=base, grace=grace, ray=ray,
+                                    ray_workers=ray_workers)
         executor.load(plans, only=selected, start=False)
     except (SyncError, ValueError) as exc:
         _fail(exc)

@@ -376,6 +376,12 @@ class SyncTaskExecutor:
     def workers(self) -> int:
         return self._workers
 
+    def _capacity(self) -> int:
+        """Tasks that may be in flight: ``workers``, or on Ray ``workers`` per live actor."""
+        if self._ray is None:
+            return self._workers
+        return self._workers * max(len(self._ray.workers), 1)
+
     def in_flight(self) -> int:
         return len(self._pool)
 
@@ -482,7 +488,8 @@ class SyncTaskExecutor:
         while not self._stopping:
             now = self._now()
             self._start_due_plans()
-            free = self._workers - len(self._pool)
+            capacity = self._capacity()
+            free = capacity - len(self._pool)
             if free > 0:
                 decision = self.scheduler.dispatch(now, free)
                 self._note_skips()
@@ -491,7 +498,7 @@ class SyncTaskExecutor:
                 for name in decision.finished:
                     self._end_run(name, RunState.COMPLETED)
                 wake_at = decision.wake_at
-                if decision.tasks and self.scheduler.has_ready and len(self._pool) < self._workers:
+                if decision.tasks and self.scheduler.has_ready and len(self._pool) < capacity:
                     await asyncio.sleep(0)  # let workers start; more may be admissible right now
                     continue
             else:
