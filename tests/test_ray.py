@@ -59,7 +59,7 @@ def cluster(tmp_path_factory):
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), str(Path(__file__).parent.parent), before]))
     two = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     two.add_node(num_cpus=1)
-    two.wait_for_nodes()
+    two.wait_for_nodes(timeout=120)
     ray.init(address=two.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
     try:
         yield two
@@ -82,7 +82,7 @@ def test_one_vendor_limit_holds_across_both_nodes(cluster, tmp_path):
     db = tmp_path / "out.db"
     plans = parse_plan_text(PLANS.format(rate=50, db=db, n=300, pause=0.01))
     ex = SyncTaskExecutor(plans, workers=16, ray=cluster.address, base_dir=tmp_path, store=None)
-    summary = asyncio.run(ex.run())
+    summary = asyncio.run(asyncio.wait_for(ex.run(), 120))
     assert summary.plans["p"]["done"] == 300
     got = rows(db)
     assert sorted(i for i, _, _ in got) == list(range(1, 301))  # every row exactly once
@@ -100,7 +100,7 @@ def test_a_job_divided_over_both_nodes_aggregates_the_same_result_as_locally(clu
 
     async def remote():
         ex = SyncTaskExecutor(workers=8, ray=cluster.address)
-        return await ex.submit_job(range(200), ray_tasks.square, total)
+        return await asyncio.wait_for(ex.submit_job(range(200), ray_tasks.square, total), 120)
 
     value, nodes = asyncio.run(remote())
     assert value == sum(i * i for i in range(200)) and len(nodes) == 2
@@ -125,8 +125,29 @@ def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, tmp_path):
         await asyncio.to_thread(cluster.remove_node, worker_node)  # a whole node goes
         return await runner
 
-    summary = asyncio.run(go())
+    summary = asyncio.run(asyncio.wait_for(go(), 180))
     assert summary.plans["p"]["done"] == 600 and summary.plans["p"]["failed"] == 0
     assert Counter(i for i, _, _ in rows(db)) == Counter(range(1, 601))
     assert len(messages) >= 2 and all("without using a retry" in m for m in messages)
     cluster.add_node(num_cpus=1)  # as it was, for whatever runs next
+
+
+def test_http_requests_from_both_nodes_stay_under_the_vendors_limit(cluster, tmp_path):
+    from .test_fidelity import LIMIT, PLAN, stats, vendor
+
+    server, url = vendor("latency=5ms..20ms,stamp=0ms..50ms")
+    try:
+        async def go():
+            ex = SyncTaskExecutor(workers=8, ray=cluster.address, base_dir=tmp_path)
+            ex.load(parse_plan_text(PLAN.format(url=url, limit=LIMIT, items=250), "plans.toml", {}))
+            summary = await ex.run()
+            return summary, ex.scheduler.stats("items").dispatched
+
+        summary, admitted = asyncio.run(asyncio.wait_for(go(), 120))
+        seen = stats(url)
+    finally:
+        server.kill()
+        server.communicate()
+    assert summary.plans["items"]["done"] == 250
+    assert seen["violations"] == [], f"{len(seen['violations'])} requests over the limit"
+    assert seen["served"] == admitted  # every request the vendor received was admitted, once

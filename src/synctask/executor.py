@@ -144,7 +144,8 @@ class SyncTaskExecutor:
 
             runner = self._ray = RayRunner(
                 ray, slots=workers, actors=ray_workers, fetch_spec=self._fetch_specs.__getitem__,
-                dataset_of=self._dataset_of, answered=self._answered, lost=self._worker_lost, clock=self._now)
+                dataset_of=self._dataset_of, answered=self._answered, lost=self._worker_lost, clock=self._now,
+                observed=self._observed)
         self._pool = TaskPool(runner, self._deliver, self._finish)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -230,27 +231,9 @@ class SyncTaskExecutor:
                                     resume=lambda task: self.store.position(task.id),
                                     on_answered=self._answered, clock=self._now)
         if vendor is not None and name in CONNECTORS:
-            connector = CONNECTORS[name](vendor, dataset, dataset.errors)
-            scopes = {"vendor": f"vendor:{vendor.name}", "dataset": f"dataset:{dataset.name}"}
+            from .fetchers.http import http_fetcher
 
-            def observe(task: SyncTask, observation: Observation, now: float) -> None:
-                scope = scopes[observation.scope]
-                held = self.limiter.observe(scope, observation.used, now, observation.per)
-                # "Nothing left until the reset": freeze, unless our own quota over the same window
-                # now holds the vendor's count and so waits exactly as long (a whole-second reset
-                # would over-wait on a sliding window).
-                if observation.freeze_for and not held:
-                    until = now + observation.freeze_for
-                    new = self.scheduler.announced_freeze(task, scope, now, until)
-                    message = (f"the vendor's rate-limit headers say nothing is left until its reset; synctask "
-                               f"froze {scope} for {observation.freeze_for:g}s, before any 429")
-                    self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
-
-            from .fetchers.http import DEFAULT_MAX_ANSWER_MB, HttpFetcher
-
-            return HttpFetcher(vendor.name, connector, self._http, observe, self._now, self._answered,
-                               max_answer_mb=float(dataset.options.get("max_answer_mb", DEFAULT_MAX_ANSWER_MB)),
-                               where=f"datasets.{dataset.name}")
+            return http_fetcher(vendor, dataset, self._http, self._observed, self._now, self._answered)
         raise SyncError(
             f"dataset {dataset.name!r}: connector {name!r} is not available; use "
             f"{', '.join(repr(c) for c in [*CONNECTORS, 'websocket'])} "
@@ -265,6 +248,24 @@ class SyncTaskExecutor:
 
             self._sessions = SessionPool()
         return self._sessions
+
+    def _observed(self, task: SyncTask, observation: Observation, now: float) -> None:
+        """The vendor's own count of what we used (rate-limit headers), on this process or a node."""
+        plan = self._plans.get(task.plan)
+        dataset = self._datasets.get(plan.dataset) if plan else None
+        if dataset is None:
+            return
+        scope = f"vendor:{dataset.vendor}" if observation.scope == "vendor" else f"dataset:{dataset.name}"
+        held = self.limiter.observe(scope, observation.used, now, observation.per)
+        # "Nothing left until the reset": freeze, unless our own quota over the same window now
+        # holds the vendor's count and so waits exactly as long (a whole-second reset would
+        # over-wait on a sliding window).
+        if observation.freeze_for and not held:
+            until = now + observation.freeze_for
+            new = self.scheduler.announced_freeze(task, scope, now, until)
+            message = (f"the vendor's rate-limit headers say nothing is left until its reset; synctask "
+                       f"froze {scope} for {observation.freeze_for:g}s, before any 429")
+            self._emit(FreezeEvent(now, task.plan, scope, until, message, new))
 
     def _answered(self, task: SyncTask, at: float) -> None:
         """A fetcher got the first byte of the task's answer: its windows count it until ``at``
@@ -954,15 +955,18 @@ _job_counter = itertools.count(1)
 
 
 def _remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
-    """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, or the callable
-    itself (pickled). HTTP and WebSocket connectors run in the master's process for now."""
+    """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, the callable
+    itself (pickled), or an HTTP connector from its vendor and dataset (token included: it
+    travels inside the cluster only). WebSocket streams stay in the master's process."""
     if fetch is not None and not hasattr(fetch, "fetch"):
         return ("callable", fetch, False)
     for spec in (dataset.api, vendor.connector if vendor else ""):
         if spec.startswith("python:"):
             return ("python", spec)
-    raise SyncError(f"dataset {dataset.name!r}: on Ray, only Python tasks run on the nodes so far (this one uses "
-                    f"connector {vendor.connector if vendor else '?'!r}); run it without --ray")
+    if vendor is not None and vendor.connector in CONNECTORS:
+        return ("http", vendor, dataset)
+    raise SyncError(f"dataset {dataset.name!r}: on Ray, Python tasks and HTTP connectors run on the nodes; "
+                    f"connector {vendor.connector if vendor else '?'!r} does not yet; run it without --ray")
 
 
 def _rows(result: Any) -> list[Mapping[str, Any]]:

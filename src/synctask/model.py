@@ -55,6 +55,10 @@ class Secret:
     def reveal(self) -> str:
         return self._value
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Unpickled (on a Ray node) through ``__init__``, so the node masks it in its messages too."""
+        return (Secret, (self._value, self.source))
+
     def __repr__(self) -> str:
         return f"Secret('***', source={self.source!r})" if self.source else "Secret('***')"
 

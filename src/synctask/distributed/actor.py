@@ -23,15 +23,19 @@ __all__ = ["TaskActor"]
 
 # (key, plan, dataset, params, timeout)
 TaskSpec = tuple[int, str, str, dict[str, Any], "float | None"]
-# (key, failure or None, result, answered at on this node's clock)
-Outcome = tuple[int, "Failure | None", Any, float]
+# (key, failure or None, result, when it ended and when its answer began (None: not told) on
+# this node's clock, the vendor's counts seen in the answer as (observation, at))
+Outcome = tuple[int, "Failure | None", Any, float, "float | None", list[tuple[Any, float]]]
 
 
 class TaskActor:
     """One node's worker: runs up to ``slots`` tasks at once on its event loop."""
 
     def __init__(self) -> None:
-        self._fetchers: dict[str, PythonFetcher] = {}
+        self._fetchers: dict[str, Any] = {}
+        self._sessions: Any = None
+        self._answers: dict[SyncTask, float] = {}
+        self._observed: dict[SyncTask, list[tuple[Any, float]]] = {}
         self._running: dict[int, asyncio.Task[None]] = {}
         self._ready: list[Outcome] = []
         self._wake = asyncio.Event()
@@ -48,7 +52,7 @@ class TaskActor:
 
     async def run(self, batch: list[TaskSpec], fetchers: dict[str, tuple[Any, ...]]) -> int:
         for dataset, spec in fetchers.items():
-            self._fetchers[dataset] = _fetcher(spec)
+            self._fetchers[dataset] = self._fetcher(spec)
         for key, plan, dataset, params, timeout in batch:
             self._running[key] = asyncio.get_running_loop().create_task(self._one(key, plan, dataset, params, timeout))
         return len(self._running)
@@ -56,9 +60,9 @@ class TaskActor:
     async def _one(self, key: int, plan: str, dataset: str, params: dict[str, Any], timeout: float | None) -> None:
         failure: Failure | None = None
         result: Any = None
+        task = SyncTask(plan, params, timeout=timeout)
         try:
             fetcher = self._fetchers[dataset]
-            task = SyncTask(plan, params, timeout=timeout)
             if timeout is None:
                 result = await fetcher.fetch(task)
             else:
@@ -71,7 +75,8 @@ class TaskActor:
             if isinstance(exc, TimeoutError) and timeout:
                 failure = Failure(OutcomeKind.TIMEOUT, f"no answer within {timeout:g}s")
         self._running.pop(key, None)
-        self._ready.append((key, failure, result, time.time()))
+        self._ready.append((key, failure, result, time.time(), self._answers.pop(task, None),
+                            self._observed.pop(task, [])))
         self._wake.set()
 
     async def collect(self) -> list[Outcome]:
@@ -88,8 +93,23 @@ class TaskActor:
                 handle.cancel()
 
 
-def _fetcher(spec: tuple[Any, ...]) -> PythonFetcher:
-    """``("python", "python:pkg.module:function")`` or ``("callable", fn, single_argument)``."""
-    if spec[0] == "python":
-        return PythonFetcher(resolve_callable(spec[1]))
-    return PythonFetcher(spec[1], single_argument=bool(spec[2]))
+    def _fetcher(self, spec: tuple[Any, ...]) -> Any:
+        """``("python", "python:pkg.module:function")``, ``("callable", fn, single_argument)`` or
+        ``("http", vendor, dataset)``: an HTTP connector whose answers' first byte and rate-limit
+        headers are noted per task and sent back with its outcome."""
+        if spec[0] == "python":
+            return PythonFetcher(resolve_callable(spec[1]))
+        if spec[0] == "callable":
+            return PythonFetcher(spec[1], single_argument=bool(spec[2]))
+        from ..fetchers.http import http_fetcher
+        from ..fetchers.sessions import SessionPool
+
+        if self._sessions is None:
+            self._sessions = SessionPool()
+        return http_fetcher(spec[1], spec[2], self._sessions, self._observe, time.time, self._answer)
+
+    def _observe(self, task: SyncTask, observation: Any, now: float) -> None:
+        self._observed.setdefault(task, []).append((observation, now))
+
+    def _answer(self, task: SyncTask, at: float) -> None:
+        self._answers.setdefault(task, at)

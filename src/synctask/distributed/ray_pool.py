@@ -24,6 +24,7 @@ from ..model import SyncTask
 __all__ = ["RayRunner", "RemoteFailure", "ray_available"]
 
 CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest round trip wins
+ACTOR_START = 60.0  # seconds an actor may take to come up before the run gives up on it
 INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
 
 
@@ -53,7 +54,7 @@ class _Worker:
     ip: str
     offset: float  # the node's clock minus the master's
     uncertainty: float  # half the shortest round trip: how wrong ``offset`` may be
-    pending: dict[int, tuple[asyncio.Future[tuple[Failure | None, Any, float]], SyncTask]] = field(default_factory=dict)
+    pending: dict[int, tuple[asyncio.Future[tuple[Any, ...]], SyncTask]] = field(default_factory=dict)
     outbox: list[tuple[Any, ...]] = field(default_factory=list)
     cancels: list[int] = field(default_factory=list)
     known: set[str] = field(default_factory=set)
@@ -70,7 +71,8 @@ class RayRunner:
     def __init__(self, address: str, *, slots: int, actors: int | None,
                  fetch_spec: Callable[[str], tuple[Any, ...]], dataset_of: Callable[[SyncTask], str],
                  answered: Callable[[SyncTask, float], None], lost: Callable[[str, list[SyncTask]], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 observed: Callable[[SyncTask, Any, float], None] | None = None) -> None:
         self.address = address
         self.slots = slots
         self.actors = actors
@@ -79,6 +81,7 @@ class RayRunner:
         self.answered = answered
         self.lost = lost
         self.clock = clock
+        self.observed = observed
         self.workers: list[_Worker] = []
         self._keys = itertools.count(1)
         self._flush_due = False
@@ -116,7 +119,12 @@ class RayRunner:
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         handle: Any = ray.remote(TaskActor).options(**options).remote()
-        where = await handle.describe.remote()
+        try:
+            where = await asyncio.wait_for(handle.describe.remote(), ACTOR_START)
+        except TimeoutError:
+            ray.kill(handle)
+            raise SyncError(f"a Ray actor did not start within {ACTOR_START:g}s on node {node_id}; is the node "
+                            "short of memory, or gone?") from None
         offset, uncertainty = 0.0, float("inf")
         for _ in range(CLOCK_PROBES):
             sent = self.clock()
@@ -156,19 +164,25 @@ class RayRunner:
         worker = min(self.workers, key=lambda w: len(w.pending))
         key = next(self._keys)
         dataset = self.dataset_of(task)
-        future: asyncio.Future[tuple[Failure | None, Any, float]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         worker.pending[key] = (future, task)
         worker.outbox.append((key, task.plan, dataset, dict(task.params), task.timeout))
         self._schedule_flush()
         try:
-            failure, result, at = await future
+            failure, result, ended, began, observations = await future
         except asyncio.CancelledError:
             if worker.pending.pop(key, None) is not None:
                 worker.cancels.append(key)
                 self._schedule_flush()
             raise
-        # The node's clock, made the master's; later by the uncertainty, never past now.
-        self.answered(task, min(at - worker.offset + worker.uncertainty, self.clock()))
+
+        def here(at: float) -> float:  # the node's clock, made the master's: later by the uncertainty, never past now
+            return min(at - worker.offset + worker.uncertainty, self.clock())
+
+        if self.observed is not None:
+            for observation, at in observations:
+                self.observed(task, observation, here(at))
+        self.answered(task, here(began if began is not None else ended))
         if failure is not None:
             raise RemoteFailure(failure)
         return result
@@ -216,10 +230,10 @@ class RayRunner:
             except (ray.exceptions.RayActorError, ray.exceptions.RaySystemError) as exc:
                 await self._lose(worker, exc)
                 return
-            for key, failure, result, at in outcomes:
+            for key, *outcome in outcomes:
                 entry = worker.pending.pop(key, None)
                 if entry is not None and not entry[0].done():
-                    entry[0].set_result((failure, result, at))
+                    entry[0].set_result(tuple(outcome))
 
     async def _lose(self, worker: _Worker, exc: BaseException) -> None:
         import ray
@@ -232,7 +246,7 @@ class RayRunner:
         lost = Failure(OutcomeKind.CANCELLED, message)
         for future, _ in worker.pending.values():
             if not future.done():
-                future.set_result((lost, None, self.clock() + worker.offset))
+                future.set_result((lost, None, self.clock() + worker.offset, None, []))
         worker.pending.clear()
         self.lost(message, tasks)
         alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]

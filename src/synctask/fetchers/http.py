@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connectors.base import Connector, Observation, Response
 from ..errors import InvalidRequest
-from ..model import SyncTask
+from ..model import Dataset, SyncTask, Vendor
 
 if TYPE_CHECKING:
     import aiohttp
@@ -93,3 +93,15 @@ class HttpFetcher:
         said = f"{size / 1048576:,.1f} MB" if size is not None else "more"
         raise AnswerTooLarge(f"the answer is {said}, above the {self.max_answer / 1048576:g} MB this dataset "
                              f"accepts; raise {self.where}.options.max_answer_mb if that is expected")
+
+
+def http_fetcher(vendor: Vendor, dataset: Dataset, sessions: SessionPool,
+                 observe: Callable[[SyncTask, Observation, float], None] | None,
+                 clock: Callable[[], float], on_answered: Callable[[SyncTask, float], None] | None) -> HttpFetcher:
+    """The fetcher of a dataset served by one of the HTTP connectors (here, or on a Ray node)."""
+    from ..connectors import CONNECTORS
+
+    connector = CONNECTORS[vendor.connector](vendor, dataset, dataset.errors)
+    return HttpFetcher(vendor.name, connector, sessions, observe, clock, on_answered,
+                       max_answer_mb=float(dataset.options.get("max_answer_mb", DEFAULT_MAX_ANSWER_MB)),
+                       where=f"datasets.{dataset.name}")
