@@ -123,7 +123,7 @@ retry = {{ attempts = 8, backoff = "0.1s..5s" }}
 timeout = "10s"
 """
     with tempfile.TemporaryDirectory() as folder:
-        executor = SyncTaskExecutor(workers=16, base_dir=Path(folder))
+        executor = SyncTaskExecutor(workers=16 if RAY is None else 8, base_dir=Path(folder), ray=RAY)
         executor.load(parse_plan_text(plan, "bench.toml", {}))
         trips: list[float] = []
         admitted = getattr(executor.scheduler, "answered", None)  # None: a synctask from before it
@@ -175,6 +175,23 @@ def measure(url: str, client: str, items: int, run: object) -> Result:
     return result
 
 
+RAY: str | None = None  # the cluster's address with --ray
+
+
+def start_cluster() -> object:
+    """Two Ray nodes on this machine; synctask's runs use them (``SyncTaskExecutor(ray=...)``)."""
+    global RAY
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+    RAY = cluster.address
+    return cluster
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=3000)
@@ -186,7 +203,9 @@ def main() -> None:
     parser.add_argument("--drop", type=float, default=0.02, help="share of connections the vendor drops")
     parser.add_argument("--runs", type=int, default=1, help="repeat each synctask margin this many times")
     parser.add_argument("--load", action="store_true", help="keep both cores busy meanwhile")
+    parser.add_argument("--ray", action="store_true", help="synctask's tasks run on a local two-node Ray cluster")
     args = parser.parse_args()
+    cluster = start_cluster() if args.ray else None
 
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(2 if args.load else 0)]
     for spinner in spinners:
@@ -208,12 +227,18 @@ def main() -> None:
             results.append(measure(url, f"aiolimiter+tenacity @{LIMIT // 2}/s", args.items,
                                    run_baseline(url, args.items, LIMIT / 2)))
     finally:
+        if cluster is not None:
+            import ray
+
+            ray.shutdown()
+            cluster.shutdown()
         server.terminate()
         for spinner in spinners:
             spinner.terminate()
     print(f"\n{args.items:,} items; vendor: {LIMIT} per sliding second, 5-40 ms latency, stamps 0-{args.stamp:g} ms "
           f"late, 3% 503, {args.drop:.0%} dropped, ban after {BAN_AFTER} requests ignoring a 429"
-          + (", RateLimit headers" if args.headers else "") + ("; both cores busy" if args.load else ""))
+          + (", RateLimit headers" if args.headers else "") + ("; both cores busy" if args.load else "")
+          + ("; synctask on 2 Ray nodes (8 slots each)" if args.ray else ""))
     print(f"{'client':<28} {'time':>9}  {'÷ideal':>6}  {'÷items':>6}  {'served':>6}  {'over':>6}  "
           f"{'fetched':>12}  ban")
     print("  (÷ideal: time ÷ (requests served ÷ limit); ÷items: time ÷ (items ÷ limit))")

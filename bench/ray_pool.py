@@ -65,7 +65,8 @@ def main() -> None:
             summary = asyncio.run(ex.run())
             took = time.perf_counter() - began
             done = summary.plans["p"]["done"]
-            print(f"{label}: {done:,} no-op tasks in {took:.2f} s (actors' start included) = {done / took:,.0f} tasks/s")
+            print(f"{label}: {done:,} no-op tasks in {took:.2f} s (actors' start included) = "
+                  f"{done / took:,.0f} tasks/s")
     finally:
         ray.shutdown()
         cluster.shutdown()
