@@ -4,6 +4,7 @@ these tests), the master's limits across both nodes, jobs divided over them, and
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import sys
@@ -151,3 +152,35 @@ def test_http_requests_from_both_nodes_stay_under_the_vendors_limit(cluster, tmp
     assert summary.plans["items"]["done"] == 250
     assert seen["violations"] == [], f"{len(seen['violations'])} requests over the limit"
     assert seen["served"] == admitted  # every request the vendor received was admitted, once
+
+
+def test_ctrl_c_on_the_master_stops_the_actors_and_saves(cluster, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    plans = tmp_path / "plans.toml"
+    plans.write_text(PLANS.format(rate=200, db=tmp_path / "out.db", n=2000, pause=0.05))
+    command = [sys.executable, "-m", "synctask.cli", "run", str(plans), "--ray", cluster.address, "--plain",
+               "--workers", "8"]
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "out.db").exists() or len(rows(tmp_path / "out.db")) < 100:
+        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+        time.sleep(0.2)
+    def ours() -> list[dict]:
+        return [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "synctask"
+                and a["name"].startswith(f"synctask-worker-{first.pid}-")]
+
+    assert len(ours()) == 2  # one actor per node while it runs
+    first.send_signal(signal.SIGINT)
+    out, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    saved = len(rows(tmp_path / "out.db"))
+    time.sleep(1.0)  # the cluster learns that the master's process ended
+    assert ours() == []  # the master's actors ended with it
+    again = subprocess.run([*command, "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads(again.stdout.splitlines()[-1])["plans"]["p"]
+    assert resumed["skipped"] >= saved - 8 and resumed["skipped"] + resumed["done"] == 2000  # saved, not redone
+    assert Counter(i for i, _, _ in rows(tmp_path / "out.db")) == Counter(range(1, 2001))

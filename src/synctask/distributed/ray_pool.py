@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class RayRunner:
         self.observed = observed
         self.workers: list[_Worker] = []
         self._keys = itertools.count(1)
+        self._names = itertools.count(1)
         self._flush_due = False
         self._started_ray = False
         self._sends: set[asyncio.Task[Any]] = set()
@@ -115,7 +117,10 @@ class RayRunner:
 
         from .actor import TaskActor
 
-        options: dict[str, Any] = {"max_concurrency": self.slots + 8, "num_cpus": 0}
+        # Named, so `ray list actors` (and a test) can tell synctask's actors and their master.
+        name = f"synctask-worker-{os.getpid()}-{next(self._names)}"
+        options: dict[str, Any] = {"max_concurrency": self.slots + 8, "num_cpus": 0, "name": name,
+                                   "namespace": "synctask"}
         if node_id is not None:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
         handle: Any = ray.remote(TaskActor).options(**options).remote()
