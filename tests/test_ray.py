@@ -184,3 +184,21 @@ def test_ctrl_c_on_the_master_stops_the_actors_and_saves(cluster, tmp_path):
     resumed = json.loads(again.stdout.splitlines()[-1])["plans"]["p"]
     assert resumed["skipped"] >= saved - 8 and resumed["skipped"] + resumed["done"] == 2000  # saved, not redone
     assert Counter(i for i, _, _ in rows(tmp_path / "out.db")) == Counter(range(1, 2001))
+
+
+def test_a_node_scoped_limit_counts_per_ray_node(cluster, tmp_path):
+    db = tmp_path / "out.db"
+    plans = PLANS.format(rate=100, db=db, n=160, pause=0.01).replace(
+        '[{ rate = 100, per = "1s" }]', '[{ rate = 100, per = "1s" }, { rate = 10, per = "1s", scope = "node" }]')
+    ex = SyncTaskExecutor(parse_plan_text(plans), workers=8, ray=cluster.address, base_dir=tmp_path)
+    summary = asyncio.run(asyncio.wait_for(ex.run(), 120))
+    assert summary.plans["p"]["done"] == 160
+    by_node: dict[str, list[float]] = {}
+    for _, node, started in rows(db):
+        by_node.setdefault(node, []).append(started)
+    assert len(by_node) == 2 and all(len(starts) == 80 for starts in by_node.values())  # both, in turn
+    for starts in by_node.values():
+        starts.sort()
+        assert max(sum(1 for t in starts[k:k + 20] if t < starts[k] + 1.0) for k in range(len(starts))) <= 10
+    scopes = {s for s in ex.limiter.scopes() if s.startswith("node:")}
+    assert len(scopes) == 2  # one count per node, e.g. node:3f2a9c81d0e4:vendor:v

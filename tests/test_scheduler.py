@@ -63,6 +63,29 @@ def test_each_wait_on_a_limit_is_told_once_when_the_task_goes():
     assert waits == [("d", 1.0), ("d", 1.0)]  # held at 0.0 until 1.0, then at 1.0 until 2.0; "free" never
 
 
+def test_a_node_scoped_vendor_limit_holds_on_one_machine():
+    vendor = Vendor("v", "rest", node_limits=(Quota(5, 1.0),))
+    sched = scheduler_with(dataset("d"), vendor=vendor)
+    sched.add_plan(make_plan("p", "d", 12))
+    sent, end = run_until_idle(sched)
+    assert Counter(t for t, _ in sent) == {0.0: 5, 1.0: 5, 2.0: 2} and end == 2.0
+
+
+def test_node_scoped_limits_count_per_node_and_each_task_says_its_node():
+    vendor = Vendor("v", "rest", limits=(Quota(8, 1.0),), node_limits=(Quota(3, 1.0),))
+    sched = scheduler_with(dataset("d"), vendor=vendor)
+    sched.set_nodes(["a", "b"])
+    sched.add_plan(make_plan("p", "d", 14))
+    sent, _ = run_until_idle(sched)
+    per_second = Counter((t, task.node) for t, task in sent)
+    assert per_second == {(0.0, "a"): 3, (0.0, "b"): 3, (1.0, "a"): 3, (1.0, "b"): 3, (2.0, "a"): 1, (2.0, "b"): 1}
+    sched.nodes_usable({"b"})  # node a lost its worker: its share goes nowhere, b keeps its own limit
+    sched.add_plan(make_plan("q", "d", 4))
+    sent, _ = run_until_idle(sched, now=10.0)
+    assert [task.node for _, task in sent] == ["b"] * 4
+    assert Counter(t for t, _ in sent) == {10.0: 3, 11.0: 1}
+
+
 def test_completion_is_reported_once_by_the_decision_or_the_verdict():
     sched = scheduler_with(dataset("d"))
     sched.add_plan(make_plan("p", "d", 2))

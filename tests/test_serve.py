@@ -144,7 +144,7 @@ def test_metrics_parse_and_their_counts_match_the_plans(workdir):
                        and ("outcome", "done") in labels and ("vendor", "local") in labels)
         assert requests == plan(url, "slow")["done"] + plan(url, "other")["done"]
         assert samples[("synctask_workers", ())] == 16
-        window = (("scope", "vendor:local"), ("vendor", "local"), ("window", "100 per 1s"))
+        window = (("node", ""), ("scope", "vendor:local"), ("vendor", "local"), ("window", "100 per 1s"))
         assert samples[("synctask_limit_capacity", window)] == 100
         assert samples[("synctask_request_duration_seconds_count", (("vendor", "local"),))] == requests
         assert samples[("synctask_limit_wait_seconds_count", (("vendor", "local"),))] > 0  # 100/s holds them back

@@ -145,7 +145,7 @@ class SyncTaskExecutor:
             runner = self._ray = RayRunner(
                 ray, slots=workers, actors=ray_workers, fetch_spec=self._fetch_specs.__getitem__,
                 dataset_of=self._dataset_of, answered=self._answered, lost=self._worker_lost, clock=self._now,
-                observed=self._observed)
+                observed=self._observed, nodes_changed=self.scheduler.nodes_usable)
         self._pool = TaskPool(runner, self._deliver, self._finish)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []
@@ -462,6 +462,7 @@ class SyncTaskExecutor:
         await self._recover_sinks()
         if self._ray is not None:
             await self._ray.start()
+            self.scheduler.set_nodes(self._ray.nodes_up())  # node-scoped limits count per Ray node
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.interrupt)
@@ -824,8 +825,8 @@ class SyncTaskExecutor:
             failure = classify(exc=exc)
             raise TaskFailed(task.id, failure, SECRETS(failure.explain("stopped the probe"))) from None
         finally:
-            gate.settle(weight, self._now())
-            gate.release()
+            gate.settle(weight, self._now(), gate.chosen)
+            gate.release(gate.chosen)
             if self._sessions is not None:
                 await self._sessions.close()
         follow_up = None

@@ -45,7 +45,7 @@ from zoneinfo import ZoneInfo
 from .errors import LimitError
 from .units import format_duration
 
-__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "DAY", "WindowUsage"]
+__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "NodeGate", "AnyGate", "DAY", "WindowUsage"]
 
 DAY = 86400.0
 
@@ -323,7 +323,7 @@ class _Scope:
 class Gate:
     """The scopes one kind of task draws on; admits a task on all of them at once or on none."""
 
-    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency", "counters", "blocker")
+    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency", "counters", "blocker", "chosen")
 
     def __init__(self, scopes: Sequence[_Scope]) -> None:
         self.scopes = tuple(scopes)
@@ -334,6 +334,7 @@ class Gate:
         # After a refusal: the counter (a quota or a concurrency cap) that set the wait, or None
         # when a freeze did. Gates sharing that counter (a vendor's) can wait for it together.
         self.blocker: Counter | None = None
+        self.chosen: str | None = None  # a plain gate sends to no node in particular
 
     def earliest(self, weight: int, now: float) -> float:
         """The first instant ≥ ``now`` a task of ``weight`` may go; ``inf`` while a cap is full.
@@ -380,7 +381,7 @@ class Gate:
             slot.active += 1
         return None
 
-    def settle(self, weight: int, answered: float) -> None:
+    def settle(self, weight: int, answered: float, node: str | None = None) -> None:
         """The request admitted through this gate got the first byte of its answer at
         ``answered`` (or failed then): it counts in each sliding window until ``answered + per``.
         Call once per admitted request; a request that never reached the wire settles too."""
@@ -394,11 +395,72 @@ class Gate:
             self.settle(weight, now)
         return when
 
-    def release(self) -> None:
+    def release(self, node: str | None = None) -> None:
         """A task admitted through this gate has finished: give back its concurrency slots."""
         for slot in self._slots:
             if slot.active > 0:
                 slot.active -= 1
+
+
+class NodeGate:
+    """A gate for tasks that may go to any of several worker nodes, each with limits of its own
+    (a per-IP limit) besides the shared ones: it admits a task through the shared scopes and the
+    first node, in turn, whose own limits have room, and says which in ``chosen``. Nodes not
+    ``usable`` (their worker is gone) are skipped."""
+
+    __slots__ = ("gates", "nodes", "usable", "chosen", "blocker", "counters", "has_concurrency", "_next")
+
+    def __init__(self, gates: Mapping[str, Gate]) -> None:
+        self.gates = dict(gates)
+        self.nodes = list(self.gates)
+        self.usable = set(self.nodes)
+        self.chosen: str | None = None
+        self.blocker: Counter | None = None
+        seen: dict[int, Counter] = {}
+        for gate in self.gates.values():
+            for counter in gate.counters:
+                seen.setdefault(id(counter), counter)
+        self.counters: tuple[Counter, ...] = tuple(seen.values())
+        self.has_concurrency = any(g.has_concurrency for g in self.gates.values())
+        self._next = 0
+
+    def earliest(self, weight: int, now: float) -> float:
+        times = [self.gates[n].earliest(weight, now) for n in self.nodes if n in self.usable]
+        return min(times) if times else math.inf
+
+    def try_acquire(self, weight: int, now: float) -> float | None:
+        count = len(self.nodes)
+        best = math.inf
+        blockers: set[int] = set()
+        blocker: Counter | None = None
+        for k in range(count):
+            i = (self._next + k) % count
+            node = self.nodes[i]
+            if node not in self.usable:
+                continue
+            gate = self.gates[node]
+            when = gate.try_acquire(weight, now)
+            if when is None:
+                self.chosen = node
+                self._next = (i + 1) % count
+                return None
+            best = min(best, when)
+            blockers.add(id(gate.blocker))
+            blocker = gate.blocker
+        # One counter held every node back (a shared one): wait in its line; else sleep (or park)
+        # until the first node may go.
+        self.blocker = blocker if len(blockers) == 1 else None
+        return best
+
+    def settle(self, weight: int, answered: float, node: str | None = None) -> None:
+        gate = self.gates.get(node) if node is not None else None
+        if gate is not None:
+            gate.settle(weight, answered)
+
+    def release(self, node: str | None = None) -> None:
+        gate = self.gates.get(node) if node is not None else None
+        if gate is not None:
+            gate.release()
 
 
 class Limiter:
@@ -444,6 +506,10 @@ class Limiter:
         if state is None:
             return []
         return [q.spec for q in state.quotas] + [c.spec for c in state.slots]
+
+    def forget(self, scope: str) -> None:
+        """Drop a scope no gate uses any more (its counts go with it)."""
+        self._scopes.pop(scope, None)
 
     def scopes(self) -> list[str]:
         return list(self._scopes)
@@ -633,3 +699,7 @@ def _merge_log(quota: _Sliding, entries: Iterable[Sequence[float]], now: float) 
     quota.expiries, quota.weights = fresh.expiries, fresh.weights
     quota.used = fresh.used + quota.held  # requests in flight stay held
     quota.last_sent = fresh.last_sent
+
+
+AnyGate = Union[Gate, NodeGate]
+"""What a dataset's tasks pass: one gate, or one per worker node for node-scoped limits."""

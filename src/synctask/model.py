@@ -211,7 +211,7 @@ class SyncTask:
     logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
     __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "answered",
-                 "_id")
+                 "node", "_id")
 
     def __init__(
         self,
@@ -230,6 +230,7 @@ class SyncTask:
         self.attempt = 0  # failed attempts so far that counted against the retry policy
         self.admitted = 0.0  # when the limiter last admitted it
         self.answered: float | None = None  # when its answer began (None: still on its way)
+        self.node: str | None = None  # the worker node its limits admitted it to (node-scoped limits)
         self.state = TaskState.PENDING
         self.seq = seq
         self._id: str | None = None

@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from .errors import Failure, OutcomeKind, UnknownPlan
-from .limits import Counter, Gate, Limiter, Quota
+from .limits import AnyGate, Counter, Limiter, NodeGate, Quota
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
 from .retry import RetryPolicy
 
@@ -238,7 +238,7 @@ class _Queue:
     __slots__ = ("name", "dataset", "gate", "weight", "scopes", "lanes", "where", "sleep_token", "paused",
                  "waiting_on", "woken_by", "lines", "held_since")
 
-    def __init__(self, dataset: Dataset, gate: Gate, scopes: Sequence[str]) -> None:
+    def __init__(self, dataset: Dataset, gate: AnyGate, scopes: Sequence[str]) -> None:
         self.name = dataset.name
         self.dataset = dataset
         self.gate = gate
@@ -303,8 +303,9 @@ BUSY_LANE = cast(_Lane, object())
 class Scheduler:
     """Dataset queues, plan lanes and the dispatch decision. Time is always an argument.
 
-    ``node`` names this machine's worker node for node-scoped limits; ``default_cooldown`` is the
-    freeze after a rate-limit answer that gives no Retry-After when the scope has no window to go by.
+    ``node`` names this machine's worker node for node-scoped limits (default ``local``; on Ray,
+    ``set_nodes`` counts them per node); ``default_cooldown`` is the freeze after a rate-limit
+    answer that gives no Retry-After when the scope has no window to go by.
     """
 
     def __init__(self, limiter: Limiter | None = None, *, node: str | None = None,
@@ -313,7 +314,7 @@ class Scheduler:
         self.limiter = limiter or Limiter()
         self.unreachable_after = unreachable_after
         self._unreachable: dict[str, tuple[int, int]] = {}  # vendor scope → (failures in a row, freezes)
-        self.node = node
+        self.node = node or "local"  # node-scoped limits hold on one machine too
         self.default_cooldown = default_cooldown
         self.quota_cooldown = quota_cooldown
         self._queues: dict[str, _Queue] = {}
@@ -326,6 +327,8 @@ class Scheduler:
         self._token = 0
         self._order = 0
         self._finished: list[str] = []
+        self._nodes: list[str] = []  # worker nodes (Ray) for node-scoped limits; empty: this node only
+        self._node_limited: dict[str, Vendor] = {}  # datasets whose vendor has node-scoped limits
         # Told how long a dataset's next task was held back by limits (freezes included), each
         # time one goes after waiting: for the limit-wait histogram of ``/metrics``.
         self.on_limit_wait: Callable[[str, float], None] | None = None
@@ -344,11 +347,50 @@ class Scheduler:
         self.limiter.configure(scopes[1], dataset.limits, margin)
         gate = self.limiter.gate(scopes, dataset.weight)
         queue = self._queues[dataset.name] = _Queue(dataset, gate, scopes)
+        self._line_up(queue)
+        if vendor is not None and vendor.node_limits:
+            self._node_limited[dataset.name] = vendor
+            if self._nodes:
+                self._split_by_node(queue, vendor)
+
+    def _line_up(self, queue: _Queue) -> None:
+        """The waiting lines of the queue's limit counters (one per counter, shared by queues)."""
         waitlists = self._waitlists
-        queue.lines = tuple(waitlists.get(c) or waitlists.setdefault(c, _Waitlist(c)) for c in gate.counters)
+        queue.lines = tuple(waitlists.get(c) or waitlists.setdefault(c, _Waitlist(c)) for c in queue.gate.counters)
+
+    def set_nodes(self, nodes: Sequence[str]) -> None:
+        """The worker nodes tasks may go to (Ray): each dataset whose vendor has node-scoped limits
+        then counts them per node, ``node:<node>:vendor:<vendor>``, and each admitted task says its
+        node (``task.node``). Call before dispatching (queues must not be waiting in lines)."""
+        self._nodes = list(dict.fromkeys(nodes))
+        for name, vendor in self._node_limited.items():
+            self._split_by_node(self._queues[name], vendor)
+
+    def nodes_usable(self, nodes: Collection[str]) -> None:
+        """Only these nodes have a worker now: node-limited tasks go to them alone."""
+        for name in self._node_limited:
+            gate = self._queues[name].gate
+            if isinstance(gate, NodeGate):
+                gate.usable = set(nodes) & set(gate.nodes)
+        for queue in list(self._parked):
+            self._poke(queue)
+
+    def _split_by_node(self, queue: _Queue, vendor: Vendor) -> None:
+        dataset = queue.dataset
+        shared = dataset.scopes(None)
+        gates = {}
+        for node in self._nodes:
+            scope = f"node:{node}:vendor:{vendor.name}"
+            self.limiter.configure(scope, vendor.node_limits, vendor.margin)
+            gates[node] = self.limiter.gate([*shared, scope], dataset.weight)
+        queue.gate = NodeGate(gates)
+        queue.scopes = {s.split(":", 1)[0]: s for s in shared}
+        self.limiter.forget(f"node:{self.node}:vendor:{vendor.name}")  # this machine's count: not used now
+        self._line_up(queue)
 
     def remove_dataset(self, name: str) -> None:
         """Forget a dataset's queue; its plans must be removed first."""
+        self._node_limited.pop(name, None)
         queue = self._queues.get(name)
         if queue is None:
             return
@@ -535,6 +577,7 @@ class Scheduler:
                     self.on_limit_wait(queue.name, now - queue.held_since)
                 queue.held_since = None
             task = lane.take()
+            task.node = gate.chosen
             task.admitted = now
             task.answered = None
             task.state = transition("task", task.state, _RUNNING)
@@ -676,7 +719,7 @@ class Scheduler:
         lane = self._in_flight.get(task)
         if lane is not None and task.answered is None:
             task.answered = at
-            lane.queue.gate.settle(lane.queue.weight, at)
+            lane.queue.gate.settle(lane.queue.weight, at, task.node)
             self._room_changed(lane.queue, at)
 
     def _unpark(self) -> None:
@@ -701,9 +744,9 @@ class Scheduler:
         gate = queue.gate
         if task.answered is None:
             task.answered = now
-            gate.settle(queue.weight, now)
+            gate.settle(queue.weight, now, task.node)
         if gate.has_concurrency:
-            gate.release()
+            gate.release(task.node)
         self._room_changed(queue, now)
         if failure is None:
             task.state = transition("task", task.state, _DONE)
@@ -862,7 +905,7 @@ class Scheduler:
         queue = self._queues[dataset]
         return self.limiter.time_for(queue.scopes.values(), tasks * queue.weight, now)
 
-    def gate_of(self, dataset: str) -> tuple[Gate, int]:
+    def gate_of(self, dataset: str) -> tuple[AnyGate, int]:
         """The limiter gate a dataset's tasks pass and their weight (to admit a one-off request)."""
         queue = self._queues[dataset]
         return queue.gate, queue.weight

@@ -25,6 +25,7 @@ from ..model import SyncTask
 __all__ = ["RayRunner", "RemoteFailure", "ray_available"]
 
 CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest round trip wins
+NODE_KEY = 12  # hex digits of a Ray node id that name the node in limits and messages
 ACTOR_START = 60.0  # seconds an actor may take to come up before the run gives up on it
 INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
 
@@ -63,7 +64,12 @@ class _Worker:
 
     @property
     def label(self) -> str:
-        return f"{self.ip} (node {self.node_id[:8]})"
+        return f"{self.ip} (node {self.node_id[:NODE_KEY]})"
+
+    @property
+    def node(self) -> str:
+        """The node's name in limiter scopes (``node:<this>:vendor:<vendor>``)."""
+        return self.node_id[:NODE_KEY]
 
 
 class RayRunner:
@@ -73,7 +79,8 @@ class RayRunner:
                  fetch_spec: Callable[[str], tuple[Any, ...]], dataset_of: Callable[[SyncTask], str],
                  answered: Callable[[SyncTask, float], None], lost: Callable[[str, list[SyncTask]], None],
                  clock: Callable[[], float] = time.time,
-                 observed: Callable[[SyncTask, Any, float], None] | None = None) -> None:
+                 observed: Callable[[SyncTask, Any, float], None] | None = None,
+                 nodes_changed: Callable[[set[str]], None] | None = None) -> None:
         self.address = address
         self.slots = slots
         self.actors = actors
@@ -83,6 +90,7 @@ class RayRunner:
         self.lost = lost
         self.clock = clock
         self.observed = observed
+        self.nodes_changed = nodes_changed
         self.workers: list[_Worker] = []
         self._keys = itertools.count(1)
         self._names = itertools.count(1)
@@ -141,7 +149,16 @@ class RayRunner:
         worker = _Worker(handle, where["node_id"], where["ip"], offset, uncertainty)
         worker.collector = asyncio.get_running_loop().create_task(self._collect(worker))
         self.workers.append(worker)
+        self._nodes_changed()
         return worker
+
+    def nodes_up(self) -> list[str]:
+        """The nodes that have a worker now (their names in limiter scopes), in start order."""
+        return list(dict.fromkeys(w.node for w in self.workers))
+
+    def _nodes_changed(self) -> None:
+        if self.nodes_changed is not None:
+            self.nodes_changed(set(self.nodes_up()))
 
     async def close(self) -> None:
         """Stop the actors (tasks still on them are cancelled there) and leave the cluster."""
@@ -164,9 +181,11 @@ class RayRunner:
 
     # --- tasks ---------------------------------------------------------------------------
     async def run(self, task: SyncTask) -> Any:
-        if not self.workers:
-            raise RemoteFailure(Failure(OutcomeKind.CANCELLED, "no Ray worker is alive; it waits for one"))
-        worker = min(self.workers, key=lambda w: len(w.pending))
+        workers = self.workers if task.node is None else [w for w in self.workers if w.node == task.node]
+        if not workers:
+            where = "no Ray worker is alive" if task.node is None else f"node {task.node} has no Ray worker now"
+            raise RemoteFailure(Failure(OutcomeKind.CANCELLED, f"{where}; the task goes back to its queue"))
+        worker = min(workers, key=lambda w: len(w.pending))
         key = next(self._keys)
         dataset = self.dataset_of(task)
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
@@ -245,6 +264,7 @@ class RayRunner:
 
         if worker in self.workers:
             self.workers.remove(worker)
+            self._nodes_changed()
         message = (f"the Ray worker on {worker.label} was lost ({type(exc).__name__}); its tasks go back to "
                    "their queues without using a retry")
         tasks = [task for _, task in worker.pending.values()]

@@ -259,8 +259,9 @@ def _scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[di
                    "text": w.describe()} for w in executor.limiter.windows(scope, now)]
         if not limits and frozen is None:
             continue
-        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "limits": limits,
-                                "frozen_until": frozen, "freeze": None}
+        node = scope.removeprefix("node:").partition(":vendor:")[0] if scope.startswith("node:") else None
+        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "node": node,
+                                "limits": limits, "frozen_until": frozen, "freeze": None}
         if frozen is not None:
             message = freezes.get(scope, "")
             view["freeze"] = {"message": message, "ban": any(code in message for code in _BANS)}

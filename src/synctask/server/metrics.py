@@ -120,19 +120,23 @@ class _Gauges(Collector):
             if plan.name in self.metrics.last_success:
                 success.add_metric([plan.name], self.metrics.last_success[plan.name])
         used = GaugeMetricFamily("synctask_limit_used", "What counts against each limit now.",
-                                 labels=["vendor", "scope", "window"])
+                                 labels=["vendor", "scope", "window", "node"])
         capacity = GaugeMetricFamily("synctask_limit_capacity", "Each limit's allowance.",
-                                     labels=["vendor", "scope", "window"])
+                                     labels=["vendor", "scope", "window", "node"])
         frozen = GaugeMetricFamily("synctask_frozen_until_timestamp_seconds", "Until when a scope admits nothing.",
                                    labels=["scope"])
         limiter = executor.limiter
         for scope in limiter.scopes():
-            vendor = scope.split(":", 1)[1] if scope.startswith("vendor:") else ""
+            vendor, node = "", ""
+            if scope.startswith("vendor:"):
+                vendor = scope.split(":", 1)[1]
+            elif scope.startswith("node:"):  # node:<node>:vendor:<vendor>, a per-node (per-IP) limit
+                node, _, vendor = scope.removeprefix("node:").partition(":vendor:")
             for limit, count in limiter.usage(scope, now):
                 window = str(limit)
-                used.add_metric([vendor, scope, window], count)
+                used.add_metric([vendor, scope, window, node], count)
                 allowance = limit.cap if isinstance(limit, Concurrency) else limit.rate
-                capacity.add_metric([vendor, scope, window], allowance)
+                capacity.add_metric([vendor, scope, window, node], allowance)
             until = limiter.frozen_until(scope, now)
             if until is not None:
                 frozen.add_metric([scope], until)

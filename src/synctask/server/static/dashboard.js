@@ -233,7 +233,8 @@ function renderVendors() {
   for (const [vendor, scopes] of byVendor) {
     const card = el("div", { class: "vendor", data: { vendor } }, el("h3", {}, vendor));
     for (const scope of scopes) {
-      const part = el("div", { class: "scope" }, el("div", { class: "label" }, scope.scope));
+      const part = el("div", { class: "scope" },
+        el("div", { class: "label" }, scope.node ? `node ${scope.node} (per-node limit)` : scope.scope));
       for (const limit of scope.limits) {
         const fraction = limit.capacity ? Math.min(1, limit.used / limit.capacity) : 0;
         const gauge = el("div", { class: `bar${fraction >= 1 ? " full" : fraction >= 0.8 ? " hot" : ""}` }, el("span"));
