@@ -205,7 +205,6 @@ def main() -> None:
     parser.add_argument("--load", action="store_true", help="keep both cores busy meanwhile")
     parser.add_argument("--ray", action="store_true", help="synctask's tasks run on a local two-node Ray cluster")
     args = parser.parse_args()
-    cluster = start_cluster() if args.ray else None
 
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(2 if args.load else 0)]
     for spinner in spinners:
@@ -215,6 +214,7 @@ def main() -> None:
                                      daemon=True)
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}"
+    cluster = start_cluster() if args.ray else None  # after forking the vendor: it must not inherit Ray
     # A warm-up nobody is measured on: a cold server process answers its first bursts tens of
     # milliseconds late, which would count against whichever client went first.
     measure(url, "warm-up", 200, run_synctask(url, 200, "10ms"))
