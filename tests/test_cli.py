@@ -200,3 +200,14 @@ def test_check_passes_every_example_before_its_secrets_are_exported(example):
                             text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "error" not in result.stderr
+
+
+def test_ray_without_ray_installed_says_how_to_install_it(tmp_path):
+    plans = tmp_path / "plans.toml"
+    plans.write_text('[vendors.v]\nconnector = "python:json:dumps"\n\n[datasets.d]\nvendor = "v"\n'
+                     'api = "python:json:dumps"\n\n[[plans]]\nname = "p"\ndataset = "d"\nparams = { obj = [1] }\n')
+    hide_ray = "import sys; sys.modules['ray'] = None; from synctask.cli import main; sys.argv[0] = 'synctask'; main()"
+    result = subprocess.run([sys.executable, "-c", hide_ray, "run", str(plans), "--ray", "auto"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "pip install 'synctask[ray]'" in result.stderr and "Traceback" not in result.stderr

@@ -51,7 +51,7 @@ from .redact import SECRETS
 from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
-from .sinks import Sink, open_sink
+from .sinks import Sink, open_sink, rows_of, sink_place
 from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
 
 if TYPE_CHECKING:
@@ -203,7 +203,9 @@ class SyncTaskExecutor:
         self._datasets[dataset.name] = dataset
         self._fetchers[dataset.name] = self._make_fetcher(dataset, vendor, fetch)
         if self._ray is not None:
-            self._fetch_specs[dataset.name] = _remote_spec(dataset, vendor, fetch)
+            from .distributed.ray_pool import remote_spec
+
+            self._fetch_specs[dataset.name] = remote_spec(dataset, vendor, fetch)
         if sink is not None:
             self._sinks[dataset.name] = sink
         elif dataset.sink:
@@ -644,7 +646,7 @@ class SyncTaskExecutor:
             return 0
         if isinstance(result, Streamed):
             return 0  # a stream wrote (and reported) its rows itself, batch by batch
-        rows = _rows(result)
+        rows = rows_of(result)
         if not rows:
             return 0
         try:
@@ -654,7 +656,9 @@ class SyncTaskExecutor:
         except SyncError:
             raise
         except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
-            raise StorageFailed(f"writing to {self._sink_place(dataset)} failed: {type(exc).__name__}: {exc}") from exc
+            place = sink_place(dataset, self._sinks.get(dataset) or self._opened.get(dataset),
+                               self._sink_specs.get(dataset, {}), self.base_dir)
+            raise StorageFailed(f"writing to {place} failed: {type(exc).__name__}: {exc}") from exc
         return len(rows)
 
     def _notice(self, plan: str, message: str) -> None:
@@ -666,16 +670,6 @@ class SyncTaskExecutor:
         self._noticed.add(key)
         self._emit(PlanEvent(self._now(), plan, self.scheduler.plan_state(plan).value, self._run_id(plan),
                              message=message))
-
-    def _sink_place(self, dataset: str) -> str:
-        sink = self._sinks.get(dataset) or self._opened.get(dataset)
-        path = getattr(sink, "path", None)
-        if path is not None:
-            return str(path)
-        spec = self._sink_specs.get(dataset, {})
-        if spec.get("path"):
-            return str(self.base_dir / str(spec["path"]))
-        return f"the {spec.get('kind', 'given')} sink of dataset {dataset!r}"
 
     def _finish(self, task: SyncTask, failure: Failure | None, rows: int,
                 follow_up: Mapping[str, Any] | None = None) -> None:
@@ -832,7 +826,7 @@ class SyncTaskExecutor:
         follow_up = None
         if isinstance(result, Page):
             follow_up, result = result.next_params, result.rows
-        return Probe(dict(params), _rows(result), follow_up)
+        return Probe(dict(params), rows_of(result), follow_up)
 
     # --- jobs: the general master/worker API ---------------------------------------------
     async def submit_job(
@@ -953,29 +947,3 @@ class SyncTaskExecutor:
 
 
 _job_counter = itertools.count(1)
-
-
-def _remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
-    """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, the callable
-    itself (pickled), or an HTTP connector from its vendor and dataset (token included: it
-    travels inside the cluster only). WebSocket streams stay in the master's process."""
-    if fetch is not None and not hasattr(fetch, "fetch"):
-        return ("callable", fetch, False)
-    for spec in (dataset.api, vendor.connector if vendor else ""):
-        if spec.startswith("python:"):
-            return ("python", spec)
-    if vendor is not None and vendor.connector in CONNECTORS:
-        return ("http", vendor, dataset)
-    raise SyncError(f"dataset {dataset.name!r}: on Ray, Python tasks and HTTP connectors run on the nodes; "
-                    f"connector {vendor.connector if vendor else '?'!r} does not yet; run it without --ray")
-
-
-def _rows(result: Any) -> list[Mapping[str, Any]]:
-    if result is None:
-        return []
-    if isinstance(result, Mapping):
-        return [result]
-    if isinstance(result, (list, tuple)) and all(isinstance(r, Mapping) for r in result):
-        return list(result)
-    return []
-

@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..connectors import CONNECTORS
 from ..errors import Failure, OutcomeKind, SyncError, TaskError
-from ..model import SyncTask
+from ..model import Dataset, SyncTask, Vendor
 
-__all__ = ["RayRunner", "RemoteFailure", "ray_available"]
+__all__ = ["RayRunner", "RemoteFailure", "ray_available", "remote_spec"]
 
 CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest round trip wins
 NODE_KEY = 12  # hex digits of a Ray node id that name the node in limits and messages
@@ -280,3 +281,18 @@ class RayRunner:
             node = next((n for n in alive if n not in used), alive[0])
             with contextlib.suppress(Exception):
                 await self._spawn(node)
+
+
+def remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
+    """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, the callable
+    itself (pickled), or an HTTP connector from its vendor and dataset (token included: it
+    travels inside the cluster only). WebSocket streams stay in the master's process."""
+    if fetch is not None and not hasattr(fetch, "fetch"):
+        return ("callable", fetch, False)
+    for spec in (dataset.api, vendor.connector if vendor else ""):
+        if spec.startswith("python:"):
+            return ("python", spec)
+    if vendor is not None and vendor.connector in CONNECTORS:
+        return ("http", vendor, dataset)
+    raise SyncError(f"dataset {dataset.name!r}: on Ray, Python tasks and HTTP connectors run on the nodes; "
+                    f"connector {vendor.connector if vendor else '?'!r} does not yet; run it without --ray")

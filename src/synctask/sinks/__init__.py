@@ -17,7 +17,29 @@ from .memory import MemorySink
 from .sqlite import SQLiteSink
 from .stream import StreamSink
 
-__all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSink", "open_sink"]
+__all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSink", "open_sink", "rows_of",
+           "sink_place"]
+
+
+def rows_of(result: Any) -> list[Mapping[str, Any]]:
+    """The rows in a task's result: a list of dicts, one dict, or none (None, or any other value)."""
+    if result is None:
+        return []
+    if isinstance(result, Mapping):
+        return [result]
+    if isinstance(result, (list, tuple)) and all(isinstance(r, Mapping) for r in result):
+        return list(result)
+    return []
+
+
+def sink_place(dataset: str, sink: Sink | None, spec: Mapping[str, Any], base: Path) -> str:
+    """Where a dataset's rows go, for a message: the sink's file, else its kind."""
+    path = getattr(sink, "path", None)
+    if path is not None:
+        return str(path)
+    if spec.get("path"):
+        return str(base / str(spec["path"]))
+    return f"the {spec.get('kind', 'given')} sink of dataset {dataset!r}"
 
 
 def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *,
