@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="needs Ray: pip install -e '.[test]'")
 pytestmark = pytest.mark.ray
 
-from synctask import SyncTaskExecutor, parse_plan_text  # noqa: E402
+from synctask import JobFailed, SyncTaskExecutor, parse_plan_text  # noqa: E402
 
 TASKS = '''
 import asyncio, time
@@ -29,6 +29,12 @@ async def work(i, pause=0.01):
 
 def square(item):
     return item * item, ray.get_runtime_context().get_node_id()
+
+def picky(item):
+    from synctask import InvalidRequest
+    if item == 7:
+        raise InvalidRequest("seven is not allowed")
+    return item
 '''
 
 PLANS = '''
@@ -105,6 +111,15 @@ def test_a_job_divided_over_both_nodes_aggregates_the_same_result_as_locally(clu
 
     value, nodes = asyncio.run(remote())
     assert value == sum(i * i for i in range(200)) and len(nodes) == 2
+
+    async def failing():
+        ex = SyncTaskExecutor(workers=8, ray=cluster.address)
+        with pytest.raises(JobFailed) as info:
+            await asyncio.wait_for(ex.submit_job(range(20), ray_tasks.picky, sum), 120)
+        return info.value
+
+    error = asyncio.run(failing())
+    assert list(error.failures) == ["mini-task 7 {'item': 7}"] and "seven is not allowed" in str(error)
 
 
 def test_a_killed_actor_and_a_removed_node_lose_no_row(cluster, tmp_path):

@@ -139,13 +139,14 @@ class SyncTaskExecutor:
         self._fetch_specs: dict[str, tuple[Any, ...]] = {}  # how a node makes each dataset's fetcher
         self._ray = None
         runner: Runner = LocalRunner(self._fetchers, self._dataset_of)
+        local = runner
         if ray is not None:
             from .distributed import RayRunner
 
             runner = self._ray = RayRunner(
                 ray, slots=workers, actors=ray_workers, fetch_spec=self._fetch_specs.__getitem__,
                 dataset_of=self._dataset_of, answered=self._answered, lost=self._worker_lost, clock=self._now,
-                observed=self._observed, nodes_changed=self.scheduler.nodes_usable)
+                observed=self._observed, nodes_changed=self.scheduler.nodes_usable, local=local)
         self._pool = TaskPool(runner, self._deliver, self._finish)
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._listeners: list[Callable[[Event], None]] = []

@@ -81,7 +81,7 @@ class RayRunner:
                  answered: Callable[[SyncTask, float], None], lost: Callable[[str, list[SyncTask]], None],
                  clock: Callable[[], float] = time.time,
                  observed: Callable[[SyncTask, Any, float], None] | None = None,
-                 nodes_changed: Callable[[set[str]], None] | None = None) -> None:
+                 nodes_changed: Callable[[set[str]], None] | None = None, local: Any = None) -> None:
         self.address = address
         self.slots = slots
         self.actors = actors
@@ -92,6 +92,7 @@ class RayRunner:
         self.clock = clock
         self.observed = observed
         self.nodes_changed = nodes_changed
+        self.local = local  # a Runner for what stays in the master's process (WebSocket streams)
         self.workers: list[_Worker] = []
         self._keys = itertools.count(1)
         self._names = itertools.count(1)
@@ -182,13 +183,15 @@ class RayRunner:
 
     # --- tasks ---------------------------------------------------------------------------
     async def run(self, task: SyncTask) -> Any:
+        dataset = self.dataset_of(task)
+        if self.local is not None and self.fetch_spec(dataset)[0] == "local":
+            return await self.local.run(task)
         workers = self.workers if task.node is None else [w for w in self.workers if w.node == task.node]
         if not workers:
             where = "no Ray worker is alive" if task.node is None else f"node {task.node} has no Ray worker now"
             raise RemoteFailure(Failure(OutcomeKind.CANCELLED, f"{where}; the task goes back to its queue"))
         worker = min(workers, key=lambda w: len(w.pending))
         key = next(self._keys)
-        dataset = self.dataset_of(task)
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         worker.pending[key] = (future, task)
         worker.outbox.append((key, task.plan, dataset, dict(task.params), task.timeout))
@@ -286,7 +289,8 @@ class RayRunner:
 def remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
     """How a Ray node makes the dataset's fetcher: a ``python:`` task by name, the callable
     itself (pickled), or an HTTP connector from its vendor and dataset (token included: it
-    travels inside the cluster only). WebSocket streams stay in the master's process."""
+    travels inside the cluster only); ``("local",)``: a WebSocket stream, run in the master's
+    process (a stream holds one connection for hours: nothing to spread)."""
     if fetch is not None and not hasattr(fetch, "fetch"):
         return ("callable", fetch, False)
     for spec in (dataset.api, vendor.connector if vendor else ""):
@@ -294,5 +298,7 @@ def remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[An
             return ("python", spec)
     if vendor is not None and vendor.connector in CONNECTORS:
         return ("http", vendor, dataset)
-    raise SyncError(f"dataset {dataset.name!r}: on Ray, Python tasks and HTTP connectors run on the nodes; "
-                    f"connector {vendor.connector if vendor else '?'!r} does not yet; run it without --ray")
+    if vendor is not None and vendor.connector == "websocket":
+        return ("local",)
+    raise SyncError(f"dataset {dataset.name!r}: connector {vendor.connector if vendor else '?'!r} cannot run on "
+                    "Ray; use an HTTP connector or a Python task, or run it without --ray")
