@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import tempfile
@@ -178,20 +179,6 @@ def measure(url: str, client: str, items: int, run: object) -> Result:
 RAY: str | None = None  # the cluster's address with --ray
 
 
-def start_cluster() -> object:
-    """Two Ray nodes on this machine; synctask's runs use them (``SyncTaskExecutor(ray=...)``)."""
-    global RAY
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
-    RAY = cluster.address
-    return cluster
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=3000)
@@ -214,7 +201,12 @@ def main() -> None:
                                      daemon=True)
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-    cluster = start_cluster() if args.ray else None  # after forking the vendor: it must not inherit Ray
+    global RAY
+    cluster = contextlib.ExitStack()
+    if args.ray:  # after forking the vendor: it must not inherit Ray
+        from ray_cluster import two_nodes
+
+        RAY = cluster.enter_context(two_nodes())
     # A warm-up nobody is measured on: a cold server process answers its first bursts tens of
     # milliseconds late, which would count against whichever client went first.
     measure(url, "warm-up", 200, run_synctask(url, 200, "10ms"))
@@ -227,11 +219,7 @@ def main() -> None:
             results.append(measure(url, f"aiolimiter+tenacity @{LIMIT // 2}/s", args.items,
                                    run_baseline(url, args.items, LIMIT / 2)))
     finally:
-        if cluster is not None:
-            import ray
-
-            ray.shutdown()
-            cluster.shutdown()
+        cluster.close()
         server.terminate()
         for spinner in spinners:
             spinner.terminate()

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 TASKS = '''
 import asyncio
@@ -81,25 +77,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    (folder / "bench_slow.py").write_text(TASKS)
-    sys.path.insert(0, str(folder))
-    os.environ["PYTHONPATH"] = str(folder)
-    import ray
-    from ray.cluster_utils import Cluster
+    from ray_cluster import two_nodes
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
-    try:
+    with two_nodes("bench_slow", TASKS) as address:
         for n in range(args.trials):
-            count, detect, again = asyncio.run(trial(cluster.address))
+            count, detect, again = asyncio.run(trial(address))
             print(f"trial {n + 1}: {count} tasks requeued; loss heard after {detect * 1000:.0f} ms; running again "
                   f"after p50 {statistics.median(again) * 1000:.0f} ms, max {max(again) * 1000:.0f} ms")
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 if __name__ == "__main__":

@@ -12,11 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 TASKS = '''
 async def noop(i):
@@ -43,33 +39,21 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=50_000)
     parser.add_argument("--workers", type=int, default=512)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp())
-    (folder / "bench_noop.py").write_text(TASKS)
-    sys.path.insert(0, str(folder))
-    os.environ["PYTHONPATH"] = str(folder)
-    import ray
-    from ray.cluster_utils import Cluster
+    from ray_cluster import two_nodes
 
     from synctask import SyncTaskExecutor, parse_plan_text
 
     started = time.perf_counter()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
-    print(f"cluster of 2 nodes up in {time.perf_counter() - started:.1f} s")
-    try:
+    with two_nodes("bench_noop", TASKS) as address:
+        print(f"cluster of 2 nodes up in {time.perf_counter() - started:.1f} s")
         for label, n in (("warm-up", 2_000), ("measured", args.tasks)):
-            ex = SyncTaskExecutor(parse_plan_text(PLANS.format(n=n)), workers=args.workers, ray=cluster.address)
+            ex = SyncTaskExecutor(parse_plan_text(PLANS.format(n=n)), workers=args.workers, ray=address)
             began = time.perf_counter()
             summary = asyncio.run(ex.run())
             took = time.perf_counter() - began
             done = summary.plans["p"]["done"]
             print(f"{label}: {done:,} no-op tasks in {took:.2f} s (actors' start included) = "
                   f"{done / took:,.0f} tasks/s")
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 if __name__ == "__main__":
