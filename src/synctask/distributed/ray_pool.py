@@ -15,6 +15,7 @@ import contextlib
 import itertools
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest
 NODE_KEY = 12  # hex digits of a Ray node id that name the node in limits and messages
 ACTOR_START = 60.0  # seconds an actor may take to come up before the run gives up on it
 INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
+_NAMES = itertools.count(1)  # actor numbers, unique in this process (a killed actor's name frees late)
+_PROCESS = uuid.uuid4().hex[:8]  # and this master among others with the same pid on other machines
 
 
 def ray_available() -> bool:
@@ -95,7 +98,6 @@ class RayRunner:
         self.local = local  # a Runner for what stays in the master's process (WebSocket streams)
         self.workers: list[_Worker] = []
         self._keys = itertools.count(1)
-        self._names = itertools.count(1)
         self._flush_due = False
         self._started_ray = False
         self._sends: set[asyncio.Task[Any]] = set()
@@ -127,8 +129,8 @@ class RayRunner:
 
         from .actor import TaskActor
 
-        # Named, so `ray list actors` (and a test) can tell synctask's actors and their master.
-        name = f"synctask-worker-{os.getpid()}-{next(self._names)}"
+        # Named, so `ray list actors` (and a test) can tell synctask's actors and their master's pid.
+        name = f"synctask-worker-{os.getpid()}-{next(_NAMES)}-{_PROCESS}"
         options: dict[str, Any] = {"max_concurrency": self.slots + 8, "num_cpus": 0, "name": name,
                                    "namespace": "synctask"}
         if node_id is not None:
