@@ -240,6 +240,11 @@ def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None =
                    secrets_required: bool = True) -> PlanFile:
     """Read and validate a plan file; raises ``PlanFileError`` listing every problem.
     ``secrets_required=False`` (``check``) makes a secret not set a warning, not a problem."""
+    return parse_plan_data(read_plan_file(path), str(path), env, secrets_required=secrets_required)
+
+
+def read_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A plan file's TOML as data, not yet validated; ``PlanFileError`` when unreadable or not TOML."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -247,17 +252,21 @@ def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None =
         raise PlanFileError(source, [Problem("", "no such file")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanFileError(source, [Problem("", f"cannot read the file: {exc}")]) from None
-    return parse_plan_text(text, source, env, secrets_required=secrets_required)
+    return read_toml(text, source)
+
+
+def read_toml(text: str, source: str) -> dict[str, Any]:
+    """TOML text as data; a syntax error is a ``PlanFileError`` naming its line and column."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
 
 
 def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] | None = None, *,
                     secrets_required: bool = True) -> PlanFile:
     """Validate plan-file text; ``env`` supplies secrets (default: the process environment)."""
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
-    return parse_plan_data(raw, source, env, secrets_required=secrets_required)
+    return parse_plan_data(read_toml(text, source), source, env, secrets_required=secrets_required)
 
 
 def parse_plan_data(raw: Any, source: str = "<plans>", env: Mapping[str, str] | None = None, *,

@@ -98,6 +98,11 @@ class WindowUsage(NamedTuple):
     used: int
     resets_at: float | None
 
+    @property
+    def capacity(self) -> int:
+        """The limit's allowance: its rate, or its cap."""
+        return self.limit.cap if isinstance(self.limit, Concurrency) else self.limit.rate
+
     def describe(self) -> str:
         """How a person says it: ``48 of 50 in the last 1s``, ``12,345 of 100,000 today, resets
         00:00 Asia/Shanghai``, ``3 of 5 in flight``."""
@@ -581,18 +586,7 @@ class Limiter:
 
     def usage(self, scope: str, now: float) -> list[tuple[Limit, int]]:
         """Each limit of ``scope`` with what counts against it at ``now``."""
-        state = self._scopes.get(scope)
-        if state is None:
-            return []
-        out: list[tuple[Limit, int]] = []
-        for quota in state.quotas:
-            if isinstance(quota, _Clock):
-                quota._roll(now)
-            else:
-                quota._evict(now)
-            out.append((quota.spec, quota.used))
-        out.extend((c.spec, c.active) for c in state.slots)
-        return out
+        return [(w.limit, w.used) for w in self.windows(scope, now)]
 
     def time_for(self, scopes: Iterable[str], weight: int, now: float) -> float:
         """The least time the quotas of ``scopes`` need to admit ``weight`` more from ``now``:
@@ -607,12 +601,15 @@ class Limiter:
                 rate, per = quota.spec.rate, quota.spec.per
                 if isinstance(quota, _Clock):
                     quota._roll(now)
-                    beyond = weight - max(rate - quota.used, 0)
-                    need = 0.0 if beyond <= 0 else (quota.end - now) + (math.ceil(beyond / rate) - 1) * per
                 else:
                     quota._evict(now)
-                    beyond = weight - max(rate - quota.used, 0)
-                    need = 0.0 if beyond <= 0 else beyond / rate * per
+                beyond = weight - max(rate - quota.used, 0)
+                if beyond <= 0:
+                    continue
+                if isinstance(quota, _Clock):
+                    need = (quota.end - now) + (math.ceil(beyond / rate) - 1) * per
+                else:
+                    need = beyond / rate * per
                 slowest = max(slowest, need)
         return slowest
 

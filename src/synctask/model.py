@@ -192,6 +192,16 @@ class Dataset:
         return (*scopes, f"node:{node}:vendor:{self.vendor}")
 
 
+def scope_parts(scope: str) -> tuple[str, str, str | None]:
+    """A limiter scope's kind, name and node, as ``Dataset.scopes`` names them: ``vendor:x`` →
+    (vendor, x, None), ``dataset:d`` → (dataset, d, None), ``node:n:vendor:x`` → (node, x, n)."""
+    kind, _, rest = scope.partition(":")
+    if kind == "node":
+        node, _, vendor = rest.partition(":vendor:")
+        return kind, vendor, node
+    return kind, rest, None
+
+
 @dataclass(frozen=True)
 class SyncPlan:
     """What to sync: a dataset, a parameter grid, a schedule, a priority, a timeout, retries."""

@@ -380,12 +380,12 @@ class Scheduler:
         shared = dataset.scopes(None)
         gates = {}
         for node in self._nodes:
-            scope = f"node:{node}:vendor:{vendor.name}"
-            self.limiter.configure(scope, vendor.node_limits, vendor.margin)
-            gates[node] = self.limiter.gate([*shared, scope], dataset.weight)
+            scopes = dataset.scopes(node)
+            self.limiter.configure(scopes[2], vendor.node_limits, vendor.margin)
+            gates[node] = self.limiter.gate(scopes, dataset.weight)
         queue.gate = NodeGate(gates)
         queue.scopes = {s.split(":", 1)[0]: s for s in shared}
-        self.limiter.forget(f"node:{self.node}:vendor:{vendor.name}")  # this machine's count: not used now
+        self.limiter.forget(dataset.scopes(self.node)[2])  # this machine's count: not used now
         self._line_up(queue)
 
     def remove_dataset(self, name: str) -> None:

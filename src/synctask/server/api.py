@@ -23,8 +23,7 @@ from aiohttp import web
 from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
 from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
-from ..limits import Concurrency, Limit
-from ..model import PlanState
+from ..model import PlanState, scope_parts
 from ..redact import SECRETS
 
 if TYPE_CHECKING:
@@ -255,12 +254,11 @@ def _scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[di
     scopes = []
     for scope in executor.limiter.scopes():
         frozen = executor.limiter.frozen_until(scope, now)
-        limits = [{"limit": str(w.limit), "used": w.used, "capacity": _capacity(w.limit), "resets_at": w.resets_at,
+        limits = [{"limit": str(w.limit), "used": w.used, "capacity": w.capacity, "resets_at": w.resets_at,
                    "text": w.describe()} for w in executor.limiter.windows(scope, now)]
         if not limits and frozen is None:
             continue
-        node = scope.removeprefix("node:").partition(":vendor:")[0] if scope.startswith("node:") else None
-        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "node": node,
+        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "node": scope_parts(scope)[2],
                                 "limits": limits, "frozen_until": frozen, "freeze": None}
         if frozen is not None:
             message = freezes.get(scope, "")
@@ -272,20 +270,14 @@ def _scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[di
 _BANS = ("(HTTP 418)", "(HTTP 403)")  # what vendors answer when they ban a client, not just slow it
 
 
-def _capacity(limit: Limit) -> int:
-    return limit.cap if isinstance(limit, Concurrency) else limit.rate
-
-
 def _vendor_of(executor: SyncTaskExecutor, scope: str) -> str | None:
-    """``vendor:x`` and ``node:n:vendor:x`` → x; ``dataset:d`` → d's vendor."""
-    kind, _, rest = scope.partition(":")
-    if kind == "vendor":
-        return rest
-    if kind == "node":
-        return rest.rpartition("vendor:")[2]
+    """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""
+    kind, name, _ = scope_parts(scope)
+    if kind in ("vendor", "node"):
+        return name
     if kind == "dataset":
         try:
-            return executor.dataset(rest).vendor
+            return executor.dataset(name).vendor
         except UnknownPlan:
             return None
     return None
@@ -325,7 +317,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
         await response.write(b": synctask events\n\n")  # the stream is open: clients may act now
         await response.write(broadcast.snapshot())
         if broadcast.history and not every:
-            await response.write(b"data: " + json.dumps(list(broadcast.history), default=str).encode() + b"\n\n")
+            await response.write(_chunk(list(broadcast.history)))
         while True:
             await response.write(await queue.get())
     except (ConnectionResetError, asyncio.CancelledError):
@@ -380,36 +372,38 @@ class _Broadcast:
         batch, self._pending = self._pending, []
         self._changed = True
         if self._every:
-            self._send(self._every, [_as_dict(e) for e in batch])
+            _put(self._every, _chunk([_as_dict(e) for e in batch]))
         picked = [_as_dict(e) for e in batch if not (type(e) is TaskEvent and e.kind in _ROUTINE)]
         self.history.extend(picked)
         if self.subscribers and picked:
-            self._send(self.subscribers, picked)
-
-    def _send(self, queues: list[asyncio.Queue[bytes]], batch: list[dict[str, Any]]) -> None:
-        chunk = b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
-        for queue in queues:
-            if queue.full():
-                queue.get_nowait()
-            queue.put_nowait(chunk)
+            _put(self.subscribers, _chunk(picked))
 
     def snapshot(self) -> bytes:
         """Every plan's and every limit's state now, as one ``progress`` event."""
         progress = {"type": "progress", "at": time.time(), "workers": self.executor.workers,
                     "plans": [_plan_view(self.executor, plan.name) for plan in self.executor.plans()],
                     "scopes": _scopes_view(self.executor, self.freezes)}
-        return b"data: " + json.dumps([progress], default=str).encode() + b"\n\n"
+        return _chunk([progress])
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(PROGRESS_EVERY)
             if self._changed or self.executor.in_flight():
                 self._changed = False
-                chunk = self.snapshot()
-                for queue in [*self.subscribers, *self._every]:
-                    if queue.full():
-                        queue.get_nowait()
-                    queue.put_nowait(chunk)
+                _put([*self.subscribers, *self._every], self.snapshot())
+
+
+def _chunk(batch: list[dict[str, Any]]) -> bytes:
+    """One server-sent event: its ``data:`` line is the JSON array of ``batch``."""
+    return b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
+
+
+def _put(queues: list[asyncio.Queue[bytes]], chunk: bytes) -> None:
+    """Hand ``chunk`` to each subscriber; a full one loses its oldest chunk, the engine never waits."""
+    for queue in queues:
+        if queue.full():
+            queue.get_nowait()
+        queue.put_nowait(chunk)
 
 
 def _as_dict(event: Event) -> dict[str, Any]:

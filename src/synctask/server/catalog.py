@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PlanFile, parse_plan_data
+from ..config import PlanFile, parse_plan_data, read_plan_file, read_toml
 from ..errors import PlanFileError, Problem, SyncError
 from ..redact import MASK, SECRETS
 
@@ -43,20 +42,7 @@ def read_document(text: str, source: str, content_type: str = "") -> Doc:
         if not isinstance(raw, dict):
             raise PlanFileError(source, [Problem("", "expected a JSON object with vendors, datasets and plans")])
         return raw
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
-
-
-def _read_file(path: Path) -> Doc:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanFileError(str(path), [Problem("", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanFileError(str(path), [Problem("", f"cannot read the file: {exc}")]) from None
-    return read_document(text, str(path), "toml")
+    return read_toml(text, source)
 
 
 def _parts(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
@@ -139,7 +125,7 @@ class Catalog:
                  env: Mapping[str, str] | None = None) -> None:
         self.path = Path(path)
         self.env = env
-        self.file: Doc = _read_file(self.path)
+        self.file: Doc = read_plan_file(self.path)
         stored = stored or {}
         self.added: Doc = dict(stored.get("added") or {"vendors": {}, "datasets": {}, "plans": []})
         self.removed: dict[str, str] = dict(stored.get("removed") or {})  # plan → its file definition
@@ -214,7 +200,7 @@ class Catalog:
 
     def reload(self) -> tuple[Diff, PlanFile]:
         """Read the plan file again and take it in whole, or raise and change nothing."""
-        file = _read_file(self.path)
+        file = read_plan_file(self.path)
         self._check_names(file, self.added)
         file_defs = definitions(file)[0]
         removed = {n: d for n, d in self.removed.items() if file_defs.get(n) == d}  # changed: back again

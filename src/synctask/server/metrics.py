@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from ..errors import outcome_told
 from ..events import Event, FreezeEvent, TaskEvent
 from ..executor import SyncTaskExecutor
-from ..limits import Concurrency
+from ..model import scope_parts
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
 
@@ -127,16 +127,12 @@ class _Gauges(Collector):
                                    labels=["scope"])
         limiter = executor.limiter
         for scope in limiter.scopes():
-            vendor, node = "", ""
-            if scope.startswith("vendor:"):
-                vendor = scope.split(":", 1)[1]
-            elif scope.startswith("node:"):  # node:<node>:vendor:<vendor>, a per-node (per-IP) limit
-                node, _, vendor = scope.removeprefix("node:").partition(":vendor:")
-            for limit, count in limiter.usage(scope, now):
-                window = str(limit)
-                used.add_metric([vendor, scope, window, node], count)
-                allowance = limit.cap if isinstance(limit, Concurrency) else limit.rate
-                capacity.add_metric([vendor, scope, window, node], allowance)
+            kind, name, node = scope_parts(scope)  # a node scope is a per-node (per-IP) limit
+            vendor = name if kind in ("vendor", "node") else ""
+            for w in limiter.windows(scope, now):
+                labels = [vendor, scope, str(w.limit), node or ""]
+                used.add_metric(labels, w.used)
+                capacity.add_metric(labels, w.capacity)
             until = limiter.frozen_until(scope, now)
             if until is not None:
                 frozen.add_metric([scope], until)
