@@ -56,9 +56,13 @@ def make_workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+TOKENS: dict[str, str] = {}  # each test daemon's token, by its URL (the daemon prints it once)
+
+
 def env_for(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a daemon and its client commands: runtime files in the test's folder."""
     env = {k: v for k, v in os.environ.items() if k not in ("SYNCTASK_API_TOKEN", "SYNCTASK_URL")}
-    return {**env, "PYTHONPATH": str(workdir), **extra}
+    return {**env, "PYTHONPATH": str(workdir), "SYNCTASK_RUNTIME_DIR": str(workdir / "runtime"), **extra}
 
 
 @contextmanager
@@ -71,7 +75,11 @@ def daemon(workdir: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.P
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "control API on http://" in line, line + (proc.stderr.read() if proc.stderr else "")
-        yield proc, line.split("control API on ")[1].split()[0]
+        url = line.split("control API on ")[1].split()[0]
+        dashboard = proc.stdout.readline()
+        assert "open the dashboard at" in dashboard, dashboard
+        TOKENS[url] = env.get("SYNCTASK_API_TOKEN") or dashboard.split("#token=")[1].strip()
+        yield proc, url
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -79,8 +87,10 @@ def daemon(workdir: Path, *args: str, **env: str) -> Iterator[tuple[subprocess.P
 
 
 def api(url: str, method: str = "GET", path: str = "/api/plans", body: object = None,
-        token: str | None = None) -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
+        token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    """One call with the daemon's own token (``token`` for another one, ``""`` for none)."""
+    token = TOKENS.get(url) if token is None else token
+    headers = {"Content-Type": "application/json", **(headers or {})}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
@@ -90,6 +100,12 @@ def api(url: str, method: str = "GET", path: str = "/api/plans", body: object = 
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def opened(url: str, path: str, timeout: float = 10):
+    """``urlopen`` of a GET with the daemon's token (a stream or a text answer)."""
+    request = urllib.request.Request(url + path, headers={"Authorization": f"Bearer {TOKENS[url]}"})
+    return urllib.request.urlopen(request, timeout=timeout)
 
 
 def client(workdir: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .served import api, daemon, wait_until
+from .served import TOKENS, api, daemon, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
@@ -156,3 +156,96 @@ def test_the_dashboard_is_live_and_its_buttons_control_the_plans(tmp_path):
             browser.close()
     print(f"dashboard screenshots: {shots}")
     assert errors == [], errors
+
+
+ATTACK_PAGE = '''<!doctype html><meta charset="utf-8"><title>a page on another site</title>
+<script>
+const PLAN = `[vendors.py]
+connector = "python:os:system"
+[datasets.cmd]
+vendor = "py"
+api = "python:os:system"
+sink = { kind = "jsonl", path = "data/cmd.jsonl", key = ["command"] }
+[[plans]]
+name = "rce"
+dataset = "cmd"
+params = { command = ["id > pwned.txt"] }`;
+async function attack(target) {
+  const said = [];
+  const tries = [
+    () => fetch(target + "/api/plans", {method: "POST", mode: "no-cors", headers: {"Content-Type": "text/plain"},
+                                         body: PLAN}),
+    () => fetch(target + "/api/plans/daily-bars/pause", {method: "POST", mode: "no-cors"}),
+    () => fetch(target + "/api/plans", {method: "POST", headers: {"Content-Type": "application/toml"}, body: PLAN}),
+    () => fetch(target + "/api/plans").then(r => r.text()),
+  ];
+  for (const attempt of tries) {
+    try { said.push("sent:" + String(await attempt()).slice(0, 40)); } catch (e) { said.push("blocked:" + e.name); }
+  }
+  const form = document.createElement("form");  // and the oldest way: a form, in a hidden frame
+  form.method = "POST"; form.enctype = "text/plain"; form.action = target + "/api/plans"; form.target = "sink";
+  const field = document.createElement("input");
+  field.name = PLAN; field.value = ""; form.append(field); document.body.append(form); form.submit();
+  return said;
+}
+</script><iframe name="sink"></iframe>'''
+
+
+def test_a_page_of_another_origin_cannot_act_through_the_browser(tmp_path):
+    """The issue's CSRF: a page on another origin posts a plan that runs code, pauses a plan and
+    reads the API, by every way a browser offers. A recording server on a third origin shows
+    the browser does send such requests; the daemon acts on none of them."""
+    import http.server
+    import threading
+
+    (tmp_path / "dash_tasks.py").write_text(TASKS)
+    (tmp_path / "plans.toml").write_text(PLANS)
+    heard: list[bytes] = []
+
+    class Pages(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(ATTACK_PAGE.encode())
+
+        def do_POST(self):  # noqa: N802
+            heard.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Pages)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        with daemon(tmp_path, MARKET_TOKEN=MARKET_TOKEN) as (_, url), sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            try:
+                context = browser.new_context()
+                owner = context.new_page()  # the owner has the dashboard open in the same browser
+                owner.goto(f"{url}/#token={TOKENS[url]}")
+                owner.wait_for_selector("#conn.live")
+                assert "token" not in owner.url  # taken out of the address bar at once
+                evil = context.new_page()
+                evil.goto(f"http://localhost:{site.server_address[1]}/")
+                recorder = f"http://127.0.0.1:{site.server_address[1]}"
+                evil.evaluate("target => attack(target)", recorder)  # the control: a server that takes anything
+                said = evil.evaluate("target => attack(target)", url)
+                evil.wait_for_timeout(1000)
+                assert any(b"python:os:system" in body for body in heard), heard  # the browser did send them
+                assert said[2].startswith("blocked") and said[3].startswith("blocked"), said  # no answer to read
+                views = api(url)[1]["plans"]
+                assert {p["name"] for p in views} == {"daily-bars", "minute-bars", "symbols"}
+                assert {p["name"]: p["state"] for p in views}["daily-bars"] == "running"
+                assert not (tmp_path / "pwned.txt").exists() and not (tmp_path / "data" / "cmd.jsonl").exists()
+                answer = owner.evaluate("api('POST', '/api/plans/daily-bars/pause')")  # the page's own call can
+                assert answer["state"] == "paused", answer
+            finally:
+                browser.close()
+    finally:
+        site.shutdown()
+        site.server_close()

@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 SECRET = "tok-SECRET-4242"
 
@@ -119,3 +121,51 @@ def test_the_redactor_masks_every_form_and_leaves_short_words_alone():
     redact.add("s3cr3t/+value")
     text = 'x=s3cr3t%2F%2Bvalue "s3cr3t/+value" s3cr3t%2F%2Bvalue abcdef abc'
     assert redact(text) == 'x=*** "***" *** abcdef ***'
+
+
+_ALPHABET = "abcXYZ0129/+=&<>\"' %?#:;\\é€😀\n"
+
+
+def _encodings():
+    """Ways one character may come back from a vendor: each is (applies to c, encode c)."""
+    import html as html_lib
+
+    def pct(c, form="%{:02X}"):
+        return "".join(form.format(b) for b in c.encode())
+
+    return [
+        (lambda c: True, lambda c: c),
+        (lambda c: True, lambda c: pct(c)),
+        (lambda c: True, lambda c: pct(c, "%{:02x}")),
+        (lambda c: True, lambda c: pct(c, "%25{:02X}")),  # encoded twice
+        (lambda c: c == " ", lambda c: "+"),
+        (lambda c: c == "/", lambda c: "\\/"),
+        (lambda c: True, lambda c: json.dumps(c)[1:-1]),
+        (lambda c: ord(c) < 0x10000, lambda c: f"\\u{ord(c):04X}"),
+        (lambda c: ord(c) >= 0x10000, lambda c: json.dumps(c)[1:-1].upper().replace("\\U", "\\u")),
+        (lambda c: True, lambda c: f"&#{ord(c)};"),
+        (lambda c: True, lambda c: f"&#x{ord(c):X};"),
+        (lambda c: html_lib.escape(c) != c, lambda c: html_lib.escape(c)),
+    ]
+
+
+@given(token=st.text(alphabet=_ALPHABET, min_size=8, max_size=40),
+       choices=st.lists(st.integers(min_value=0, max_value=11), min_size=40, max_size=40),
+       around=st.sampled_from([("", ""), ("error: ", " was refused"), ("?apikey=", "&x=1"), ('{"t": "', '"}')]))
+def test_a_secret_cannot_escape_the_redactor_in_any_mix_of_encodings(token, choices, around):
+    from synctask.redact import MASK, Redactor
+
+    redact = Redactor()
+    redact.add(token)
+    encodings = _encodings()
+    written = []
+    for c, pick in zip(token, choices):
+        usable = [encode for applies, encode in encodings if applies(c)]
+        written.append(usable[pick % len(usable)](c))
+    echoed = around[0] + "".join(written) + around[1]
+    shown = redact(echoed)
+    # All of the echoed secret is inside what was masked (the mask may reach into the text around
+    # it where that text could be part of the secret too, never less).
+    assert MASK in shown, (token, echoed, shown)
+    before, after = shown[:shown.index(MASK)], shown[shown.rindex(MASK) + len(MASK):]
+    assert around[0].startswith(before) and around[1].endswith(after), (token, echoed, shown)

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
-from .served import api, client, daemon, plan, wait_until
+from .served import TOKENS, api, client, daemon, opened, plan, wait_until
 
 EXTRA_TOML = '''
 [[plans]]
@@ -31,7 +31,8 @@ EXTRA_JSON = {
 
 def send(url: str, body: str, content_type: str, path: str = "/api/plans") -> tuple[int, dict]:
     request = urllib.request.Request(url + path, data=body.encode(), method="POST",
-                                     headers={"Content-Type": content_type})
+                                     headers={"Content-Type": content_type,
+                                              "Authorization": f"Bearer {TOKENS[url]}"})
     try:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return answer.status, json.loads(answer.read())
@@ -44,7 +45,7 @@ def names(url: str) -> set[str]:
 
 
 def test_added_plans_run_beside_the_others_and_a_restart_keeps_plans_and_states(workdir):
-    with daemon(workdir) as (_, url):
+    with daemon(workdir, "--allow-code") as (_, url):  # EXTRA_JSON's vendor runs Python code
         wait_until(lambda: plan(url, "slow")["done"] > 5)
         status, answer = send(url, EXTRA_TOML, "application/toml")
         assert status == 201 and answer["added"] == ["extra"], answer
@@ -238,7 +239,7 @@ def test_against_the_simulator_plans_are_added_paused_and_resumed_and_metrics_ma
             assert client(workdir, url, "resume", "january").stdout.strip() == "january: running"
             wait_until(lambda: all(plan(url, n)["state"] == "completed" for n in ("january", "february")), 90)
             views = {n: plan(url, n) for n in ("january", "february")}
-            with urllib.request.urlopen(url + "/metrics", timeout=10) as answer:
+            with opened(url, "/metrics") as answer:
                 text = answer.read().decode()
             proc.send_signal(signal.SIGTERM)
             said, _ = proc.communicate(timeout=30)

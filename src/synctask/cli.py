@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import shlex
@@ -20,13 +21,14 @@ from rich.markup import escape
 from . import __version__
 from .errors import PlanFileError, SyncError
 from .limits import Limit
-from .model import Vendor
+from .model import MAX_WORKERS, Vendor
 from .units import format_duration
 
 if TYPE_CHECKING:
     from .config import PlanFile
     from .events import Event
     from .executor import RunSummary, SyncTaskExecutor
+    from .server.daemon import Served
 
 app = typer.Typer(
     name="synctask",
@@ -120,7 +122,7 @@ def _probe(plans: PlanFile, name: str, base: Path) -> int:
     return 0
 
 
-_WORKERS = Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")]
+_WORKERS = Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, metavar="N", help="Concurrent tasks.")]
 _STATE = Annotated[Optional[str], typer.Option(
     "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")]
 _GRACE = Annotated[float, typer.Option(
@@ -183,7 +185,7 @@ def run(
 def demo(
     directory: Annotated[str, typer.Option(
         "--dir", metavar="DIR", help="Where the demo writes its plan file, data and state.")] = ".",
-    workers: Annotated[int, typer.Option("--workers", min=1, metavar="N", help="Concurrent tasks.")] = 16,
+    workers: _WORKERS = 16,
     port: Annotated[int, typer.Option(
         "--port", min=0, max=65535, metavar="PORT", help="The simulator's port (0: any free).")] = 0,
     plain: Annotated[bool, typer.Option(
@@ -275,8 +277,7 @@ def simulate(
 def serve(
     plan_file: Annotated[str, typer.Argument(metavar="PLANS.toml", help="The plan file (TOML) to serve.")],
     host: Annotated[str, typer.Option(
-        "--host", metavar="ADDRESS", help="Address of the control API (another than 127.0.0.1 needs "
-        "SYNCTASK_API_TOKEN).")] = "127.0.0.1",
+        "--host", metavar="ADDRESS", help="Address of the control API (default: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Its port (0: any free).")
                     ] = 8737,
     workers: _WORKERS = 16,
@@ -285,16 +286,27 @@ def serve(
     wait: _WAIT = False,
     ray: _RAY = None,
     ray_workers: _RAY_WORKERS = None,
+    allow_code: Annotated[bool, typer.Option(
+        "--allow-code", help="Let plans added over the API run Python code (python: connectors) and write "
+        "outside the data folder.")] = False,
+    data_dir: Annotated[Optional[str], typer.Option(
+        "--data", metavar="DIR", help="Where plans added over the API may write (default: the plan file's folder).")
+                        ] = None,
+    allow_host: Annotated[Optional[list[str]], typer.Option(
+        "--allow-host", metavar="NAME", help="Another name this daemon answers to (Host header); repeatable.")
+                          ] = None,
+    metrics_public: Annotated[bool, typer.Option(
+        "--metrics-public", help="Serve /metrics without the token (for a Prometheus without it).")] = False,
 ) -> None:
     """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
     from .config import load_plan_file
-    from .server.daemon import needs_token
+    from .server.daemon import new_token
     from .server.daemon import serve as serve_forever
+    from .server.guard import Policy, allowed_hosts
 
-    token = os.environ.get("SYNCTASK_API_TOKEN") or None
-    if needs_token(host) and token is None:
-        _fail(ValueError(f"--host {host} lets other machines reach the control API: set SYNCTASK_API_TOKEN "
-                         "(every call must then send it), or serve on 127.0.0.1"))
+    given = os.environ.get("SYNCTASK_API_TOKEN") or None
+    policy = Policy(token=given or new_token(), bound=host, hosts=allowed_hosts(allow_host or ()),
+                    metrics_public=metrics_public)
     from .executor import SyncTaskExecutor
     from .server.service import Service
 
@@ -309,21 +321,31 @@ def serve(
                                 ray=_ray_address(ray), ray_workers=ray_workers)
     _open_state(executor, wait)
     try:
-        service = Service(executor, plan_file)
+        service = Service(executor, plan_file, allow_code=allow_code,
+                          data_dir=Path(data_dir).resolve() if data_dir else base)
         served = service.boot()  # the plans and states kept from the last time, with the file's changes
     except (SyncError, ValueError) as exc:
         executor.close()
         _fail(exc)
 
-    def ready(url: str) -> None:
-        out.print(f"synctask serve: {len(served.plans)} plan(s), control API on {url} (state {state_path})",
-                  markup=False, highlight=False)
+    def ready(where: Served) -> None:
+        say = functools.partial(out.print, markup=False, highlight=False)
+        say(f"synctask serve: {len(served.plans)} plan(s), control API on {where.url} (state {state_path})")
+        if given is None:  # printed once, as Jupyter does: the page keeps it for the session
+            say(f"synctask serve: open the dashboard at {where.url}/#token={policy.token}")
+        else:
+            say(f"synctask serve: open the dashboard at {where.url}/ (token: $SYNCTASK_API_TOKEN)")
+        if where.problem:
+            err.print(f"warning: {where.problem}", markup=False, highlight=False)
 
     def reloaded(message: str) -> None:
         out.print(f"synctask serve: {message}", markup=False, highlight=False)
 
     try:
-        summary = asyncio.run(serve_forever(executor, host, port, token, ready, service, reloaded))
+        summary = asyncio.run(serve_forever(executor, host, port, policy, ready, service, reloaded,
+                                            plan_file=str(Path(plan_file).resolve()), state=str(state_path)))
+    except SyncError as exc:  # the port is taken, the address is not this machine's
+        _fail(exc)
     finally:
         executor.close()
     out.print(f"synctask serve: stopped; {sum(p['done'] for p in summary.plans.values()):,} tasks done in this "
@@ -435,7 +457,7 @@ def reload(url: _URL = None, json_out: _JSON = False) -> None:
 
 @app.command(name="workers")
 def set_workers(
-    count: Annotated[int, typer.Argument(metavar="N", min=1, help="Concurrent tasks.")],
+    count: Annotated[int, typer.Argument(metavar="N", min=1, max=MAX_WORKERS, help="Concurrent tasks.")],
     url: _URL = None,
     json_out: _JSON = False,
 ) -> None:

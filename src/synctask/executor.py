@@ -44,7 +44,7 @@ from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.base import Streamed
 from .grid import ParamGrid
 from .limits import Limit, Limiter
-from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor
+from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor, check_workers
 from .pool import LocalRunner, Runner, TaskPool
 from .progress import Progress
 from .redact import SECRETS
@@ -114,8 +114,7 @@ class SyncTaskExecutor:
         ray: str | None = None,
         ray_workers: int | None = None,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
+        check_workers(workers)
         self.limiter = Limiter(margin=margin)
         self.scheduler = Scheduler(self.limiter, node=node)
         self._store: Store | None = store if store is not None else (None if state else MemoryStore())
@@ -371,9 +370,7 @@ class SyncTaskExecutor:
 
     def set_workers(self, workers: int) -> None:
         """Change the number of concurrent slots; fewer slots let running tasks finish first."""
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, got {workers}")
-        self._workers = workers
+        self._workers = check_workers(workers)
         self._wake.set()
 
     @property

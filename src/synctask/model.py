@@ -39,7 +39,18 @@ __all__ = [
     "SyncTask",
     "Run",
     "task_id",
+    "MAX_WORKERS",
+    "check_workers",
 ]
+
+MAX_WORKERS = 100_000  # concurrent task slots at most: beyond it a typo, not a plan
+
+
+def check_workers(workers: object) -> int:
+    """``workers`` if it is a whole number from 1 to ``MAX_WORKERS``; else ValueError saying so."""
+    if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be a whole number from 1 to {MAX_WORKERS:,}, got {workers!r}")
+    return workers
 
 
 class Secret:

@@ -10,7 +10,6 @@ impossible ones answer 404 or 409 with a sentence. Nothing returned ever holds a
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from collections import deque
@@ -23,8 +22,9 @@ from aiohttp import web
 from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
 from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
-from ..model import PlanState, scope_parts
+from ..model import MAX_WORKERS, PlanState, scope_parts
 from ..redact import SECRETS
+from .guard import Policy, Refusal, guard
 
 if TYPE_CHECKING:
     from .service import Service
@@ -33,6 +33,7 @@ __all__ = ["make_app", "RECENT_FAILURES"]
 
 STATIC = Path(__file__).parent / "static"  # the dashboard: three files, no build step, no CDN
 RECENT_FAILURES = 50  # failed tasks kept per plan for GET /api/plans/{name}
+MAX_BODY = 10 * 1024 * 1024  # the largest plan document taken, as for plan files
 _ACTIONS = ("start", "stop", "pause", "resume", "cancel", "retry")
 _ENDED = (PlanState.IDLE, PlanState.COMPLETED, PlanState.FAILED, PlanState.CANCELLED)
 _ALREADY = {"pause": {PlanState.PAUSED}, "resume": {PlanState.RUNNING}, "start": {PlanState.RUNNING},
@@ -58,15 +59,14 @@ class _Recent:
             self.freezes[event.scope] = SECRETS(event.message) if SECRETS else event.message
 
 
-def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: Service | None = None
-             ) -> web.Application:
-    """The API over ``executor``; with ``token`` every call needs ``Authorization: Bearer``.
+def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | None = None) -> web.Application:
+    """The API over ``executor``, answering only the callers ``policy`` admits (see ``guard``).
     ``service`` (the daemon's plan catalog) lets plans be added, removed for good and reloaded."""
     from .metrics import Metrics
 
     recent = _Recent()
     executor.listen(recent)
-    app = web.Application(middlewares=[_errors, _auth(token)])
+    app = web.Application(middlewares=[guard(policy, _refused), _errors], client_max_size=MAX_BODY)
     app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
     app["broadcast"] = broadcast = _Broadcast(executor, recent.freezes)
@@ -87,22 +87,8 @@ def make_app(executor: SyncTaskExecutor, *, token: str | None = None, service: S
     return app
 
 
-def _auth(token: str | None) -> Any:
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token is not None and not _public(request.path):
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                return _error(401, "this daemon needs its token: send Authorization: Bearer $SYNCTASK_API_TOKEN")
-        return await handler(request)
-
-    return check
-
-
-def _public(path: str) -> bool:
-    """What needs no token: the health check and the dashboard's own files (they hold no data;
-    the page then asks for the token and sends it with every API call)."""
-    return path in ("/healthz", "/") or path.startswith("/static/")
+def _refused(refusal: Refusal) -> web.Response:
+    return _error(refusal.status, refusal.message)
 
 
 async def _dashboard(request: web.Request) -> web.FileResponse:
@@ -126,6 +112,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             {"where": p.where, "message": p.message} for p in exc.problems]}, status=400)
     except (IllegalTransition, SyncError, ValueError) as exc:
         return _error(409 if isinstance(exc, (IllegalTransition, SyncError)) else 400, str(exc))
+    except web.HTTPException as exc:  # aiohttp's own (405, 404, 413): JSON with a sentence too
+        if exc.status < 400:
+            raise
+        return _error(exc.status, _HTTP_SAID.get(exc.status, exc.reason))
+
+
+_HTTP_SAID = {404: "nothing here: the API is under /api/ (see the README's API section)",
+              405: "this address does not take that method (see the README's API section)",
+              413: f"the body is larger than {MAX_BODY // 1024 // 1024} MB: send a smaller plan document"}
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -286,10 +281,11 @@ def _vendor_of(executor: SyncTaskExecutor, scope: str) -> str | None:
 async def _workers(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
     try:
-        body = await request.json()
-        workers = int(body["workers"])
+        workers = (await request.json())["workers"]
     except (ValueError, KeyError, TypeError):
-        return _error(400, 'send {"workers": N} with N a whole number of at least 1')
+        workers = None
+    if type(workers) is not int or not 1 <= workers <= MAX_WORKERS:
+        return _error(400, f'send {{"workers": N}} with N a whole number from 1 to {MAX_WORKERS:,}')
     executor.set_workers(workers)
     return web.json_response({"workers": executor.workers})
 

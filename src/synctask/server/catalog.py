@@ -20,8 +20,9 @@ from typing import Any
 from ..config import PlanFile, parse_plan_data, read_plan_file, read_toml
 from ..errors import PlanFileError, Problem, SyncError
 from ..redact import MASK, SECRETS
+from ..sinks import sink_file
 
-__all__ = ["Catalog", "CatalogConflict", "Diff", "read_document"]
+__all__ = ["Allowed", "Catalog", "CatalogConflict", "Diff", "read_document"]
 
 Doc = dict[str, Any]
 SETTING = "daemon.catalog"  # the key the catalog is kept under in the state store
@@ -118,13 +119,45 @@ def diff(old: Doc, new: Doc) -> Diff:
     return out
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """What a document added over the API may do: write only under ``data_dir``, and run no
+    Python code (``python:`` connectors and tasks), unless the daemon was started with
+    ``--allow-code``. The plan file is the owner's own and is not limited."""
+
+    data_dir: Path
+    allow_code: bool = False
+
+    def problems(self, doc: Doc, base: Path) -> list[Problem]:
+        vendors, datasets, _ = _parts(doc)
+        found = []
+        if not self.allow_code:
+            for where, spec, key in [*((f"vendors.{n}", v, "connector") for n, v in vendors.items()),
+                                     *((f"datasets.{n}", d, "api") for n, d in datasets.items())]:
+                value = spec.get(key) if isinstance(spec, dict) else None
+                if isinstance(value, str) and value.strip().startswith("python:"):
+                    found.append(Problem(f"{where}.{key}", f"{value!r} runs Python code, which plans added over the "
+                                         "API may not (start the daemon with --allow-code to let them, or put the "
+                                         "plan in the plan file)"))
+            root = self.data_dir.resolve()
+            for name, spec in datasets.items():
+                sink = spec.get("sink") if isinstance(spec, dict) else None
+                place = sink_file(name, sink, base) if isinstance(sink, dict) else None
+                if place is not None and not place.resolve().is_relative_to(root):
+                    found.append(Problem(f"datasets.{name}.sink.path", f"{str(place)!r} is outside the daemon's data "
+                                         f"folder {str(root)!r}; plans added over the API write only there (start "
+                                         "the daemon with --data DIR or --allow-code to change that)"))
+        return found
+
+
 class Catalog:
     """The plan file's document plus the API's additions, minus the API's removals."""
 
     def __init__(self, path: str | Path, stored: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, allowed: Allowed | None = None) -> None:
         self.path = Path(path)
         self.env = env
+        self.allowed = allowed or Allowed(self.path.resolve().parent)
         self.file: Doc = read_plan_file(self.path)
         stored = stored or {}
         self.added: Doc = dict(stored.get("added") or {"vendors": {}, "datasets": {}, "plans": []})
@@ -163,6 +196,9 @@ class Catalog:
         vendors, datasets, plans = _parts(doc)
         if not plans and not vendors and not datasets:
             raise PlanFileError(source, [Problem("", "the document has no vendors, datasets or plans to add")])
+        refused = self.allowed.problems(doc, self.path.resolve().parent)
+        if refused:
+            raise PlanFileError(source, refused)
         current = self.document()
         c_vendors, c_datasets, c_plans = _parts(current)
         for kind, new, known in (("vendor", vendors, c_vendors), ("dataset", datasets, c_datasets)):

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..config import PlanFile
 from ..events import Event, PlanEvent
 from ..executor import SyncTaskExecutor
 from ..model import PlanState
-from .catalog import SETTING, Catalog, Diff
+from .catalog import SETTING, Allowed, Catalog, Diff
 
 __all__ = ["Service"]
 
@@ -29,10 +30,12 @@ _SETTLE_SECONDS = 5.0  # how long a reload waits for the cancelled tasks of the 
 class Service:
     """One daemon's catalog, executor and saved states, changed together."""
 
-    def __init__(self, executor: SyncTaskExecutor, plan_file: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, executor: SyncTaskExecutor, plan_file: str, env: Mapping[str, str] | None = None, *,
+                 allow_code: bool = False, data_dir: Path | None = None) -> None:
         self.executor = executor
         store = executor.store
-        self.catalog = Catalog(plan_file, store.setting(SETTING), env)
+        allowed = Allowed(data_dir or Path(plan_file).resolve().parent, allow_code)
+        self.catalog = Catalog(plan_file, store.setting(SETTING), env, allowed)
         self.wanted: dict[str, str] = dict(store.setting(STATES) or {})
         self._lock = asyncio.Lock()
 

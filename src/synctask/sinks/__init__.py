@@ -18,7 +18,7 @@ from .sqlite import SQLiteSink
 from .stream import StreamSink
 
 __all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSink", "open_sink", "rows_of",
-           "sink_place"]
+           "sink_place", "sink_file"]
 
 
 def rows_of(result: Any) -> list[Mapping[str, Any]]:
@@ -40,6 +40,19 @@ def sink_place(dataset: str, sink: Sink | None, spec: Mapping[str, Any], base: P
     if spec.get("path"):
         return str(base / str(spec["path"]))
     return f"the {spec.get('kind', 'given')} sink of dataset {dataset!r}"
+
+
+def sink_file(dataset: str, spec: Mapping[str, Any], base: Path) -> Path | None:
+    """The file or folder a sink table writes (``base`` for relative paths), None for a sink
+    without one (memory, postgres) or a table too broken to say (``open_sink`` names that)."""
+    kind = spec.get("kind", "memory")
+    default = _DEFAULT_PATHS.get(kind) if isinstance(kind, str) else None
+    if default is None:
+        return None
+    path = spec.get("path", default.format(dataset=dataset))
+    if not isinstance(path, str) or not path:
+        return None
+    return base / path
 
 
 def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *,

@@ -1,6 +1,8 @@
 // synctask dashboard: live from the daemon's event stream (GET /api/events), controls over the API.
-// Everything shown is set with textContent, never parsed as HTML; the token (when the daemon needs
-// one) lives in this tab's sessionStorage and goes only into the Authorization header.
+// Everything shown is set with textContent, never parsed as HTML. The daemon's token comes once in
+// the address's fragment (#token=..., printed by `synctask serve`; a fragment is never sent to a
+// server), is taken out of the address bar at once, lives in this tab's sessionStorage and goes
+// only into the Authorization header.
 "use strict";
 
 const TOKEN_KEY = "synctask-token";
@@ -38,8 +40,18 @@ function headers() {
   return token ? { Authorization: `Bearer ${token}` } : {};
 }
 
+function takeTokenFromAddress() {
+  const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 async function api(method, path) {
-  const answer = await fetch(path, { method, headers: headers() });
+  // A call that changes something says its body is JSON: the daemon refuses any other.
+  const options = method === "GET" ? { method, headers: headers() }
+    : { method, headers: { ...headers(), "Content-Type": "application/json" }, body: "{}" };
+  const answer = await fetch(path, options);
   if (answer.status === 401) {
     askToken();
     throw new Error("the daemon needs its token");
@@ -320,4 +332,5 @@ function render() {
 }
 
 setInterval(render, 1000); // countdowns move even when nothing else does
+takeTokenFromAddress();
 follow();
