@@ -276,3 +276,28 @@ def test_a_plans_definition_is_shown_without_any_secret(tmp_path, monkeypatch):
     shown = json.dumps(catalog.definition("january"))
     assert "lit-9f8e7d" not in shown and "tok-from-env-12345" not in shown
     assert '"Authorization": "Bearer {token}"' in shown and '"env": "ITEMS_API_TOKEN"' in shown
+
+
+def test_a_removed_plan_closes_and_forgets_its_sink_dataset_and_vendor(workdir):
+    added = {"vendors": {"third": {"connector": "python:serve_tasks:fetch", "limits": [{"rate": 200, "per": "1s"}]}},
+             "datasets": {"lines": {"vendor": "third", "sink": {"kind": "jsonl", "path": "lines.jsonl", "key": ["i"]}}},
+             "plans": [{"name": "lines", "dataset": "lines", "params": {"i": {"from": 1, "to": 100000}}}]}
+    out = workdir / "lines.jsonl"
+    with daemon(workdir, "--allow-code") as (proc, url):
+        assert api(url, "POST", "/api/plans", added)[0] == 201
+        wait_until(lambda: plan(url, "lines")["done"] > 20)
+        assert api(url, "DELETE", "/api/plans/lines") == (200, {"plan": "lines", "removed": True})
+        before = (out.read_bytes(), out.stat().st_mtime_ns)
+        assert len(before[0].splitlines()) >= 20
+        # Forgotten: the same names may now mean something else (no "already defined differently").
+        changed = {**added, "vendors": {"third": {"connector": "python:serve_tasks:fetch"}},
+                   "datasets": {"lines": {"vendor": "third", "sink": {"kind": "jsonl", "path": "other.jsonl",
+                                                                       "key": ["i"]}}},
+                   "plans": [{"name": "again", "dataset": "lines", "params": {"i": [1, 2, 3]}}]}
+        status, answer = api(url, "POST", "/api/plans", changed)
+        assert status == 201, answer
+        wait_until(lambda: plan(url, "again")["state"] == "completed")
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert (out.read_bytes(), out.stat().st_mtime_ns) == before  # not touched after its removal, shutdown included
+    assert len((workdir / "other.jsonl").read_text().splitlines()) == 3

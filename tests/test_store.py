@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from synctask import MemoryStore, RunRecord, SQLiteStore, TaskRecord
@@ -138,3 +141,63 @@ def test_sqlite_writer_keeps_every_field_of_every_record_in_any_batch_size(tmp_p
         rows = db.execute("SELECT task_id, plan, run_id, state, attempts, message, at, follow_up FROM tasks "
                           "ORDER BY at").fetchall()
     assert [TaskRecord(*row) for row in rows] == records
+
+
+def _corrupt_inside(path):
+    """A valid header with random pages inside, as `dd if=/dev/urandom seek=5 count=3 conv=notrunc` leaves it."""
+    import random
+
+    store = SQLiteStore(path)
+    for i in range(3000):
+        store.record(TaskRecord(f"p:{i}", "p", "r", "done", 0, "x" * 50, 1.0))
+    store.close()
+    data = bytearray(path.read_bytes())
+    noise = random.Random(7).randbytes(3 * 4096)
+    data[5 * 4096: 8 * 4096] = noise
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("case", ["pages", "foreign", "folder", "device", "proc"])
+def test_every_unusable_state_is_a_sentence_and_never_advises_moving_a_system_file(tmp_path, case):
+    from synctask.store import StateDamaged
+
+    path = tmp_path / "state.db"
+    if case == "pages":
+        _corrupt_inside(path)
+    elif case == "foreign":
+        db = sqlite3.connect(path)
+        db.execute("CREATE TABLE invoices (id INTEGER, total REAL)")
+        db.commit()
+        db.close()
+    elif case == "folder":
+        path.mkdir()
+    elif case == "device":
+        path = Path("/dev/null")
+    else:
+        path = Path("/proc/version")
+    before = path.read_bytes() if path.is_file() and case != "proc" else None
+    with pytest.raises(StateDamaged) as caught:
+        SQLiteStore(path)
+    said = str(caught.value)
+    assert str(path) in said
+    if case in ("device", "proc", "folder", "foreign"):
+        assert "mv " not in said, said
+    if case == "pages":
+        assert "damaged" in said and "mv " in said
+    if before is not None:
+        assert path.read_bytes() == before  # left as it was
+    assert not Path(str(path) + ".lock").exists() or case in ("pages", "foreign")
+
+
+def test_a_symlink_to_the_state_shares_its_lock(tmp_path):
+    from synctask.lock import StateInUse
+
+    first = SQLiteStore(tmp_path / "state.db")
+    (tmp_path / "alias.db").symlink_to(tmp_path / "state.db")
+    try:
+        with pytest.raises(StateInUse):
+            SQLiteStore(tmp_path / "alias.db")
+        with pytest.raises(StateInUse):
+            SQLiteStore(tmp_path / "sub" / ".." / "state.db")
+    finally:
+        first.close()

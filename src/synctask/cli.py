@@ -348,6 +348,12 @@ def serve(
         _fail(exc)
     finally:
         executor.close()
+    failure = summary.failure or executor.storage_failure
+    for problem in [*summary.problems, *([failure] if failure else [])]:
+        err.print(f"error: {problem}", markup=False, highlight=False)
+    if failure is not None:
+        err.print(f"Start it again once fixed: synctask serve {shlex.quote(plan_file)}", markup=False, highlight=False)
+        raise typer.Exit(1)
     out.print(f"synctask serve: stopped; {sum(p['done'] for p in summary.plans.values()):,} tasks done in this "
               "process, progress saved", markup=False, highlight=False)
 
@@ -587,6 +593,13 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
                           markup=False, highlight=False)
             elif message:
                 out.print(f"{name}: {message}", markup=False, highlight=False)
+    for problem in summary.problems:
+        err.print(f"error: {problem}", markup=False, highlight=False)
+    failure = summary.failure or executor.storage_failure
+    if failure is not None:  # the state could not be written: the run ended at once
+        err.print(f"error: {failure}", markup=False, highlight=False)
+        err.print(f"Resume with: {resume}", markup=False, highlight=False)
+        return 1
     if summary.interrupted:
         done = sum(s["done"] for s in summary.plans.values())
         left = sum((s["total"] or 0) - s["done"] - s["failed"] - s["skipped"] for s in summary.plans.values())
@@ -602,7 +615,7 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
     if broken and not json_lines:
         err.print(f"Finished work is saved in {state}. Fix the cause above, then resume with: {resume}",
                   markup=False, highlight=False)
-    return 1 if broken or failed else 0
+    return 1 if broken or failed or summary.problems else 0
 
 
 def event_json(event: Event) -> str:

@@ -29,7 +29,7 @@ import logging
 import math
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
+from .disk import disk_problem
 from .errors import Failure, JobFailed, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
@@ -52,7 +53,7 @@ from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
 from .sinks import Sink, open_sink, rows_of, sink_place
-from .store import MemoryStore, RunRecord, SQLiteStore, Store, TaskRecord
+from .store import MemoryStore, RunRecord, SQLiteStore, StateUnwritable, Store, TaskRecord
 
 if TYPE_CHECKING:
     from .fetchers.sessions import SessionPool
@@ -73,6 +74,8 @@ class RunSummary:
 
     interrupted: bool = False
     plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: str | None = None  # why the run had to end at once (the state could not be written)
+    problems: list[str] = field(default_factory=list)  # sinks that could not be closed
 
 
 @dataclass
@@ -160,6 +163,8 @@ class SyncTaskExecutor:
         self._run_done: dict[str, asyncio.Future[str]] = {}
         self._usage_restored = False
         self._commit_due = False
+        self.storage_failure: str | None = None  # set when the state could not be written: the run ended
+        self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
         self._noticed: set[tuple[str, str | None]] = set()
         if plans is not None:
             self.load(plans)
@@ -354,8 +359,26 @@ class SyncTaskExecutor:
         self._wake.set()
         return tasks
 
+    def remove_vendor(self, name: str) -> None:
+        """Forget a vendor no dataset uses. Its limits' counts stay with the limiter: a vendor
+        added again at once must still see what was sent in its windows."""
+        users = [d.name for d in self._datasets.values() if d.vendor == name]
+        if users:
+            raise ValueError(f"vendor {name!r} is still used by datasets {users}")
+        self._vendors.pop(name, None)
+
+    def vendors(self) -> list[Vendor]:
+        """The vendors added, in the order they were added."""
+        return list(self._vendors.values())
+
+    async def close_removed(self) -> None:
+        """Close now the sinks of datasets removed meanwhile: nothing writes to them any more, and
+        nothing of theirs is touched later (not even at shutdown)."""
+        closing, self._closing = self._closing, []
+        await self._close_each([("", sink) for sink in closing])
+
     def remove_dataset(self, name: str) -> None:
-        """Forget a dataset (its plans must be removed first); its sink closes when the run ends."""
+        """Forget a dataset (its plans must be removed first); ``close_removed`` closes its sink."""
         self.scheduler.remove_dataset(name)
         self._datasets.pop(name, None)
         self._fetchers.pop(name, None)
@@ -594,7 +617,8 @@ class SyncTaskExecutor:
         if run is None:
             return
         if name not in self._job_results:
-            self.store.end_run(run.id, state.value, self._now(), self._stats(name))
+            with self._storing():
+                self.store.end_run(run.id, state.value, self._now(), self._stats(name))
         self._emit(PlanEvent(self._now(), name, state.value, run.id, message=message))
         future = self._run_done.get(name)
         if future is not None and not future.done():
@@ -656,7 +680,7 @@ class SyncTaskExecutor:
         except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
             place = sink_place(dataset, self._sinks.get(dataset) or self._opened.get(dataset),
                                self._sink_specs.get(dataset, {}), self.base_dir)
-            raise StorageFailed(f"writing to {place} failed: {type(exc).__name__}: {exc}") from exc
+            raise StorageFailed(f"writing to {place} failed: {disk_problem(exc)}") from exc
         return len(rows)
 
     def _notice(self, plan: str, message: str) -> None:
@@ -730,7 +754,30 @@ class SyncTaskExecutor:
 
     def _commit(self) -> None:
         self._commit_due = False
-        self.store.flush()
+        with self._storing():
+            self.store.flush()
+
+    @contextlib.contextmanager
+    def _storing(self) -> Iterator[None]:
+        """Around every write to the state: when it fails, end the run at once (what it did next
+        could not be remembered, so it would spend requests twice), saying where and why."""
+        try:
+            yield
+        except StateUnwritable as exc:
+            self._storage_failed(exc)
+
+    def _storage_failed(self, exc: StateUnwritable) -> None:
+        if self.storage_failure is not None:
+            return
+        self.storage_failure = str(exc)
+        for name, run in self._runs.items():
+            if self.scheduler.has_plan(name):
+                self._emit(PlanEvent(self._now(), name, self.scheduler.plan_state(name).value, run.id,
+                                     message=str(exc)))
+        self._stopping = True
+        self._interrupts = max(self._interrupts, 2)  # no grace: their outcomes could not be recorded
+        self._pool.cancel(self._pool.tasks())
+        self._wake.set()
 
     async def _flush_periodically(self) -> None:
         """Quota usage about every second, so a process killed with -9 and restarted still knows
@@ -743,11 +790,16 @@ class SyncTaskExecutor:
             await asyncio.sleep(self.flush_interval)
             if loop.time() >= next_usage:
                 started = time.perf_counter()
-                self.store.save_usage(self.limiter.export_usage(self._now()))
+                with self._storing():
+                    self.store.save_usage(self.limiter.export_usage(self._now()))
                 next_usage = loop.time() + max(1.0, 100 * (time.perf_counter() - started))
 
     def _checkpoint(self) -> None:
         """Save what must survive: buffered outcomes, long-window usage, unfinished runs."""
+        with self._storing():
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
         self.store.flush()
         self.store.save_usage(self.limiter.export_usage(self._now()))
         if self._stopping:
@@ -786,13 +838,25 @@ class SyncTaskExecutor:
         if self._sessions is not None:
             await self._sessions.close()
         opened, self._opened, closing, self._closing = self._opened, {}, self._closing, []
-        for sink in [*opened.values(), *closing]:
-            await sink.close()
+        await self._close_each([*opened.items(), *(("", sink) for sink in closing)])
+
+    async def _close_each(self, sinks: list[tuple[str, Sink]]) -> None:
+        for dataset, sink in sinks:
+            try:
+                await sink.close()
+            except Exception as exc:  # the disk, at the end: say where and why, keep the others closing
+                place = sink_place(dataset, sink, self._sink_specs.get(dataset, {}), self.base_dir)
+                self.sink_failures.append(f"closing {place} failed: {disk_problem(exc)}; the rows written before "
+                                          "are kept, and the next run tidies the sink again")
 
     def close(self) -> None:
-        """Flush and close the store (call once, after the last ``run``)."""
+        """Flush and close the store (call once, after the last ``run``). Outcomes that could not
+        be written are said in ``storage_failure``, not raised: the run has ended either way."""
         if self._store is not None:
-            self._store.close()
+            try:
+                self._store.close()
+            except StateUnwritable as exc:
+                self.storage_failure = self.storage_failure or str(exc)
 
     # --- probing a plan ------------------------------------------------------------------
     async def probe(self, name: str) -> Probe:
@@ -933,7 +997,8 @@ class SyncTaskExecutor:
                 "freezes": s.freezes, "total": s.total}
 
     def _summary(self) -> RunSummary:
-        summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping)
+        summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self.storage_failure,
+                             problems=list(self.sink_failures))
         for name in self._plans:
             if self.scheduler.has_plan(name):
                 state = self.scheduler.plan_state(name).value

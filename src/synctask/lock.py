@@ -3,7 +3,8 @@
 Two processes on the same state would each fetch every task (neither sees the other's work
 until it is recorded) and together send twice the allowed rate. The lock is ``flock`` on
 ``<state>.lock``: the operating system drops it when its holder dies, even by ``kill -9``, so a
-stale lock never blocks anyone. The holder writes its PID, start time and command into the file,
+stale lock never blocks anyone. The lock lives beside the state's real path (symlinks resolved),
+so two names of one file share one lock. The holder writes its PID, start time and command into the file,
 so the one refused can say who holds it.
 """
 
@@ -54,7 +55,8 @@ class StateLock:
     def __init__(self, state: str | Path, *, wait: bool = False,
                  on_wait: Callable[[str], None] | None = None, poll: float = 0.2) -> None:
         self.state = Path(state)
-        self.path = self.state.with_name(self.state.name + ".lock")
+        real = self.state.resolve()  # one file, one lock: a symlink or another spelling names the same
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
         if fcntl is None:
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import shlex
 import sqlite3
 import threading
 import time
@@ -21,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from .disk import disk_problem, rollback_quietly
 from .errors import SyncError
 from .lock import StateLock
 
-__all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore", "StateDamaged"]
+__all__ = ["TaskRecord", "RunRecord", "Store", "MemoryStore", "SQLiteStore", "StateDamaged", "StateUnwritable"]
 
 
 class TaskRecord(NamedTuple):
@@ -257,28 +259,47 @@ class SQLiteStore:
         self.path = str(path)
         self._lock: StateLock | None = None
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _check_place(Path(self.path))  # before a lock file or a folder is made beside it
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateDamaged(self.path, f"its folder cannot be made: {disk_problem(exc)}",
+                                   "fix the cause, or give --state a path in a folder you can write") from None
             self._lock = StateLock(self.path, wait=wait, on_wait=on_wait)
         try:
             if self.path != ":memory:":
                 _check_file(Path(self.path))  # before anything could write to it
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            # Task ids are hashes, so outcomes land all over the index: a page cache that holds
-            # it keeps big runs' commits from re-reading pages (it grows to this, then stays).
-            self._db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
-            self._db.executescript(_SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
-            if "follow_up" not in columns:  # a state file from before pagination
-                self._db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
-        except (sqlite3.DatabaseError, StateDamaged) as exc:
+            self._open()
+        except (sqlite3.Error, OSError, StateDamaged) as exc:
             if self._lock is not None:
                 self._lock.release()
-            raise exc if isinstance(exc, StateDamaged) else StateDamaged(self.path, str(exc)) from None
+            raise exc if isinstance(exc, StateDamaged) else _unusable(self.path, exc) from None
         self._pending: list[TaskRecord] = []
-        self._writer = _Writer(self._db)
+        self._writer = _Writer(self._db, self.path)
+
+    def _open(self) -> None:
+        """Check the file is whole and synctask's own, then bring its tables up to date."""
+        db = self._db
+        if self.path != ":memory:" and Path(self.path).stat().st_size > 0:
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StateDamaged(self.path, f"pages inside it are damaged ({problem})")
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            foreign = sorted(tables - _TABLES)
+            if foreign:
+                raise StateDamaged(self.path, f"it is the database of another program (tables {', '.join(foreign)})",
+                                   "give --state a path of its own (synctask makes the file)")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        # Task ids are hashes, so outcomes land all over the index: a page cache that holds
+        # it keeps big runs' commits from re-reading pages (it grows to this, then stays).
+        db.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
+        if "follow_up" not in columns:  # a state file from before pagination
+            db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
 
     def is_done(self, task_id: str) -> bool:
         row = self._one("SELECT state FROM tasks WHERE task_id = ?", (task_id,))
@@ -388,7 +409,11 @@ class SQLiteStore:
     # handed (so a read sees every flushed outcome, and an update lands after them).
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._writer.idle():
-            return self._db.execute(sql, args).fetchall()
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                rollback_quietly(self._db)
+                raise StateUnwritable(self.path, exc) from None
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:
         rows = self._all(sql, args)
@@ -408,8 +433,9 @@ class _Writer:
     # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
     # every statement) it waits up to the interpreter's switch interval (5 ms).
     _ROWS = 4_000 if sqlite3.sqlite_version_info >= (3, 32) else 120
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, path: str = "") -> None:
         self._db = db
+        self._path = path
         self._changed = threading.Condition()
         self._batches: list[list[TaskRecord]] = []
         self._queued = 0  # outcomes in _batches
@@ -469,11 +495,11 @@ class _Writer:
                     self._insert([record for batch in batches for record in batch])
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
                     raise
             except BaseException as exc:  # kept for the caller: this thread has no one to tell
                 with self._changed:
-                    self._error = exc
+                    self._error = StateUnwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
             finally:
                 with self._changed:
                     self._busy = False
@@ -492,9 +518,9 @@ class _Writer:
             start, left = start + rows, left - rows
 
     def _raise_error(self) -> None:
+        """A failed commit fails every later call too: outcomes after it were not recorded."""
         if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+            raise self._error
 
 
 @functools.cache
@@ -520,14 +546,52 @@ def read_usage(path: str | Path) -> list[dict[str, Any]]:
         return []
 
 
-class StateDamaged(SyncError):
-    """The state file is not a whole SQLite database (garbage, or cut short); it is left as is."""
+class StateUnwritable(SyncError):
+    """The state file could not be written (a full disk, a read-only folder, a damaged page): the
+    run must end at once, since what it does next could not be remembered."""
 
-    def __init__(self, path: str, why: str) -> None:
+    def __init__(self, path: str, cause: BaseException) -> None:
         self.path = path
-        super().__init__(f"the state file {path} is damaged ({why}); synctask did not change it. Move it aside "
-                         f"(mv {path} {path}.damaged) and run again with a fresh state: tasks done before run "
-                         "again, and the sinks keep each row once")
+        self.cause = disk_problem(cause)
+        super().__init__(f"the state file {path} cannot be written: {self.cause}; synctask stopped sending "
+                         "requests. What was recorded before is kept; fix the cause, then run the same command "
+                         "again to go on from there")
+
+
+class StateDamaged(SyncError):
+    """The state file cannot be used as it is (damaged, another program's, not a file, on a disk
+    that refuses it); it is left as is, and the message says what to do."""
+
+    def __init__(self, path: str, why: str, advice: str | None = None) -> None:
+        self.path = path
+        damaged = advice is None
+        if advice is None:  # a damaged file of its own: keep it for a look, start afresh
+            advice = (f"move it aside (mv {shlex.quote(path)} {shlex.quote(path + '.damaged')}) and run again with a "
+                      "fresh state: tasks done before run again, and the sinks keep each row once")
+        super().__init__(f"the state file {path} is {'damaged' if damaged else 'unusable'} ({why}); synctask did "
+                         f"not change it. {advice[0].upper()}{advice[1:]}")
+
+
+_TABLES = {"tasks", "runs", "positions", "settings", "usage", "sqlite_sequence", "sqlite_stat1"}
+_SYSTEM = ("/proc", "/sys", "/dev")  # never a state file, and never named in advice to move
+
+
+def _check_place(path: Path) -> None:
+    """Refuse a path that cannot be a state file of its own: a folder, a device, a system file."""
+    real = path.resolve()
+    if real.is_dir():
+        raise StateDamaged(str(path), "it is a folder", f"give --state a file, such as {path / 'state.db'}")
+    if any(real.is_relative_to(root) for root in _SYSTEM) or (real.exists() and not real.is_file()):
+        raise StateDamaged(str(path), "it is not a regular file of its own (a device or a system file)",
+                           "give --state the path of a file for synctask alone, such as .synctask/state.db")
+
+
+def _unusable(path: str, exc: BaseException) -> StateDamaged:
+    """What failed while opening the state, as a ``StateDamaged`` with the right advice."""
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in str(exc) or "not a database" in str(exc)):
+        return StateDamaged(path, str(exc))
+    return StateDamaged(path, f"it cannot be opened: {disk_problem(exc)}",
+                        "fix the cause (space, permissions, a read-only disk), or give --state another path")
 
 
 _MAGIC = b"SQLite format 3\x00"

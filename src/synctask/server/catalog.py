@@ -228,11 +228,21 @@ class Catalog:
         a_vendors, a_datasets, a_plans = _parts(self.added)
         kept = [p for p in a_plans if not (isinstance(p, dict) and p.get("name") == name)]
         if len(kept) != len(a_plans):
-            self.added = {"vendors": a_vendors, "datasets": a_datasets, "plans": kept}
+            self.added = self._without_unused({"vendors": a_vendors, "datasets": a_datasets, "plans": kept})
             return
         definition = definitions(self.file)[0].get(name)
         if definition is not None:
             self.removed[name] = definition
+
+    def _without_unused(self, added: Doc) -> Doc:
+        """``added`` without the datasets no plan uses and the vendors no dataset uses."""
+        f_vendors, f_datasets, f_plans = _parts(self.file)
+        a_vendors, a_datasets, a_plans = _parts(added)
+        used = {p.get("dataset") for p in [*f_plans, *a_plans] if isinstance(p, dict)}
+        datasets = {n: d for n, d in a_datasets.items() if n in used}
+        needed = {d.get("vendor") for d in [*f_datasets.values(), *datasets.values()] if isinstance(d, dict)}
+        vendors = {n: v for n, v in a_vendors.items() if n in needed}
+        return {"vendors": vendors, "datasets": datasets, "plans": a_plans}
 
     def reload(self) -> tuple[Diff, PlanFile]:
         """Read the plan file again and take it in whole, or raise and change nothing."""

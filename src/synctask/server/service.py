@@ -89,11 +89,27 @@ class Service:
             return change
 
     async def remove(self, name: str) -> None:
+        """Forget plan ``name``, and its dataset and vendor when no other plan uses them: their
+        sinks close now and are never written again (not even at shutdown)."""
         async with self._lock:
             self.executor.plan(name)  # UnknownPlan → 404
-            self.executor.remove_plan(name)
+            cancelled = self.executor.remove_plan(name)
             self.catalog.remove(name)
+            await self.executor.settled(cancelled, _SETTLE_SECONDS)
+            await self._drop_unused()
             self._save()
+
+    async def _drop_unused(self) -> None:
+        ex = self.executor
+        used = {plan.dataset for plan in ex.plans()}
+        for dataset in ex.datasets():
+            if dataset.name not in used:
+                ex.remove_dataset(dataset.name)
+        needed = {dataset.vendor for dataset in ex.datasets()}
+        for vendor in ex.vendors():
+            if vendor.name not in needed:
+                ex.remove_vendor(vendor.name)
+        await ex.close_removed()
 
     async def reload(self) -> Diff:
         """Read the plan file again and apply what changed (raises, changing nothing, when invalid)."""
@@ -123,6 +139,7 @@ class Service:
             ex.add_plan(plan, start=False)
             wanted = kept.get(name)  # a changed plan keeps its state; one that had ended may have new work
             self._bring(name, None if wanted == "ended" else wanted, plan.schedule.kind == "manual")
+        await ex.close_removed()
         self._save()
 
     def _state_of(self, name: str) -> str | None:

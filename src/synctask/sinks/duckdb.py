@@ -8,6 +8,7 @@ DuckDB allows one writing process per file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class DuckDBSink:
             db.executemany(f"INSERT OR REPLACE INTO {table} ({names}) VALUES ({marks})", values)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a full disk may have ended it already
+                db.execute("ROLLBACK")
             raise
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, scalar
 from .group import GroupCommit
 
@@ -52,7 +53,7 @@ class SQLiteSink:
             self._db.executemany(f'INSERT OR REPLACE INTO "{self.table}" ({names}) VALUES ({marks})', values)
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            rollback_quietly(self._db)  # a full disk may have rolled it back already
             raise
 
     def _create(self, first: Row) -> None:

@@ -1,0 +1,74 @@
+"""What went wrong with a disk, said the way a person needs it: the cause by name (ENOSPC,
+EROFS, EACCES, ...), whichever library raised it.
+
+SQLite, DuckDB, pyarrow and the operating system each report a full disk in their own words
+("database or disk is full", "IO Error: No space left on device", ``OSError(28)``); a user
+needs one sentence that names the disk's problem, so a sink or the state store can say what
+to free or fix.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+
+__all__ = ["disk_problem", "rollback_quietly"]
+
+# The causes a person can act on, by errno; each said in words with its name.
+_CAUSES = {
+    errno.ENOSPC: "no space left on the disk",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EFBIG: "the file is larger than this system allows",
+    errno.EIO: "the disk reported an input/output error",
+    errno.ENOENT: "the folder does not exist",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "it is a folder",
+}
+# How libraries without an errno say the same (SQLite's result codes, messages of DuckDB/pyarrow).
+_SQLITE = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_READONLY": errno.EROFS, "SQLITE_PERM": errno.EACCES,
+           "SQLITE_IOERR": errno.EIO, "SQLITE_CANTOPEN": errno.ENOENT}
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    code = getattr(exc, "errno", None)
+    if isinstance(code, int) and code in _CAUSES:
+        return code
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        for prefix, mapped in _SQLITE.items():
+            if name.startswith(prefix):
+                return mapped
+        if "disk is full" in str(exc):
+            return errno.ENOSPC
+    text = str(exc)
+    for code in _CAUSES:
+        if os.strerror(code) in text or f"[Errno {code}]" in text:
+            return code
+    if "disk is full" in text:
+        return errno.ENOSPC
+    cause = exc.__cause__ or exc.__context__
+    return _errno_of(cause) if cause is not None and cause is not exc else None
+
+
+def disk_problem(exc: BaseException) -> str:
+    """``exc`` as a cause a person can act on: "no space left on the disk (ENOSPC)", or the
+    library's own words when it is none of the known causes."""
+    code = _errno_of(exc)
+    if code is not None:
+        return f"{_CAUSES[code]} ({errno.errorcode[code]})"
+    said = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {said}"
+
+
+def rollback_quietly(db: sqlite3.Connection) -> None:
+    """Roll back if a transaction is open. After a full disk SQLite may have rolled back by
+    itself; a second rollback's "no transaction is active" must not hide the real cause."""
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass
