@@ -18,6 +18,8 @@ EXPECTED = {
     "StreamSink", "StreamEvent",
     # keeping the promises under real conditions, and bad input
     "PlanMismatch", "StorageFailed", "StateInUse",
+    # safe to leave running: storage faults and sinks that moved are errors users can catch
+    "SinkMoved", "StateDamaged", "StateUnwritable",
 }
 
 

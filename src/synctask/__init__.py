@@ -65,7 +65,8 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(("PlanFile", "load_plan_file", "parse_plan_text"), "config"),
     **dict.fromkeys((
         "ErrorRule", "Failure", "FatalError", "IllegalTransition", "InvalidRequest", "JobFailed", "LimitError",
-        "OutcomeKind", "PlanFileError", "PlanMismatch", "Problem", "QuotaExhausted", "RateLimited", "StorageFailed",
+        "OutcomeKind", "PlanFileError", "PlanMismatch", "Problem", "QuotaExhausted", "RateLimited", "SinkMoved",
+        "StorageFailed",
         "SyncError", "TaskError", "TaskFailed", "TransientError", "UnknownPlan", "classify",
     ), "errors"),
     **dict.fromkeys(("Event", "FreezeEvent", "PlanEvent", "SkipEvent", "StreamEvent", "TaskEvent"), "events"),
@@ -82,7 +83,8 @@ _WHERE: dict[str, str] = {
     **dict.fromkeys(("Schedule", "parse_schedule"), "schedule"),
     **dict.fromkeys(("Decision", "PlanStats", "Scheduler", "Verdict"), "scheduler"),
     **dict.fromkeys(("CallbackSink", "MemorySink", "SQLiteSink", "Sink", "StreamSink"), "sinks"),
-    **dict.fromkeys(("MemoryStore", "RunRecord", "SQLiteStore", "Store", "TaskRecord"), "store"),
+    **dict.fromkeys(("MemoryStore", "RunRecord", "SQLiteStore", "StateDamaged", "StateUnwritable", "Store",
+                     "TaskRecord"), "store"),
 }
 
 __all__ = [
@@ -97,6 +99,9 @@ __all__ = [
     "PlanMismatch",
     "StorageFailed",
     "StateInUse",
+    "SinkMoved",
+    "StateDamaged",
+    "StateUnwritable",
     "FreezeEvent",
     "Gate",
     "IllegalTransition",

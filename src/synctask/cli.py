@@ -10,6 +10,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional
@@ -19,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import __version__
-from .errors import PlanFileError, SyncError
+from .errors import PlanFileError, Problem, SyncError, key_hint
 from .limits import Limit
 from .model import MAX_WORKERS, Vendor
 from .units import format_duration
@@ -122,6 +123,9 @@ def _probe(plans: PlanFile, name: str, base: Path) -> int:
     return 0
 
 
+_REFETCH = Annotated[Optional[list[str]], typer.Option(
+    "--refetch", metavar="DATASET", help="Fetch this dataset's finished tasks again (after its sink moved); "
+    "repeatable.")]
 _WORKERS = Annotated[int, typer.Option("--workers", min=1, max=MAX_WORKERS, metavar="N", help="Concurrent tasks.")]
 _STATE = Annotated[Optional[str], typer.Option(
     "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")]
@@ -152,6 +156,7 @@ def run(
     wait: _WAIT = False,
     ray: _RAY = None,
     ray_workers: _RAY_WORKERS = None,
+    refetch: _REFETCH = None,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     from .config import load_plan_file
@@ -167,8 +172,9 @@ def run(
     resume = f"synctask run {shlex.quote(plan_file)}" + "".join(f" --plan {shlex.quote(p)}" for p in plan or [])
     if state:
         resume += f" --state {shlex.quote(state)}"
+    _check_refetch(plans, refetch)
     executor = _build(plans, selected, workers=workers, state=state_path, base=base, grace=grace, wait=wait,
-                      ray=_ray_address(ray), ray_workers=ray_workers)
+                      ray=_ray_address(ray), ray_workers=ray_workers, refetch=refetch or ())
     failed: SyncError | None = None
     try:
         summary = asyncio.run(_drive(executor, plain=plain, json_lines=json_lines))
@@ -297,6 +303,7 @@ def serve(
                           ] = None,
     metrics_public: Annotated[bool, typer.Option(
         "--metrics-public", help="Serve /metrics without the token (for a Prometheus without it).")] = False,
+    refetch: _REFETCH = None,
 ) -> None:
     """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
     from .config import load_plan_file
@@ -315,6 +322,7 @@ def serve(
     except PlanFileError as exc:
         _fail(exc)
     _print_warnings(plans)
+    _check_refetch(plans, refetch)
     base = Path(plan_file).resolve().parent
     state_path = Path(state) if state else base / ".synctask" / "state.db"
     executor = SyncTaskExecutor(workers=workers, state=state_path, base_dir=base, grace=grace,
@@ -323,7 +331,7 @@ def serve(
     try:
         service = Service(executor, plan_file, allow_code=allow_code,
                           data_dir=Path(data_dir).resolve() if data_dir else base)
-        served = service.boot()  # the plans and states kept from the last time, with the file's changes
+        served = service.boot(refetch or ())  # the plans and states kept from the last time, with the file's changes
     except (SyncError, ValueError) as exc:
         executor.close()
         _fail(exc)
@@ -525,8 +533,8 @@ def _ray_address(address: str | None) -> str | None:
 
 
 def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, base: Path,
-           grace: float, wait: bool = False, ray: str | None = None, ray_workers: int | None = None
-           ) -> SyncTaskExecutor:
+           grace: float, wait: bool = False, ray: str | None = None, ray_workers: int | None = None,
+           refetch: Sequence[str] = ()) -> SyncTaskExecutor:
     """An executor with the selected plans loaded, started and its state open, or exit 2 naming
     what could not be built (exit 75 when another process holds the state: try again later)."""
     from .executor import SyncTaskExecutor
@@ -539,11 +547,20 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
         _fail(exc)
     _open_state(executor, wait)  # the plans are sound: now the state, which one process may use at a time
     try:
+        executor.check_sinks(refetch)  # a sink that moved since its tasks finished would miss their rows
         for name in selected:
             executor.start_plan(name)
     except (SyncError, ValueError) as exc:
+        executor.close()
         _fail(exc)
     return executor
+
+
+def _check_refetch(plans: PlanFile, refetch: list[str] | None) -> None:
+    for name in refetch or ():
+        if name not in plans.datasets:
+            _fail(PlanFileError(plans.source, [Problem(
+                "--refetch", f"unknown dataset {name!r}{key_hint(name, list(plans.datasets))}")]))
 
 
 def _open_state(executor: SyncTaskExecutor, wait: bool) -> None:

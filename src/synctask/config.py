@@ -27,6 +27,7 @@ from .options import MODELS as CONNECTOR_OPTIONS
 from .options import check_options, template_names
 from .retry import RetryPolicy
 from .schedule import parse_schedule
+from .sinks import sink_file
 from .units import parse_duration, parse_duration_range
 
 __all__ = ["PlanFile", "load_plan_file", "parse_plan_text", "parse_plan_data"]
@@ -118,10 +119,34 @@ class VendorSpec(_Strict):
         return value
 
 
+# The keys each sink kind takes besides kind and key; each a non-empty string.
+SINK_KEYS: dict[str, tuple[str, ...]] = {
+    "sqlite": ("path", "table"), "duckdb": ("path", "table"), "postgres": ("dsn", "table", "schema"),
+    "parquet": ("path", "partition_by"), "jsonl": ("path",), "memory": (), "callback": (),
+}
+
+
 class SinkSpec(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)  # each sink kind has its own keys
+    model_config = ConfigDict(extra="allow", frozen=True)  # each sink kind has its own keys, checked below
     kind: Literal["parquet", "sqlite", "duckdb", "postgres", "jsonl", "callback", "memory"]
     key: list[str] = []
+
+    @model_validator(mode="after")
+    def _kind_keys(self) -> SinkSpec:
+        if self.kind == "callback":
+            raise ValueError("a callback sink is given from Python, executor.add_dataset(dataset, "
+                             "sink=CallbackSink(function)), not in a plan file")
+        allowed = SINK_KEYS[self.kind]
+        problems = []
+        for name, value in (self.model_extra or {}).items():
+            if name not in allowed:
+                problems.append(f"unknown key {name!r} for a {self.kind} sink"
+                                f"{key_hint(name, ['kind', 'key', *allowed])}")
+            elif not isinstance(value, str) or not value.strip() or "\x00" in value:
+                problems.append(f"{name} must be a non-empty string, got {value!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class ErrorRuleSpec(_Strict):
@@ -366,9 +391,23 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             retry=RetryPolicy.parse(p.retry.attempts, p.retry.backoff),
             on_fatal=p.on_fatal,
         ))
+    _check_sink_places(out, source, problems)
     if problems:
         raise PlanFileError(source, problems)
     return out
+
+
+def _check_sink_places(out: PlanFile, source: str, problems: list[Problem]) -> None:
+    """A sink must not write over the plan file itself (a JSONL sink at ``plans.toml``)."""
+    plan_file = Path(source)
+    if not plan_file.is_file():
+        return
+    real = plan_file.resolve()
+    for name, dataset in out.datasets.items():
+        place = sink_file(name, dataset.sink, real.parent) if dataset.sink else None
+        if place is not None and place.resolve() == real:
+            problems.append(Problem(f"datasets.{name}.sink.path", f"{place} is this plan file: its rows would "
+                                    "overwrite your plans; give the sink a path of its own"))
 
 
 def _check_templates(out: PlanFile, spec: FileSpec, dataset: Dataset, grid: ParamGrid, where: str,

@@ -7,6 +7,7 @@ Every exception synctask raises derives from one root::
     ├── IllegalTransition    a task, plan or run was asked to change state in a way the table forbids
     ├── LimitError           a reservation can never be admitted (weight above a quota, unknown scope)
     ├── UnknownPlan          a control operation named a plan the scheduler does not know
+    ├── SinkMoved            a dataset's sink is not where its finished tasks wrote their rows
     ├── TaskFailed           a task ended in a failure; carries its ``Failure``
     ├── JobFailed            a job's mini-tasks failed; lists which and why
     └── TaskError            raised *by* Python tasks to say how they failed:
@@ -62,6 +63,7 @@ __all__ = [
     "FatalError",
     "PlanMismatch",
     "StorageFailed",
+    "SinkMoved",
     "OutcomeKind",
     "Failure",
     "ErrorRule",
@@ -274,6 +276,11 @@ class PlanMismatch(FatalError):
 
     happened = "the vendor's answer does not fit the plan file"
     hint = "fix the plan file where this says, then run again"
+
+
+class SinkMoved(SyncError):
+    """A dataset's sink changed place since its finished tasks wrote their rows (they would be
+    skipped, and the new place would miss them), or it is the state file itself."""
 
 
 class StorageFailed(FatalError):

@@ -39,7 +39,7 @@ from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
 from .disk import disk_problem
-from .errors import Failure, JobFailed, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
+from .errors import Failure, JobFailed, SinkMoved, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
 from .fetchers.base import Streamed
@@ -52,7 +52,7 @@ from .redact import SECRETS
 from .retry import RetryPolicy
 from .schedule import parse_schedule
 from .scheduler import Scheduler, Verdict
-from .sinks import Sink, open_sink, rows_of, sink_place
+from .sinks import Sink, describe_identity, open_sink, rows_of, sink_identity, sink_place
 from .store import MemoryStore, RunRecord, SQLiteStore, StateUnwritable, Store, TaskRecord
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ _log = logging.getLogger("synctask")
 __all__ = ["SyncTaskExecutor", "RunSummary", "Probe"]
 
 _EVENT_BUFFER = 10_000
+_SINKS = "sinks"  # the state-store key of where each dataset's sink wrote
 _DONE_IN_MEMORY = 500_000  # about 50 MB of ids at most
 _EVENT_KIND = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
                TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}
@@ -184,6 +185,41 @@ class SyncTaskExecutor:
         if self._store is None:
             assert self._state_path is not None
             self._store = SQLiteStore(self._state_path, wait=wait, on_wait=on_wait)
+
+    def check_sinks(self, refetch: Collection[str] = ()) -> None:
+        """Compare each loaded plan's sink with the one its finished tasks wrote to (kept in the
+        state): a sink that moved would skip every finished task and miss their rows, so it raises
+        ``SinkMoved`` naming both places, unless the dataset is in ``refetch`` (its plans'
+        finished tasks are then forgotten and fetched again into the new place). A sink that is
+        the state file itself raises too. The places are then kept for the next run."""
+        known: dict[str, Any] = dict(self.store.setting(_SINKS) or {})
+        state = Path(self._state_path).resolve() if self._state_path is not None else None
+        moved = []
+        for name in dict.fromkeys(plan.dataset for plan in self._plans.values()):
+            spec = self._sink_specs.get(name)
+            identity = sink_identity(name, spec, self.base_dir) if spec else None
+            if identity is None:
+                continue
+            if state is not None and identity["path"] in {f"{state}{end}" for end in ("", "-wal", "-shm", ".lock")}:
+                raise SinkMoved(f"the sink of dataset {name!r} is the state file {state}: its rows would destroy "
+                                "the state; give the sink a path of its own")
+            plans = [plan.name for plan in self._plans.values() if plan.dataset == name]
+            before = known.get(name)
+            if name in refetch:
+                for plan in plans:
+                    self.store.forget_plan(plan)
+            elif before is not None and before != identity:
+                done = sum(self.store.task_states(plan).get("done", 0) for plan in plans)
+                if done:
+                    moved.append(f"dataset {name!r} now writes to {describe_identity(identity)}, but the rows of its "
+                                 f"{done:,} finished tasks are in {describe_identity(before)}; they would be skipped "
+                                 f"and the new place would miss them. Put the sink back, move the data there, or run "
+                                 f"again with --refetch {name} to fetch them again into the new place")
+                    continue
+            known[name] = identity
+        if moved:
+            raise SinkMoved("; ".join(moved))
+        self.store.save_setting(_SINKS, known)
 
     # --- setup ---------------------------------------------------------------------------
     def load(self, plans: PlanFile, *, start: bool = True, only: Sequence[str] | None = None) -> None:

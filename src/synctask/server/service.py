@@ -9,7 +9,7 @@ applied to the running executor without stopping the plans they do not touch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,13 @@ class Service:
         self.wanted: dict[str, str] = dict(store.setting(STATES) or {})
         self._lock = asyncio.Lock()
 
-    def boot(self) -> PlanFile:
+    def boot(self, refetch: Collection[str] = ()) -> PlanFile:
         """Load every plan into the executor as it was when the daemon last stopped: a new manual
-        plan starts, a scheduled one waits for its time, a paused one stays paused."""
+        plan starts, a scheduled one waits for its time, a paused one stays paused. A sink that
+        moved since its tasks finished raises ``SinkMoved`` first (see ``check_sinks``)."""
         plans = self.catalog.plans()
         self.executor.load(plans, start=False)
+        self.executor.check_sinks(refetch)
         self.wanted = {name: state for name, state in self.wanted.items() if name in {p.name for p in plans.plans}}
         for plan in plans.plans:
             self._bring(plan.name, self.wanted.get(plan.name), plan.schedule.kind == "manual")

@@ -18,7 +18,7 @@ from .sqlite import SQLiteSink
 from .stream import StreamSink
 
 __all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSink", "open_sink", "rows_of",
-           "sink_place", "sink_file"]
+           "sink_place", "sink_file", "sink_identity", "describe_identity"]
 
 
 def rows_of(result: Any) -> list[Mapping[str, Any]]:
@@ -53,6 +53,24 @@ def sink_file(dataset: str, spec: Mapping[str, Any], base: Path) -> Path | None:
     if not isinstance(path, str) or not path:
         return None
     return base / path
+
+
+def sink_identity(dataset: str, spec: Mapping[str, Any], base: Path) -> dict[str, Any] | None:
+    """Where a sink's rows live, to compare across runs (None for a memory or callback sink)."""
+    kind = spec.get("kind", "memory")
+    if kind in ("memory", "callback"):
+        return None
+    place = sink_file(dataset, spec, base)
+    return {"kind": kind, "path": str(place.resolve()) if place is not None else None,
+            "table": spec.get("table", dataset) if kind in ("sqlite", "duckdb", "postgres") else None,
+            "dsn": spec.get("dsn"), "schema": spec.get("schema")}
+
+
+def describe_identity(identity: Mapping[str, Any]) -> str:
+    """A sink's place in words: its file (and table), or its database and table."""
+    where = identity.get("path") or f"the database {identity.get('dsn')!r}"
+    table = identity.get("table")
+    return f"{where} (table {table})" if table else str(where)
 
 
 def open_sink(dataset: str, spec: Mapping[str, Any], base: Path | None = None, *,
