@@ -1,7 +1,9 @@
-"""No traceback, ever, for a bad plan file: the example plan files, mutated (a key deleted or
-renamed, a value replaced by one of another type, extreme numbers, bad durations, cron
-expressions and time zones, unicode, broken TOML), give `check` exit 0 or exit 2 with a message
-naming the file and the place; and a plan that `check` accepts is accepted by what `run` builds."""
+"""No traceback, ever, for a bad plan file: the example plan files, the demo's and the tests'
+plans, mutated (a key deleted or renamed, a value replaced by one of another type, one
+value moved to another key, extreme numbers, bad durations, cron expressions and time zones,
+unicode, nesting hundreds deep, broken TOML), give `check` exit 0 or exit 2 with a message
+naming the file and the place; a plan that `check` accepts is accepted by what `run` builds;
+and the same documents as JSON, as the daemon's API takes them, are a PlanFileError or valid."""
 
 from __future__ import annotations
 
@@ -16,8 +18,15 @@ from typer.testing import CliRunner
 
 from synctask import PlanFileError, SyncError, SyncTaskExecutor, load_plan_file
 from synctask.cli import app
+from synctask.config import parse_plan_data, read_toml
+from synctask.server.catalog import read_document
 
-EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+from .served import PLANS
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = [*sorted((ROOT / "examples").glob("*.toml")), ROOT / "src" / "synctask" / "demo_plans.toml"]
+README_PLAN = re.search(r"## The plan file\n\n```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+MORE = {"served.toml": PLANS, "readme.toml": README_PLAN.group(1) if README_PLAN else ""}  # more plans to mutate
 ENV = {"TUSHARE_TOKEN": "t0k-fuzz", "ITEMS_API_TOKEN": "t0k-fuzz"}
 
 VALUES = [
@@ -29,20 +38,31 @@ VALUES = [
     '"\u202e\u0000\U0001f600"', '"🙂"', '"%Y%m%d%Q"', '"rset"', '"python:no.such:thing"', '"clock"',
     '{ from = 1, to = 0 }', '{ from = "2024-01-01", to = 20240131 }', '{ from = 0, to = 99999999999999999 }',
     '{ rate = 0, per = "1s" }', '{ concurrency = -1 }', '{ kind = "parquet" }', '{ kind = "nope", key = ["a"] }',
+    '"0.0000001s"', '"100ns"', '"{tomorrow:%Q}"', '{ kind = "sqlite", key = ["a"], tabel = "t" }',
+    '{ kind = "jsonl", key = ["a"], path = [] }', '{ kind = "jsonl", key = [1] }', '[{ a = 1 }, 2]',
+    "[" * 40 + "]" * 40, "[" * 1000 + "]" * 1000, "{ a = " * 40 + "1" + " }" * 40, '{ env = "NOPE" }',
 ]
 KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*)(\s*=\s*)(.*)$")
 
 
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[str, str]:
-    source = draw(st.sampled_from(EXAMPLES))
-    lines = source.read_text().splitlines()
+    sources = [(path.name, path.read_text()) for path in EXAMPLES] + list(MORE.items())
+    name, text = draw(st.sampled_from(sources))
+    lines = text.splitlines()
     for _ in range(draw(st.integers(1, 3))):
         i = draw(st.integers(0, len(lines) - 1))
-        action = draw(st.sampled_from(["value", "value", "delete", "rename", "truncate", "unicode", "duplicate"]))
+        action = draw(st.sampled_from(["value", "value", "delete", "rename", "truncate", "unicode", "duplicate",
+                                       "nest", "swap"]))
         match = KEY_LINE.match(lines[i])
         if action == "value" and match:
             lines[i] = match.group(1) + match.group(2) + match.group(3) + draw(st.sampled_from(VALUES))
+        elif action == "nest" and match:  # the value, nested a few or hundreds of arrays deep
+            depth = draw(st.sampled_from([2, 31, 33, 200, 1500]))
+            lines[i] = match.group(1) + match.group(2) + match.group(3) + "[" * depth + match.group(4) + "]" * depth
+        elif action == "swap" and match:  # another key's value here: a type swap the file itself offers
+            others = [m.group(4) for m in map(KEY_LINE.match, lines) if m]
+            lines[i] = match.group(1) + match.group(2) + match.group(3) + draw(st.sampled_from(others))
         elif action == "delete":
             del lines[i]
         elif action == "rename" and match:
@@ -55,7 +75,7 @@ def mutated(draw: st.DrawFn) -> tuple[str, str]:
             lines.insert(i, lines[i])
         if not lines:
             lines = [""]
-    return source.name, "\n".join(lines) + "\n"
+    return name, "\n".join(lines) + "\n"
 
 
 runner = CliRunner()
@@ -77,6 +97,8 @@ def test_a_mutated_plan_file_gets_exit_0_or_2_with_the_place_named_never_a_trace
         assert f"{path}:" in shown, shown  # every message names the file, then the place in it
         return
     # What check accepted, run accepts too: the engine builds and starts every plan.
+    if name == "served.toml":
+        return  # its python: tasks live in the serve tests' folders
     plans = load_plan_file(path, ENV)
     executor = SyncTaskExecutor(base_dir=folder)
     try:
@@ -86,6 +108,28 @@ def test_a_mutated_plan_file_gets_exit_0_or_2_with_the_place_named_never_a_trace
             len(plan.params.bind(due))
     except (SyncError, ValueError) as exc:  # pragma: no cover - the failure this test exists for
         pytest.fail(f"check said OK, run would refuse: {exc}\n--- {name}\n{text}")
+
+
+@given(case=mutated())
+def test_the_same_documents_as_json_are_a_plan_file_error_or_valid(case):
+    """What the daemon's API does with a body: read it, then validate it; nothing else escapes."""
+    import json
+
+    name, text = case
+    try:
+        doc = read_toml(text, name)
+    except PlanFileError:
+        return
+    body = json.dumps(doc, default=str)
+    for kind in ("application/json", "application/toml"):
+        try:
+            parse_plan_data(read_document(body if "json" in kind else text, "request body", kind),
+                            "request body", ENV, secrets_required=False)
+        except PlanFileError:
+            pass
+    deep = "[" * 5000 + "]" * 5000  # past the JSON decoder's own recursion
+    with pytest.raises(PlanFileError, match="nested deeper than 32 levels"):
+        read_document('{"plans": ' + deep + "}", "request body", "application/json")
 
 
 def test_the_repros_each_name_their_place(tmp_path):

@@ -44,6 +44,52 @@ retry = {{ attempts = 4, backoff = "0.05s..0.2s" }}
 """
 
 
+@pytest.fixture
+def every_answer_streamed(monkeypatch):
+    """Every answer takes the large-answer path (records parsed as a stream, batch by batch)."""
+    import synctask.connectors.rest
+    import synctask.fetchers.http
+
+    monkeypatch.setattr(synctask.connectors.rest, "STREAM_ABOVE", 0)
+    monkeypatch.setattr(synctask.fetchers.http, "STREAM_ABOVE", 0)
+
+
+@pytest.mark.parametrize("kind", list(PAGINATION))
+def test_a_large_answer_is_streamed_and_paginates_the_same(kind, tmp_path, every_answer_streamed):
+    test_every_pagination_kind_fetches_every_page_once(kind, tmp_path)
+
+
+@pytest.mark.parametrize("records", ["rows", "data"])
+def test_a_large_answer_that_does_not_fit_the_plan_stops_it_the_same(records, tmp_path, every_answer_streamed):
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=35)) as sim:
+            text = rest_plans(sim.url, PAGINATION["cursor"], days=5).replace('records = "data.items"',
+                                                                             f'records = "{records}"')
+            return await run_plans(text, tmp_path, env={"API_TOKEN": "t0k"}, workers=2)
+
+    summary, messages, _ = asyncio.run(go())
+    assert summary.plans["items"]["state"] == "failed"
+    expected = "has nothing there" if records == "rows" else "a row is missing key column 'id'"
+    assert any(expected in m for m in messages), messages
+
+
+def test_a_row_stream_counts_checks_and_batches_its_records():
+    from synctask import TransientError
+    from synctask.connectors.streamed import RowStream
+
+    body = json.dumps({"data": {"items": [{"id": i, "x": i / 2} for i in range(25)]}}).encode()
+    rows = RowStream(body, "data.items")
+    assert len(rows) == 25 and [len(b) for b in rows.batches(10)] == [10, 10, 5]
+    assert list(rows)[3] == {"id": 3, "x": 1.5}
+    import pickle
+
+    assert len(pickle.loads(pickle.dumps(rows))) == 25  # it travels back from a Ray node
+    with pytest.raises(TransientError, match="record 1 at 'data.items' is int"):
+        RowStream(b'{"data": {"items": [{"id": 1}, 2]}}', "data.items")
+    with pytest.raises(TransientError, match="malformed REST response"):
+        RowStream(b'{"data": {"items": [{"id": 1}, {"id"', "data.items")
+
+
 @pytest.mark.parametrize("kind", list(PAGINATION))
 def test_every_pagination_kind_fetches_every_page_once(kind, tmp_path):
     async def go():

@@ -78,7 +78,9 @@ def check(
         # Build what `run` builds (connectors, sinks), without state: the same verdict as `run`.
         SyncTaskExecutor(base_dir=Path(plan_file).resolve().parent).load(
             plans, only=[p.name for p in selected], start=False)
-    except (SyncError, ValueError) as exc:
+    except ValueError as exc:  # what only building finds (a python: task that cannot be imported)
+        _fail(PlanFileError(plan_file, [Problem("", str(exc))]))
+    except SyncError as exc:
         _fail(exc)
     _print_warnings(plans)
     _print_plans(plans, [p.name for p in selected])

@@ -41,10 +41,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SHORTEST = 0.001  # seconds: no window or timeout is shorter (a clock's and a loop turn's grain)
+
+
 def _positive_duration(value: Duration) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"must be a positive duration, got {value!r}")
+    if seconds < SHORTEST:
+        raise ValueError(f"must be at least 1ms, got {value!r}")
     return seconds
 
 
@@ -154,6 +159,13 @@ class ErrorRuleSpec(_Strict):
     on: Literal["status", "body", "message"] = "body"
     kind: Literal["network", "timeout", "server", "rate_limited", "quota", "invalid", "fatal"]
     cooldown: Duration | None = None
+
+    @field_validator("cooldown")
+    @classmethod
+    def _cooldown(cls, value: Duration | None) -> Duration | None:
+        if value is not None:
+            _positive_duration(value)
+        return value
 
     @field_validator("match")
     @classmethod
@@ -268,13 +280,25 @@ def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None =
     return parse_plan_data(read_plan_file(path), str(path), env, secrets_required=secrets_required)
 
 
+MAX_PLAN_BYTES = 10 * 1024 * 1024  # a plan file or document larger than this is a mistake, not a plan
+MAX_DEPTH = 32  # tables and arrays nested deeper than this are a mistake too (and would exhaust the stack)
+
+
 def read_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A plan file's TOML as data, not yet validated; ``PlanFileError`` when unreadable or not TOML."""
+    """A plan file's TOML as data, not yet validated; ``PlanFileError`` when unreadable, larger
+    than 10 MB (read no further: ``/dev/zero`` is not a plan), or not TOML."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_PLAN_BYTES + 1)
+        if len(data) > MAX_PLAN_BYTES:
+            raise PlanFileError(source, [Problem("", f"the file is larger than {MAX_PLAN_BYTES // 1048576} MB; a plan "
+                                                 "file is a few kilobytes: is this the right file?")])
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise PlanFileError(source, [Problem("", "no such file")]) from None
+    except IsADirectoryError:
+        raise PlanFileError(source, [Problem("", "it is a folder; give the plan file (TOML) in it")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanFileError(source, [Problem("", f"cannot read the file: {exc}")]) from None
     return read_toml(text, source)
@@ -282,10 +306,31 @@ def read_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_toml(text: str, source: str) -> dict[str, Any]:
     """TOML text as data; a syntax error is a ``PlanFileError`` naming its line and column."""
+    if len(text) > MAX_PLAN_BYTES:
+        raise PlanFileError(source, [Problem("", f"larger than {MAX_PLAN_BYTES // 1048576} MB: not a plan document")])
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PlanFileError(source, [Problem("", f"not valid TOML: {exc}")]) from None
+    except RecursionError:
+        raise PlanFileError(source, [Problem("", f"tables or arrays nested deeper than {MAX_DEPTH} levels")]) from None
+    check_depth(data, source)
+    return data
+
+
+def check_depth(data: Any, source: str) -> None:
+    """``PlanFileError`` naming the first place nested deeper than ``MAX_DEPTH`` (walked without
+    recursion, so the check itself cannot run out of stack)."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PlanFileError(source, [Problem(where, f"nested deeper than {MAX_DEPTH} levels; a plan needs a "
+                                                 "few")])
+        if isinstance(node, Mapping):
+            stack.extend((value, f"{where}.{key}" if where else str(key), depth + 1) for key, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{where}[{i}]", depth + 1) for i, value in enumerate(node))
 
 
 def parse_plan_text(text: str, source: str = "<plans>", env: Mapping[str, str] | None = None, *,
@@ -300,6 +345,7 @@ def parse_plan_data(raw: Any, source: str = "<plans>", env: Mapping[str, str] | 
     if not isinstance(raw, Mapping):
         raise PlanFileError(source, [Problem("", "expected a table with vendors, datasets and plans, "
                                                  f"got {type(raw).__name__}")])
+    check_depth(raw, source)
     try:
         spec = FileSpec.model_validate(raw)
     except ValidationError as exc:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
+from .connectors.streamed import RowStream
 from .disk import disk_problem
 from .errors import Failure, JobFailed, SinkMoved, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
@@ -256,9 +257,13 @@ class SyncTaskExecutor:
     def _make_fetcher(self, dataset: Dataset, vendor: Vendor | None, fetch: Any) -> Fetcher:
         if fetch is not None:
             return fetch if hasattr(fetch, "fetch") else PythonFetcher(fetch)
-        for spec in (dataset.api, vendor.connector if vendor else ""):
+        for where, spec in ((f"datasets.{dataset.name}.api", dataset.api),
+                            (f"vendors.{dataset.vendor}.connector", vendor.connector if vendor else "")):
             if spec.startswith("python:"):
-                return PythonFetcher(resolve_callable(spec))
+                try:
+                    return PythonFetcher(resolve_callable(spec))
+                except ValueError as exc:
+                    raise ValueError(f"{where}: {exc}") from None
         name = vendor.connector if vendor else "?"
         if vendor is not None and name == "websocket":
             from .fetchers.websocket import WebSocketFetcher
@@ -704,9 +709,20 @@ class SyncTaskExecutor:
             return 0
         if isinstance(result, Streamed):
             return 0  # a stream wrote (and reported) its rows itself, batch by batch
+        if isinstance(result, RowStream):  # a large answer: parsed and written a batch at a time
+            batches = result.batches()
+            written = 0
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                await self._to_sink(dataset, batch)
+                written += len(batch)
+            return written
         rows = rows_of(result)
         if not rows:
             return 0
+        await self._to_sink(dataset, rows)
+        return len(rows)
+
+    async def _to_sink(self, dataset: str, rows: Sequence[Mapping[str, Any]]) -> None:
         try:
             sink = self._sink(dataset)
             if sink is not None:
@@ -717,7 +733,6 @@ class SyncTaskExecutor:
             place = sink_place(dataset, self._sinks.get(dataset) or self._opened.get(dataset),
                                self._sink_specs.get(dataset, {}), self.base_dir)
             raise StorageFailed(f"writing to {place} failed: {disk_problem(exc)}") from exc
-        return len(rows)
 
     def _notice(self, plan: str, message: str) -> None:
         """Tell people once per plan and run about something odd in an answer (a plan event)."""

@@ -119,6 +119,11 @@ class _RangeSeq(Sequence[Any]):
 
     @classmethod
     def make(cls, start: Any, end: Any, step: float | int, fmt: str | None) -> _RangeSeq:
+        for value in (start, end):
+            if isinstance(value, bool) or not isinstance(value, (int, date)):
+                raise ValueError(f"a range's from and to must be dates, datetimes or integers, got {value!r} "
+                                 "(a template endpoint takes no format: '{today-1d}', with the range's format key "
+                                 "for how values are written)")
         if isinstance(start, int) != isinstance(end, int):
             raise ValueError(f"a range's from and to must both be dates, datetimes or integers, got "
                              f"{_kind(start)} {start} and {_kind(end)} {end}")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ErrorRule, OutcomeKind, RateLimited, TaskError, TransientError
 from ..model import SyncTask
+
+if TYPE_CHECKING:
+    from .streamed import RowStream
 
 Row = Mapping[str, Any]
 
@@ -40,7 +43,7 @@ class Response:
 class Page:
     """Rows of one answer, and the parameters of the request for the next page (None: last)."""
 
-    rows: list[Row]
+    rows: Sequence[Row] | RowStream  # a large answer's rows are a stream, written batch by batch
     next_params: Mapping[str, Any] | None = None
     notice: str | None = None  # something a person should know about this answer, said once per plan
 

@@ -22,7 +22,7 @@ limiter: ``RateLimit-Policy``/``RateLimit`` (IETF), ``X-RateLimit-Remaining``/``
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 from urllib.parse import parse_qsl, urljoin
 
@@ -30,6 +30,7 @@ from ..errors import ErrorRule, FatalError, InvalidRequest, PlanMismatch, RateLi
 from ..model import Dataset, SyncTask, Vendor
 from ..retry import parse_retry_after
 from .base import Observation, Page, Request, Response, Row, apply_rules, decode_json, malformed
+from .streamed import STREAM_ABOVE, RowStream, first_at
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LINK_NEXT = re.compile(r'<([^>]+)>\s*;[^,]*rel="?next"?', re.IGNORECASE)
@@ -83,12 +84,35 @@ class RestConnector:
     def parse(self, response: Response, task: SyncTask, now: float) -> list[Row] | Page:
         if response.status != 200:
             self._raise(response, now)
+        if len(response.body) > STREAM_ABOVE:
+            return self._parse_streamed(response, task)
         data = decode_json(response, "REST")
         rows = _records(data, self.records, f"datasets.{self.dataset}.options.records")
         follow = self._next(task, response, data, rows)
         return Page(rows, follow, self._no_next_on_a_full_page(response, data, rows) if follow is None else None)
 
-    def _no_next_on_a_full_page(self, response: Response, data: Any, rows: list[Row]) -> str | None:
+    def _parse_streamed(self, response: Response, task: SyncTask) -> Page:
+        """A large answer: its records as a stream (see ``streamed``), the next page's cursor
+        read on its own; what pagination looks at is the same as for a small answer."""
+        body = bytes(response.body)
+        rows: Sequence[Row] | RowStream = RowStream(body, self.records)
+        if not rows:  # nothing at the path: an empty list, null, one record, or a wrong path
+            found, value = first_at(body, self.records) if self.records else (True, [])
+            if not found:
+                raise PlanMismatch(f"expected a list of records at {self.records!r}, but the answer "
+                                   f"({len(body) / 1048576:,.1f} MB) has nothing there; fix "
+                                   f"datasets.{self.dataset}.options.records")
+            rows = _records({"r": value}, "r", f"datasets.{self.dataset}.options.records")
+        data: dict[str, Any] = {}
+        if self.pagination.get("kind") == "cursor":
+            path = str(self.pagination.get("path", "next_cursor"))
+            found, cursor = first_at(body, path)
+            if found:
+                data = _nest(path, cursor)
+        follow = self._next(task, response, data, rows)
+        return Page(rows, follow, self._no_next_on_a_full_page(response, data, rows) if follow is None else None)
+
+    def _no_next_on_a_full_page(self, response: Response, data: Any, rows: Sized) -> str | None:
         """A cursor path the answer does not have, or no Link header, after a full page: most
         likely a wrong path, and the rest would be skipped in silence; say so."""
         page = self.pagination
@@ -111,7 +135,7 @@ class RestConnector:
             found = found[part]
         return None
 
-    def _next(self, task: SyncTask, response: Response, data: Any, rows: list[Row]) -> Mapping[str, Any] | None:
+    def _next(self, task: SyncTask, response: Response, data: Any, rows: Sized) -> Mapping[str, Any] | None:
         page = self.pagination
         kind = page.get("kind")
         if not kind or not rows:
@@ -213,6 +237,14 @@ def _records(data: Any, path: str, option: str) -> list[Row]:
         if not isinstance(item, dict):
             raise malformed("REST", f"record {index} at {path or 'the top'!r} is {type(item).__name__}, not an object")
     return found
+
+
+def _nest(path: str, value: Any) -> dict[str, Any]:
+    """``{"meta": {"next_cursor": value}}`` for ``meta.next_cursor``: what a small answer would hold."""
+    out: Any = value
+    for part in reversed([p for p in path.split(".") if p]):
+        out = {part: out}
+    return out if isinstance(out, dict) else {}
 
 
 def _dig(data: Any, path: str) -> Any:

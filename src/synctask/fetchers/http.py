@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..connectors.base import Connector, Observation, Response
+from ..connectors.streamed import STREAM_ABOVE
 from ..errors import InvalidRequest
 from ..model import Dataset, SyncTask, Vendor
 
@@ -75,6 +76,8 @@ class HttpFetcher:
         if self.observe is not None:
             for observation in self.connector.observations(response):
                 self.observe(task, observation, now)
+        if len(response.body) > STREAM_ABOVE:  # counting a large answer's records: off the event loop
+            return await asyncio.to_thread(self.connector.parse, response, task, now)
         return self.connector.parse(response, task, now)
 
     async def _read(self, answer: aiohttp.ClientResponse) -> bytes:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PlanFile, parse_plan_data, read_plan_file, read_toml
+from ..config import MAX_DEPTH, PlanFile, check_depth, parse_plan_data, read_plan_file, read_toml
 from ..errors import PlanFileError, Problem, SyncError
 from ..redact import MASK, SECRETS
 from ..sinks import sink_file
@@ -40,8 +40,11 @@ def read_document(text: str, source: str, content_type: str = "") -> Doc:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanFileError(source, [Problem("", f"not valid JSON: {exc}")]) from None
+        except RecursionError:
+            raise PlanFileError(source, [Problem("", f"nested deeper than {MAX_DEPTH} levels")]) from None
         if not isinstance(raw, dict):
             raise PlanFileError(source, [Problem("", "expected a JSON object with vendors, datasets and plans")])
+        check_depth(raw, source)
         return raw
     return read_toml(text, source)
 
