@@ -180,3 +180,10 @@ def test_the_default_stream_carries_progress_snapshots_and_leaves_routine_task_e
         finally:
             followed.kill()
             followed.communicate()
+
+
+def test_a_url_that_is_no_address_is_a_sentence(workdir):
+    for url in ("notaurl", "http://127.0.0.1:notaport", "ftp://127.0.0.1"):
+        result = client(workdir, url, "status")
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "http://127.0.0.1:8737" in result.stderr  # what an address looks like
