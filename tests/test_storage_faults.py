@@ -41,8 +41,8 @@ params = {{ i = {{ from = 1, to = {n} }} }}
 
 WRAP = '''
 set -u
-disk="$1"; kib="$2"; shift 2
-mount -t tmpfs -o "size=${kib}k" tmpfs "$disk" || exit 97
+disk="$1"; options="$2"; shift 2
+mount -t tmpfs -o "$options" tmpfs "$disk" || exit 97
 "$@"; code=$?
 mkdir -p "$disk.copy" && cp -a "$disk"/. "$disk.copy"/
 umount -l "$disk"
@@ -50,12 +50,12 @@ exit $code
 '''
 
 
-def small_disk_prefix(folder: Path, kib: int) -> list[str]:
+def small_disk_prefix(folder: Path, kib: int, *, read_only: bool = False) -> list[str]:
     """A command prefix that runs a command with ``folder`` as a tmpfs of ``kib`` KiB (as root, or
-    in a user namespace where this machine allows one); what the disk held is copied to
-    ``folder.copy`` at the end. Skips the test where neither works."""
+    in a user namespace where this machine allows one), read-only if asked; what the disk held is
+    copied to ``folder.copy`` at the end. Skips the test where neither works."""
     folder.mkdir()
-    prefix = ["sh", "-c", WRAP, "wrap", str(folder), str(kib)]
+    prefix = ["sh", "-c", WRAP, "wrap", str(folder), f"size={kib}k" + (",ro" if read_only else "")]
     if os.geteuid() == 0 and not os.environ.get("SYNCTASK_TEST_NO_MOUNT"):
         return prefix
     if shutil.which("unshare") and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0:
@@ -115,3 +115,14 @@ def test_a_full_disk_under_a_sink_names_the_disk_and_prints_no_traceback(tmp_pat
     assert str(sink) in said, said
     assert took < 60, took
     assert len(fetched(tmp_path)) < 4_000
+
+
+def test_a_read_only_disk_under_a_sink_is_named_erofs(tmp_path):
+    (tmp_path / "disk_tasks.py").write_text(TASKS)
+    disk = tmp_path / "disk"
+    sink = disk / "items.db"
+    (tmp_path / "plans.toml").write_text(PLANS.format(kind="sqlite", sink=sink, n=500))
+    code, said, _ = run(tmp_path, "--state", str(tmp_path / "state.db"),
+                        prefix=small_disk_prefix(disk, 256, read_only=True))
+    assert code == 1 and "Traceback" not in said, said
+    assert str(sink) in said and "read-only (EROFS)" in said, said

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+from pathlib import Path
 
 __all__ = ["disk_problem", "rollback_quietly"]
 
@@ -30,7 +31,7 @@ _CAUSES = {
 }
 # How libraries without an errno say the same (SQLite's result codes, messages of DuckDB/pyarrow).
 _SQLITE = {"SQLITE_FULL": errno.ENOSPC, "SQLITE_READONLY": errno.EROFS, "SQLITE_PERM": errno.EACCES,
-           "SQLITE_IOERR": errno.EIO, "SQLITE_CANTOPEN": errno.ENOENT}
+           "SQLITE_IOERR": errno.EIO}
 
 
 def _errno_of(exc: BaseException) -> int | None:
@@ -54,10 +55,30 @@ def _errno_of(exc: BaseException) -> int | None:
     return _errno_of(cause) if cause is not None and cause is not exc else None
 
 
-def disk_problem(exc: BaseException) -> str:
+def _errno_of_place(place: str | os.PathLike[str]) -> int | None:
+    """What keeps a file from being written at ``place``, found by looking (for libraries that
+    only say "unable to open"): a missing folder, a read-only disk, no permission."""
+    path = Path(place)
+    folder = path if path.is_dir() else path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return errno.EROFS
+    except OSError:
+        return None
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return errno.EACCES
+    return None if (path if path.is_dir() else path.parent).exists() else errno.ENOENT
+
+
+def disk_problem(exc: BaseException, place: str | os.PathLike[str] | None = None) -> str:
     """``exc`` as a cause a person can act on: "no space left on the disk (ENOSPC)", or the
-    library's own words when it is none of the known causes."""
+    library's own words when it is none of the known causes. ``place``: the file that was being
+    written, looked at when the library did not say why."""
     code = _errno_of(exc)
+    if code is None and place is not None:
+        code = _errno_of_place(place)
     if code is not None:
         return f"{_CAUSES[code]} ({errno.errorcode[code]})"
     said = str(exc).strip() or type(exc).__name__

@@ -552,7 +552,7 @@ class StateUnwritable(SyncError):
 
     def __init__(self, path: str, cause: BaseException) -> None:
         self.path = path
-        self.cause = disk_problem(cause)
+        self.cause = disk_problem(cause, path)
         super().__init__(f"the state file {path} cannot be written: {self.cause}; synctask stopped sending "
                          "requests. What was recorded before is kept; fix the cause, then run the same command "
                          "again to go on from there")
@@ -573,7 +573,7 @@ class StateDamaged(SyncError):
 
 
 _TABLES = {"tasks", "runs", "positions", "settings", "usage", "sqlite_sequence", "sqlite_stat1"}
-_SYSTEM = ("/proc", "/sys", "/dev")  # never a state file, and never named in advice to move
+_SYSTEM = ("/proc", "/sys")  # never a state file (nor is a device), and never named in advice to move
 
 
 def _check_place(path: Path) -> None:
@@ -590,7 +590,7 @@ def _unusable(path: str, exc: BaseException) -> StateDamaged:
     """What failed while opening the state, as a ``StateDamaged`` with the right advice."""
     if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in str(exc) or "not a database" in str(exc)):
         return StateDamaged(path, str(exc))
-    return StateDamaged(path, f"it cannot be opened: {disk_problem(exc)}",
+    return StateDamaged(path, f"it cannot be opened: {disk_problem(exc, path)}",
                         "fix the cause (space, permissions, a read-only disk), or give --state another path")
 
 
