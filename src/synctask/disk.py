@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["disk_problem", "rollback_quietly"]
+__all__ = ["disk_problem", "failure_words", "rollback_quietly"]
 
 # The causes a person can act on, by errno; each said in words with its name.
 _CAUSES = {
@@ -83,6 +83,14 @@ def disk_problem(exc: BaseException, place: str | os.PathLike[str] | None = None
         return f"{_CAUSES[code]} ({errno.errorcode[code]})"
     said = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {said}"
+
+
+def failure_words(exc: BaseException, place: str | os.PathLike[str] | None = None) -> str:
+    """The library's own words, then the cause by name when one is known:
+    "OSError: [Errno 28] No space left on device; no space left on the disk (ENOSPC)"."""
+    said = f"{type(exc).__name__}: {str(exc).strip() or type(exc).__name__}"
+    cause = disk_problem(exc, place)
+    return said if cause == said else f"{said}; {cause}"
 
 
 def rollback_quietly(db: sqlite3.Connection) -> None:

@@ -39,7 +39,7 @@ from .config import PlanFile
 from .connectors import CONNECTORS, Observation
 from .connectors.base import Page
 from .connectors.streamed import RowStream
-from .disk import disk_problem
+from .disk import failure_words
 from .errors import Failure, JobFailed, SinkMoved, StorageFailed, SyncError, TaskFailed, UnknownPlan, classify
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from .fetchers import Fetcher, PythonFetcher, resolve_callable
@@ -732,7 +732,7 @@ class SyncTaskExecutor:
         except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
             place = sink_place(dataset, self._sinks.get(dataset) or self._opened.get(dataset),
                                self._sink_specs.get(dataset, {}), self.base_dir)
-            raise StorageFailed(f"writing to {place} failed: {disk_problem(exc, place)}") from exc
+            raise StorageFailed(f"writing to {place} failed: {failure_words(exc, place)}") from exc
 
     def _notice(self, plan: str, message: str) -> None:
         """Tell people once per plan and run about something odd in an answer (a plan event)."""
@@ -897,7 +897,7 @@ class SyncTaskExecutor:
                 await sink.close()
             except Exception as exc:  # the disk, at the end: say where and why, keep the others closing
                 place = sink_place(dataset, sink, self._sink_specs.get(dataset, {}), self.base_dir)
-                self.sink_failures.append(f"closing {place} failed: {disk_problem(exc, place)}; the rows written "
+                self.sink_failures.append(f"closing {place} failed: {failure_words(exc, place)}; the rows written "
                                           "before are kept, and the next run tidies the sink again")
 
     def close(self) -> None:
