@@ -410,9 +410,9 @@ def test_a_cron_plan_fires_at_its_time_in_its_time_zone():
 
 @pytest.mark.parametrize("in_memory", [500_000, 0])  # 0: the store is asked a batch of ids at a time
 def test_rerun_skips_tasks_finished_in_an_earlier_run(tmp_path, monkeypatch, in_memory):
-    import synctask.executor
+    import synctask.runs
 
-    monkeypatch.setattr(synctask.executor, "_DONE_IN_MEMORY", in_memory)
+    monkeypatch.setattr(synctask.runs, "DONE_IN_MEMORY", in_memory)
     rec = Recorder()
     for expected_calls in (10, 10):
         store = SQLiteStore(tmp_path / "state.db")

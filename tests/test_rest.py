@@ -167,10 +167,10 @@ def test_the_token_goes_in_the_header_and_never_into_rows_or_messages(tmp_path):
 
 @pytest.mark.parametrize("in_memory", [500_000, 0])  # 0: the store is asked a batch of ids at a time
 def test_an_interrupted_paginated_run_resumes_at_the_page_it_reached(tmp_path, monkeypatch, in_memory):
-    import synctask.executor
+    import synctask.runs
     from synctask import SyncTaskExecutor
 
-    monkeypatch.setattr(synctask.executor, "_DONE_IN_MEMORY", in_memory)
+    monkeypatch.setattr(synctask.runs, "DONE_IN_MEMORY", in_memory)
 
     async def one_run(sim, stop_after=None):
         # 8 requests per second: the first run cannot finish its 12 pages before it is stopped.

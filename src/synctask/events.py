@@ -1,4 +1,5 @@
-"""Frozen event objects the executor emits; progress displays, logs and client code observe them.
+"""Frozen event objects the executor emits, and the hub that hands them to whoever observes them
+(progress displays, logs, client code).
 
 Events never carry secrets: every secret a plan loads is masked (``redact``) in each message
 before the executor emits it, whatever the vendor echoed back.
@@ -6,9 +7,21 @@ before the executor emits it, whatever the vendor echoed back.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent", "StreamEvent"]
+from .redact import SECRETS
+
+if TYPE_CHECKING:
+    from .progress import Progress
+
+__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent", "StreamEvent", "EventHub"]
+
+_log = logging.getLogger("synctask")
 
 
 @dataclass(frozen=True)
@@ -65,3 +78,51 @@ class StreamEvent(Event):
     task_id: str
     messages: int
     rows: int
+
+
+class EventHub:
+    """Hands each event to the listeners (called at once, nothing dropped) and the subscribers
+    (queues that lose their oldest when ``buffer`` behind), after masking any secret in its
+    message and counting it in ``progress``. A listener that raises is removed, never the engine."""
+
+    def __init__(self, progress: Progress, buffer: int = 10_000) -> None:
+        self.progress = progress
+        self.buffer = buffer
+        self.listeners: list[Callable[[Event], None]] = []
+        self.subscribers: list[asyncio.Queue[Event]] = []
+
+    @property
+    def heard(self) -> bool:
+        """Whether anyone but progress hears events (else routine ones need no object)."""
+        return bool(self.listeners or self.subscribers)
+
+    def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
+        self.listeners.append(callback)
+        return lambda: self.listeners.remove(callback)
+
+    async def follow(self) -> AsyncIterator[Event]:
+        queue: asyncio.Queue[Event] = asyncio.Queue(self.buffer)
+        self.subscribers.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self.subscribers.remove(queue)
+
+    def emit(self, event: Event) -> None:
+        if SECRETS and (message := getattr(event, "message", None)):  # the last guard for secrets
+            masked = SECRETS(message)
+            if masked != message:
+                event = dataclasses.replace(event, message=masked)  # type: ignore[call-arg]
+        self.progress.observe(event)
+        for callback in self.listeners:
+            try:
+                callback(event)
+            except Exception:  # a listener's failure (a closed pipe, a bug) must not stop the engine
+                _log.warning("an event listener failed and was removed", exc_info=True)
+                # A new list: this loop goes on over the old one, so the others still hear it.
+                self.listeners = [c for c in self.listeners if c is not callback]
+        for queue in self.subscribers:
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(event)

@@ -1,0 +1,207 @@
+"""Delivery: rows to sinks and outcomes to the state store, so that "done" means durable.
+
+A task's rows are written (its sink returns only once they are durable) before its outcome is
+recorded; the outcomes of one loop turn are committed together at its end (group commit), so a
+kill -9 forgets at most what was still in flight. Quota usage is saved about every second and
+at each checkpoint; each sink repairs what a killed process left before a run fetches anything.
+When the state cannot be written, ``on_failure`` hears it once: the run must end at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog
+from .connectors.streamed import RowStream
+from .disk import failure_words
+from .errors import SinkMoved, StorageFailed, SyncError
+from .fetchers.base import Streamed
+from .limits import Limiter
+from .sinks import Sink, describe_identity, rows_of, sink_identity
+from .store import SQLiteStore, StateUnwritable, Store, TaskRecord
+
+__all__ = ["Delivery"]
+
+SINKS = "sinks"  # the state-store key of where each dataset's sink wrote
+
+
+class Delivery:
+    """The state store and the sinks' writes, and the failures of either, said in words."""
+
+    def __init__(self, catalog: Catalog, limiter: Limiter, clock: Callable[[], float],
+                 store: Store | None, state_path: Path | None) -> None:
+        self.catalog = catalog
+        self.limiter = limiter
+        self._clock = clock
+        self._store = store
+        self.state_path = state_path
+        self.on_failure: Callable[[StateUnwritable], None] = lambda exc: None
+        self.loop: asyncio.AbstractEventLoop | None = None  # where commits are queued (the engine's loop)
+        self.failure: str | None = None  # the state could not be written: the run ended
+        self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
+        self._commit_due = False
+        self._usage_restored = False
+
+    # --- the store -----------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The state store; a SQLite file is created only when first needed."""
+        if self._store is None:
+            self.open_state()
+        assert self._store is not None
+        return self._store
+
+    def open_state(self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
+        if self._store is None:
+            assert self.state_path is not None
+            self._store = SQLiteStore(self.state_path, wait=wait, on_wait=on_wait)
+
+    def close(self) -> None:
+        if self._store is not None:
+            try:
+                self._store.close()
+            except StateUnwritable as exc:
+                self.failure = self.failure or str(exc)
+
+    def record(self, record: TaskRecord) -> None:
+        """Buffer an outcome and commit it at the end of this loop turn, with every other outcome
+        of the turn (group commit): a kill -9 forgets at most tasks still in flight, never one
+        whose rows were written a turn ago."""
+        self.store.record(record)
+        if not self._commit_due:
+            self._commit_due = True
+            loop = self.loop
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self._commit)
+            else:
+                self._commit()
+
+    def _commit(self) -> None:
+        self._commit_due = False
+        with self.storing():
+            self.store.flush()
+
+    @contextlib.contextmanager
+    def storing(self) -> Iterator[None]:
+        """Around every write to the state: when it fails, the run must end at once (what it did
+        next could not be remembered, so it would spend requests twice)."""
+        try:
+            yield
+        except StateUnwritable as exc:
+            if self.failure is None:
+                self.failure = str(exc)
+                self.on_failure(exc)
+
+    def restore_usage(self) -> None:
+        if not self._usage_restored:
+            self.limiter.restore_usage(self.store.load_usage(), self._clock())
+            self._usage_restored = True
+
+    def save_usage(self) -> None:
+        self.store.flush()
+        self.store.save_usage(self.limiter.export_usage(self._clock()))
+
+    async def save_usage_periodically(self, interval: float) -> None:
+        """Quota usage about every second, so a process killed with -9 and restarted still knows
+        what it sent (outcomes are committed each loop turn, by ``record``). A huge log (a
+        sliding day of sends) takes longer to export: then it is saved less often, keeping the
+        cost near 1% of time."""
+        loop = asyncio.get_running_loop()
+        next_usage = loop.time() + 1.0
+        while True:
+            await asyncio.sleep(interval)
+            if loop.time() >= next_usage:
+                started = time.perf_counter()
+                with self.storing():
+                    self.store.save_usage(self.limiter.export_usage(self._clock()))
+                next_usage = loop.time() + max(1.0, 100 * (time.perf_counter() - started))
+
+    # --- sinks ---------------------------------------------------------------------------
+    async def write(self, dataset: str, result: Any) -> int:
+        """Hand a task's result to the dataset's sink (durable when this returns); the rows written."""
+        if isinstance(result, Streamed):
+            return 0  # a stream wrote (and reported) its rows itself, batch by batch
+        if isinstance(result, RowStream):  # a large answer: parsed and written a batch at a time
+            batches = result.batches()
+            written = 0
+            while (batch := await asyncio.to_thread(next, batches, None)) is not None:
+                await self._to_sink(dataset, batch)
+                written += len(batch)
+            return written
+        rows = rows_of(result)
+        if not rows:
+            return 0
+        await self._to_sink(dataset, rows)
+        return len(rows)
+
+    async def _to_sink(self, dataset: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        try:
+            sink = self.catalog.sink(dataset)
+            if sink is not None:
+                await sink.write(rows)
+        except SyncError:
+            raise
+        except Exception as exc:  # the disk, not the vendor: say so, and stop spending requests
+            place = self.catalog.place(dataset)
+            raise StorageFailed(f"writing to {place} failed: {failure_words(exc, place)}") from exc
+
+    async def recover_sinks(self, datasets: Collection[str]) -> None:
+        """Before anything is fetched, let each sink of a plan repair what a killed process left
+        (an interrupted Parquet compaction, stray temporary files), even if nothing is new."""
+        for dataset in sorted(datasets):
+            if not self.catalog.recoverable(dataset):
+                continue
+            recover = getattr(self.catalog.sink(dataset), "recover", None)
+            if recover is not None:
+                await recover()
+
+    async def close_sinks(self, sinks: list[tuple[str, Sink]]) -> None:
+        """Close each sink; one that fails is said in ``sink_failures``, the others still close."""
+        for dataset, sink in sinks:
+            try:
+                await sink.close()
+            except Exception as exc:  # the disk, at the end: say where and why
+                place = self.catalog.place(dataset, sink)
+                self.sink_failures.append(f"closing {place} failed: {failure_words(exc, place)}; the rows written "
+                                          "before are kept, and the next run tidies the sink again")
+
+    def check_sinks(self, datasets: dict[str, list[str]], refetch: Collection[str] = ()) -> None:
+        """Compare each dataset's sink (``datasets``: each with its plans) with the one its
+        finished tasks wrote to (kept in the state): a sink that moved would skip every finished
+        task and miss their rows, so it raises ``SinkMoved`` naming both places, unless the
+        dataset is in ``refetch`` (its plans' finished tasks are then forgotten and fetched again
+        into the new place). A sink that is the state file itself raises too. The places are
+        then kept for the next run."""
+        store = self.store
+        known: dict[str, Any] = dict(store.setting(SINKS) or {})
+        state = self.state_path.resolve() if self.state_path is not None else None
+        moved = []
+        for name, plans in datasets.items():
+            spec = self.catalog.sink_spec(name)
+            identity = sink_identity(name, spec, self.catalog.base_dir) if spec else None
+            if identity is None:
+                continue
+            if state is not None and identity["path"] in {f"{state}{end}" for end in ("", "-wal", "-shm", ".lock")}:
+                raise SinkMoved(f"the sink of dataset {name!r} is the state file {state}: its rows would destroy "
+                                "the state; give the sink a path of its own")
+            before = known.get(name)
+            if name in refetch:
+                for plan in plans:
+                    store.forget_plan(plan)
+            elif before is not None and before != identity:
+                done = sum(store.task_states(plan).get("done", 0) for plan in plans)
+                if done:
+                    moved.append(f"dataset {name!r} now writes to {describe_identity(identity)}, but the rows of its "
+                                 f"{done:,} finished tasks are in {describe_identity(before)}; they would be skipped "
+                                 f"and the new place would miss them. Put the sink back, move the data there, or run "
+                                 f"again with --refetch {name} to fetch them again into the new place")
+                    continue
+            known[name] = identity
+        if moved:
+            raise SinkMoved("; ".join(moved))
+        store.save_setting(SINKS, known)

@@ -1,0 +1,148 @@
+"""Runs and schedules: when each plan is next due, and what starting and ending a run means.
+
+A run is one execution of a plan at a logical time (now for a manual start, the due instant for
+a scheduled one). Starting it binds the plan's grid to that time, hands its tasks to the
+scheduler with a way to skip the ones already done, and records the run; a manual plan whose
+last run did not finish continues that run. Ending it records how it ended and tells whoever
+waits for it (a job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .events import PlanEvent
+from .model import PlanState, RunState, SyncPlan
+from .scheduler import Scheduler
+from .store import RunRecord, Store
+
+__all__ = ["Runs", "Run"]
+
+DONE_IN_MEMORY = 500_000  # finished ids kept in a set to skip them (about 50 MB at most); above, the store answers
+_GOING = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
+
+
+@dataclass
+class Run:
+    id: str
+    plan: str
+    logical_time: datetime
+
+
+class Runs:
+    """Each plan's current run and next due time. It starts runs in the scheduler and records
+    them in the store; ``store`` is asked for lazily (a state file opens on first need)."""
+
+    def __init__(self, scheduler: Scheduler, store: Callable[[], Store], emit: Callable[[PlanEvent], None],
+                 clock: Callable[[], float], storing: Callable[[], AbstractContextManager[None]]) -> None:
+        self.scheduler = scheduler
+        self._store = store
+        self._storing = storing  # around writes that may fail on a full disk (see ``delivery``)
+        self._emit = emit
+        self._clock = clock
+        self.current: dict[str, Run] = {}
+        self.due: dict[str, datetime] = {}
+        self.waiters: dict[str, asyncio.Future[str]] = {}  # a job waits for its run to end
+
+    def run_id(self, plan: str) -> str | None:
+        run = self.current.get(plan)
+        return run.id if run else None
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(list(self.current.values()))
+
+    # --- schedules -----------------------------------------------------------------------
+    def schedule(self, plan: SyncPlan, now: datetime) -> None:
+        due = plan.schedule.next_due(now) if plan.schedule.kind != "manual" else None
+        if due is not None:
+            self.due[plan.name] = due
+
+    def forget(self, plan: str) -> None:
+        self.due.pop(plan, None)
+        self.current.pop(plan, None)
+
+    def next_wake(self) -> float | None:
+        """The earliest instant a plan comes due (epoch seconds)."""
+        return min((due.timestamp() for due in self.due.values()), default=None)
+
+    def start_due(self, plans: dict[str, SyncPlan], now: datetime) -> None:
+        """Start every plan whose time has come; a due time that comes while the previous run
+        still goes is skipped."""
+        for name, due in list(self.due.items()):
+            if due > now:
+                continue
+            plan = plans[name]
+            nxt = plan.schedule.next_due(due)
+            if nxt is None:
+                del self.due[name]
+            else:
+                self.due[name] = nxt
+            if self.scheduler.has_plan(name) and self.scheduler.plan_state(name) in _GOING:
+                continue  # the previous run is still going; this due time is skipped
+            self.start(plan, due)
+
+    # --- starting and ending -------------------------------------------------------------
+    def start(self, plan: SyncPlan, logical_time: datetime | None) -> None:
+        store = self._store()
+        now = self._clock()
+        scheduled = logical_time is not None
+        logical = logical_time or datetime.fromtimestamp(now, UTC)
+        run_key = logical.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if scheduled else None
+        last = store.last_run(plan.name)
+        if not scheduled and last is not None and last.state in ("running", "interrupted", "failed"):
+            run_id = last.id  # a manual plan continues its unfinished run
+        else:
+            run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+        grid = plan.params.bind(logical)
+        done_among = self._skipper(store, plan.name)
+        resume = store.follow_up if done_among is not None and store.has_follow_ups(plan.name) else None
+        self.scheduler.add_plan(plan, grid, done_among=done_among, run_key=run_key, resume=resume)
+        self.current[plan.name] = Run(run_id, plan.name, logical)
+        store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
+        self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
+
+    @staticmethod
+    def _skipper(store: Store, plan: str) -> Callable[[list[str]], Collection[str]] | None:
+        """How to tell finished tasks, asked about a batch of ids at a time: nothing to check on a
+        first run, a set in memory when the plan has up to ``DONE_IN_MEMORY`` finished tasks,
+        else the store (one query per batch: bounded memory at any plan size)."""
+        store.flush()
+        done = store.done_ids(plan, DONE_IN_MEMORY)
+        if done is None:
+            return store.done_among
+        return done.intersection if done else None
+
+    def end(self, name: str, state: RunState, stats: dict[str, Any] | None, message: str | None = None) -> None:
+        """Record how the run ended (``stats`` None: nothing to record, a job) and say so."""
+        run = self.current.get(name)
+        if run is None:
+            return
+        now = self._clock()
+        if stats is not None:
+            with self._storing():
+                self._store().end_run(run.id, state.value, now, stats)
+        self._emit(PlanEvent(now, name, state.value, run.id, message=message))
+        waiter = self.waiters.get(name)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(state.value)
+
+    def track(self, name: str, run_id: str) -> asyncio.Future[str]:
+        """A run that is not the store's (a job's): its end is only told to the returned future."""
+        self.current[name] = Run(run_id, name, datetime.fromtimestamp(self._clock(), UTC))
+        waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiters[name] = waiter
+        return waiter
+
+    def untrack(self, name: str) -> None:
+        self.waiters.pop(name, None)
+        self.forget(name)
+
+    def unfinished(self) -> list[Run]:
+        """The runs whose plans still go (running, paused, stopped): interrupted at shutdown."""
+        return [run for run in self.current.values()
+                if self.scheduler.has_plan(run.plan) and self.scheduler.plan_state(run.plan) in _GOING]
