@@ -40,9 +40,9 @@ class FetcherHooks:
 class Catalog:
     """Vendors, datasets and plans by name, each dataset's fetcher, and its sink (opened lazily)."""
 
-    def __init__(self, base_dir: Path, hooks: FetcherHooks, *, remote: bool = False) -> None:
+    def __init__(self, base_dir: Path, *, remote: bool = False) -> None:
         self.base_dir = base_dir
-        self.hooks = hooks
+        self.hooks: FetcherHooks | None = None  # set by the engine before the first dataset
         self.remote = remote  # on Ray: keep how a node makes each fetcher too
         self.vendors: dict[str, Vendor] = {}
         self.datasets: dict[str, Dataset] = {}
@@ -122,6 +122,7 @@ class Catalog:
                     raise ValueError(f"{where}: {exc}") from None
         name = vendor.connector if vendor else "?"
         hooks = self.hooks
+        assert hooks is not None, "the engine gives the catalog its hooks first"
         if vendor is not None and name == "websocket":
             from .fetchers.websocket import WebSocketFetcher
 

@@ -358,7 +358,7 @@ def serve(
         _fail(exc)
     finally:
         executor.close()
-    failure = summary.failure or executor.storage_failure
+    failure = summary.failure or executor.delivery.failure
     for problem in [*summary.problems, *([failure] if failure else [])]:
         err.print(f"error: {problem}", markup=False, highlight=False)
     if failure is not None:
@@ -549,7 +549,8 @@ def _build(plans: PlanFile, selected: list[str], *, workers: int, state: Path, b
         _fail(exc)
     _open_state(executor, wait)  # the plans are sound: now the state, which one process may use at a time
     try:
-        executor.check_sinks(refetch)  # a sink that moved since its tasks finished would miss their rows
+        # A sink that moved since its tasks finished would miss their rows: say so before anything runs.
+        executor.delivery.check_sinks(executor.catalog.plans.values(), refetch)
         for name in selected:
             executor.start_plan(name)
     except (SyncError, ValueError) as exc:
@@ -614,7 +615,7 @@ def _finish(executor: SyncTaskExecutor, summary: RunSummary, *, state: Path, res
                 out.print(f"{name}: {message}", markup=False, highlight=False)
     for problem in summary.problems:
         err.print(f"error: {problem}", markup=False, highlight=False)
-    failure = summary.failure or executor.storage_failure
+    failure = summary.failure or executor.delivery.failure
     if failure is not None:  # the state could not be written: the run ended at once
         err.print(f"error: {failure}", markup=False, highlight=False)
         err.print(f"Resume with: {resume}", markup=False, highlight=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .disk import failure_words
 from .errors import SinkMoved, StorageFailed, SyncError
 from .fetchers.base import Streamed
 from .limits import Limiter
+from .model import SyncPlan
 from .sinks import Sink, describe_identity, rows_of, sink_identity
 from .store import SQLiteStore, StateUnwritable, Store, TaskRecord
 
@@ -102,9 +103,15 @@ class Delivery:
             self.limiter.restore_usage(self.store.load_usage(), self._clock())
             self._usage_restored = True
 
-    def save_usage(self) -> None:
-        self.store.flush()
-        self.store.save_usage(self.limiter.export_usage(self._clock()))
+    def checkpoint(self, interrupted: Mapping[str, dict[str, Any]]) -> None:
+        """Save what must survive: buffered outcomes, long-window usage, and the runs that did not
+        end (``interrupted``: each run id with its counts)."""
+        with self.storing():
+            store = self.store
+            store.flush()
+            store.save_usage(self.limiter.export_usage(self._clock()))
+            for run_id, stats in interrupted.items():
+                store.end_run(run_id, "interrupted", self._clock(), stats)
 
     async def save_usage_periodically(self, interval: float) -> None:
         """Quota usage about every second, so a process killed with -9 and restarted still knows
@@ -150,6 +157,16 @@ class Delivery:
             place = self.catalog.place(dataset)
             raise StorageFailed(f"writing to {place} failed: {failure_words(exc, place)}") from exc
 
+    async def prepare(self, datasets: Collection[str]) -> None:
+        """Before a run: the limiter knows what earlier runs sent, the sinks are repaired."""
+        self.restore_usage()
+        await self.recover_sinks(datasets)
+
+    async def wrap_up(self) -> None:
+        """After a run: the HTTP sessions and every sink opened are closed (the next run opens them again)."""
+        await self.catalog.close_sessions()
+        await self.close_sinks(self.catalog.take_opened())
+
     async def recover_sinks(self, datasets: Collection[str]) -> None:
         """Before anything is fetched, let each sink of a plan repair what a killed process left
         (an interrupted Parquet compaction, stray temporary files), even if nothing is new."""
@@ -170,18 +187,20 @@ class Delivery:
                 self.sink_failures.append(f"closing {place} failed: {failure_words(exc, place)}; the rows written "
                                           "before are kept, and the next run tidies the sink again")
 
-    def check_sinks(self, datasets: dict[str, list[str]], refetch: Collection[str] = ()) -> None:
-        """Compare each dataset's sink (``datasets``: each with its plans) with the one its
-        finished tasks wrote to (kept in the state): a sink that moved would skip every finished
-        task and miss their rows, so it raises ``SinkMoved`` naming both places, unless the
-        dataset is in ``refetch`` (its plans' finished tasks are then forgotten and fetched again
-        into the new place). A sink that is the state file itself raises too. The places are
-        then kept for the next run."""
+    def check_sinks(self, plans: Iterable[SyncPlan], refetch: Collection[str] = ()) -> None:
+        """Compare the sink of each dataset of ``plans`` with the one its finished tasks wrote to
+        (kept in the state): a sink that moved would skip every finished task and miss their rows,
+        so it raises ``SinkMoved`` naming both places, unless the dataset is in ``refetch`` (its
+        plans' finished tasks are then forgotten and fetched again into the new place). A sink
+        that is the state file itself raises too. The places are then kept for the next run."""
         store = self.store
         known: dict[str, Any] = dict(store.setting(SINKS) or {})
         state = self.state_path.resolve() if self.state_path is not None else None
         moved = []
-        for name, plans in datasets.items():
+        datasets: dict[str, list[str]] = {}
+        for plan in plans:
+            datasets.setdefault(plan.dataset, []).append(plan.name)
+        for name, names in datasets.items():
             spec = self.catalog.sink_spec(name)
             identity = sink_identity(name, spec, self.catalog.base_dir) if spec else None
             if identity is None:
@@ -191,10 +210,10 @@ class Delivery:
                                 "the state; give the sink a path of its own")
             before = known.get(name)
             if name in refetch:
-                for plan in plans:
-                    store.forget_plan(plan)
+                for plan_name in names:
+                    store.forget_plan(plan_name)
             elif before is not None and before != identity:
-                done = sum(store.task_states(plan).get("done", 0) for plan in plans)
+                done = sum(store.task_states(plan_name).get("done", 0) for plan_name in names)
                 if done:
                     moved.append(f"dataset {name!r} now writes to {describe_identity(identity)}, but the rows of its "
                                  f"{done:,} finished tasks are in {describe_identity(before)}; they would be skipped "

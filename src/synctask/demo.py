@@ -70,7 +70,7 @@ def report(out: Console, target: Path, summary: RunSummary, executor: SyncTaskEx
     """Where the demo's rows are, which limits it met, and a DuckDB query over its Parquet files."""
     out.print("\n[bold]Files[/] (Parquet, one folder per dataset):")
     for dataset, what in DATASETS.items():
-        plan = next((p for p in executor.plans() if p.dataset == dataset), None)
+        plan = next((p for p in executor.catalog.plans.values() if p.dataset == dataset), None)
         rows = summary.plans.get(plan.name, {}).get("rows", 0) if plan else 0
         out.print(f"  {target / DATA_DIR / dataset}  {what}: {rows:,} rows this run", highlight=False)
     out.print(f"  state (finished tasks, quota usage): {target / '.synctask' / 'state.db'}", highlight=False)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .redact import SECRETS
 
 if TYPE_CHECKING:
+    from .model import SyncTask
     from .progress import Progress
 
 __all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent", "StreamEvent", "EventHub"]
@@ -91,10 +92,17 @@ class EventHub:
         self.listeners: list[Callable[[Event], None]] = []
         self.subscribers: list[asyncio.Queue[Event]] = []
 
-    @property
-    def heard(self) -> bool:
-        """Whether anyone but progress hears events (else routine ones need no object)."""
-        return bool(self.listeners or self.subscribers)
+    def task_started(self, now: float, task: SyncTask) -> None:
+        if self.listeners or self.subscribers:
+            self.emit(TaskEvent(now, task.plan, "started", task.id))
+        else:  # nobody else listens: no event object per task, only the count of tasks in flight
+            self.progress.started(task.plan)
+
+    def task_ended(self, now: float, task: SyncTask, kind: str, message: str | None, rows: int, more: int) -> None:
+        if self.listeners or self.subscribers:
+            self.emit(TaskEvent(now, task.plan, kind, task.id, message, rows, more, task.attempt))
+        else:  # nobody else listens: progress counts it without an event object per task
+            self.progress.ended(task.plan, kind, now, message, rows, more)
 
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
         self.listeners.append(callback)

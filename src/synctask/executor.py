@@ -4,13 +4,10 @@ Theory of operation. One loop owns all decisions. Each turn it starts plans that
 the scheduler for as many tasks as there are free worker slots, launches each in its own asyncio
 task (with its timeout), and then sleeps until the next thing that can change the answer: the
 instant the scheduler names (a limit admits, a retry is due, a freeze ends), the next scheduled
-plan, or a wake-up from a finished task or a control op. It never polls.
-
-The executor is a conductor: it owns the loop, the control operations and the events, and
-composes rooms that own their state (``docs/architecture.md`` has the map): the ``Catalog``
-(what is registered, and the fetchers and sinks built from it), ``Runs`` (schedules, run
-records), ``Delivery`` (rows to sinks, outcomes to the store), ``Jobs``, the ``TaskPool``, and
-the pure ``Scheduler`` and ``Limiter``.
+plan, or a wake-up from a finished task or a control op. It never polls. The executor owns the
+loop, the control operations and the events, and composes rooms that own their state (the map
+is ``docs/architecture.md``): catalog, runs, delivery, outcomes, feedback, jobs, the pool, and
+the pure scheduler and limiter.
 
 Shutdown: the first SIGINT/SIGTERM stops dispatching and gives in-flight tasks ``grace`` seconds;
 the rest are cancelled (they return to pending), the store is flushed, long-window quota usage
@@ -22,58 +19,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .catalog import Catalog, FetcherHooks
 from .config import PlanFile
-from .connectors import Observation
-from .connectors.base import Page
 from .delivery import Delivery
-from .errors import Failure, UnknownPlan
-from .events import Event, EventHub, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+from .errors import UnknownPlan
+from .events import Event, EventHub, PlanEvent
+from .feedback import Feedback
 from .fetchers import Fetcher
-from .jobs import Jobs, Probe, probe
+from .jobs import JobHost, Jobs, Probe, probe
 from .limits import Limit, Limiter
-from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, TaskState, Vendor, check_workers
+from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, Vendor, check_workers
+from .outcomes import Outcomes
 from .pool import LocalRunner, Runner, TaskPool
 from .progress import Progress
-from .redact import SECRETS
 from .retry import RetryPolicy
-from .runs import Runs
-from .scheduler import Scheduler, Verdict
+from .runs import Runs, RunSummary
+from .scheduler import Scheduler
 from .sinks import Sink
-from .store import MemoryStore, StateUnwritable, Store, TaskRecord
+from .store import MemoryStore, StateUnwritable, Store
 
 __all__ = ["SyncTaskExecutor", "RunSummary", "Probe"]
 
-_EVENT_KIND = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
-               TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}
-
-
-@dataclass
-class RunSummary:
-    """What ``run()`` did: per plan counts, whether it was interrupted, what to type to resume."""
-
-    interrupted: bool = False
-    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failure: str | None = None  # why the run had to end at once (the state could not be written)
-    problems: list[str] = field(default_factory=list)  # sinks that could not be closed
-
 
 class SyncTaskExecutor:
-    """The engine: plans in, tasks run under exact limits, outcomes recorded durably.
-
-    ``workers`` is the number of concurrent task slots (``set_workers`` changes it while running);
-    ``store`` (or ``state``, a SQLite path) keeps outcomes; ``grace`` is how long in-flight tasks
-    may finish after the first interrupt.
-    """
+    """The engine: plans in, tasks run under exact limits, outcomes recorded durably. ``workers``:
+    concurrent task slots; ``store`` (or ``state``, a SQLite path) keeps outcomes; ``grace``: how
+    long in-flight tasks may finish after the first interrupt."""
 
     def __init__(self, plans: PlanFile | None = None, *, workers: int = 16, store: Store | None = None,
                  state: str | Path | None = None, base_dir: str | Path | None = None, grace: float = 10.0,
@@ -87,33 +65,36 @@ class SyncTaskExecutor:
         self.grace = grace
         self.flush_interval = flush_interval
         self._workers = workers
+        self._wake = asyncio.Event()
         self._hub = EventHub(self.progress)
-        hooks = FetcherHooks(self._observed, self._answered, self._streamed,
-                             lambda task: self.store.position(task.id), self._now)
-        self.catalog = Catalog(self.base_dir, hooks, remote=ray is not None)
-        self._delivery = Delivery(self.catalog, self.limiter, self._now,
-                                  store if store is not None else (None if state else MemoryStore()),
-                                  Path(state) if state else None)
-        self._delivery.on_failure = self._storage_failed
-        self._runs = Runs(self.scheduler, lambda: self.store, self.emit, self._now, self._delivery.storing)
-        self._jobs = Jobs(self, self._runs)
+        self.catalog = catalog = Catalog(self.base_dir, remote=ray is not None)
+        store = store if store is not None else (None if state else MemoryStore())
+        self.delivery = Delivery(catalog, self.limiter, self._now, store, Path(state) if state else None)
+        self.delivery.on_failure = self._storage_failed
+        self._runs = Runs(self.scheduler, lambda: self.store, self.emit, self._now, self.delivery.storing)
+        self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
+                                  lambda: self._running, lambda: self.run(until_idle=True)),
+                          catalog, self.scheduler, self._runs)
+        self._heard = heard = Feedback(catalog, self.limiter, self.scheduler, self._runs, lambda: self.store,
+                                       self.emit, self._wake.set, self._now)
+        catalog.hooks = FetcherHooks(heard.observed, heard.answered, heard.streamed, heard.resume, self._now)
         self._ray = None
-        runner: Runner = LocalRunner(self.catalog.fetchers, self.catalog.dataset_of)
+        runner: Runner = LocalRunner(catalog.fetchers, catalog.dataset_of)
         if ray is not None:
             from .distributed import RayRunner
 
             runner = self._ray = RayRunner(
-                ray, slots=workers, actors=ray_workers, fetch_spec=self.catalog.fetch_specs.__getitem__,
-                dataset_of=self.catalog.dataset_of, answered=self._answered, lost=self._worker_lost,
-                clock=self._now, observed=self._observed, nodes_changed=self.scheduler.nodes_usable, local=runner)
-        self._pool = TaskPool(runner, self._deliver, self._finish)
-        self._wake = asyncio.Event()
+                ray, slots=workers, actors=ray_workers, fetch_spec=catalog.fetch_specs.__getitem__,
+                dataset_of=catalog.dataset_of, answered=heard.answered, lost=heard.worker_lost, clock=self._now,
+                observed=heard.observed, nodes_changed=self.scheduler.nodes_usable, local=runner)
+        self._outcomes = Outcomes(self.scheduler, catalog, self.delivery, self._runs, self._jobs, self._hub, heard,
+                                  cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set, clock=self._now)
+        self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
         self._interrupts = 0
         self._epoch: float | None = None
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._running = False
-        self._noticed: set[tuple[str, str | None]] = set()
         if plans is not None:
             self.load(plans)
 
@@ -122,30 +103,17 @@ class SyncTaskExecutor:
     def store(self) -> Store:
         """The state store; a SQLite file is created only when first needed, so a plan file that
         fails to load leaves nothing behind."""
-        return self._delivery.store
+        return self.delivery.store
 
     def open_state(self, *, wait: bool = False, on_wait: Callable[[str], None] | None = None) -> None:
         """Open the ``state`` file now (else on first need), taking its one-writer lock: raises
         ``StateInUse`` naming the process that holds it, or with ``wait`` waits for it to end."""
-        self._delivery.open_state(wait=wait, on_wait=on_wait)
-
-    def check_sinks(self, refetch: Collection[str] = ()) -> None:
-        """Raise ``SinkMoved`` when a loaded plan's sink is not where its finished tasks wrote
-        (unless its dataset is in ``refetch``: those tasks run again), see ``Delivery``."""
-        datasets: dict[str, list[str]] = {}
-        for plan in self.catalog.plans.values():
-            datasets.setdefault(plan.dataset, []).append(plan.name)
-        self._delivery.check_sinks(datasets, refetch)
-
-    @property
-    def storage_failure(self) -> str | None:
-        """Why the state could not be written, when it could not (the run then ended at once)."""
-        return self._delivery.failure
+        self.delivery.open_state(wait=wait, on_wait=on_wait)
 
     def close(self) -> None:
         """Flush and close the store (call once, after the last ``run``). Outcomes that could not
-        be written are said in ``storage_failure``, not raised: the run has ended either way."""
-        self._delivery.close()
+        be written are said in ``delivery.failure``, not raised: the run has ended either way."""
+        self.delivery.close()
 
     # --- setup ---------------------------------------------------------------------------
     def load(self, plans: PlanFile, *, start: bool = True, only: Sequence[str] | None = None) -> None:
@@ -176,25 +144,16 @@ class SyncTaskExecutor:
             raise ValueError(f"plan {plan.name!r} is already added; remove it first")
         self.catalog.plans[plan.name] = plan
         self.progress.set_limit_time(plan.name, functools.partial(self.scheduler.time_for, plan.dataset))
-        self._runs.schedule(plan, self._now_dt())
+        self._runs.schedule(plan, datetime.fromtimestamp(self._now(), UTC))
         if start:
             self._runs.start(plan, None)
         self._wake.set()
 
     def remove_dataset(self, name: str) -> None:
-        """Forget a dataset (its plans must be removed first); ``close_removed`` closes its sink."""
+        """Forget a dataset (its plans must be removed first); its opened sink waits in the catalog's
+        ``take_removed`` to be closed."""
         self.scheduler.remove_dataset(name)
         self.catalog.remove_dataset(name)
-
-    def remove_vendor(self, name: str) -> None:
-        """Forget a vendor no dataset uses. Its limits' counts stay with the limiter: a vendor
-        added again at once must still see what was sent in its windows."""
-        self.catalog.remove_vendor(name)
-
-    async def close_removed(self) -> None:
-        """Close now the sinks of datasets removed meanwhile: nothing writes to them any more, and
-        nothing of theirs is touched later (not even at shutdown)."""
-        await self._delivery.close_sinks(self.catalog.take_removed())
 
     # --- control ops ---------------------------------------------------------------------
     def start_plan(self, name: str) -> None:
@@ -234,7 +193,7 @@ class SyncTaskExecutor:
         self.catalog.plan(name)
         tasks = self.scheduler.cancel_plan(name)
         self.cancel(tasks)
-        self._end_run(name, RunState.CANCELLED)
+        self._outcomes.end_run(name, RunState.CANCELLED)
         self._wake.set()
         return tasks
 
@@ -255,6 +214,9 @@ class SyncTaskExecutor:
         self.emit(PlanEvent(self._now(), name, "removed"))
         self._wake.set()
         return tasks
+
+    def cancel(self, tasks: Iterable[SyncTask]) -> None:
+        self._pool.cancel(tasks)
 
     def _told(self, name: str, state: str) -> None:
         self.emit(PlanEvent(self._now(), name, state, self._runs.run_id(name)))
@@ -280,30 +242,10 @@ class SyncTaskExecutor:
         self.catalog.plan(name)
         return self.scheduler.plan_state(name) if self.scheduler.has_plan(name) else PlanState.IDLE
 
-    def plan(self, name: str) -> SyncPlan:
-        """The plan named ``name`` (``UnknownPlan`` when there is none)."""
-        return self.catalog.plan(name)
-
-    def dataset(self, name: str) -> Dataset:
-        """The dataset named ``name`` (``UnknownPlan`` when there is none)."""
-        return self.catalog.dataset(name)
-
     def next_due(self, name: str) -> datetime | None:
         """When the plan's schedule next starts a run (None: manual, or no time left)."""
         self.catalog.plan(name)
         return self._runs.due.get(name)
-
-    def plans(self) -> list[SyncPlan]:
-        """The plans added, in the order they were added."""
-        return list(self.catalog.plans.values())
-
-    def datasets(self) -> list[Dataset]:
-        """The datasets added, in the order they were added."""
-        return list(self.catalog.datasets.values())
-
-    def vendors(self) -> list[Vendor]:
-        """The vendors added, in the order they were added."""
-        return list(self.catalog.vendors.values())
 
     # --- events --------------------------------------------------------------------------
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -325,8 +267,7 @@ class SyncTaskExecutor:
         otherwise run until ``shutdown()`` or a signal. ``handle_signals`` installs the
         SIGINT/SIGTERM handlers (first: graceful, second: immediate)."""
         loop = self._bind_loop()
-        self._delivery.restore_usage()
-        await self._delivery.recover_sinks({plan.dataset for plan in self.catalog.plans.values()})
+        await self.delivery.prepare({plan.dataset for plan in self.catalog.plans.values()})
         if self._ray is not None:
             await self._ray.start()
             self.scheduler.set_nodes(self._ray.nodes_up())  # node-scoped limits count per Ray node
@@ -334,7 +275,7 @@ class SyncTaskExecutor:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, self.interrupt)
         self._running = True
-        flusher = asyncio.create_task(self._delivery.save_usage_periodically(self.flush_interval))
+        flusher = asyncio.create_task(self.delivery.save_usage_periodically(self.flush_interval))
         try:
             await self._loop(until_idle)
             await self._pool.drain(self.grace, self._now, lambda: self._interrupts >= 2)
@@ -348,8 +289,7 @@ class SyncTaskExecutor:
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
-        await self.catalog.close_sessions()
-        await self._delivery.close_sinks(self.catalog.take_opened())
+        await self.delivery.wrap_up()
         if self._ray is not None:
             await self._ray.close()
         return self._summary()
@@ -359,16 +299,17 @@ class SyncTaskExecutor:
         while not self._stopping:
             now = self._now()
             if runs.due:
-                runs.start_due(self.catalog.plans, self._now_dt())
+                runs.start_due(self.catalog.plans, datetime.fromtimestamp(self._now(), UTC))
             capacity = self._workers if self._ray is None else self._workers * max(len(self._ray.workers), 1)
             free = capacity - len(pool)
             if free > 0:
                 decision = scheduler.dispatch(now, free)
-                self._note_skips()
+                self._outcomes.note_skips()
                 for task in decision.tasks:
-                    self._launch(task)
+                    self._hub.task_started(now, task)
+                    pool.start(task)
                 for name in decision.finished:
-                    self._end_run(name, RunState.COMPLETED)
+                    self._outcomes.end_run(name, RunState.COMPLETED)
                 wake_at = decision.wake_at
                 if decision.tasks and scheduler.has_ready and len(pool) < capacity:
                     await asyncio.sleep(0)  # let workers start; more may be admissible right now
@@ -404,154 +345,24 @@ class SyncTaskExecutor:
             self._pool.cancel(self._pool.tasks())
 
     def _storage_failed(self, exc: StateUnwritable) -> None:
-        """The state cannot be written: say so on every plan and end the run at once, without
-        grace (the outcomes of tasks in flight could not be recorded)."""
-        for run in self._runs:
-            if self.scheduler.has_plan(run.plan):
-                self.emit(PlanEvent(self._now(), run.plan, self.scheduler.plan_state(run.plan).value, run.id,
-                                    message=str(exc)))
-        self._stopping = True
-        self._interrupts = max(self._interrupts, 2)
-        self._pool.cancel(self._pool.tasks())
-        self._wake.set()
+        """The state cannot be written: say so on every plan, and end at once without grace (the
+        outcomes of tasks in flight could not be recorded)."""
+        self._heard.say_everywhere(str(exc))
+        self._interrupts = max(self._interrupts, 1)
+        self.interrupt()
 
     def _checkpoint(self) -> None:
         """Save what must survive: buffered outcomes, long-window usage, unfinished runs."""
-        with self._delivery.storing():
-            self._delivery.save_usage()
-            if self._stopping:
-                for run in self._runs.unfinished():
-                    self.store.end_run(run.id, RunState.INTERRUPTED.value, self._now(), self._stats(run.plan))
-
-    def _end_run(self, name: str, state: RunState, message: str | None = None) -> None:
-        self._runs.end(name, state, None if name in self._jobs.results else self._stats(name), message)
-
-    def _note_skips(self) -> None:
-        for plan, skipped in self.scheduler.skipped_counts().items():
-            seen = self.progress.plans.get(plan)
-            if seen is not None and skipped > seen.skipped:
-                self.emit(SkipEvent(self._now(), plan, skipped - seen.skipped, self.scheduler.stats(plan).total))
-
-    # --- tasks ---------------------------------------------------------------------------
-    def _launch(self, task: SyncTask) -> None:
-        if self._hub.heard:
-            self.emit(TaskEvent(self._now(), task.plan, "started", task.id))
-        else:  # nobody else listens: no event object per task, only the count of tasks in flight
-            self.progress.started(task.plan)
-        self._pool.start(task)
-
-    async def _deliver(self, task: SyncTask, result: Any) -> tuple[int, Mapping[str, Any] | None]:
-        """The master's half of a task: a page's notice told, its rows durably in the sink (or
-        kept for its job); returns the rows written and the next page's parameters."""
-        follow_up = None
-        if isinstance(result, Page):
-            if result.notice is not None:
-                self._notice(task.plan, result.notice)
-            follow_up, result = result.next_params, result.rows
-        job = self._jobs.results.get(task.plan)
-        if job is not None:
-            job[task.seq] = result
-            return 0, follow_up
-        return await self._delivery.write(self.catalog.dataset_of(task), result), follow_up
-
-    def _finish(self, task: SyncTask, failure: Failure | None, rows: int,
-                follow_up: Mapping[str, Any] | None = None) -> None:
-        now = self._now()
-        try:
-            verdict = self.scheduler.report(task, failure, now, follow_up)
-        except ValueError:
-            return  # the plan was removed and forgotten meanwhile
-        if verdict.message and SECRETS:  # a vendor may echo the token back: mask it everywhere
-            verdict = verdict._replace(message=SECRETS(verdict.message))
-        self._after(task, verdict, rows, now, follow_up)
-        self._wake.set()
-
-    def _after(self, task: SyncTask, verdict: Verdict, rows: int, now: float,
-               follow_up: Mapping[str, Any] | None = None) -> None:
-        more = 1 if follow_up is not None and verdict.state is TaskState.DONE else 0
-        run = self._runs.current.get(task.plan)
-        state = verdict.state
-        job_failures = self._jobs.failures.get(task.plan)
-        if job_failures is not None:
-            if state is TaskState.FAILED or verdict.stopped:
-                job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
-        elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
-            follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
-            self._delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
-                                             now, follow))
-        if self._hub.heard:
-            self.emit(TaskEvent(now, task.plan, _EVENT_KIND[state], task.id, verdict.message, rows, more,
-                                task.attempt))
-        else:  # nobody else listens: progress counts it without an event object per task
-            self.progress.ended(task.plan, _EVENT_KIND[state], now, verdict.message, rows, more)
-        if verdict.frozen is not None:
-            scope, until, new = verdict.frozen
-            self.emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
-        if verdict.cancel:
-            self.cancel(list(verdict.cancel))
-        for name in verdict.stopped:
-            self._end_run(name, RunState.FAILED, verdict.message)
-        if verdict.checkpoint:
-            self._checkpoint()
-        for name in verdict.finished:
-            self._end_run(name, RunState.COMPLETED)
-
-    def cancel(self, tasks: Iterable[SyncTask]) -> None:
-        self._pool.cancel(tasks)
-
-    # --- what fetchers and workers tell ---------------------------------------------------
-    def _observed(self, task: SyncTask, observation: Observation, now: float) -> None:
-        """The vendor's own count of what we used (rate-limit headers), on this process or a node."""
-        plan = self.catalog.plans.get(task.plan)
-        dataset = self.catalog.datasets.get(plan.dataset) if plan else None
-        if dataset is None:
-            return
-        scope = f"vendor:{dataset.vendor}" if observation.scope == "vendor" else f"dataset:{dataset.name}"
-        held = self.limiter.observe(scope, observation.used, now, observation.per)
-        # "Nothing left until the reset": freeze, unless our own quota over the same window now
-        # holds the vendor's count and so waits exactly as long (a whole-second reset would
-        # over-wait on a sliding window).
-        if observation.freeze_for and not held:
-            until = now + observation.freeze_for
-            new = self.scheduler.announced_freeze(task, scope, now, until)
-            message = (f"the vendor's rate-limit headers say nothing is left until its reset; synctask "
-                       f"froze {scope} for {observation.freeze_for:g}s, before any 429")
-            self.emit(FreezeEvent(now, task.plan, scope, until, message, new))
-
-    def _answered(self, task: SyncTask, at: float) -> None:
-        """A fetcher got the first byte of the task's answer: its windows count it until ``at``
-        plus their length, and queues waiting on that room may go on."""
-        self.scheduler.answered(task, at)
-        self._wake.set()
-
-    def _streamed(self, task: SyncTask, messages: int, rows: int, position: dict[str, int]) -> None:
-        """A stream wrote a batch: where it got to is saved, so the next run resumes there."""
-        self.store.save_position(task.id, position)
-        self.emit(StreamEvent(self._now(), task.plan, task.id, messages, rows))
-
-    def _worker_lost(self, message: str, tasks: list[SyncTask]) -> None:
-        """A Ray worker died: say so on each plan that had tasks on it (they go back to their queues)."""
-        for plan in sorted({task.plan for task in tasks}):
-            if self.scheduler.has_plan(plan):
-                self.emit(PlanEvent(self._now(), plan, self.scheduler.plan_state(plan).value,
-                                    self._runs.run_id(plan), message=message))
-
-    def _notice(self, plan: str, message: str) -> None:
-        """Tell people once per plan and run about something odd in an answer (a plan event)."""
-        key = (plan, self._runs.run_id(plan))
-        if key in self._noticed or not self.scheduler.has_plan(plan):
-            return
-        self._noticed.add(key)
-        self.emit(PlanEvent(self._now(), plan, self.scheduler.plan_state(plan).value, key[1], message=message))
+        ending = self._runs.unfinished() if self._stopping else []
+        self.delivery.checkpoint({run.id: self._runs.stats(run.plan) for run in ending})
 
     # --- probes and jobs -------------------------------------------------------------------
     async def probe(self, name: str) -> Probe:
-        """Fetch the first task of plan ``name`` once, under its limits (waiting if they say so),
-        and return what came back; nothing is written and nothing is recorded. A failure raises
-        ``TaskFailed`` with the sentence a run would have said."""
+        """Fetch the first task of plan ``name`` once, under its limits, and return what came back;
+        nothing is written or recorded. A failure raises ``TaskFailed`` with a run's sentence."""
         plan = self.catalog.plan(name)
         self._bind_loop()
-        self._delivery.restore_usage()
+        self.delivery.restore_usage()
         return await probe(plan, self.catalog, self.scheduler, self._now)
 
     async def submit_job(self, split: Iterable[Any] | Callable[[], Iterable[Any]], execute: Callable[[Any], Any],
@@ -565,25 +376,11 @@ class SyncTaskExecutor:
         return await self._jobs.submit(split, execute, aggregate, name=name, priority=priority, timeout=timeout,
                                        retry=retry, limits=limits, vendor=vendor)
 
-    # What a job needs of its engine (``jobs.JobHost``).
-    @property
-    def running(self) -> bool:
-        return self._running
-
-    def drive(self) -> Any:
-        return self.run(until_idle=True)
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def now(self) -> float:
-        return self._now()
-
     # --- helpers -------------------------------------------------------------------------
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """Take the running loop's clock as the executor's (so a virtual-time loop moves it too)."""
         loop = asyncio.get_running_loop()
-        self._loop_ref = self._delivery.loop = loop
+        self._loop_ref = self.delivery.loop = loop
         if self._epoch is None:
             self._epoch = time.time() - loop.time()
         return loop
@@ -595,22 +392,8 @@ class SyncTaskExecutor:
             return time.time()
         return self._epoch + loop.time()
 
-    def _now_dt(self) -> datetime:
-        return datetime.fromtimestamp(self._now(), UTC)
-
-    def _stats(self, name: str) -> dict[str, Any]:
-        s = self.scheduler.stats(name)
-        return {"done": s.done, "failed": s.failed, "skipped": s.skipped, "retries": s.retries,
-                "freezes": s.freezes, "total": s.total}
-
     def _summary(self) -> RunSummary:
-        summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self._delivery.failure,
-                             problems=list(self._delivery.sink_failures))
-        for name in self.catalog.plans:
-            if self.scheduler.has_plan(name):
-                state = self.scheduler.plan_state(name).value
-                if summary.interrupted and state in ("running", "paused", "stopped"):
-                    state = "interrupted"  # it did not end: the next run goes on from here
-                summary.plans[name] = {**self._stats(name), "state": state,
-                                       "rows": self.progress.plans[name].rows if name in self.progress.plans else 0}
-        return summary
+        summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self.delivery.failure,
+                             problems=list(self.delivery.sink_failures))
+        plans = self.progress.plans
+        return self._runs.summary(self.catalog.plans, summary, lambda name: plans[name].rows if name in plans else 0)

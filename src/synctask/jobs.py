@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from .catalog import Catalog
 from .connectors.base import Page
@@ -37,27 +37,26 @@ __all__ = ["Jobs", "JobHost", "Probe", "probe"]
 _job_counter = itertools.count(1)
 
 
-class JobHost(Protocol):
-    """What a job needs of the engine that runs it."""
+@dataclass(frozen=True)
+class JobHost:
+    """What a job needs of the engine that runs it, besides the catalog, scheduler and runs."""
 
-    catalog: Catalog
-    scheduler: Scheduler
     progress: Progress
-
-    @property
-    def running(self) -> bool: ...
-    def drive(self) -> Coroutine[Any, Any, Any]: ...
-    def emit(self, event: Event) -> None: ...
-    def wake(self) -> None: ...
-    def cancel(self, tasks: Iterable[SyncTask]) -> None: ...
-    def now(self) -> float: ...
+    emit: Callable[[Event], None]
+    wake: Callable[[], None]
+    cancel: Callable[[Iterable[SyncTask]], None]
+    now: Callable[[], float]
+    running: Callable[[], bool]  # whether the engine's loop already runs
+    drive: Callable[[], Coroutine[Any, Any, Any]]  # run it until idle, when it does not
 
 
 class Jobs:
     """Jobs running now: each one's results by mini-task, and its failures in words."""
 
-    def __init__(self, host: JobHost, runs: Runs) -> None:
+    def __init__(self, host: JobHost, catalog: Catalog, scheduler: Scheduler, runs: Runs) -> None:
         self.host = host
+        self.catalog = catalog
+        self.scheduler = scheduler
         self.runs = runs
         self.results: dict[str, dict[int, Any]] = {}
         self.failures: dict[str, dict[str, str]] = {}
@@ -66,7 +65,7 @@ class Jobs:
                      aggregate: Callable[[list[Any]], Any], *, name: str | None, priority: int,
                      timeout: float | None, retry: RetryPolicy | None, limits: Sequence[Limit],
                      vendor: str | None) -> Any:
-        host, catalog, scheduler = self.host, self.host.catalog, self.host.scheduler
+        host, catalog, scheduler = self.host, self.catalog, self.scheduler
         items = list(split() if callable(split) else split)
         name = name or f"job-{next(_job_counter)}"
         dataset_name = f"job:{name}"
@@ -87,7 +86,7 @@ class Jobs:
         scheduler.add_plan(plan, params)
         host.emit(PlanEvent(host.now(), name, "running", f"{name}:job", total=len(params)))
         host.wake()
-        driver = None if host.running else asyncio.create_task(host.drive())
+        driver = None if host.running() else asyncio.create_task(host.drive())
         try:
             outcome = await done
         finally:
@@ -107,12 +106,11 @@ class Jobs:
         return aggregate([results[i] for i in range(len(params))])
 
     def _forget(self, name: str, dataset: str) -> None:
-        scheduler = self.host.scheduler
-        if scheduler.has_plan(name):
-            scheduler.remove_plan(name)
-        scheduler.remove_dataset(dataset)
-        self.host.catalog.plans.pop(name, None)
-        self.host.catalog.remove_dataset(dataset)
+        if self.scheduler.has_plan(name):
+            self.scheduler.remove_plan(name)
+        self.scheduler.remove_dataset(dataset)
+        self.catalog.plans.pop(name, None)
+        self.catalog.remove_dataset(dataset)
         self.runs.untrack(name)
 
 

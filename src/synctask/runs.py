@@ -10,9 +10,9 @@ waits for it (a job).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,10 +21,20 @@ from .model import PlanState, RunState, SyncPlan
 from .scheduler import Scheduler
 from .store import RunRecord, Store
 
-__all__ = ["Runs", "Run"]
+__all__ = ["Runs", "Run", "RunSummary"]
 
 DONE_IN_MEMORY = 500_000  # finished ids kept in a set to skip them (about 50 MB at most); above, the store answers
 _GOING = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
+
+
+@dataclass
+class RunSummary:
+    """What ``run()`` did: per plan counts, whether it was interrupted, what to type to resume."""
+
+    interrupted: bool = False
+    plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failure: str | None = None  # why the run had to end at once (the state could not be written)
+    problems: list[str] = field(default_factory=list)  # sinks that could not be closed
 
 
 @dataclass
@@ -141,6 +151,23 @@ class Runs:
     def untrack(self, name: str) -> None:
         self.waiters.pop(name, None)
         self.forget(name)
+
+    def stats(self, name: str) -> dict[str, Any]:
+        """The plan's counts as a run record keeps them."""
+        s = self.scheduler.stats(name)
+        return {"done": s.done, "failed": s.failed, "skipped": s.skipped, "retries": s.retries,
+                "freezes": s.freezes, "total": s.total}
+
+    def summary(self, plans: Iterable[str], summary: RunSummary, rows: Callable[[str], int]) -> RunSummary:
+        """``summary`` with each plan's counts, rows and state (one that did not end, after an
+        interrupt, is "interrupted": the next run goes on from there)."""
+        for name in plans:
+            if self.scheduler.has_plan(name):
+                state = self.scheduler.plan_state(name).value
+                if summary.interrupted and state in ("running", "paused", "stopped"):
+                    state = "interrupted"
+                summary.plans[name] = {**self.stats(name), "state": state, "rows": rows(name)}
+        return summary
 
     def unfinished(self) -> list[Run]:
         """The runs whose plans still go (running, paused, stopped): interrupted at shutdown."""

@@ -129,7 +129,7 @@ def _error(status: int, message: str) -> web.Response:
 
 async def _health(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
-    return web.json_response({"ok": True, "plans": len(executor.plans()), "workers": executor.workers})
+    return web.json_response({"ok": True, "plans": len(executor.catalog.plans), "workers": executor.workers})
 
 
 def _plan_view(executor: SyncTaskExecutor, name: str) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _plan_view(executor: SyncTaskExecutor, name: str) -> dict[str, Any]:
     state = executor.plan_state(name).value
     p = executor.progress.snapshot(name, now)
     view: dict[str, Any] = {
-        "name": name, "state": state, "dataset": executor.plan(name).dataset,
+        "name": name, "state": state, "dataset": executor.catalog.plan(name).dataset,
         "total": p.total, "done": p.done, "failed": p.failed, "skipped": p.skipped, "in_flight": p.in_flight,
         "retries": p.retries, "freezes": p.freezes, "rows": p.rows, "rate": round(p.rate, 3),
         "eta_seconds": None if p.eta is None else round(p.eta, 1), "frozen_until": p.frozen_until,
@@ -153,7 +153,7 @@ def _plan_view(executor: SyncTaskExecutor, name: str) -> dict[str, Any]:
 
 async def _plans(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
-    return web.json_response({"plans": [_plan_view(executor, plan.name) for plan in executor.plans()]})
+    return web.json_response({"plans": [_plan_view(executor, plan.name) for plan in executor.catalog.plans.values()]})
 
 
 async def _plan(request: web.Request) -> web.Response:
@@ -272,7 +272,7 @@ def _vendor_of(executor: SyncTaskExecutor, scope: str) -> str | None:
         return name
     if kind == "dataset":
         try:
-            return executor.dataset(name).vendor
+            return executor.catalog.dataset(name).vendor
         except UnknownPlan:
             return None
     return None
@@ -377,7 +377,7 @@ class _Broadcast:
     def snapshot(self) -> bytes:
         """Every plan's and every limit's state now, as one ``progress`` event."""
         progress = {"type": "progress", "at": time.time(), "workers": self.executor.workers,
-                    "plans": [_plan_view(self.executor, plan.name) for plan in self.executor.plans()],
+                    "plans": [_plan_view(self.executor, plan.name) for plan in self.executor.catalog.plans.values()],
                     "scopes": _scopes_view(self.executor, self.freezes)}
         return _chunk([progress])
 

@@ -53,15 +53,15 @@ class Metrics:
 
     def waited(self, dataset: str, seconds: float) -> None:
         try:
-            vendor = self.executor.dataset(dataset).vendor
+            vendor = self.executor.catalog.dataset(dataset).vendor
         except Exception:  # a dataset removed meanwhile
             vendor = ""
         self.limit_wait.labels(vendor).observe(seconds)
 
     def vendor_of(self, plan: str) -> tuple[str, str]:
         try:
-            dataset = self.executor.plan(plan).dataset
-            return self.executor.dataset(dataset).vendor, dataset
+            dataset = self.executor.catalog.plan(plan).dataset
+            return self.executor.catalog.dataset(dataset).vendor, dataset
         except Exception:  # a plan removed meanwhile
             return "", ""
 
@@ -110,7 +110,7 @@ class _Gauges(Collector):
                                      labels=["plan", "state"])
         success = GaugeMetricFamily("synctask_plan_last_success_timestamp_seconds",
                                     "When a task of the plan last succeeded.", labels=["plan"])
-        for plan in executor.plans():
+        for plan in executor.catalog.plans.values():
             p = executor.progress.snapshot(plan.name, now)
             in_flight.add_metric([plan.name], p.in_flight)
             for state, value in (("done", p.done), ("failed", p.failed), ("skipped", p.skipped),

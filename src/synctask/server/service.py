@@ -45,7 +45,7 @@ class Service:
         moved since its tasks finished raises ``SinkMoved`` first (see ``check_sinks``)."""
         plans = self.catalog.plans()
         self.executor.load(plans, start=False)
-        self.executor.check_sinks(refetch)
+        self.executor.delivery.check_sinks(self.executor.catalog.plans.values(), refetch)
         self.wanted = {name: state for name, state in self.wanted.items() if name in {p.name for p in plans.plans}}
         for plan in plans.plans:
             self._bring(plan.name, self.wanted.get(plan.name), plan.schedule.kind == "manual")
@@ -94,7 +94,7 @@ class Service:
         """Forget plan ``name``, and its dataset and vendor when no other plan uses them: their
         sinks close now and are never written again (not even at shutdown)."""
         async with self._lock:
-            self.executor.plan(name)  # UnknownPlan → 404
+            self.executor.catalog.plan(name)  # UnknownPlan → 404
             cancelled = self.executor.remove_plan(name)
             self.catalog.remove(name)
             await self.executor.settled(cancelled, _SETTLE_SECONDS)
@@ -103,15 +103,15 @@ class Service:
 
     async def _drop_unused(self) -> None:
         ex = self.executor
-        used = {plan.dataset for plan in ex.plans()}
-        for dataset in ex.datasets():
+        used = {plan.dataset for plan in ex.catalog.plans.values()}
+        for dataset in list(ex.catalog.datasets.values()):
             if dataset.name not in used:
                 ex.remove_dataset(dataset.name)
-        needed = {dataset.vendor for dataset in ex.datasets()}
-        for vendor in ex.vendors():
+        needed = {dataset.vendor for dataset in ex.catalog.datasets.values()}
+        for vendor in list(ex.catalog.vendors.values()):
             if vendor.name not in needed:
-                ex.remove_vendor(vendor.name)
-        await ex.close_removed()
+                ex.catalog.remove_vendor(vendor.name)
+        await ex.delivery.close_sinks(ex.catalog.take_removed())
 
     async def reload(self) -> Diff:
         """Read the plan file again and apply what changed (raises, changing nothing, when invalid)."""
@@ -129,7 +129,7 @@ class Service:
         await ex.settled(cancelled, _SETTLE_SECONDS)
         for name in [*change.rebuilt, *change.dropped]:
             ex.remove_dataset(name)
-        known = {d.name for d in ex.datasets()}
+        known = {d.name for d in ex.catalog.datasets.values()}
         for vendor in plans.vendors.values():
             ex.add_vendor(vendor)
         for dataset in plans.datasets.values():
@@ -141,7 +141,7 @@ class Service:
             ex.add_plan(plan, start=False)
             wanted = kept.get(name)  # a changed plan keeps its state; one that had ended may have new work
             self._bring(name, None if wanted == "ended" else wanted, plan.schedule.kind == "manual")
-        await ex.close_removed()
+        await ex.delivery.close_sinks(ex.catalog.take_removed())
         self._save()
 
     def _state_of(self, name: str) -> str | None:

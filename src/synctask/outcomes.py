@@ -1,0 +1,115 @@
+"""A task's end, carried out: what the worker pool calls when a task has a result or has ended.
+
+First its rows are delivered (durable in the sink, or kept for its job) and a page's notice is
+said; then the scheduler's verdict on the outcome is carried out: recorded in the store (a job's
+failures are kept by the job instead), told as an event (or only counted when nobody listens),
+and its consequences done: a freeze told, tasks cancelled, runs that stopped or finished ended,
+a checkpoint saved. The decisions are the scheduler's; this room only does what they say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .catalog import Catalog
+from .connectors.base import Page
+from .delivery import Delivery
+from .errors import Failure
+from .events import EventHub, FreezeEvent, SkipEvent
+from .feedback import Feedback
+from .jobs import Jobs
+from .model import RunState, SyncTask, TaskState
+from .redact import SECRETS
+from .runs import Runs
+from .scheduler import Scheduler, Verdict
+from .store import TaskRecord
+
+__all__ = ["Outcomes"]
+
+_EVENT_KIND = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
+               TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}
+
+
+class Outcomes:
+    """``deliver`` and ``finish`` for the worker pool; ``end_run`` for whoever ends a run."""
+
+    def __init__(self, scheduler: Scheduler, catalog: Catalog, delivery: Delivery, runs: Runs, jobs: Jobs,
+                 hub: EventHub, heard: Feedback, *, cancel: Callable[[Iterable[SyncTask]], None],
+                 checkpoint: Callable[[], None], wake: Callable[[], None], clock: Callable[[], float]) -> None:
+        self.scheduler = scheduler
+        self.catalog = catalog
+        self.delivery = delivery
+        self.runs = runs
+        self.jobs = jobs
+        self.hub = hub
+        self.heard = heard
+        self._cancel = cancel
+        self._checkpoint = checkpoint
+        self._wake = wake
+        self._clock = clock
+
+    async def deliver(self, task: SyncTask, result: Any) -> tuple[int, Mapping[str, Any] | None]:
+        """The master's half of a task: a page's notice told, its rows durably in the sink (or
+        kept for its job); returns the rows written and the next page's parameters."""
+        follow_up = None
+        if isinstance(result, Page):
+            if result.notice is not None:
+                self.heard.notice(task.plan, result.notice)
+            follow_up, result = result.next_params, result.rows
+        job = self.jobs.results.get(task.plan)
+        if job is not None:
+            job[task.seq] = result
+            return 0, follow_up
+        return await self.delivery.write(self.catalog.dataset_of(task), result), follow_up
+
+    def finish(self, task: SyncTask, failure: Failure | None, rows: int,
+               follow_up: Mapping[str, Any] | None = None) -> None:
+        now = self._clock()
+        try:
+            verdict = self.scheduler.report(task, failure, now, follow_up)
+        except ValueError:
+            return  # the plan was removed and forgotten meanwhile
+        if verdict.message and SECRETS:  # a vendor may echo the token back: mask it everywhere
+            verdict = verdict._replace(message=SECRETS(verdict.message))
+        self._carry_out(task, verdict, rows, now, follow_up)
+        self._wake()
+
+    def _carry_out(self, task: SyncTask, verdict: Verdict, rows: int, now: float,
+                   follow_up: Mapping[str, Any] | None) -> None:
+        more = 1 if follow_up is not None and verdict.state is TaskState.DONE else 0
+        run = self.runs.current.get(task.plan)
+        state = verdict.state
+        job_failures = self.jobs.failures.get(task.plan)
+        if job_failures is not None:
+            if state is TaskState.FAILED or verdict.stopped:
+                job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
+        elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
+            follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
+            self.delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
+                                            now, follow))
+        self.hub.task_ended(now, task, _EVENT_KIND[state], verdict.message, rows, more)
+        if verdict.frozen is not None:
+            scope, until, new = verdict.frozen
+            self.hub.emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
+        if verdict.cancel:
+            self._cancel(list(verdict.cancel))
+        for name in verdict.stopped:
+            self.end_run(name, RunState.FAILED, verdict.message)
+        if verdict.checkpoint:
+            self._checkpoint()
+        for name in verdict.finished:
+            self.end_run(name, RunState.COMPLETED)
+
+    def note_skips(self) -> None:
+        """Tell how many of each plan's tasks were skipped as done since the last time."""
+        progress = self.hub.progress
+        for plan, skipped in self.scheduler.skipped_counts().items():
+            seen = progress.plans.get(plan)
+            if seen is not None and skipped > seen.skipped:
+                self.hub.emit(SkipEvent(self._clock(), plan, skipped - seen.skipped, self.scheduler.stats(plan).total))
+
+    def end_run(self, name: str, state: RunState, message: str | None = None) -> None:
+        """End the plan's run (a job's is not recorded in the store: it has none)."""
+        self.runs.end(name, state, None if name in self.jobs.results else self.runs.stats(name), message)
