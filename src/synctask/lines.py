@@ -22,7 +22,7 @@ import math
 from collections import deque
 
 from .lanes import IDLE, PARKED, READY, SLEEPING, Queue
-from .limits import Counter
+from .windows import Counter
 
 __all__ = ["Lines", "Waitlist"]
 

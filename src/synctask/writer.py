@@ -1,0 +1,131 @@
+"""The state's writer thread: task outcomes committed in batches, off the event loop.
+
+The event loop only hands batches over (``submit``); one thread commits whatever was handed
+meanwhile in one transaction, many rows per statement. A failed commit fails every later call
+too: outcomes after it were not recorded, and the run must end (see ``delivery``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from .disk import rollback_quietly
+
+if TYPE_CHECKING:
+    from .store import TaskRecord
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """Commits batches of task outcomes on a thread of its own, so the event loop never waits
+    for SQLite: each transaction takes every batch handed to it meanwhile (the slower the disk,
+    the larger the group commit). A failure is raised in the caller's thread at the next call."""
+
+    MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
+    # Rows per INSERT, 8 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
+    # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
+    # every statement) it waits up to the interpreter's switch interval (5 ms).
+    _ROWS = 4_000 if sqlite3.sqlite_version_info >= (3, 32) else 120
+    def __init__(self, db: sqlite3.Connection, path: str, unwritable: Callable[[str, BaseException], Exception]
+                 ) -> None:
+        self._db = db
+        self._path = path
+        self._unwritable = unwritable  # the error to keep when a commit fails (it names the path)
+        self._changed = threading.Condition()
+        self._batches: list[list[TaskRecord]] = []
+        self._queued = 0  # outcomes in _batches
+        self._busy = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, batch: list[TaskRecord]) -> None:
+        """Queue ``batch`` for the next transaction. When ``MAX_BACKLOG`` outcomes are already
+        waiting (the disk is slower than the tasks), wait until the writer takes them: memory
+        stays bounded, and the run goes at the pace the disk allows."""
+        with self._changed:
+            self._raise_error()
+            self._batches.append(batch)
+            self._queued += len(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="synctask-store-writer", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+            while self._queued > self.MAX_BACKLOG and self._error is None:
+                self._changed.wait()
+
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Wait until every batch handed over is committed, and keep the writer out meanwhile."""
+        with self._changed:
+            while self._batches or self._busy:
+                self._changed.wait()
+            self._raise_error()
+            yield
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._changed:
+            self._raise_error()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._batches and not self._closed:
+                    self._changed.wait()
+                if not self._batches:
+                    return
+                batches, self._batches = self._batches, []
+                self._queued = 0
+                self._busy = True
+                self._changed.notify_all()
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    self._insert([record for batch in batches for record in batch])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
+                    raise
+            except BaseException as exc:  # kept for the caller: this thread has no one to tell
+                with self._changed:
+                    self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _insert(self, records: list[TaskRecord]) -> None:
+        """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES): ``executemany``
+        would hand the GIL back and take it again after every row, and with the event loop busy
+        each take waits, so the writer would crawl while the loop runs."""
+        start, left = 0, len(records)
+        while left:
+            # _ROWS at a time, then the rest in power-of-two statements: few distinct statements
+            # (SQLite keeps them prepared), few GIL takes.
+            rows = self._ROWS if left >= self._ROWS else 1 << (left.bit_length() - 1)
+            self._db.execute(_insert_sql(rows), [value for record in records[start:start + rows] for value in record])
+            start, left = start + rows, left - rows
+
+    def _raise_error(self) -> None:
+        """A failed commit fails every later call too: outcomes after it were not recorded."""
+        if self._error is not None:
+            raise self._error
+
+
+@functools.cache
+def _insert_sql(rows: int) -> str:
+    """INSERT of ``rows`` task outcomes in one statement."""
+    return ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
