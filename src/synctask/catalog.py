@@ -73,6 +73,15 @@ class Catalog:
         return plan.dataset if plan else ""
 
     # --- registering -----------------------------------------------------------------------
+    def add_vendor(self, vendor: Vendor) -> None:
+        self.vendors[vendor.name] = vendor
+
+    def add_plan(self, plan: SyncPlan) -> None:
+        self.plans[plan.name] = plan
+
+    def remove_plan(self, name: str) -> None:
+        self.plans.pop(name, None)
+
     def add_dataset(self, dataset: Dataset, fetch: Callable[..., Any] | Fetcher | None = None,
                     sink: Sink | None = None) -> None:
         vendor = self.vendors.get(dataset.vendor)

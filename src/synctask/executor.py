@@ -127,7 +127,7 @@ class SyncTaskExecutor:
                 self.add_plan(plan, start=start)
 
     def add_vendor(self, vendor: Vendor) -> None:
-        self.catalog.vendors[vendor.name] = vendor
+        self.catalog.add_vendor(vendor)
 
     def add_dataset(self, dataset: Dataset, *, fetch: Callable[..., Any] | Fetcher | None = None,
                     sink: Sink | None = None) -> None:
@@ -142,7 +142,7 @@ class SyncTaskExecutor:
             raise UnknownPlan(f"plan {plan.name!r} uses dataset {plan.dataset!r}, which was not added")
         if plan.name in self.catalog.plans:
             raise ValueError(f"plan {plan.name!r} is already added; remove it first")
-        self.catalog.plans[plan.name] = plan
+        self.catalog.add_plan(plan)
         self.progress.set_limit_time(plan.name, functools.partial(self.scheduler.time_for, plan.dataset))
         self._runs.schedule(plan, datetime.fromtimestamp(self._now(), UTC))
         if start:
@@ -209,8 +209,8 @@ class SyncTaskExecutor:
                 tasks = self.scheduler.in_flight(name)
             self.scheduler.remove_plan(name)
         self.cancel(tasks)
-        self.catalog.plans.pop(name, None)
-        self._runs.due.pop(name, None)
+        self.catalog.remove_plan(name)
+        self._runs.unschedule(name)
         self.emit(PlanEvent(self._now(), name, "removed"))
         self._wake.set()
         return tasks
@@ -245,7 +245,7 @@ class SyncTaskExecutor:
     def next_due(self, name: str) -> datetime | None:
         """When the plan's schedule next starts a run (None: manual, or no time left)."""
         self.catalog.plan(name)
-        return self._runs.due.get(name)
+        return self._runs.next_due(name)
 
     # --- events --------------------------------------------------------------------------
     def listen(self, callback: Callable[[Event], None]) -> Callable[[], None]:
@@ -298,8 +298,7 @@ class SyncTaskExecutor:
         runs, scheduler, pool = self._runs, self.scheduler, self._pool
         while not self._stopping:
             now = self._now()
-            if runs.due:
-                runs.start_due(self.catalog.plans, datetime.fromtimestamp(self._now(), UTC))
+            runs.start_due(self.catalog.plans, now)
             capacity = self._workers if self._ray is None else self._workers * max(len(self._ray.workers), 1)
             free = capacity - len(pool)
             if free > 0:

@@ -61,6 +61,13 @@ class Jobs:
         self.results: dict[str, dict[int, Any]] = {}
         self.failures: dict[str, dict[str, str]] = {}
 
+    def results_of(self, plan: str) -> dict[int, Any] | None:
+        """The results of the job named ``plan`` so far (None: no such job is running)."""
+        return self.results.get(plan)
+
+    def failures_of(self, plan: str) -> dict[str, str] | None:
+        return self.failures.get(plan)
+
     async def submit(self, split: Iterable[Any] | Callable[[], Iterable[Any]], execute: Callable[[Any], Any],
                      aggregate: Callable[[list[Any]], Any], *, name: str | None, priority: int,
                      timeout: float | None, retry: RetryPolicy | None, limits: Sequence[Limit],
@@ -77,7 +84,7 @@ class Jobs:
         params = [dict(item) if isinstance(item, Mapping) else {"item": item} for item in items]
         plan = SyncPlan(name, dataset_name, ParamGrid({}), parse_schedule("manual"), priority, timeout,
                         retry or RetryPolicy())
-        catalog.plans[name] = plan
+        catalog.add_plan(plan)
         results: dict[int, Any] = {}
         self.results[name] = results
         self.failures[name] = {}
@@ -109,7 +116,7 @@ class Jobs:
         if self.scheduler.has_plan(name):
             self.scheduler.remove_plan(name)
         self.scheduler.remove_dataset(dataset)
-        self.catalog.plans.pop(name, None)
+        self.catalog.remove_plan(name)
         self.catalog.remove_dataset(dataset)
         self.runs.untrack(name)
 

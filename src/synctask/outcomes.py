@@ -58,7 +58,7 @@ class Outcomes:
             if result.notice is not None:
                 self.heard.notice(task.plan, result.notice)
             follow_up, result = result.next_params, result.rows
-        job = self.jobs.results.get(task.plan)
+        job = self.jobs.results_of(task.plan)
         if job is not None:
             job[task.seq] = result
             return 0, follow_up
@@ -79,9 +79,9 @@ class Outcomes:
     def _carry_out(self, task: SyncTask, verdict: Verdict, rows: int, now: float,
                    follow_up: Mapping[str, Any] | None) -> None:
         more = 1 if follow_up is not None and verdict.state is TaskState.DONE else 0
-        run = self.runs.current.get(task.plan)
+        run = self.runs.run_of(task.plan)
         state = verdict.state
-        job_failures = self.jobs.failures.get(task.plan)
+        job_failures = self.jobs.failures_of(task.plan)
         if job_failures is not None:
             if state is TaskState.FAILED or verdict.stopped:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
@@ -112,4 +112,4 @@ class Outcomes:
 
     def end_run(self, name: str, state: RunState, message: str | None = None) -> None:
         """End the plan's run (a job's is not recorded in the store: it has none)."""
-        self.runs.end(name, state, None if name in self.jobs.results else self.runs.stats(name), message)
+        self.runs.end(name, state, None if self.jobs.results_of(name) is not None else self.runs.stats(name), message)

@@ -72,6 +72,15 @@ class Runs:
         if due is not None:
             self.due[plan.name] = due
 
+    def next_due(self, plan: str) -> datetime | None:
+        return self.due.get(plan)
+
+    def unschedule(self, plan: str) -> None:
+        self.due.pop(plan, None)
+
+    def run_of(self, plan: str) -> Run | None:
+        return self.current.get(plan)
+
     def forget(self, plan: str) -> None:
         self.due.pop(plan, None)
         self.current.pop(plan, None)
@@ -80,9 +89,12 @@ class Runs:
         """The earliest instant a plan comes due (epoch seconds)."""
         return min((due.timestamp() for due in self.due.values()), default=None)
 
-    def start_due(self, plans: dict[str, SyncPlan], now: datetime) -> None:
-        """Start every plan whose time has come; a due time that comes while the previous run
-        still goes is skipped."""
+    def start_due(self, plans: dict[str, SyncPlan], at: float) -> None:
+        """Start every plan whose time has come by ``at`` (epoch seconds); a due time that comes
+        while the previous run still goes is skipped."""
+        if not self.due:
+            return
+        now = datetime.fromtimestamp(at, UTC)
         for name, due in list(self.due.items()):
             if due > now:
                 continue
