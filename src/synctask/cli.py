@@ -501,6 +501,11 @@ def _print_plans(plans: PlanFile, names: list[str]) -> None:
         paged = bool(plans.datasets[plan.dataset].options.get("pagination"))
         out.print(f"  tasks     {tasks:,}" + (", plus one for each further page found" if paged else ""))
         out.print(f"  schedule  {plan.schedule}, {when}")
+        if plan.schedule.kind != "manual":
+            missed = {"all": "every missed due time runs, oldest first", "latest": "the latest missed due time runs",
+                      "none": "missed due times are not run"}[plan.catch_up]
+            overlap = "waits for the run before" if plan.overlap == "queue" else "is skipped while a run goes"
+            out.print(f"  catch-up  {plan.catch_up}: {missed}; overlap {plan.overlap}: a due time {overlap}")
         out.print(f"  priority  {plan.priority}   timeout {timeout}   retry {retry.attempts} attempts, "
                   f"backoff {format_duration(retry.base)}..{format_duration(retry.cap)}")
 

@@ -227,6 +227,8 @@ class PlanSpec(_Strict):
     timeout: Duration | None = None
     retry: RetrySpec = RetrySpec()
     on_fatal: Literal["stop_plan", "stop_all"] = "stop_plan"
+    catchup: Literal["all", "latest", "none"] | None = None
+    overlap: Literal["queue", "skip"] = "queue"
 
     @field_validator("timeout")
     @classmethod
@@ -436,6 +438,8 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             timeout=parse_duration(p.timeout) if p.timeout is not None else None,
             retry=RetryPolicy.parse(p.retry.attempts, p.retry.backoff),
             on_fatal=p.on_fatal,
+            catchup=p.catchup,
+            overlap=p.overlap,
         ))
     _check_sink_places(out, source, problems)
     if problems:

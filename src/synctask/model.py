@@ -225,6 +225,16 @@ class SyncPlan:
     timeout: float | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_fatal: str = "stop_plan"  # or "stop_all"
+    catchup: str | None = None  # due times missed while nothing ran: "all", "latest", "none" (None: by params)
+    overlap: str = "queue"  # a due time that comes while the previous run goes: "queue" or "skip"
+
+    @property
+    def catch_up(self) -> str:
+        """How missed due times are run: as set, else "all" when the params follow the logical
+        time (each missed time is other data), "latest" when they do not (the same data again)."""
+        if self.catchup is not None:
+            return self.catchup
+        return "all" if self.params.uses_templates else "latest"
 
 
 class SyncTask:

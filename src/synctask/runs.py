@@ -5,11 +5,19 @@ a scheduled one). Starting it binds the plan's grid to that time, hands its task
 scheduler with a way to skip the ones already done, and records the run; a manual plan whose
 last run did not finish continues that run. Ending it records how it ended and tells whoever
 waits for it (a job).
+
+Schedules leave no gaps. The due times a plan missed while nothing ran (the process was down)
+are run when it starts, oldest first, each with its own logical time (``catchup``: all of them,
+the latest, or none), and a run the process left unfinished is finished first. A due time that
+comes while the plan's previous run still goes waits for it to end (``overlap = "queue"``), or
+is skipped (``"skip"``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,8 +31,10 @@ from .store import RunRecord, Store
 
 __all__ = ["Runs", "Run", "RunSummary"]
 
+MAX_CATCH_UP = 1_000  # missed due times run at most per plan (an "every 1s" plan down for a day has 86,400)
 DONE_IN_MEMORY = 500_000  # finished ids kept in a set to skip them (about 50 MB at most); above, the store answers
 _GOING = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
+_HOLDING = (*_GOING, PlanState.FAILED)  # a scheduled plan's next run waits while its run is in one of these
 
 
 @dataclass
@@ -58,6 +68,9 @@ class Runs:
         self.current: dict[str, Run] = {}
         self.due: dict[str, datetime] = {}
         self.waiters: dict[str, asyncio.Future[str]] = {}  # a job waits for its run to end
+        self.backlog: dict[str, deque[datetime]] = {}  # due times waiting for the plan's run to end
+        self._plans: dict[str, SyncPlan] = {}  # the scheduled plans
+        self._to_catch_up: list[str] = []  # scheduled plans whose missed due times are not looked for yet
 
     def run_id(self, plan: str) -> str | None:
         run = self.current.get(plan)
@@ -68,7 +81,13 @@ class Runs:
 
     # --- schedules -----------------------------------------------------------------------
     def schedule(self, plan: SyncPlan, now: datetime) -> None:
-        due = plan.schedule.next_due(now) if plan.schedule.kind != "manual" else None
+        """Keep the plan's next due time; the ones it missed are looked for on the first turn
+        (the state may not be open yet)."""
+        if plan.schedule.kind == "manual":
+            return
+        self._plans[plan.name] = plan
+        self._to_catch_up.append(plan.name)
+        due = plan.schedule.next_due(now)
         if due is not None:
             self.due[plan.name] = due
 
@@ -77,6 +96,8 @@ class Runs:
 
     def unschedule(self, plan: str) -> None:
         self.due.pop(plan, None)
+        self.backlog.pop(plan, None)
+        self._plans.pop(plan, None)
 
     def run_of(self, plan: str) -> Run | None:
         return self.current.get(plan)
@@ -86,27 +107,67 @@ class Runs:
         self.current.pop(plan, None)
 
     def next_wake(self) -> float | None:
-        """The earliest instant a plan comes due (epoch seconds)."""
+        """The earliest instant a plan comes due (epoch seconds); at once when a due time waits
+        for a run that has just ended."""
+        if any(not self._going(name) for name in self.backlog):
+            return -math.inf
         return min((due.timestamp() for due in self.due.values()), default=None)
 
     def start_due(self, plans: dict[str, SyncPlan], at: float) -> None:
         """Start every plan whose time has come by ``at`` (epoch seconds); a due time that comes
         while the previous run still goes is skipped."""
-        if not self.due:
-            return
-        now = datetime.fromtimestamp(at, UTC)
-        for name, due in list(self.due.items()):
-            if due > now:
+        if self._to_catch_up:
+            self._catch_up(datetime.fromtimestamp(at, UTC))
+        if self.due:
+            now = datetime.fromtimestamp(at, UTC)
+            for name, due in list(self.due.items()):
+                if due > now:
+                    continue
+                plan = plans[name]
+                nxt = plan.schedule.next_due(due)
+                if nxt is None:
+                    del self.due[name]
+                else:
+                    self.due[name] = nxt
+                if plan.overlap == "queue" or not self._going(name):
+                    self.backlog.setdefault(name, deque()).append(due)  # skipped below if it overlaps
+        if self.backlog:
+            for name, waiting in list(self.backlog.items()):
+                if self._going(name):
+                    if self._plans[name].overlap == "skip":
+                        waiting.clear()  # the previous run is still going: these due times are skipped
+                else:
+                    self.start(self._plans[name], waiting.popleft())
+                if not waiting:
+                    del self.backlog[name]
+
+    def _going(self, name: str) -> bool:
+        """Whether the plan's run still goes (or stopped on a fatal error: its due times wait for a
+        person to start it again, rather than failing the same way each time)."""
+        return self.scheduler.has_plan(name) and self.scheduler.plan_state(name) in _HOLDING
+
+    def _catch_up(self, now: datetime) -> None:
+        """The due times each newly scheduled plan missed since its last run (that run first, if
+        it did not finish), as its ``catchup`` says, into its backlog."""
+        store = self._store()
+        names, self._to_catch_up = self._to_catch_up, []
+        for name in names:
+            plan = self._plans.get(name)
+            last = store.last_run(name) if plan is not None else None
+            if plan is None or last is None or plan.catch_up == "none":
                 continue
-            plan = plans[name]
-            nxt = plan.schedule.next_due(due)
-            if nxt is None:
-                del self.due[name]
-            else:
-                self.due[name] = nxt
-            if self.scheduler.has_plan(name) and self.scheduler.plan_state(name) in _GOING:
-                continue  # the previous run is still going; this due time is skipped
-            self.start(plan, due)
+            since = datetime.fromisoformat(last.logical_time)
+            missed: list[datetime] = []
+            if last.state in ("running", "interrupted") and last.id == _run_id(name, since) and not self._going(name):
+                missed.append(since)  # a scheduled run left unfinished: again, its done tasks skipped
+            due = plan.schedule.next_due(since)
+            while due is not None and due <= now and len(missed) < MAX_CATCH_UP:
+                missed.append(due)
+                due = plan.schedule.next_due(due)
+            if plan.catch_up == "latest":
+                missed = missed[-1:]
+            if missed:
+                self.backlog.setdefault(name, deque()).extend(missed)
 
     # --- starting and ending -------------------------------------------------------------
     def start(self, plan: SyncPlan, logical_time: datetime | None) -> None:
@@ -114,12 +175,14 @@ class Runs:
         now = self._clock()
         scheduled = logical_time is not None
         logical = logical_time or datetime.fromtimestamp(now, UTC)
-        run_key = logical.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if scheduled else None
+        run_key = _run_key(logical) if scheduled else None
         last = store.last_run(plan.name)
         if not scheduled and last is not None and last.state in ("running", "interrupted", "failed"):
             run_id = last.id  # a manual plan continues its unfinished run
+        elif scheduled:
+            run_id = _run_id(plan.name, logical)
         else:
-            run_id = f"{plan.name}:{run_key or datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
+            run_id = f"{plan.name}:{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
         done_among = self._skipper(store, plan.name)
         resume = store.follow_up if done_among is not None and store.has_follow_ups(plan.name) else None
@@ -185,3 +248,12 @@ class Runs:
         """The runs whose plans still go (running, paused, stopped): interrupted at shutdown."""
         return [run for run in self.current.values()
                 if self.scheduler.has_plan(run.plan) and self.scheduler.plan_state(run.plan) in _GOING]
+
+
+def _run_key(logical: datetime) -> str:
+    """What a scheduled run's task ids carry: its logical time, so each run's work is its own."""
+    return logical.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _run_id(plan: str, logical: datetime) -> str:
+    return f"{plan}:{_run_key(logical)}"
