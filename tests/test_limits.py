@@ -457,3 +457,65 @@ def test_time_for_lets_what_is_left_go_at_once_and_the_rest_at_each_windows_rate
     assert limiter.time_for(["c"], 120, 3600.0) == DAY - 3600.0  # 90 today, 30 after midnight
     assert limiter.time_for(["c"], 300, 0.0) == 3 * DAY  # 90 today, 100 and 100, then 10 as day 4 begins
     assert limiter.time_for(["s", "c"], 25, 0.0) == 2.5 and limiter.time_for(["nothing"], 5, 0.0) == 0.0
+
+
+def test_a_lease_caps_what_a_scope_admits_until_the_next_save():
+    from synctask import Limiter, Quota
+
+    lim = Limiter()
+    lim.configure("vendor:v", [Quota(1000, 1.0)])
+    lim.configure("vendor:daily", [Quota(100_000, 86400.0)])
+    allowances = lim.next_allowances(3.0)
+    assert allowances["vendor:v"] == 1000 * 4  # short windows: all they could admit in the lease
+    assert allowances["vendor:daily"] == 100  # a long one: a floor, then twice what it used
+    lim.lease(13.0, {"vendor:v": 5})
+    gate = lim.gate(["vendor:v"])
+    assert [gate.send(1, 10.0) for _ in range(5)] == [None] * 5
+    assert gate.try_acquire(1, 10.0) == math.inf  # the lease is spent: wait for the next save
+    lim.lease(16.0, {"vendor:v": 5})
+    assert gate.try_acquire(1, 11.0) is None
+    assert gate.try_acquire(1, 16.0) == math.inf  # a lease that ran out admits nothing
+
+
+def test_a_restart_counts_what_its_predecessor_may_have_sent_after_its_last_save():
+    from synctask import Limiter, Quota
+
+    def limiter():
+        lim = Limiter()
+        lim.configure("vendor:v", [Quota(50, 1.0)])
+        lim.configure("vendor:c", [Quota(50, 1.0, clock=True)])
+        return lim
+
+    first = limiter()
+    allowances = first.next_allowances(3.0)
+    records = [*first.export_usage(100.0), first.lease_record(103.0, allowances)]
+    # Killed; a new process restarts at 100.5: whatever was sent is stamped by 101.5 at the latest.
+    second = limiter()
+    second.restore_usage(records, 100.5)
+    sliding, clock = second.gate(["vendor:v"]), second.gate(["vendor:c"])
+    assert sliding.try_acquire(1, 100.6) == pytest.approx(102.5)  # 100.5 + 1 s cushion + the window
+    assert clock.try_acquire(1, 100.6) == 101.0  # this clock second is full,
+    assert clock.try_acquire(1, 101.0) == 102.0  # and so is the next: a send may be stamped in it too
+    assert clock.try_acquire(1, 102.0) is None
+    # A process that ended cleanly promised nothing more: a restart may go at once.
+    third = limiter()
+    third.restore_usage([*first.export_usage(100.0), first.lease_record(100.0, {})], 100.5)
+    assert third.gate(["vendor:v"]).try_acquire(1, 100.6) is None
+
+
+def test_crash_restart_against_a_strict_vendor_stays_under_its_limit():
+    """kill -9 of `synctask run` at a random instant, then the same command at once, against the
+    simulator in its own process (50 per sliding second, and per clock second): 0 over."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parent.parent / "bench" / "crash_restart.py"
+    shown = subprocess.run([sys.executable, str(bench), "--trials", "1", "--windows", "sliding,clock", "--json"],
+                           capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    results = json.loads(shown.stdout.strip().splitlines()[-1])
+    for window, runs in results.items():
+        assert all(run["violations"] == 0 for run in runs), (window, runs)
+        assert all(run["served"] > 100 for run in runs), (window, runs)  # it did send, before and after

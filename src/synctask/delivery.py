@@ -29,6 +29,8 @@ from .store import SQLiteStore, StateUnwritable, Store, TaskRecord
 __all__ = ["Delivery"]
 
 SINKS = "sinks"  # the state-store key of where each dataset's sink wrote
+SAVE_EVERY = 1.0  # seconds between saves of usage (and leases), at least
+LEASE = 3.0  # seconds a lease lasts: saves come well within it, so a running process never waits for one
 
 
 class Delivery:
@@ -42,6 +44,7 @@ class Delivery:
         self._store = store
         self.state_path = state_path
         self.on_failure: Callable[[StateUnwritable], None] = lambda exc: None
+        self.on_lease: list[Callable[[], None]] = []  # told of each new lease: queues waiting on one may go
         self.loop: asyncio.AbstractEventLoop | None = None  # where commits are queued (the engine's loop)
         self.failure: str | None = None  # the state could not be written: the run ended
         self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
@@ -103,30 +106,46 @@ class Delivery:
             self.limiter.restore_usage(self.store.load_usage(), self._clock())
             self._usage_restored = True
 
-    def checkpoint(self, interrupted: Mapping[str, dict[str, Any]]) -> None:
-        """Save what must survive: buffered outcomes, long-window usage, and the runs that did not
-        end (``interrupted``: each run id with its counts)."""
+    def checkpoint(self, interrupted: Mapping[str, dict[str, Any]], *, last: bool = False) -> None:
+        """Save what must survive: buffered outcomes, usage (with a new lease), and the runs that
+        did not end (``interrupted``: each run id with its counts). ``last``: the process admits
+        nothing more, so its lease promises nothing (a restart then counts no unknown sends)."""
         with self.storing():
             store = self.store
             store.flush()
-            store.save_usage(self.limiter.export_usage(self._clock()))
+            self._save_usage(last=last)
             for run_id, stats in interrupted.items():
                 store.end_run(run_id, "interrupted", self._clock(), stats)
 
+    def _save_usage(self, *, last: bool = False) -> None:
+        """Usage now and the lease that follows it, in one write; the limiter keeps to the lease
+        only once the state holds it. Until the next save (``LEASE`` seconds at most) each scope
+        admits at most its allowance, so a process killed at any instant left at most that
+        unrecorded, and a restarted one counts it (``Limiter.restore_usage``)."""
+        now = self._clock()
+        until = now if last else now + LEASE
+        allowances = {} if last else self.limiter.next_allowances(LEASE)
+        records = self.limiter.export_usage(now)
+        records.append(self.limiter.lease_record(until, allowances))
+        self.store.save_usage(records)
+        self.limiter.lease(until, allowances)
+        for hook in self.on_lease:
+            hook()
+
     async def save_usage_periodically(self, interval: float) -> None:
-        """Quota usage about every second, so a process killed with -9 and restarted still knows
-        what it sent (outcomes are committed each loop turn, by ``record``). A huge log (a
-        sliding day of sends) takes longer to export: then it is saved less often, keeping the
-        cost near 1% of time."""
+        """Quota usage and a new lease about every ``SAVE_EVERY`` seconds, so a process killed
+        with -9 and restarted knows what it sent, to the lease (outcomes are committed each loop
+        turn, by ``record``). A huge log (a sliding day of sends) takes longer to export: then it
+        is saved less often, up to half a lease apart, keeping the cost near 1% of time."""
         loop = asyncio.get_running_loop()
-        next_usage = loop.time() + 1.0
+        next_usage = loop.time() + SAVE_EVERY
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, SAVE_EVERY))
             if loop.time() >= next_usage:
                 started = time.perf_counter()
                 with self.storing():
-                    self.store.save_usage(self.limiter.export_usage(self._clock()))
-                next_usage = loop.time() + max(1.0, 100 * (time.perf_counter() - started))
+                    self._save_usage()
+                next_usage = loop.time() + min(max(SAVE_EVERY, 100 * (time.perf_counter() - started)), LEASE / 2)
 
     # --- sinks ---------------------------------------------------------------------------
     async def write(self, dataset: str, result: Any) -> int:
@@ -158,8 +177,11 @@ class Delivery:
             raise StorageFailed(f"writing to {place} failed: {failure_words(exc, place)}") from exc
 
     async def prepare(self, datasets: Collection[str]) -> None:
-        """Before a run: the limiter knows what earlier runs sent, the sinks are repaired."""
+        """Before a run: the limiter knows what earlier runs sent (to their leases), this run's
+        first lease is in the state before anything is sent, the sinks are repaired."""
         self.restore_usage()
+        with self.storing():
+            self._save_usage()
         await self.recover_sinks(datasets)
 
     async def wrap_up(self) -> None:

@@ -71,6 +71,7 @@ class SyncTaskExecutor:
         store = store if store is not None else (None if state else MemoryStore())
         self.delivery = Delivery(catalog, self.limiter, self._now, store, Path(state) if state else None)
         self.delivery.on_failure = self._storage_failed
+        self.delivery.on_lease += [self.scheduler.renewed, self._wake.set]  # queues waiting on a lease go
         self._runs = Runs(self.scheduler, lambda: self.store, self.emit, self._now, self.delivery.storing)
         self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
                                   lambda: self._running, lambda: self.run(until_idle=True)),
@@ -285,7 +286,7 @@ class SyncTaskExecutor:
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             # Cleanup runs whatever happened; it needs no awaits, so cancellation cannot cut it.
-            self._checkpoint()
+            self._checkpoint(last=True)
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)
@@ -350,10 +351,10 @@ class SyncTaskExecutor:
         self._interrupts = max(self._interrupts, 1)
         self.interrupt()
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, last: bool = False) -> None:
         """Save what must survive: buffered outcomes, long-window usage, unfinished runs."""
         ending = self._runs.unfinished() if self._stopping else []
-        self.delivery.checkpoint({run.id: self._runs.stats(run.plan) for run in ending})
+        self.delivery.checkpoint({run.id: self._runs.stats(run.plan) for run in ending}, last=last)
 
     # --- probes and jobs -------------------------------------------------------------------
     async def probe(self, name: str) -> Probe:

@@ -38,18 +38,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
 from .errors import LimitError
-from .windows import DAY, Clock, Concurrency, Counter, Limit, Quota, Sliding, Slots, WindowUsage, merge_log
+from .windows import DAY, Budget, Clock, Concurrency, Counter, Limit, Quota, Sliding, Slots, WindowUsage, merge_log
 
 __all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "NodeGate", "AnyGate", "DAY", "WindowUsage"]
 
 class _Scope:
-    __slots__ = ("name", "quotas", "slots", "frozen_until")
+    __slots__ = ("name", "quotas", "slots", "frozen_until", "budget")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.quotas: list[Sliding | Clock] = []
         self.slots: list[Slots] = []
         self.frozen_until = -math.inf
+        self.budget = Budget()  # what it may admit before the next durable save (a lease)
 
 
 class Gate:
@@ -59,7 +60,9 @@ class Gate:
 
     def __init__(self, scopes: Sequence[_Scope]) -> None:
         self.scopes = tuple(scopes)
-        self._quotas = tuple(q for s in scopes for q in s.quotas)
+        # Each scope's budget counts like a quota (held on admission, never settled).
+        self._quotas: tuple[Sliding | Clock | Budget, ...] = (
+            *(q for s in scopes for q in s.quotas), *(s.budget for s in scopes if s.quotas))
         self._slots = tuple(c for s in scopes for c in s.slots)
         self.has_concurrency = bool(self._slots)
         self.counters: tuple[Counter, ...] = (*self._quotas, *self._slots)  # each limit's own counter
@@ -357,6 +360,32 @@ class Limiter:
         return out
 
     # --- persistence ----------------------------------------------------------------------
+    # --- leases: what a killed process may have sent since its last save ---------------------
+    def lease(self, until: float, allowances: Mapping[str, int]) -> None:
+        """From now until ``until`` each scope may admit at most its allowance (others nothing):
+        the promise the state was just told, so a restarted process can count on it."""
+        for name, state in self._scopes.items():
+            budget = state.budget
+            budget.spent, budget.until = 0, until
+            budget.allowance = allowances.get(name, 0) if state.quotas else math.inf
+
+    def next_allowances(self, period: float) -> dict[str, int]:
+        """Each limited scope's allowance for a lease of ``period`` seconds: what its windows could
+        admit in ``period`` when they are all short (a restart's count of it leaves them within a
+        minute), else twice what it admitted under the last lease, at least ``LEASE_FLOOR`` (a
+        daily quota is not charged a day's worth because its process died)."""
+        out = {}
+        for name, state in self._scopes.items():
+            if not state.quotas:
+                continue
+            most = min(q.spec.rate * (math.floor(period / q.spec.per) + 1) for q in state.quotas)
+            if max(q.spec.per for q in state.quotas) <= SHORT_WINDOW:
+                out[name] = most
+                continue
+            spent = state.budget.spent if state.budget.until != math.inf else 0
+            out[name] = int(min(most, max(2 * spent, LEASE_FLOOR)))
+        return out
+
     def export_usage(self, now: float, min_period: float = 0.0) -> list[dict[str, Any]]:
         """Usage of windows of ``min_period`` or longer, as JSON-ready records, so a restart
         neither resets a daily quota nor forgets the last minute's sends. Sliding entries of
@@ -387,9 +416,14 @@ class Limiter:
 
     def restore_usage(self, records: Iterable[Mapping[str, Any]], now: float) -> int:
         """Add exported usage back; records whose scope or limit no longer exist are ignored.
+        A lease record (see ``lease_record``) counts what the saving process may have admitted
+        after it saved: each scope's allowance, as answered as late as it could have been.
         Returns how many records applied."""
         applied = 0
         for rec in records:
+            if rec.get("scope") == LEASE_SCOPE:
+                self._charge_lease(rec, now)
+                continue
             state = self._scopes.get(rec["scope"])
             if state is None:
                 continue
@@ -407,12 +441,38 @@ class Limiter:
                     applied += 1
         return applied
 
+    def lease_record(self, until: float, allowances: Mapping[str, int]) -> dict[str, Any]:
+        """The lease as a usage record, saved with the usage it follows. Requests in flight now are
+        in that usage as answered now; the vendor may stamp them later, so they count again here."""
+        held = {name: max(q.held for q in state.quotas) for name, state in self._scopes.items() if state.quotas}
+        counted = {name: allowances.get(name, 0) + held.get(name, 0) for name in {*allowances, *held}}
+        return {"scope": LEASE_SCOPE, "until": until, "allowances": {k: v for k, v in counted.items() if v}}
+
+    def _charge_lease(self, rec: Mapping[str, Any], now: float) -> None:
+        # The saving process sent nothing after its lease ended, nor after it died (before now: this
+        # process holds the state's lock, which it let go of by dying); a request it sent may be
+        # stamped by the vendor a little later.
+        at = min(float(rec["until"]), now) + LEASE_CUSHION
+        for name, allowance in dict(rec.get("allowances") or {}).items():
+            state = self._scopes.get(name)
+            if state is None or not allowance:
+                continue
+            for quota in state.quotas:
+                if isinstance(quota, Clock):
+                    quota._roll(now)
+                quota.charge(int(allowance), at)
+
     def _scope(self, scope: str) -> _Scope:
         state = self._scopes.get(scope)
         if state is None:
             state = self._scopes[scope] = _Scope(scope)
         return state
 
+
+LEASE_SCOPE = "lease"  # the usage record that holds the lease (no scope has this name)
+LEASE_FLOOR = 100  # what a scope with a long window may admit under a lease at least (its first requests)
+SHORT_WINDOW = 60.0  # seconds: a scope whose windows are all this short gets its whole allowance as a lease
+LEASE_CUSHION = 1.0  # seconds after a lease's end a request sent under it may still be stamped
 
 AnyGate = Union[Gate, NodeGate]
 """What a dataset's tasks pass: one gate, or one per worker node for node-scoped limits."""

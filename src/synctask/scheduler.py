@@ -240,9 +240,14 @@ class Scheduler:
             lane.freezes += 1
         return began
 
+    def renewed(self) -> None:
+        """The limiter has a new lease (or a scope thawed): every queue may try again."""
+        for queue in self._queues.values():
+            self._lines.poke(queue)
+
     def thaw(self, scope: str) -> None:
         self.limiter.thaw(scope)
-        self._poke_all()
+        self.renewed()
 
     # --- the decision --------------------------------------------------------------------
     def dispatch(self, now: float, slots: int) -> Decision:
@@ -326,10 +331,6 @@ class Scheduler:
             self._check_finished(queue)
         else:
             self._lines.rest(queue, until)
-
-    def _poke_all(self) -> None:
-        for queue in self._queues.values():
-            self._lines.poke(queue)
 
     def _check_finished(self, queue: Queue) -> None:
         for lane in queue.lanes:

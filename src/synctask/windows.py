@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from .errors import LimitError
 from .units import format_duration
 
-__all__ = ["Quota", "Concurrency", "Limit", "DAY", "WindowUsage", "Sliding", "Clock", "Slots", "Counter",
+__all__ = ["Quota", "Concurrency", "Limit", "DAY", "WindowUsage", "Sliding", "Clock", "Slots", "Budget", "Counter",
            "merge_log"]
 
 DAY = 86400.0
@@ -202,6 +202,11 @@ class Sliding:
         self._evict(now)
         return self.expiries[0] if self.expiries else now
 
+    def charge(self, weight: int, at: float) -> None:
+        """Count ``weight`` as answered at ``at``, which may lie ahead (what a killed process may
+        have sent that no save recorded: it counts as late as it could have been stamped)."""
+        self._insert(weight, at)
+
     def log(self, now: float | None = None) -> list[tuple[float, int]]:
         """(answer instant, weight) pairs still counting; the instant is never earlier than the
         answer. With ``now``, requests still in flight are included as answered at ``now``."""
@@ -215,7 +220,7 @@ class Clock:
     """The count of one clock-aligned window; rolls over at the window's end, carrying the
     requests still in flight into the new window (the vendor may stamp them in either)."""
 
-    __slots__ = ("spec", "rate", "per", "zone", "start", "end", "used", "held")
+    __slots__ = ("spec", "rate", "per", "zone", "start", "end", "used", "held", "charged", "charged_until")
 
     def __init__(self, spec: Quota) -> None:
         self.spec = spec
@@ -225,6 +230,8 @@ class Clock:
         self.start = self.end = -math.inf
         self.used = 0
         self.held = 0
+        self.charged = 0  # counted in every window that begins by ``charged_until`` (see ``charge``)
+        self.charged_until = -math.inf
 
     def bounds(self, now: float) -> tuple[float, float]:
         """The window holding ``now``: UTC multiples of ``per``, or local days in ``tz``."""
@@ -250,7 +257,15 @@ class Clock:
     def _roll(self, now: float) -> None:
         if now >= self.end or now < self.start:
             self.start, self.end = self.bounds(now)
-            self.used = self.held
+            self.used = self.held + (self.charged if self.start <= self.charged_until else 0)
+
+    def charge(self, weight: int, until: float) -> None:
+        """Count ``weight`` in this window and in each one that begins by ``until``: sends a killed
+        process may have made, which the vendor may stamp in any of them."""
+        self.charged += weight
+        self.charged_until = max(self.charged_until, until)
+        if self.start <= until:
+            self.used += weight
 
     def earliest(self, weight: int, now: float) -> float:
         self._roll(now)
@@ -287,7 +302,32 @@ class Slots:
         return now if self.active < self.cap else math.inf
 
 
-Counter = Union["Sliding", "Clock", Slots]  # what one limit counts; ``earliest(weight, now)`` on each
+class Budget:
+    """What a scope may still admit before the next durable save of its usage (a lease). A
+    process killed at any instant has admitted, beyond its last saved usage, at most this
+    allowance, before ``until``: so a restarted one knows an upper bound of what its
+    predecessor sent and never sends past a window that predecessor filled. Without a lease
+    (no state, a probe) it is unlimited."""
+
+    __slots__ = ("spent", "allowance", "until")
+
+    def __init__(self) -> None:
+        self.spent = 0
+        self.allowance: float = math.inf
+        self.until = math.inf
+
+    def earliest(self, weight: int, now: float) -> float:
+        """``now`` while the lease has room, else ``inf`` (until the next save renews it)."""
+        return now if self.spent + weight <= self.allowance and now < self.until else math.inf
+
+    def hold(self, weight: int) -> None:
+        self.spent += weight
+
+    def settle(self, weight: int, answered: float) -> None:
+        pass
+
+
+Counter = Union["Sliding", "Clock", Slots, Budget]  # what one limit counts; ``earliest(weight, now)`` on each
 
 
 def merge_log(quota: Sliding, entries: Iterable[Sequence[float]], now: float) -> None:
