@@ -465,11 +465,18 @@ def test_a_lease_caps_what_a_scope_admits_until_the_next_save():
     lim = Limiter()
     lim.configure("vendor:v", [Quota(1000, 1.0)])
     lim.configure("vendor:daily", [Quota(100_000, 86400.0)])
+    lim.configure("vendor:slow", [Quota(10, 1.0)])
+    assert lim.next_allowances(3.0) == {"vendor:v": 10, "vendor:daily": 10, "vendor:slow": 10}  # a floor at first
+    lim.lease(3.0, {"vendor:v": 100, "vendor:slow": 100})
+    gate, slow = lim.gate(["vendor:v"]), lim.gate(["vendor:slow"])
+    for _ in range(80):
+        assert gate.send(1, 1.0) is None
+    for at in range(25):
+        slow.send(1, float(at) / 10)
     allowances = lim.next_allowances(3.0)
-    assert allowances["vendor:v"] == 1000 * 4  # short windows: all they could admit in the lease
-    assert allowances["vendor:daily"] == 100  # a long one: a floor, then twice what it used
+    assert allowances["vendor:v"] == 160  # twice what it used under the last lease
+    assert allowances["vendor:slow"] == 40  # never more than its window allows in the lease
     lim.lease(13.0, {"vendor:v": 5})
-    gate = lim.gate(["vendor:v"])
     assert [gate.send(1, 10.0) for _ in range(5)] == [None] * 5
     assert gate.try_acquire(1, 10.0) == math.inf  # the lease is spent: wait for the next save
     lim.lease(16.0, {"vendor:v": 5})
@@ -487,7 +494,7 @@ def test_a_restart_counts_what_its_predecessor_may_have_sent_after_its_last_save
         return lim
 
     first = limiter()
-    allowances = first.next_allowances(3.0)
+    allowances = {"vendor:v": 100, "vendor:c": 100}
     records = [*first.export_usage(100.0), first.lease_record(103.0, allowances)]
     # Killed; a new process restarts at 100.5: whatever was sent is stamped by 101.5 at the latest.
     second = limiter()

@@ -29,8 +29,8 @@ from .store import SQLiteStore, StateUnwritable, Store, TaskRecord
 __all__ = ["Delivery"]
 
 SINKS = "sinks"  # the state-store key of where each dataset's sink wrote
-SAVE_EVERY = 1.0  # seconds between saves of usage (and leases), at least
-LEASE = 3.0  # seconds a lease lasts: saves come well within it, so a running process never waits for one
+SAVE_EVERY = 0.25  # seconds between saves of usage (and leases), at least: what a crash leaves unknown
+LEASE = 1.5  # seconds a lease lasts: saves come well within it, so a running process never waits for one
 
 
 class Delivery:

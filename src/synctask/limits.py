@@ -370,18 +370,15 @@ class Limiter:
             budget.allowance = allowances.get(name, 0) if state.quotas else math.inf
 
     def next_allowances(self, period: float) -> dict[str, int]:
-        """Each limited scope's allowance for a lease of ``period`` seconds: what its windows could
-        admit in ``period`` when they are all short (a restart's count of it leaves them within a
-        minute), else twice what it admitted under the last lease, at least ``LEASE_FLOOR`` (a
-        daily quota is not charged a day's worth because its process died)."""
+        """Each limited scope's allowance for the next lease: twice what it admitted since the last
+        one began (at least ``LEASE_FLOOR``, so a quiet scope can start and a busy one can grow),
+        never more than its windows could admit in ``period``. A restart counts it as sent, so it
+        stays near what the process really sends: a crash costs a window what was in use, not all."""
         out = {}
         for name, state in self._scopes.items():
             if not state.quotas:
                 continue
             most = min(q.spec.rate * (math.floor(period / q.spec.per) + 1) for q in state.quotas)
-            if max(q.spec.per for q in state.quotas) <= SHORT_WINDOW:
-                out[name] = most
-                continue
             spent = state.budget.spent if state.budget.until != math.inf else 0
             out[name] = int(min(most, max(2 * spent, LEASE_FLOOR)))
         return out
@@ -470,8 +467,7 @@ class Limiter:
 
 
 LEASE_SCOPE = "lease"  # the usage record that holds the lease (no scope has this name)
-LEASE_FLOOR = 100  # what a scope with a long window may admit under a lease at least (its first requests)
-SHORT_WINDOW = 60.0  # seconds: a scope whose windows are all this short gets its whole allowance as a lease
+LEASE_FLOOR = 10  # what a scope may admit under a lease at least (its first requests; it doubles per save)
 LEASE_CUSHION = 1.0  # seconds after a lease's end a request sent under it may still be stamped
 
 AnyGate = Union[Gate, NodeGate]
