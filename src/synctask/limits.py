@@ -38,32 +38,46 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
 from .errors import LimitError
-from .windows import DAY, Budget, Clock, Concurrency, Counter, Limit, Quota, Sliding, Slots, WindowUsage, merge_log
+from .windows import (
+    DAY,
+    Budget,
+    Clock,
+    Concurrency,
+    Counter,
+    Lease,
+    Limit,
+    Quota,
+    Sliding,
+    Slots,
+    WindowUsage,
+    merge_log,
+)
 
 __all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "NodeGate", "AnyGate", "DAY", "WindowUsage"]
 
 class _Scope:
     __slots__ = ("name", "quotas", "slots", "frozen_until", "budget")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lease: Lease) -> None:
         self.name = name
         self.quotas: list[Sliding | Clock] = []
         self.slots: list[Slots] = []
         self.frozen_until = -math.inf
-        self.budget = Budget()  # what it may admit before the next durable save (a lease)
+        self.budget = Budget(lease)  # what it may admit before the next durable save (a lease)
 
 
 class Gate:
     """The scopes one kind of task draws on; admits a task on all of them at once or on none."""
 
-    __slots__ = ("scopes", "_quotas", "_slots", "has_concurrency", "counters", "blocker", "chosen")
+    __slots__ = ("scopes", "_quotas", "_slots", "_budgets", "_lease", "has_concurrency", "counters", "blocker",
+                 "chosen")
 
     def __init__(self, scopes: Sequence[_Scope]) -> None:
         self.scopes = tuple(scopes)
-        # Each scope's budget counts like a quota (held on admission, never settled).
-        self._quotas: tuple[Sliding | Clock | Budget, ...] = (
-            *(q for s in scopes for q in s.quotas), *(s.budget for s in scopes if s.quotas))
+        self._quotas = tuple(q for s in scopes for q in s.quotas)
         self._slots = tuple(c for s in scopes for c in s.slots)
+        self._budgets = tuple(s.budget for s in scopes if s.quotas)  # checked only under a lease
+        self._lease = scopes[0].budget.lease if scopes else Lease()
         self.has_concurrency = bool(self._slots)
         self.counters: tuple[Counter, ...] = (*self._quotas, *self._slots)  # each limit's own counter
         # After a refusal: the counter (a quota or a concurrency cap) that set the wait, or None
@@ -89,6 +103,9 @@ class Gate:
             at = quota.earliest(weight, now)
             if at > when:
                 when = at
+        for budget in self._budgets:
+            if budget.earliest(weight, now) == math.inf:
+                return math.inf
         return when
 
     def try_acquire(self, weight: int, now: float) -> float | None:
@@ -110,6 +127,13 @@ class Gate:
                 self.blocker = quota
         if when > now:
             return when
+        if self._lease.active:  # what a killed process may have sent unsaved stays within its lease
+            for budget in self._budgets:
+                if budget.remaining < weight or now >= self._lease.until:
+                    self.blocker = None  # parked until the next lease (``Scheduler.renewed``)
+                    return math.inf
+            for budget in self._budgets:
+                budget.remaining -= weight
         for quota in self._quotas:
             quota.hold(weight)  # each counter was brought to ``now`` by ``earliest``
         for slot in self._slots:
@@ -210,6 +234,7 @@ class Limiter:
             raise ValueError(f"margin must not be negative, got {margin}")
         self.margin = margin
         self._scopes: dict[str, _Scope] = {}
+        self._lease = Lease()  # shared by every scope's budget (see ``lease``)
 
     # --- configuration -------------------------------------------------------------------
     def configure(self, scope: str, limits: Iterable[Limit], margin: float | None = None) -> None:
@@ -219,7 +244,7 @@ class Limiter:
         Gates made before a reconfiguration still see the scope's new counters, since gates hold
         the scope; call ``gate()`` again after changing limits to refresh its flattened view.
         """
-        state = self._scopes.get(scope) or _Scope(scope)
+        state = self._scopes.get(scope) or _Scope(scope, self._lease)
         old_q = {q.spec: q for q in state.quotas}
         old_c = {c.spec: c for c in state.slots}
         quotas: list[Sliding | Clock] = []
@@ -255,7 +280,7 @@ class Limiter:
         for name in scopes:
             state = self._scopes.get(name)
             if state is None:
-                state = self._scopes[name] = _Scope(name)
+                state = self._scopes[name] = _Scope(name, self._lease)
             for quota in state.quotas:
                 if max_weight > quota.rate:
                     raise LimitError(
@@ -364,10 +389,10 @@ class Limiter:
     def lease(self, until: float, allowances: Mapping[str, int]) -> None:
         """From now until ``until`` each scope may admit at most its allowance (others nothing):
         the promise the state was just told, so a restarted process can count on it."""
+        self._lease.active, self._lease.until = True, until
         for name, state in self._scopes.items():
             budget = state.budget
-            budget.spent, budget.until = 0, until
-            budget.allowance = allowances.get(name, 0) if state.quotas else math.inf
+            budget.allowance = budget.remaining = allowances.get(name, 0) if state.quotas else math.inf
 
     def next_allowances(self, period: float) -> dict[str, int]:
         """Each limited scope's allowance for the next lease: twice what it admitted since the last
@@ -379,7 +404,7 @@ class Limiter:
             if not state.quotas:
                 continue
             most = min(q.spec.rate * (math.floor(period / q.spec.per) + 1) for q in state.quotas)
-            spent = state.budget.spent if state.budget.until != math.inf else 0
+            spent = state.budget.spent if self._lease.active else 0
             out[name] = int(min(most, max(2 * spent, LEASE_FLOOR)))
         return out
 
@@ -462,7 +487,7 @@ class Limiter:
     def _scope(self, scope: str) -> _Scope:
         state = self._scopes.get(scope)
         if state is None:
-            state = self._scopes[scope] = _Scope(scope)
+            state = self._scopes[scope] = _Scope(scope, self._lease)
         return state
 
 

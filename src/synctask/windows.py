@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from .errors import LimitError
 from .units import format_duration
 
-__all__ = ["Quota", "Concurrency", "Limit", "DAY", "WindowUsage", "Sliding", "Clock", "Slots", "Budget", "Counter",
-           "merge_log"]
+__all__ = ["Quota", "Concurrency", "Limit", "DAY", "WindowUsage", "Sliding", "Clock", "Slots", "Budget", "Lease",
+           "Counter", "merge_log"]
 
 DAY = 86400.0
 
@@ -302,29 +302,40 @@ class Slots:
         return now if self.active < self.cap else math.inf
 
 
-class Budget:
-    """What a scope may still admit before the next durable save of its usage (a lease). A
-    process killed at any instant has admitted, beyond its last saved usage, at most this
-    allowance, before ``until``: so a restarted one knows an upper bound of what its
-    predecessor sent and never sends past a window that predecessor filled. Without a lease
-    (no state, a probe) it is unlimited."""
+class Lease:
+    """Until when the limiter's budgets hold (``active`` once a lease was saved; without one, no
+    state and no probe is limited by budgets)."""
 
-    __slots__ = ("spent", "allowance", "until")
+    __slots__ = ("active", "until")
 
     def __init__(self) -> None:
-        self.spent = 0
-        self.allowance: float = math.inf
+        self.active = False
         self.until = math.inf
+
+
+class Budget:
+    """What a scope may still admit before the next durable save of its usage (a lease). A
+    process killed at any instant has admitted, beyond its last saved usage, at most its
+    allowance: so a restarted one knows an upper bound of what its predecessor sent and never
+    sends past a window that predecessor filled."""
+
+    __slots__ = ("lease", "allowance", "remaining")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.allowance: float = math.inf
+        self.remaining: float = math.inf
+
+    @property
+    def spent(self) -> float:
+        return self.allowance - self.remaining
 
     def earliest(self, weight: int, now: float) -> float:
         """``now`` while the lease has room, else ``inf`` (until the next save renews it)."""
-        return now if self.spent + weight <= self.allowance and now < self.until else math.inf
-
-    def hold(self, weight: int) -> None:
-        self.spent += weight
-
-    def settle(self, weight: int, answered: float) -> None:
-        pass
+        lease = self.lease
+        if not lease.active:
+            return now
+        return now if self.remaining >= weight and now < lease.until else math.inf
 
 
 Counter = Union["Sliding", "Clock", Slots, Budget]  # what one limit counts; ``earliest(weight, now)`` on each
