@@ -24,7 +24,7 @@ from .fetchers.base import Streamed
 from .limits import Limiter
 from .model import SyncPlan
 from .sinks import Sink, describe_identity, rows_of, sink_identity
-from .store import SQLiteStore, StateUnwritable, Store, TaskRecord
+from .store import MemoryStore, SQLiteStore, StateUnwritable, Store, TaskRecord
 
 __all__ = ["Delivery"]
 
@@ -123,9 +123,12 @@ class Delivery:
         admits at most its allowance, so a process killed at any instant left at most that
         unrecorded, and a restarted one counts it (``Limiter.restore_usage``)."""
         now = self._clock()
+        records = self.limiter.export_usage(now)
+        if isinstance(self.store, MemoryStore):  # nothing outlives this process: no lease to keep
+            self.store.save_usage(records)
+            return
         until = now if last else now + LEASE
         allowances = {} if last else self.limiter.next_allowances(LEASE)
-        records = self.limiter.export_usage(now)
         records.append(self.limiter.lease_record(until, allowances))
         self.store.save_usage(records)
         self.limiter.lease(until, allowances)
