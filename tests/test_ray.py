@@ -81,7 +81,10 @@ def cluster(tmp_path_factory):
 
 
 def rows(db: Path) -> list[tuple]:
+    """The rows written so far (none while the sink has made its file but not yet its table)."""
     with sqlite3.connect(db) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'd'").fetchone() is None:
+            return []
         return conn.execute("SELECT i, node, started FROM d").fetchall()
 
 
@@ -180,9 +183,14 @@ def test_ctrl_c_on_the_master_stops_the_actors_and_saves(cluster, tmp_path):
                "--workers", "8"]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 90
-    while not (tmp_path / "out.db").exists() or len(rows(tmp_path / "out.db")) < 100:
-        assert time.monotonic() < deadline and first.poll() is None, first.communicate()
-        time.sleep(0.2)
+    try:
+        while not (tmp_path / "out.db").exists() or len(rows(tmp_path / "out.db")) < 100:
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.2)
+    except BaseException:
+        first.kill()  # never leave the master running (nor its pipes open) for the next test
+        first.communicate()
+        raise
     def ours() -> list[dict]:
         return [a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "synctask"
                 and a["name"].startswith(f"synctask-worker-{first.pid}-")]
