@@ -187,3 +187,17 @@ def test_a_url_that_is_no_address_is_a_sentence(workdir):
         result = client(workdir, url, "status")
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert "http://127.0.0.1:8737" in result.stderr  # what an address looks like
+
+
+def test_a_control_op_on_a_plan_that_exists_but_has_no_run_is_409_with_a_sentence(workdir):
+    text = (workdir / "plans.toml").read_text().replace('[[plans]]\nname = "slow"',
+                                                        '[[plans]]\nname = "slow"\nschedule = "every 1d"')
+    (workdir / "plans.toml").write_text(text)
+    with daemon(workdir) as (_, url):
+        assert plan(url, "slow")["state"] == "idle"  # scheduled, not due yet
+        for action in ("pause", "stop", "resume", "cancel"):
+            status, answer = api(url, "POST", f"/api/plans/slow/{action}")
+            assert status == 409 and "is idle" in answer["error"] and "start it first" in answer["error"], answer
+        assert api(url, "POST", "/api/plans/slow/start")[1]["state"] == "running"
+        status, answer = api(url, "POST", "/api/plans/nope/pause")
+        assert status == 404  # a plan that does not exist at all

@@ -181,6 +181,9 @@ async def _act(request: web.Request) -> web.Response:
         return _retry(executor, name, before)
     if before in _ALREADY[action]:
         return web.json_response({"plan": name, "state": before.value, "changed": False})
+    if before is PlanState.IDLE and action != "start":  # it exists, with no run in this process to act on
+        return _error(409, f"plan {name!r} is idle (no run since the daemon started): it cannot {action}; "
+                           "start it first")
     try:
         getattr(executor, f"{action}_plan")(name)
     except IllegalTransition:
