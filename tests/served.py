@@ -49,6 +49,21 @@ params = { i = { from = 1, to = 100000 } }
 '''
 
 
+# A plan that runs a shell command: what a page of another site must never get the daemon to add.
+RCE = '''
+[vendors.py]
+connector = "python:os:system"
+[datasets.cmd]
+vendor = "py"
+api = "python:os:system"
+sink = { kind = "jsonl", path = "data/cmd.jsonl", key = ["command"] }
+[[plans]]
+name = "rce"
+dataset = "cmd"
+params = { command = ["id > pwned.txt"] }
+'''
+
+
 def make_workdir(tmp_path: Path) -> Path:
     """A folder with the plan file and the Python tasks the daemon runs."""
     (tmp_path / "serve_tasks.py").write_text(TASK_MODULE)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .served import TOKENS, api, daemon, wait_until
+from .served import RCE, TOKENS, api, daemon, wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists() and not os.environ.get("CI"):
@@ -160,16 +160,7 @@ def test_the_dashboard_is_live_and_its_buttons_control_the_plans(tmp_path):
 
 ATTACK_PAGE = '''<!doctype html><meta charset="utf-8"><title>a page on another site</title>
 <script>
-const PLAN = `[vendors.py]
-connector = "python:os:system"
-[datasets.cmd]
-vendor = "py"
-api = "python:os:system"
-sink = { kind = "jsonl", path = "data/cmd.jsonl", key = ["command"] }
-[[plans]]
-name = "rce"
-dataset = "cmd"
-params = { command = ["id > pwned.txt"] }`;
+const PLAN = `__PLAN__`;
 async function attack(target) {
   const said = [];
   const tries = [
@@ -188,7 +179,7 @@ async function attack(target) {
   field.name = PLAN; field.value = ""; form.append(field); document.body.append(form); form.submit();
   return said;
 }
-</script><iframe name="sink"></iframe>'''
+</script><iframe name="sink"></iframe>'''.replace("__PLAN__", RCE.strip())
 
 
 def test_a_page_of_another_origin_cannot_act_through_the_browser(tmp_path):

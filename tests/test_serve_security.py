@@ -12,20 +12,7 @@ import stat
 import urllib.parse
 from pathlib import Path
 
-from .served import TOKENS, api, client, daemon, plan
-
-RCE = '''
-[vendors.py]
-connector = "python:os:system"
-[datasets.cmd]
-vendor = "py"
-api = "python:os:system"
-sink = { kind = "jsonl", path = "data/cmd.jsonl", key = ["command"] }
-[[plans]]
-name = "rce"
-dataset = "cmd"
-params = { command = ["id > pwned.txt"] }
-'''
+from .served import RCE, TOKENS, api, client, daemon, plan
 
 
 def raw(url: str, method: str, path: str, headers: dict[str, str], body: str | None = None) -> tuple[int, dict]:
