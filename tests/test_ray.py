@@ -225,3 +225,27 @@ def test_a_node_scoped_limit_counts_per_ray_node(cluster, tmp_path):
         assert max(sum(1 for t in starts[k:k + 20] if t < starts[k] + 1.0) for k in range(len(starts))) <= 10
     scopes = {s for s in ex.limiter.scopes() if s.startswith("node:")}
     assert len(scopes) == 2  # one count per node, e.g. node:3f2a9c81d0e4:vendor:v
+
+
+def test_a_node_that_joins_a_running_cluster_gets_an_actor_and_work(cluster, tmp_path):
+    db = tmp_path / "out.db"
+    plans = parse_plan_text(PLANS.format(rate=400, db=db, n=2500, pause=0.05))
+    ex = SyncTaskExecutor(plans, workers=4, ray=cluster.address, base_dir=tmp_path)
+    joined = []
+
+    async def go():
+        runner = asyncio.create_task(ex.run())
+        while ex.progress.snapshot("p", ex._now()).done < 100:
+            await asyncio.sleep(0.05)
+        joined.append(cluster.add_node(num_cpus=1))  # on this thread (it sets signal handlers): the loop waits
+        return await runner
+
+    try:
+        summary = asyncio.run(asyncio.wait_for(go(), 180))
+    finally:
+        for node in joined:
+            cluster.remove_node(node)  # as it was, for whatever runs next
+    assert summary.plans["p"]["done"] == 2500
+    got = rows(db)
+    assert Counter(i for i, _, _ in got) == Counter(range(1, 2501))
+    assert len({node for _, node, _ in got}) == 3  # the node that joined worked too

@@ -75,17 +75,22 @@ def test_added_plans_run_beside_the_others_and_a_restart_keeps_plans_and_states(
         api(url, "POST", "/api/plans/slow/pause")
         api(url, "POST", "/api/plans/other/stop")
         assert api(url, "DELETE", "/api/plans/extra2") == (200, {"plan": "extra2", "removed": True})
-        slow_done = plan(url, "slow")["done"]
+        wait_until(lambda: plan(url, "slow")["in_flight"] == 0)
+        counted = ("state", "done", "failed", "skipped", "rows", "retries", "freezes", "total", "run_id")
+        before = {name: {k: plan(url, name)[k] for k in counted} for name in ("slow", "other", "extra")}
+        slow_done = before["slow"]["done"]
 
-    with daemon(workdir) as (_, url):  # the same state file: the same plans, in the same states
+    with daemon(workdir) as (_, url):  # the same state file: the same plans, in the same states and counts
         assert names(url) == {"slow", "other", "extra"}
-        assert plan(url, "slow")["state"] == "paused" and plan(url, "other")["state"] == "stopped"
-        assert plan(url, "extra")["state"] == "idle"  # it had finished: it does not run again by itself
+        after = {name: {k: plan(url, name)[k] for k in counted} for name in ("slow", "other", "extra")}
+        assert after == before
+        assert before["slow"]["state"] == "paused" and before["other"]["state"] == "stopped"
+        assert before["extra"]["state"] == "completed"  # it had finished: it does not run again by itself
         assert plan(url, "extra")["last_run"]["state"] == "completed"
         api(url, "POST", "/api/plans/slow/resume")
-        wait_until(lambda: plan(url, "slow")["done"] > 10)
+        wait_until(lambda: plan(url, "slow")["done"] > slow_done + 10)
         view = plan(url, "slow")
-        assert view["skipped"] >= slow_done  # what was done before the restart is not done again
+        assert view["skipped"] == 0 and view["run_id"] == before["slow"]["run_id"]  # one run, taken up
 
 
 NEW_FILE_PLANS = '''

@@ -48,6 +48,32 @@ def test_runs_start_end_and_the_last_one_is_found(store):
     assert store.last_run("other") is None
 
 
+def test_history_is_newest_first_bounded_per_plan_and_a_continued_run_keeps_its_start_and_counts(store):
+    for i in range(5):
+        store.start_run(RunRecord(f"p:{i}", "p", f"2026-11-2{i}T00:00:00+00:00", float(i), "running"), keep=3)
+        store.end_run(f"p:{i}", "completed", i + 0.5, {"done": i})
+    store.start_run(RunRecord("q:0", "q", "2026-11-20T00:00:00+00:00", 9.0, "running"), keep=3)
+    assert [r.id for r in store.history("p")] == ["p:4", "p:3", "p:2"]  # the two oldest forgotten
+    assert [r.id for r in store.history("p", 2)] == ["p:4", "p:3"] and [r.id for r in store.history("q")] == ["q:0"]
+    store.start_run(RunRecord("p:3", "p", "2026-11-23T00:00:00+00:00", 20.0, "running"), keep=3)
+    again = next(r for r in store.history("p") if r.id == "p:3")
+    assert (again.started_at, again.state, again.ended_at, again.summary) == (3.0, "running", None, {"done": 3})
+
+
+def test_counts_noted_are_written_with_the_next_outcomes(store):
+    store.start_run(RunRecord("p:r", "p", "2026-11-25T00:00:00+00:00", 1.0, "running"))
+    store.record(TaskRecord("p:1", "p", "p:r", "done", 1, None, 1.0))
+    store.record(TaskRecord("p:2", "p", "p:r", "failed", 3, "gone", 2.0, None, '{"day": "2026-11-25"}'))
+    store.note_counts("p:r", {"done": 1, "failed": 1, "rows": 7})
+    store.flush()
+    assert store.last_run("p").summary == {"done": 1, "failed": 1, "rows": 7}
+    assert store.run_counts("p", "p:r") == {"done": 1, "failed": 1}
+    assert store.failed_ids("p", "p:r") == {"p:2"} and store.failed_ids("p", "p:other") == set()
+    [failure] = store.failures("p", 10)
+    assert (failure.task_id, failure.message, failure.attempts, failure.params) == (
+        "p:2", "gone", 3, '{"day": "2026-11-25"}')
+
+
 def test_usage_round_trips(store):
     records = [{"scope": "dataset:d", "rate": 10, "per": 86400.0, "clock": True, "tz": None,
                 "window_start": 0.0, "used": 3}]

@@ -127,7 +127,7 @@ _WAIT = Annotated[bool, typer.Option(
     "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")]
 _RAY = Annotated[Optional[str], typer.Option(
     "--ray", metavar="ADDRESS", help="Run tasks on a Ray cluster: 'auto' (the one `ray start` made), an address, "
-    "or 'local' (start one here). Needs pip install 'synctask[ray]'.")]
+    "or 'local' (start one here). Needs pip install 'synctask\\[ray]'.")]
 _RAY_WORKERS = Annotated[Optional[int], typer.Option(
     "--ray-workers", min=1, metavar="N", help="Ray actors to start (default: one per node), each with --workers "
     "slots.")]

@@ -15,9 +15,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator, model_validator
 
 from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem, key_hint
 from .grid import ParamGrid, TemplateError
@@ -229,6 +229,7 @@ class PlanSpec(_Strict):
     on_fatal: Literal["stop_plan", "stop_all"] = "stop_plan"
     catchup: Literal["all", "latest", "none"] | None = None
     overlap: Literal["queue", "skip"] = "queue"
+    history: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1_000
 
     @field_validator("timeout")
     @classmethod
@@ -440,6 +441,7 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             on_fatal=p.on_fatal,
             catchup=p.catchup,
             overlap=p.overlap,
+            history=p.history,
         ))
     _check_sink_places(out, source, problems)
     if problems:

@@ -50,6 +50,12 @@ class Delivery:
         self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
         self._commit_due = False
         self._usage_restored = False
+        # Runs' counts go into the state with their outcomes (and every save, for the runs still
+        # going), so a restarted process shows what its predecessor did: ``counts`` of a plan's
+        # run, ``going`` the runs that go (run id → plan). Set by the executor.
+        self.counts: Callable[[str], dict[str, Any]] = lambda plan: {}
+        self.going: Callable[[], Mapping[str, str]] = dict
+        self._touched: dict[str, str] = {}  # run id → plan: outcomes recorded this turn
 
     # --- the store -----------------------------------------------------------------------
     @property
@@ -77,6 +83,7 @@ class Delivery:
         of the turn (group commit): a kill -9 forgets at most tasks still in flight, never one
         whose rows were written a turn ago."""
         self.store.record(record)
+        self._touched[record.run_id] = record.plan
         if not self._commit_due:
             self._commit_due = True
             loop = self.loop
@@ -88,7 +95,14 @@ class Delivery:
     def _commit(self) -> None:
         self._commit_due = False
         with self.storing():
+            self._note_counts(self._touched)
+            self._touched = {}
             self.store.flush()
+
+    def _note_counts(self, runs: Mapping[str, str]) -> None:
+        store = self.store
+        for run_id, plan in runs.items():
+            store.note_counts(run_id, self.counts(plan))
 
     @contextlib.contextmanager
     def storing(self) -> Iterator[None]:
@@ -147,6 +161,8 @@ class Delivery:
             if loop.time() >= next_usage:
                 started = time.perf_counter()
                 with self.storing():
+                    self._note_counts(self.going())
+                    self.store.flush()
                     self._save_usage()
                 next_usage = loop.time() + min(max(SAVE_EVERY, 100 * (time.perf_counter() - started)), LEASE / 2)
 

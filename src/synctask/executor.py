@@ -72,7 +72,9 @@ class SyncTaskExecutor:
         self.delivery = Delivery(catalog, self.limiter, self._now, store, Path(state) if state else None)
         self.delivery.on_failure = self._storage_failed
         self.delivery.on_lease += [self.scheduler.renewed, self._wake.set]  # queues waiting on a lease go
-        self._runs = Runs(self.scheduler, lambda: self.store, self.emit, self._now, self.delivery.storing)
+        self._runs = runs = Runs(self.scheduler, self.progress, lambda: self.store, self.emit, self._now,
+                                 self.delivery.storing)
+        self.delivery.counts, self.delivery.going = runs.counts, lambda: {r.id: r.plan for r in runs.unfinished()}
         self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
                                   lambda: self._running, lambda: self.run(until_idle=True)),
                           catalog, self.scheduler, self._runs)
@@ -157,8 +159,9 @@ class SyncTaskExecutor:
         self.catalog.remove_dataset(name)
 
     # --- control ops ---------------------------------------------------------------------
-    def start_plan(self, name: str) -> None:
-        """Start the plan now, even if not due; a stopped, paused or failed run continues."""
+    def start_plan(self, name: str, *, hold: PlanState | None = None) -> None:
+        """Start the plan now, even if not due; a stopped, paused or failed run continues.
+        ``hold`` (paused, stopped): take its run up as it was, dispatching nothing yet."""
         plan = self.catalog.plan(name)
         if self.scheduler.has_plan(name):
             state = self.scheduler.plan_state(name)
@@ -167,8 +170,12 @@ class SyncTaskExecutor:
                 return
             if state is PlanState.RUNNING:
                 return
-        self._runs.start(plan, None)
+        self._runs.start(plan, None, hold=hold)
         self._wake.set()
+
+    def recall_plan(self, name: str) -> None:
+        """Show the plan's last run as the state recorded it (its end, its counts) while none goes."""
+        self._runs.recall(self.catalog.plan(name).name)
 
     def pause_plan(self, name: str) -> None:
         """Dispatch no more of the plan's tasks; in-flight tasks finish."""
@@ -240,8 +247,8 @@ class SyncTaskExecutor:
         return len(self._pool)
 
     def plan_state(self, name: str) -> PlanState:
-        self.catalog.plan(name)
-        return self.scheduler.plan_state(name) if self.scheduler.has_plan(name) else PlanState.IDLE
+        """Where the plan's run is (with none in this process: how its last run ended, once recalled)."""
+        return self._runs.state_of(self.catalog.plan(name).name)
 
     def next_due(self, name: str) -> datetime | None:
         """When the plan's schedule next starts a run (None: manual, or no time left)."""
@@ -354,7 +361,7 @@ class SyncTaskExecutor:
     def _checkpoint(self, last: bool = False) -> None:
         """Save what must survive: buffered outcomes, long-window usage, unfinished runs."""
         ending = self._runs.unfinished() if self._stopping else []
-        self.delivery.checkpoint({run.id: self._runs.stats(run.plan) for run in ending}, last=last)
+        self.delivery.checkpoint({run.id: self._runs.counts(run.plan) for run in ending}, last=last)
 
     # --- probes and jobs -------------------------------------------------------------------
     async def probe(self, name: str) -> Probe:

@@ -62,7 +62,7 @@ class Lane:
     """One plan's run inside its dataset queue."""
 
     __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "done_among", "ready",
-                 "delayed", "running", "state", "total", "done", "failed", "skipped", "retries",
+                 "delayed", "running", "state", "total", "done", "failed", "skipped", "skips_told", "retries",
                  "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "upcoming", "look", "run_key",
                  "resume")
 
@@ -89,6 +89,7 @@ class Lane:
         self.state = PlanState.RUNNING
         self.total = total
         self.done = self.failed = self.skipped = self.retries = self.freezes = self.dispatched = 0
+        self.skips_told = 0  # of ``skipped``, how many the executor has told (as events)
         self.next_seq = 0
 
     def head(self, now: float) -> SyncTask | None:

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no flock; the state is not guarded there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["StateInUse", "StateLock"]
+__all__ = ["StateInUse", "StateLock", "holder_of"]
 
 
 class StateInUse(SyncError):
@@ -95,6 +95,30 @@ class StateLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def holder_of(state: str | Path) -> dict[str, object] | None:
+    """Who holds the state's lock now (pid, since, command), read without taking it; None when
+    no live process does (the lock file is emptied at release; a killed holder's pid is gone)."""
+    real = Path(state).resolve()
+    try:
+        fd = os.open(real.with_name(real.name + ".lock"), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        holder = _read(fd)
+    finally:
+        os.close(fd)
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return holder
 
 
 def _read(fd: int) -> dict[str, object]:

@@ -227,6 +227,7 @@ class SyncPlan:
     on_fatal: str = "stop_plan"  # or "stop_all"
     catchup: str | None = None  # due times missed while nothing ran: "all", "latest", "none" (None: by params)
     overlap: str = "queue"  # a due time that comes while the previous run goes: "queue" or "skip"
+    history: int = 1_000  # the newest runs kept in the state's run history (older ones are forgotten)
 
     @property
     def catch_up(self) -> str:

@@ -87,8 +87,9 @@ class Outcomes:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
             follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
+            params = json.dumps(dict(task.params), default=str) if state is TaskState.FAILED else None
             self.delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
-                                            now, follow))
+                                            now, follow, params))
         self.hub.task_ended(now, task, _EVENT_KIND[state], verdict.message, rows, more)
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
@@ -104,12 +105,9 @@ class Outcomes:
 
     def note_skips(self) -> None:
         """Tell how many of each plan's tasks were skipped as done since the last time."""
-        progress = self.hub.progress
-        for plan, skipped in self.scheduler.skipped_counts().items():
-            seen = progress.plans.get(plan)
-            if seen is not None and skipped > seen.skipped:
-                self.hub.emit(SkipEvent(self._clock(), plan, skipped - seen.skipped, self.scheduler.stats(plan).total))
+        for plan, skipped in self.scheduler.skips_untold().items():
+            self.hub.emit(SkipEvent(self._clock(), plan, skipped, self.scheduler.stats(plan).total))
 
     def end_run(self, name: str, state: RunState, message: str | None = None) -> None:
         """End the plan's run (a job's is not recorded in the store: it has none)."""
-        self.runs.end(name, state, None if self.jobs.results_of(name) is not None else self.runs.stats(name), message)
+        self.runs.end(name, state, None if self.jobs.results_of(name) is not None else self.runs.counts(name), message)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 
@@ -77,6 +78,7 @@ class PlanProgress:
     last_message_at: float = 0.0
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
+    carried: int = 0  # tasks finished before this process that its run skips: already counted
     _finished: _Pace = field(default_factory=_Pace, repr=False)  # tasks done or failed
     _streamed: _Pace = field(default_factory=_Pace, repr=False)  # stream messages
 
@@ -122,6 +124,24 @@ class Progress:
             p.retries += 1
             p.last_message, p.last_message_at = message, at
 
+    def recall(self, plan: str, state: str, run_id: str, counts: dict[str, Any], carried: int = 0) -> None:
+        """Take up a run another process began (or a plan's last run, after a restart) with the
+        counts it recorded; its next ``carried`` skips are tasks those counts already hold."""
+        p = self._plan(plan)
+        p.state, p.run_id, p.total = state, run_id, counts.get("total")
+        p.done, p.failed, p.skipped = counts.get("done", 0), counts.get("failed", 0), counts.get("skipped", 0)
+        p.rows, p.retries, p.freezes = counts.get("rows", 0), counts.get("retries", 0), counts.get("freezes", 0)
+        p.last_message = p.last_failure = counts.get("message")
+        p.carried, p.started_at = carried, None
+        p._finished.clear()
+        p._streamed.clear()
+
+    def counts(self, plan: str) -> dict[str, Any]:
+        """What a run record keeps of the plan's run: its counts and its last failure."""
+        p = self._plan(plan)
+        return {"done": p.done, "failed": p.failed, "skipped": p.skipped, "rows": p.rows, "retries": p.retries,
+                "freezes": p.freezes, "total": p.total, "message": p.last_failure}
+
     def observe(self, event: Event) -> None:
         p = self._plan(event.plan)
         if isinstance(event, TaskEvent):
@@ -130,10 +150,13 @@ class Progress:
             else:
                 self.ended(event.plan, event.kind, event.at, event.message, event.rows, event.more)
         elif isinstance(event, PlanEvent):
-            if event.state == "running" and event.run_id != p.run_id:
-                p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = 0
+            if event.state in ("running", "paused", "stopped") and event.run_id and event.run_id != p.run_id:
+                p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = p.carried = 0
+                p.last_failure = None
                 p._finished.clear()
                 p._streamed.clear()
+                p.started_at = event.at
+            elif event.state == "running" and p.started_at is None:
                 p.started_at = event.at
             p.state = event.state
             p.run_id = event.run_id or p.run_id
@@ -146,7 +169,9 @@ class Progress:
             p.frozen_until = event.until
             p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, SkipEvent):
-            p.skipped += event.count
+            known = min(p.carried, event.count)
+            p.carried -= known
+            p.skipped += event.count - known
             if event.total is not None:
                 p.total = event.total
         elif isinstance(event, StreamEvent):

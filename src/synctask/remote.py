@@ -1,13 +1,14 @@
 """The ``synctask`` commands that talk to a running daemon: status, control, add, reload, workers,
-events. Each finds the daemon and its token by itself (see ``server.client``), prints a table on a
-terminal and plain text when piped, takes ``--json``, and says in a sentence when no daemon
-answers or it refuses (exit 1).
+events, history (which also reads a state file). Each finds the daemon and its token by itself
+(see ``server.client``), prints a table on a terminal and plain text when piped, takes
+``--json``, and says in a sentence when no daemon answers or it refuses (exit 1).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -54,8 +55,22 @@ def status(
                 ends = format_duration(max(round(scope["frozen_until"] - time.time()), 1))
                 said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
             out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
-    for failure in (answer.get("recent_failures") or [])[-10:] if plan else []:
-        said = f"{failure['kind']} (try {failure.get('attempt', '?')}): {failure['task_id']}: {failure['message']}"
+    if plan:
+        _print_failures(answer)
+
+
+def _print_failures(view: dict[str, Any]) -> None:
+    """A plan's failed tasks (as the state keeps them: with their parameters), then its latest retries."""
+    failed = view.get("failed_tasks") or []
+    for task in failed[:10]:
+        params = ", ".join(f"{k}={v}" for k, v in (task.get("params") or {}).items()) or task["task_id"]
+        tries = f"{task['attempts']} {'try' if task['attempts'] == 1 else 'tries'}"
+        said = f"failed after {tries}: {params}: {task['message']}"
+        out.print(f"  {said}", markup=False, highlight=False)
+    if len(failed) > 10:
+        out.print(f"  ... and {len(failed) - 10} more failed tasks (--json lists them)", markup=False)
+    for retry in [f for f in view.get("recent_failures") or [] if f["kind"] == "retry"][-5:]:
+        said = f"retry (try {retry.get('attempt', '?')}): {retry['task_id']}: {retry['message']}"
         out.print(f"  {said}", markup=False, highlight=False)
 
 
@@ -153,15 +168,17 @@ def events(
         raise typer.Exit(1) from None
 
 
-def _daemon(url: str | None, method: str, path: str, body: object = None, content_type: str | None = None
-            ) -> dict[str, Any]:
-    """One call to the daemon; a clear message and exit 1 when none answers or it refuses."""
+def _daemon(url: str | None, method: str, path: str, body: object = None, content_type: str | None = None,
+            hint: str | None = None) -> dict[str, Any]:
+    """One call to the daemon; a clear message (and ``hint``) and exit 1 when none answers or it refuses."""
     from .server.client import DaemonError, call
 
     try:
         return call(url, method, path, body, content_type=content_type)
     except DaemonError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
+        if hint:
+            err.print(hint, markup=False, highlight=False)
         raise typer.Exit(1) from None
 
 
@@ -169,3 +186,68 @@ def _quote(name: str) -> str:
     from urllib.parse import quote
 
     return quote(name, safe="")
+
+
+@app.command()
+def history(
+    plan: Annotated[str, typer.Argument(metavar="PLAN", help="The plan's name.")],
+    state: Annotated[Optional[Path], typer.Option(
+        "--state", metavar="PATH", help="Read this state file (of `synctask run` or a daemon) instead of asking "
+                                        "the daemon.")] = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", min=1, help="The newest N runs.")] = 50,
+    url: _URL = None,
+    json_out: Annotated[bool, typer.Option("--json", metavar="", help="The runs as JSON.")] = False,
+) -> None:
+    """Show a plan's runs, newest first: logical time, how each ended, its counts, its last failure."""
+    if state is not None:
+        rows = _history_in(state, plan, limit)
+    else:
+        rows = _daemon(url, "GET", f"/api/plans/{_quote(plan)}/runs?limit={limit}",
+                       hint="or read a state file: synctask history PLAN --state PATH")["runs"]
+    if json_out:
+        print(json.dumps({"plan": plan, "runs": rows}, indent=2))
+        return
+    if not rows:
+        out.print(f"{plan}: no runs recorded yet", markup=False, highlight=False)
+        return
+    columns = ("logical time", "state", "started", "took", "done", "failed", "skipped", "rows", "retries",
+               "freezes", "last failure")
+    lines = [[r["logical_time"], r["state"], r["started_at"], _took(r),
+              *(f"{r[key]:,}" for key in ("done", "failed", "skipped", "rows", "retries", "freezes")),
+              r["message"] or ""] for r in rows]
+    if not out.is_terminal:  # piped: every column whole, tab-separated (for cut, awk, a spreadsheet)
+        for line in (columns, *lines):
+            print("\t".join(line))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("logical time", "state", "started", "last failure")
+                         else "right", overflow="fold")
+    for line in lines:
+        table.add_row(*line)
+    out.print(table, markup=False, highlight=False)
+
+
+def _took(row: dict[str, Any]) -> str:
+    if not row["ended_at"]:
+        return "-"
+    seconds = (datetime.fromisoformat(row["ended_at"]) - datetime.fromisoformat(row["started_at"])).total_seconds()
+    return format_duration(max(seconds, 0.0))
+
+
+def _history_in(state: Path, plan: str, limit: int) -> list[dict[str, Any]]:
+    """The plan's runs as a state file recorded them; a "running" run whose process is gone is
+    interrupted (a kill -9 or a power cut: the next start takes it up)."""
+    from .history import run_row
+    from .lock import holder_of
+    from .store import StateDamaged, read_history
+
+    try:
+        runs = read_history(state, plan, limit)
+    except StateDamaged as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    orphaned = holder_of(state) is None
+    return [run_row(run, orphaned=orphaned) for run in runs]

@@ -26,6 +26,7 @@ from typing import Any
 
 from .events import PlanEvent
 from .model import PlanState, RunState, SyncPlan
+from .progress import Progress
 from .scheduler import Scheduler
 from .store import RunRecord, Store
 
@@ -34,7 +35,8 @@ __all__ = ["Runs", "Run", "RunSummary"]
 MAX_CATCH_UP = 1_000  # missed due times run at most per plan (an "every 1s" plan down for a day has 86,400)
 DONE_IN_MEMORY = 500_000  # finished ids kept in a set to skip them (about 50 MB at most); above, the store answers
 _GOING = (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED)
-_HOLDING = (*_GOING, PlanState.FAILED)  # a scheduled plan's next run waits while its run is in one of these
+_HOLDING = (*_GOING, PlanState.FAILED)
+_ENDED_RUNS = ("completed", "failed", "cancelled")  # a scheduled plan's next run waits while its run is in one of these
 
 
 @dataclass
@@ -58,9 +60,11 @@ class Runs:
     """Each plan's current run and next due time. It starts runs in the scheduler and records
     them in the store; ``store`` is asked for lazily (a state file opens on first need)."""
 
-    def __init__(self, scheduler: Scheduler, store: Callable[[], Store], emit: Callable[[PlanEvent], None],
-                 clock: Callable[[], float], storing: Callable[[], AbstractContextManager[None]]) -> None:
+    def __init__(self, scheduler: Scheduler, progress: Progress, store: Callable[[], Store],
+                 emit: Callable[[PlanEvent], None], clock: Callable[[], float],
+                 storing: Callable[[], AbstractContextManager[None]]) -> None:
         self.scheduler = scheduler
+        self.progress = progress
         self._store = store
         self._storing = storing  # around writes that may fail on a full disk (see ``delivery``)
         self._emit = emit
@@ -71,6 +75,7 @@ class Runs:
         self.backlog: dict[str, deque[datetime]] = {}  # due times waiting for the plan's run to end
         self._plans: dict[str, SyncPlan] = {}  # the scheduled plans
         self._to_catch_up: list[str] = []  # scheduled plans whose missed due times are not looked for yet
+        self._ended: dict[str, PlanState] = {}  # how a plan's last run ended, when none goes in this process
 
     def run_id(self, plan: str) -> str | None:
         run = self.current.get(plan)
@@ -95,6 +100,7 @@ class Runs:
         return self.due.get(plan)
 
     def unschedule(self, plan: str) -> None:
+        self._ended.pop(plan, None)
         self.due.pop(plan, None)
         self.backlog.pop(plan, None)
         self._plans.pop(plan, None)
@@ -105,6 +111,33 @@ class Runs:
     def forget(self, plan: str) -> None:
         self.due.pop(plan, None)
         self.current.pop(plan, None)
+        self._ended.pop(plan, None)
+
+    def state_of(self, plan: str) -> PlanState:
+        """Where the plan's run is; with none in this process, how its last run ended (a restarted
+        daemon shows a completed plan completed, not idle)."""
+        if self.scheduler.has_plan(plan):
+            return self.scheduler.plan_state(plan)
+        return self._ended.get(plan, PlanState.IDLE)
+
+    def recall(self, plan: str) -> None:
+        """Show the plan's last run as it was recorded, when no run of it goes in this process:
+        its state (if it ended) and its counts."""
+        if self.scheduler.has_plan(plan):
+            return
+        last = self._store().last_run(plan)
+        if last is None:
+            return
+        ended = last.state in _ENDED_RUNS
+        if ended:
+            self._ended[plan] = PlanState(last.state)
+        self.progress.recall(plan, last.state if ended else "idle", last.id, self._recorded(last))
+
+    def _recorded(self, run: RunRecord) -> dict[str, Any]:
+        """A run's counts as recorded: done and failed exact from its outcomes, the rest as last
+        saved (with the outcomes, so a kill -9 loses only retries and skips since)."""
+        exact = self._store().run_counts(run.plan, run.id)
+        return {**(run.summary or {}), "done": exact.get("done", 0), "failed": exact.get("failed", 0)}
 
     def next_wake(self) -> float | None:
         """The earliest instant a plan comes due (epoch seconds); at once when a due time waits
@@ -170,7 +203,9 @@ class Runs:
                 self.backlog.setdefault(name, deque()).extend(missed)
 
     # --- starting and ending -------------------------------------------------------------
-    def start(self, plan: SyncPlan, logical_time: datetime | None) -> None:
+    def start(self, plan: SyncPlan, logical_time: datetime | None, *, hold: PlanState | None = None) -> None:
+        """Start (or continue) a run of ``plan``; ``hold`` (paused or stopped): as it was when the
+        process that ran it stopped, dispatching nothing until resumed."""
         store = self._store()
         now = self._clock()
         scheduled = logical_time is not None
@@ -184,23 +219,43 @@ class Runs:
         else:
             run_id = f"{plan.name}:{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
-        done_among = self._skipper(store, plan.name)
+        continued = last if last is not None and last.id == run_id else None
+        # An interrupted run goes on where it stopped: its failed tasks stay failed (``retry``
+        # runs them again); a run a fatal error stopped is resumed to run them again.
+        keep_failed = continued is not None and continued.state in ("running", "interrupted")
+        done_among = self._skipper(store, plan.name, run_id if keep_failed else None)
         resume = store.follow_up if done_among is not None and store.has_follow_ups(plan.name) else None
-        self.scheduler.add_plan(plan, grid, done_among=done_among, run_key=run_key, resume=resume)
+        self.scheduler.add_plan(plan, grid, done_among=done_among, run_key=run_key, resume=resume,
+                                paused=hold is not None)
+        if hold is PlanState.STOPPED:
+            self.scheduler.stop_plan(plan.name)
         self.current[plan.name] = Run(run_id, plan.name, logical)
-        store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"))
-        self._emit(PlanEvent(now, plan.name, "running", run_id, total=len(grid)))
+        self._ended.pop(plan.name, None)
+        state = hold.value if hold is not None else "running"
+        if continued is not None:
+            counts = self._recorded(continued)
+            if not keep_failed:
+                counts["failed"] = 0  # they run again
+            carried = counts.get("done", 0) + counts.get("skipped", 0) + counts["failed"]
+            self.progress.recall(plan.name, state, run_id, counts, carried)
+        store.start_run(RunRecord(run_id, plan.name, logical.isoformat(), now, "running"), keep=plan.history)
+        self._emit(PlanEvent(now, plan.name, state, run_id, total=len(grid)))
 
     @staticmethod
-    def _skipper(store: Store, plan: str) -> Callable[[list[str]], Collection[str]] | None:
+    def _skipper(store: Store, plan: str, run_id: str | None) -> Callable[[list[str]], Collection[str]] | None:
         """How to tell finished tasks, asked about a batch of ids at a time: nothing to check on a
         first run, a set in memory when the plan has up to ``DONE_IN_MEMORY`` finished tasks,
-        else the store (one query per batch: bounded memory at any plan size)."""
+        else the store (one query per batch: bounded memory at any plan size). ``run_id``: the
+        tasks that failed in that run count as finished too."""
         store.flush()
         done = store.done_ids(plan, DONE_IN_MEMORY)
+        failed = store.failed_ids(plan, run_id) if run_id is not None else set()
         if done is None:
+            if failed:
+                return lambda ids: store.done_among(ids) | failed.intersection(ids)
             return store.done_among
-        return done.intersection if done else None
+        finished = done | failed
+        return finished.intersection if finished else None
 
     def end(self, name: str, state: RunState, stats: dict[str, Any] | None, message: str | None = None) -> None:
         """Record how the run ended (``stats`` None: nothing to record, a job) and say so."""
@@ -227,8 +282,12 @@ class Runs:
         self.waiters.pop(name, None)
         self.forget(name)
 
+    def counts(self, name: str) -> dict[str, Any]:
+        """The plan's run's counts as its record keeps them (across the processes that ran it)."""
+        return self.progress.counts(name)
+
     def stats(self, name: str) -> dict[str, Any]:
-        """The plan's counts as a run record keeps them."""
+        """The plan's counts in this process."""
         s = self.scheduler.stats(name)
         return {"done": s.done, "failed": s.failed, "skipped": s.skipped, "retries": s.retries,
                 "freezes": s.freezes, "total": s.total}

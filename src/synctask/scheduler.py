@@ -395,9 +395,14 @@ class Scheduler:
     def stats(self, name: str) -> PlanStats:
         return self._lane(name).stats()
 
-    def skipped_counts(self) -> dict[str, int]:
-        """Tasks skipped so far per plan (cheap: the executor asks every loop turn)."""
-        return {name: lane.skipped for name, lane in self._lanes.items() if lane.skipped}
+    def skips_untold(self) -> dict[str, int]:
+        """Tasks skipped per plan since the last call (cheap: the executor asks every loop turn)."""
+        told: dict[str, int] = {}
+        for name, lane in self._lanes.items():
+            if lane.skipped > lane.skips_told:
+                told[name] = lane.skipped - lane.skips_told
+                lane.skips_told = lane.skipped
+        return told
 
     def has_waiting_plans(self) -> bool:
         """True while some plan could still go on: running, or paused/stopped awaiting a control op."""

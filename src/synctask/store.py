@@ -38,6 +38,7 @@ class TaskRecord(NamedTuple):
     message: str | None = None
     at: float = 0.0
     follow_up: str | None = None  # JSON parameters of the task this one asked for (a next page)
+    params: str | None = None  # a failed task's own parameters (JSON): what to show, and what a retry runs
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,15 @@ class Store(Protocol):
     def has_follow_ups(self, plan: str) -> bool: ...
     def record(self, record: TaskRecord) -> None: ...
     def flush(self) -> None: ...
-    def start_run(self, run: RunRecord) -> None: ...
+    def start_run(self, run: RunRecord, keep: int | None = None) -> None: ...
     def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None: ...
+    def note_counts(self, run_id: str, counts: dict[str, Any]) -> None: ...
     def runs(self, plan: str | None = None) -> list[RunRecord]: ...
+    def history(self, plan: str, limit: int | None = None) -> list[RunRecord]: ...
     def last_run(self, plan: str) -> RunRecord | None: ...
+    def run_counts(self, plan: str, run_id: str) -> dict[str, int]: ...
+    def failures(self, plan: str, limit: int) -> list[TaskRecord]: ...
+    def failed_ids(self, plan: str, run_id: str) -> set[str]: ...
     def task_states(self, plan: str) -> dict[str, int]: ...
     def forget_plan(self, plan: str) -> None: ...
     def save_usage(self, records: list[dict[str, Any]]) -> None: ...
@@ -88,6 +94,7 @@ class MemoryStore:
         self._done: dict[str, set[int | str]] = {}  # id prefix ("plan" or "plan@run") → digests
         self._plan_of: dict[str, str] = {}  # id prefix → plan
         self._failed: dict[str, TaskRecord] = {}
+        self._done_in_run: dict[str, int] = {}  # run id → tasks done in it
         self._follow: dict[str, str] = {}  # task id → JSON parameters of its next page
         self._pending: list[TaskRecord] = []
         self._runs: dict[str, RunRecord] = {}
@@ -123,6 +130,8 @@ class MemoryStore:
             self._plan_of[prefix] = record.plan
             done = self._done.setdefault(prefix, set())
             if record.state == "done":
+                if digest not in done:
+                    self._done_in_run[record.run_id] = self._done_in_run.get(record.run_id, 0) + 1
                 done.add(digest)
                 self._failed.pop(record.task_id, None)
             else:
@@ -137,15 +146,45 @@ class MemoryStore:
     def _prefixes(self, plan: str) -> set[str]:
         return {prefix for prefix, owner in self._plan_of.items() if owner == plan}
 
-    def start_run(self, run: RunRecord) -> None:
+    def start_run(self, run: RunRecord, keep: int | None = None) -> None:
+        old = self._runs.get(run.id)  # a run continued keeps its start and its counts so far
+        if old is not None:
+            run = RunRecord(run.id, run.plan, run.logical_time, old.started_at, run.state, None,
+                            run.summary or old.summary)
         self._runs[run.id] = run
+        if keep is not None:
+            for old in self.history(run.plan)[keep:]:
+                del self._runs[old.id]
 
     def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
         run = self._runs[run_id]
         self._runs[run_id] = RunRecord(run.id, run.plan, run.logical_time, run.started_at, state, ended_at, summary)
 
+    def note_counts(self, run_id: str, counts: dict[str, Any]) -> None:
+        run = self._runs.get(run_id)
+        if run is not None:
+            self._runs[run_id] = RunRecord(run.id, run.plan, run.logical_time, run.started_at, run.state,
+                                           run.ended_at, dict(counts))
+
     def runs(self, plan: str | None = None) -> list[RunRecord]:
         return [r for r in self._runs.values() if plan is None or r.plan == plan]
+
+    def history(self, plan: str, limit: int | None = None) -> list[RunRecord]:
+        runs = sorted(self.runs(plan), key=lambda r: r.started_at, reverse=True)
+        return runs if limit is None else runs[:limit]
+
+    def run_counts(self, plan: str, run_id: str) -> dict[str, int]:
+        self.flush()
+        failed = sum(1 for record in self._failed.values() if record.run_id == run_id)
+        return {"done": self._done_in_run.get(run_id, 0), "failed": failed}
+
+    def failures(self, plan: str, limit: int) -> list[TaskRecord]:
+        self.flush()
+        return sorted((r for r in self._failed.values() if r.plan == plan), key=lambda r: r.at, reverse=True)[:limit]
+
+    def failed_ids(self, plan: str, run_id: str) -> set[str]:
+        self.flush()
+        return {task_id for task_id, record in self._failed.items() if record.run_id == run_id}
 
     def last_run(self, plan: str) -> RunRecord | None:
         runs = self.runs(plan)
@@ -215,7 +254,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     attempts INTEGER NOT NULL,
     message TEXT,
     at REAL NOT NULL,
-    follow_up TEXT
+    follow_up TEXT,
+    params TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan, state);
 CREATE TABLE IF NOT EXISTS runs (
@@ -227,6 +267,7 @@ CREATE TABLE IF NOT EXISTS runs (
     ended_at REAL,
     summary TEXT
 );
+CREATE INDEX IF NOT EXISTS runs_by_plan ON runs (plan, started_at);
 CREATE TABLE IF NOT EXISTS positions (
     task_id TEXT PRIMARY KEY,
     position TEXT NOT NULL,
@@ -274,6 +315,7 @@ class SQLiteStore:
                 self._lock.release()
             raise exc if isinstance(exc, StateDamaged) else _unusable(self.path, exc) from None
         self._pending: list[TaskRecord] = []
+        self._counts: dict[str, str] = {}  # run id → its counts as JSON, for the next flush
         self._writer = Writer(self._db, self.path, StateUnwritable)
 
     def _open(self) -> None:
@@ -298,6 +340,8 @@ class SQLiteStore:
         columns = {row[1] for row in db.execute("PRAGMA table_info(tasks)")}
         if "follow_up" not in columns:  # a state file from before pagination
             db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
+        if "params" not in columns:  # a state file from before failed tasks kept their parameters
+            db.execute("ALTER TABLE tasks ADD COLUMN params TEXT")
 
     def is_done(self, task_id: str) -> bool:
         row = self._one("SELECT state FROM tasks WHERE task_id = ?", (task_id,))
@@ -334,14 +378,28 @@ class SQLiteStore:
         """Hand the outcomes recorded so far to the writer thread, which commits them (with any
         handed meanwhile) in one transaction; the event loop never waits for the disk here.
         Every other method waits for the writer first, so reads see every outcome flushed."""
-        if self._pending:
+        if self._pending or self._counts:
             batch, self._pending = self._pending, []
-            self._writer.submit(batch)
+            counts, self._counts = self._counts, {}
+            self._writer.submit(batch, [(summary, run_id) for run_id, summary in counts.items()])
 
-    def start_run(self, run: RunRecord) -> None:
-        self._run_sql("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?)",
+    def start_run(self, run: RunRecord, keep: int | None = None) -> None:
+        """Record a run (a continued one keeps its id, start and counts so far); ``keep``: the plan's
+        newest runs kept, older ones forgotten."""
+        self._run_sql("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                      "state = excluded.state, ended_at = NULL, "
+                      "summary = COALESCE(excluded.summary, runs.summary)",
                       (run.id, run.plan, run.logical_time, run.started_at, run.state, run.ended_at,
                        json.dumps(run.summary) if run.summary else None))
+        if keep is not None:
+            self._run_sql("DELETE FROM runs WHERE plan = ? AND id NOT IN "
+                          "(SELECT id FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?)",
+                          (run.plan, run.plan, keep))
+
+    def note_counts(self, run_id: str, counts: dict[str, Any]) -> None:
+        """A running run's counts so far, written with the next batch of outcomes (in the same
+        transaction: after a kill -9 the counts and the outcomes agree)."""
+        self._counts[run_id] = json.dumps(counts)
 
     def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
         self.flush()
@@ -355,6 +413,28 @@ class SQLiteStore:
             query += " WHERE plan = ?"
             args = (plan,)
         return [_run(row) for row in self._all(query + " ORDER BY started_at", args)]
+
+    def history(self, plan: str, limit: int | None = None) -> list[RunRecord]:
+        """The plan's runs, newest first (``limit``: at most so many)."""
+        return [_run(row) for row in self._all(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?",
+            (plan, -1 if limit is None else limit))]
+
+    def failures(self, plan: str, limit: int) -> list[TaskRecord]:
+        """The plan's failed tasks (not done since), the latest first."""
+        return [TaskRecord(*row) for row in self._all(
+            "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
+            "WHERE plan = ? AND state = 'failed' ORDER BY at DESC LIMIT ?", (plan, limit))]
+
+    def failed_ids(self, plan: str, run_id: str) -> set[str]:
+        """The ids of the tasks that failed in run ``run_id`` (and are not done since)."""
+        return {r[0] for r in self._all("SELECT task_id FROM tasks WHERE plan = ? AND state = 'failed' AND run_id = ?",
+                                        (plan, run_id))}
+
+    def run_counts(self, plan: str, run_id: str) -> dict[str, int]:
+        """How many tasks the run left done and failed, as recorded (exact after a kill -9)."""
+        return dict(self._all("SELECT state, COUNT(*) FROM tasks WHERE plan = ? AND run_id = ? GROUP BY state",
+                              (plan, run_id)))
 
     def last_run(self, plan: str) -> RunRecord | None:
         row = self._one("SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs "
@@ -508,6 +588,26 @@ def _check_file(path: Path) -> None:
     has_wal = path.with_name(path.name + "-wal").exists()
     if counted and not has_wal and size < page_size * pages:
         raise StateDamaged(str(path), f"it is cut short: {size:,} bytes of {page_size * pages:,}")
+
+
+_RUN_COLUMNS = "id, plan, logical_time, started_at, state, ended_at, summary"
+
+
+def read_history(path: str | Path, plan: str, limit: int | None = None) -> list[RunRecord]:
+    """A plan's runs, newest first, read from a state file without its lock and without writing
+    (a daemon or a run may be using it); raises ``StateDamaged`` when it cannot be read."""
+    if not Path(path).is_file():
+        raise StateDamaged(str(path), "there is no such file", "give --state the state file a run or a daemon wrote")
+    try:
+        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?",
+                              (plan, -1 if limit is None else limit)).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise _unusable(str(path), exc) from None
+    return [_run(row) for row in rows]
 
 
 def _run(row: Iterable[Any]) -> RunRecord:

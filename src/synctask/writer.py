@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from .disk import rollback_quietly
@@ -28,10 +28,10 @@ class Writer:
     the larger the group commit). A failure is raised in the caller's thread at the next call."""
 
     MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
-    # Rows per INSERT, 8 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
+    # Rows per INSERT, 9 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
     # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
     # every statement) it waits up to the interpreter's switch interval (5 ms).
-    _ROWS = 4_000 if sqlite3.sqlite_version_info >= (3, 32) else 120
+    _ROWS = 3_600 if sqlite3.sqlite_version_info >= (3, 32) else 110
     def __init__(self, db: sqlite3.Connection, path: str, unwritable: Callable[[str, BaseException], Exception]
                  ) -> None:
         self._db = db
@@ -39,19 +39,23 @@ class Writer:
         self._unwritable = unwritable  # the error to keep when a commit fails (it names the path)
         self._changed = threading.Condition()
         self._batches: list[list[TaskRecord]] = []
+        self._counts: dict[str, str] = {}  # run id → its counts (JSON), updated in the same transaction
         self._queued = 0  # outcomes in _batches
         self._busy = False
         self._closed = False
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def submit(self, batch: list[TaskRecord]) -> None:
-        """Queue ``batch`` for the next transaction. When ``MAX_BACKLOG`` outcomes are already
-        waiting (the disk is slower than the tasks), wait until the writer takes them: memory
-        stays bounded, and the run goes at the pace the disk allows."""
+    def submit(self, batch: list[TaskRecord], counts: Sequence[tuple[str, str]] = ()) -> None:
+        """Queue ``batch`` (and runs' ``counts``: (JSON, run id) pairs) for the next transaction.
+        When ``MAX_BACKLOG`` outcomes are already waiting (the disk is slower than the tasks),
+        wait until the writer takes them: memory stays bounded, and the run goes at the pace the
+        disk allows."""
         with self._changed:
             self._raise_error()
             self._batches.append(batch)
+            for summary, run_id in counts:
+                self._counts[run_id] = summary
             self._queued += len(batch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="synctask-store-writer", daemon=True)
@@ -87,6 +91,7 @@ class Writer:
                 if not self._batches:
                     return
                 batches, self._batches = self._batches, []
+                counts, self._counts = self._counts, {}
                 self._queued = 0
                 self._busy = True
                 self._changed.notify_all()
@@ -94,6 +99,9 @@ class Writer:
                 self._db.execute("BEGIN")
                 try:
                     self._insert([record for batch in batches for record in batch])
+                    if counts:
+                        self._db.executemany("UPDATE runs SET summary = ? WHERE id = ?",
+                                             [(summary, run_id) for run_id, summary in counts.items()])
                     self._db.execute("COMMIT")
                 except BaseException:
                     rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
@@ -127,5 +135,5 @@ class Writer:
 @functools.cache
 def _insert_sql(rows: int) -> str:
     """INSERT of ``rows`` task outcomes in one statement."""
-    return ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
+    return ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up, params) "
+            "VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows))

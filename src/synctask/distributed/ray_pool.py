@@ -29,6 +29,7 @@ __all__ = ["RayRunner", "RemoteFailure", "ray_available", "remote_spec"]
 CLOCK_PROBES = 5  # clock readings per actor at start; the one with the shortest round trip wins
 NODE_KEY = 12  # hex digits of a Ray node id that name the node in limits and messages
 ACTOR_START = 60.0  # seconds an actor may take to come up before the run gives up on it
+NODE_WATCH = 2.0  # seconds between looks for nodes that joined the cluster since the start
 INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
 _NAMES = itertools.count(1)  # actor numbers, unique in this process (a killed actor's name frees late)
 _PROCESS = uuid.uuid4().hex[:8]  # and this master among others with the same pid on other machines
@@ -101,6 +102,8 @@ class RayRunner:
         self._flush_due = False
         self._started_ray = False
         self._sends: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+        self._spawning: set[str] = set()  # nodes an actor is being started on
 
     # --- life ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -113,15 +116,38 @@ class RayRunner:
         except ImportError:
             raise SyncError(INSTALL) from None
         if not ray.is_initialized():
-            address = None if self.address == "local" else self.address
-            # In this thread (Ray installs signal handlers); a second or so, once per run.
-            ray.init(address=address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+            # "local" starts an instance of this process's own, whatever cluster the machine last
+            # started or $RAY_ADDRESS names. In this thread (Ray installs signal handlers).
+            ray.init(address=self.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
             self._started_ray = True
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if not nodes:
             raise SyncError(f"the Ray cluster at {self.address!r} has no live node")
         count = self.actors or len(nodes)
         await asyncio.gather(*(self._spawn(nodes[i % len(nodes)]["NodeID"]) for i in range(count)))
+        if self.actors is None:  # one actor per node: nodes that join later get theirs
+            self._watcher = asyncio.get_running_loop().create_task(self._watch_nodes())
+
+    async def _watch_nodes(self) -> None:
+        """Start an actor on each node that joined the cluster after the start (its node scopes
+        count from then); a node that cannot take one is tried again at the next look."""
+        import ray
+
+        while True:
+            await asyncio.sleep(NODE_WATCH)
+            try:
+                alive = await asyncio.to_thread(lambda: [n["NodeID"] for n in ray.nodes() if n.get("Alive")])
+            except Exception:  # the cluster's control store is briefly unreachable: look again later
+                continue
+            used = {w.node_id for w in self.workers} | self._spawning
+            for node in [n for n in alive if n not in used]:
+                self._spawning.add(node)
+                try:
+                    await self._spawn(node)
+                except Exception:  # the node left again, or has no room: the next look tries again
+                    pass
+                finally:
+                    self._spawning.discard(node)
 
     async def _spawn(self, node_id: str | None) -> _Worker:
         import ray
@@ -168,6 +194,11 @@ class RayRunner:
         """Stop the actors (tasks still on them are cancelled there) and leave the cluster."""
         import ray
 
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         workers, self.workers = self.workers, []
         for worker in workers:
             if worker.collector is not None:
@@ -282,10 +313,14 @@ class RayRunner:
         self.lost(message, tasks)
         alive = [n["NodeID"] for n in ray.nodes() if n.get("Alive")]
         if alive:
-            used = {w.node_id for w in self.workers}
+            used = {w.node_id for w in self.workers} | self._spawning
             node = next((n for n in alive if n not in used), alive[0])
-            with contextlib.suppress(Exception):
-                await self._spawn(node)
+            self._spawning.add(node)
+            try:
+                with contextlib.suppress(Exception):
+                    await self._spawn(node)
+            finally:
+                self._spawning.discard(node)
 
 
 def remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:

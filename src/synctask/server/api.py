@@ -22,8 +22,10 @@ from aiohttp import web
 from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
 from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..executor import SyncTaskExecutor
+from ..history import iso, run_row
 from ..model import MAX_WORKERS, PlanState, scope_parts
 from ..redact import SECRETS
+from ..store import TaskRecord
 from .guard import Policy, Refusal, guard
 
 if TYPE_CHECKING:
@@ -78,6 +80,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_post("/api/plans", _add)
     app.router.add_post("/api/reload", _reload)
     app.router.add_get("/api/plans/{name}", _plan)
+    app.router.add_get("/api/plans/{name}/runs", _runs)
     app.router.add_post("/api/plans/{name}/{action}", _act)
     app.router.add_delete("/api/plans/{name}", _remove)
     app.router.add_get("/api/vendors", _vendors)
@@ -161,14 +164,50 @@ async def _plan(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     view = _plan_view(executor, name)
     view["recent_failures"] = list(request.app["recent"].by_plan.get(name, ()))
+    view["failed_tasks"] = [_failed_task(record) for record in executor.store.failures(name, RECENT_FAILURES)]
     last = executor.store.last_run(name)
     view["last_run"] = None if last is None else {
-        "id": last.id, "state": last.state, "started_at": last.started_at, "ended_at": last.ended_at}
+        "id": last.id, **run_row(last, live := _live(executor, name, last.id), orphaned=live is None)}
     service: Service | None = request.app["service"]
     if service is not None:
         view["origin"] = service.catalog.origin(name)
         view["definition"] = service.catalog.definition(name)
     return web.json_response(view)
+
+
+def _failed_task(record: TaskRecord) -> dict[str, Any]:
+    """A failed task as the state keeps it: its parameters, why it failed, when, in which run."""
+    params = json.loads(record.params) if record.params else None
+    message = SECRETS(record.message) if SECRETS and record.message else record.message
+    if SECRETS and params is not None:
+        params = json.loads(SECRETS(json.dumps(params)))
+    return {"task_id": record.task_id, "params": params, "message": message, "attempts": record.attempts,
+            "at": iso(record.at), "run_id": record.run_id}
+
+
+def _live(executor: SyncTaskExecutor, name: str, run_id: str) -> dict[str, Any] | None:
+    """The counts of the plan's run if it is the one going on here (fresher than its record)."""
+    p = executor.progress.plans.get(name)
+    going = p is not None and p.run_id == run_id and executor.scheduler.has_plan(name)
+    return executor.progress.counts(name) if going else None
+
+
+async def _runs(request: web.Request) -> web.Response:
+    """The plan's run history, newest first (``?limit=N``: the newest N)."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    name = request.match_info["name"]
+    executor.catalog.plan(name)  # UnknownPlan → 404
+    text = request.query.get("limit")
+    limit = None
+    if text is not None:
+        if not text.isdigit() or int(text) < 1:
+            return _error(400, f"limit must be a whole number of runs, 1 or more (got {text!r})")
+        limit = int(text)
+    rows = []
+    for run in executor.store.history(name, limit):
+        live = _live(executor, name, run.id)
+        rows.append(run_row(run, live, orphaned=live is None))
+    return web.json_response({"plan": name, "runs": rows})
 
 
 async def _act(request: web.Request) -> web.Response:
@@ -181,9 +220,9 @@ async def _act(request: web.Request) -> web.Response:
         return _retry(executor, name, before)
     if before in _ALREADY[action]:
         return web.json_response({"plan": name, "state": before.value, "changed": False})
-    if before is PlanState.IDLE and action != "start":  # it exists, with no run in this process to act on
-        return _error(409, f"plan {name!r} is idle (no run since the daemon started): it cannot {action}; "
-                           "start it first")
+    if action != "start" and not executor.scheduler.has_plan(name):  # it exists, with no run going to act on
+        why = "no run since the daemon started" if before is PlanState.IDLE else "its last run has ended"
+        return _error(409, f"plan {name!r} is {before.value} ({why}): it cannot {action}; start it first")
     try:
         getattr(executor, f"{action}_plan")(name)
     except IllegalTransition:

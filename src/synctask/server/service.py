@@ -24,6 +24,7 @@ __all__ = ["Service"]
 STATES = "daemon.states"  # the state-store key of each plan's wanted state
 _WANTED = {"running": "running", "paused": "paused", "stopped": "stopped",
            "completed": "ended", "cancelled": "ended", "failed": "ended"}
+_HELD = {"paused": PlanState.PAUSED, "stopped": PlanState.STOPPED}
 _SETTLE_SECONDS = 5.0  # how long a reload waits for the cancelled tasks of the plans it replaces
 
 
@@ -54,16 +55,13 @@ class Service:
         return plans
 
     def _bring(self, name: str, wanted: str | None, manual: bool) -> None:
-        if wanted is None:
-            if manual:
-                self.executor.start_plan(name)
-            return
-        if wanted in ("running", "paused", "stopped"):
-            self.executor.start_plan(name)
-        if wanted == "paused":
-            self.executor.pause_plan(name)
-        elif wanted == "stopped":
-            self.executor.stop_plan(name)
+        """Put plan ``name`` where it was: running, paused or stopped (held as it was, its counts
+        taken up), or showing how its last run ended; a new manual plan starts."""
+        ex = self.executor
+        if wanted in ("running", "paused", "stopped") or (wanted is None and manual):
+            ex.start_plan(name, hold=_HELD.get(wanted or ""))
+        else:
+            ex.recall_plan(name)
 
     def _heard(self, event: Event) -> None:
         if not isinstance(event, PlanEvent):
