@@ -249,3 +249,27 @@ def test_a_node_that_joins_a_running_cluster_gets_an_actor_and_work(cluster, tmp
     got = rows(db)
     assert Counter(i for i, _, _ in got) == Counter(range(1, 2501))
     assert len({node for _, node, _ in got}) == 3  # the node that joined worked too
+
+
+def test_ray_local_starts_its_own_instance_and_ray_says_nothing_on_the_terminal(cluster, tmp_path):
+    import subprocess
+
+    plans = tmp_path / "plans.toml"
+    plans.write_text(PLANS.format(rate=200, db=tmp_path / "out.db", n=200, pause=0.01))
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}  # the cluster a bare ray.init() would join
+    command = [sys.executable, "-m", "synctask.cli", "run", str(plans), "--ray", "local", "--plain", "--json"]
+    ran = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout.splitlines()[-1])["plans"]["p"]["done"] == 200
+    nodes_here = {node for _, node, _ in rows(tmp_path / "out.db")}
+    assert not nodes_here & {n["NodeID"] for n in ray.nodes()}  # none of the cluster's nodes worked
+    assert ran.stderr == "", ran.stderr  # Ray's own messages went to the synctask.ray logger
+
+
+def test_the_ray_option_names_the_extra_to_install():
+    from typer.testing import CliRunner
+
+    from synctask.cli import app
+
+    shown = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "300"})
+    assert "pip install 'synctask[ray]'" in shown.output

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +35,9 @@ NODE_WATCH = 2.0  # seconds between looks for nodes that joined the cluster sinc
 INSTALL = "Ray is not installed: pip install 'synctask[ray]'"
 _NAMES = itertools.count(1)  # actor numbers, unique in this process (a killed actor's name frees late)
 _PROCESS = uuid.uuid4().hex[:8]  # and this master among others with the same pid on other machines
+
+
+RAY_LOG = logging.getLogger("synctask.ray")  # where Ray's own messages go (not raw to the terminal)
 
 
 def ray_available() -> bool:
@@ -115,10 +120,13 @@ class RayRunner:
             import ray
         except ImportError:
             raise SyncError(INSTALL) from None
+        _ray_messages_to_log()
         if not ray.is_initialized():
             # "local" starts an instance of this process's own, whatever cluster the machine last
             # started or $RAY_ADDRESS names. In this thread (Ray installs signal handlers).
-            ray.init(address=self.address, log_to_driver=False, include_dashboard=False, configure_logging=False)
+            with _stderr_to_log():  # what the processes it starts print goes to the log too
+                ray.init(address=self.address, log_to_driver=False, include_dashboard=False,
+                         configure_logging=False)
             self._started_ray = True
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if not nodes:
@@ -321,6 +329,58 @@ class RayRunner:
                     await self._spawn(node)
             finally:
                 self._spawning.discard(node)
+
+
+class _ToLog(logging.Handler):
+    """Ray's log records, said again on ``synctask.ray`` one level lower (Ray's warnings are
+    advice to whoever runs a cluster; synctask says what matters to a run in its own words)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        RAY_LOG.log(max(record.levelno - 10, logging.DEBUG), "%s", record.getMessage())
+
+
+def _ray_messages_to_log() -> None:
+    """Send Ray's own messages (its loggers, and the cluster's error lines such as "(raylet) A
+    worker died") to the ``synctask.ray`` logger, not raw to stderr through the progress table.
+    The error lines come through a private function of Ray's driver; if it moved, they print."""
+    ray_logger = logging.getLogger("ray")
+    if not any(isinstance(h, _ToLog) for h in ray_logger.handlers):
+        ray_logger.handlers[:] = [_ToLog()]  # in place of its handler to stderr
+        ray_logger.propagate = False
+    try:
+        from ray._private import worker as driver
+    except ImportError:
+        return
+    if hasattr(driver, "print_to_stdstream"):
+        def said(data: dict[str, Any], ignore_prefix: bool = False) -> None:
+            for line in data.get("lines", ()):
+                RAY_LOG.info("(%s) %s", data.get("pid", "ray"), line)
+
+        driver.print_to_stdstream = said
+
+
+@contextlib.contextmanager
+def _stderr_to_log() -> Iterator[None]:
+    """While Ray starts, file descriptor 2 is a pipe whose lines go to ``synctask.ray``: the
+    processes it starts (its GCS, raylet, workers) keep that stderr for life, so what they print
+    ("Token authentication is enabled ...") reaches the log, not the terminal."""
+    read, write = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write, 2)
+    os.close(write)
+    threading.Thread(target=_forward, args=(read,), name="synctask-ray-stderr", daemon=True).start()
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _forward(read: int) -> None:
+    """Each line written to the pipe, to the log; ends when the last process holding it does."""
+    with os.fdopen(read, "rb") as lines:
+        for line in lines:
+            RAY_LOG.info("%s", line.decode(errors="replace").rstrip())
 
 
 def remote_spec(dataset: Dataset, vendor: Vendor | None, fetch: Any) -> tuple[Any, ...]:
