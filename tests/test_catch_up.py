@@ -134,3 +134,40 @@ overlap = "skip"
 
     with pytest.raises(PlanFileError, match="catchup"):
         parse_plan_text(text.replace('"latest"', '"some"'), "p.toml")
+
+
+def _days_plan(to: str, refresh: float):
+    from synctask.schedule import parse_schedule
+
+    grid = ParamGrid.from_spec({"day": {"from": "2025-12-25", "to": to}, "sym": ["a", "b"]})
+    return replace(plan("hourly", "d", 1), params=grid, schedule=parse_schedule("every 1d"), refresh=refresh)
+
+
+def _day_calls(the_plan):
+    from synctask import Dataset, SyncTaskExecutor, Vendor
+    from synctask.sinks import MemorySink
+
+    calls: list[tuple[str, str]] = []
+
+    async def fetch(day, sym):
+        calls.append((str(day), sym))
+        return [{"day": str(day), "sym": sym}]
+
+    ex = SyncTaskExecutor(workers=8, store=MemoryStore())
+    ex.add_vendor(Vendor("v", "python"))
+    ex.add_dataset(Dataset("d", "v", "d"), fetch=fetch, sink=MemorySink(["day", "sym"]))
+    run_from(ex, T0 + 60, T0 + 2.5 * 24 * HOUR, the_plan)  # runs at Jan 2 and Jan 3, 00:00
+    return calls
+
+
+def test_a_rolling_range_fetches_only_the_new_days_and_its_refresh_window_each_run():
+    calls = _day_calls(_days_plan("{today}", refresh=2 * 24 * HOUR))
+    first, second = calls[:18], calls[18:]
+    assert sorted(first) == sorted((f"{d}", s) for d in [*(f"2025-12-{n}" for n in range(25, 32)), "2026-01-01",
+                                                         "2026-01-02"] for s in "ab")  # Dec 25 to Jan 2
+    assert sorted(second) == [("2026-01-02", "a"), ("2026-01-02", "b"), ("2026-01-03", "a"), ("2026-01-03", "b")]
+
+
+def test_a_range_that_does_not_roll_is_fetched_whole_each_run():
+    calls = _day_calls(_days_plan("2025-12-28", refresh=0.0))
+    assert len(calls) == 2 * 8 and sorted(calls[:8]) == sorted(calls[8:])  # a snapshot per run

@@ -21,7 +21,7 @@ from . import __version__
 from .console import app, err, fail, out
 from .errors import PlanFileError, Problem, SyncError, key_hint
 from .limits import Limit
-from .model import MAX_WORKERS, Vendor
+from .model import MAX_WORKERS, SyncPlan, Vendor
 from .units import format_duration
 
 if TYPE_CHECKING:
@@ -506,8 +506,18 @@ def _print_plans(plans: PlanFile, names: list[str]) -> None:
                       "none": "missed due times are not run"}[plan.catch_up]
             overlap = "waits for the run before" if plan.overlap == "queue" else "is skipped while a run goes"
             out.print(f"  catch-up  {plan.catch_up}: {missed}; overlap {plan.overlap}: a due time {overlap}")
+            out.print(f"  each run  {_each_run(plan)}")
         out.print(f"  priority  {plan.priority}   timeout {timeout}   retry {retry.attempts} attempts, "
                   f"backoff {format_duration(retry.base)}..{format_duration(retry.cap)}")
+
+
+def _each_run(plan: SyncPlan) -> str:
+    """What a scheduled run fetches, in words: a rolling range's new part, or its grid anew."""
+    if not plan.rolling:
+        return "fetches its whole grid anew (a snapshot per run)"
+    ranges = ", ".join(plan.params.rolling)
+    again = f", and the last {format_duration(plan.refresh)} again" if plan.refresh else ""
+    return f"rolling over {ranges}: fetches only what no earlier run did{again}"
 
 
 def vendor_of(plans: PlanFile, dataset: str) -> Vendor:

@@ -230,12 +230,20 @@ class PlanSpec(_Strict):
     catchup: Literal["all", "latest", "none"] | None = None
     overlap: Literal["queue", "skip"] = "queue"
     history: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 1_000
+    refresh: Duration | None = None
 
     @field_validator("timeout")
     @classmethod
     def _timeout(cls, value: Duration | None) -> Duration | None:
         if value is not None:
             _positive_duration(value)
+        return value
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh(cls, value: Duration | None) -> Duration | None:
+        if value is not None and parse_duration(value) < 0:
+            raise ValueError(f"must be a duration of 0 or more (such as '3d'), got {value!r}")
         return value
 
     @field_validator("schedule")
@@ -427,6 +435,10 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             continue
         if p.dataset in out.datasets:
             _check_templates(out, spec, out.datasets[p.dataset], grid, where, problems)
+        if p.refresh is not None and (p.schedule == "manual" or not grid.rolling):
+            out.warnings.append(Problem(f"{where}.refresh", "refresh applies to a scheduled plan with a range that "
+                                        "ends at a template (to = \"{today}\"); this plan fetches its grid anew "
+                                        "each run, so it is ignored"))
         if count == 0:
             out.warnings.append(Problem(f"{where}.params", "the grid gives no tasks: is a range's 'to' before "
                                         "its 'from'?"))
@@ -442,6 +454,7 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             catchup=p.catchup,
             overlap=p.overlap,
             history=p.history,
+            refresh=parse_duration(p.refresh) if p.refresh is not None else 0.0,
         ))
     _check_sink_places(out, source, problems)
     if problems:

@@ -156,8 +156,10 @@ class Delivery:
         is saved less often, up to half a lease apart, keeping the cost near 1% of time."""
         loop = asyncio.get_running_loop()
         next_usage = loop.time() + SAVE_EVERY
+        # In memory nothing outlives the process: no lease to renew, saves only as often as asked.
+        every = interval if isinstance(self.store, MemoryStore) else min(interval, SAVE_EVERY)
         while True:
-            await asyncio.sleep(min(interval, SAVE_EVERY))
+            await asyncio.sleep(every)
             if loop.time() >= next_usage:
                 started = time.perf_counter()
                 with self.storing():

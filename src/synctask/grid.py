@@ -202,6 +202,12 @@ class ParamGrid:
         return BoundGrid(keys, seqs)
 
     @property
+    def rolling(self) -> list[str]:
+        """The ranges whose end follows the logical time (``to = "{today}"``): each run's grid
+        reaches further, and what an earlier run fetched is there again."""
+        return [name for name, dim in self.dims.items() if isinstance(dim, Range) and isinstance(dim.end, Template)]
+
+    @property
     def uses_templates(self) -> bool:
         def has(d: Any) -> bool:
             if isinstance(d, Template):
@@ -281,6 +287,16 @@ class BoundGrid:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter_from(0)
+
+    def newest(self, name: str, within: float) -> set[Any]:
+        """The values of range ``name`` less than ``within`` seconds before its end (its last
+        one counts as 0 s before): what a rolling range fetches again each run."""
+        seq = self.seqs[self.keys.index(name)]
+        if not isinstance(seq, _RangeSeq) or seq.kind == "int" or within <= 0:
+            return set()
+        step = seq.step.total_seconds()
+        count = min(math.ceil(within / step - 1e-9), seq.size)
+        return {seq[seq.size - 1 - i] for i in range(count)}
 
     def iter_from(self, position: int) -> Iterator[dict[str, Any]]:
         """Combinations from ``position`` on, in order (first parameter outermost)."""

@@ -23,13 +23,16 @@ from .retry import RetryPolicy
 if TYPE_CHECKING:
     from .lines import Waitlist
 
-__all__ = ["Lane", "Queue", "PlanStats", "DoneAmong", "BUSY", "BUSY_LANE", "SKIP_BUDGET", "one_by_one",
+__all__ = ["Lane", "Queue", "PlanStats", "DoneAmong", "RunKey", "BUSY", "BUSY_LANE", "SKIP_BUDGET", "one_by_one",
            "READY", "SLEEPING", "PARKED", "IDLE"]
 
 READY, SLEEPING, PARKED, IDLE = "ready", "sleeping", "parked", "idle"  # where a queue is (see ``scheduler``)
 SKIP_BUDGET = 1_000  # finished tasks one dispatch skips per lane before it lets the loop go on
 _LOOK_MIN = 16  # tasks a resumed lane checks at once when it is finding work (doubles while all are done)
 DoneAmong = Callable[[list[str]], Collection[str]]  # which of these task ids are done already
+# What a run's task ids carry: nothing (a manual run), the run's key (each scheduled run's work is
+# its own), or a function of a task's params (a rolling range: only its newest tasks are).
+RunKey = str | Callable[[Mapping[str, Any]], str | None] | None
 
 _PENDING = TaskState.PENDING
 _RUNNING_PLAN = PlanState.RUNNING
@@ -67,7 +70,7 @@ class Lane:
                  "resume")
 
     def __init__(self, plan: SyncPlan, queue: Queue, order: int, params: Iterable[Mapping[str, Any]],
-                 total: int | None, done_among: DoneAmong | None, run_key: str | None = None,
+                 total: int | None, done_among: DoneAmong | None, run_key: RunKey = None,
                  resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         self.resume = resume
         self.plan = plan
@@ -115,9 +118,10 @@ class Lane:
             return None
         if self.done_among is not None:
             return self._check_ahead(cursor)
+        key = self.run_key
         for params in cursor:
             task = self.fresh = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq,
-                                         self.run_key)
+                                         key(params) if callable(key) else key)
             self.next_seq += 1
             return task
         self.cursor = None
@@ -130,8 +134,12 @@ class Lane:
         next turn goes on skipping), and falls back as soon as work is found."""
         assert self.done_among is not None
         plan, priority, timeout, run_key, seq = self.name, self.priority, self.plan.timeout, self.run_key, self.next_seq
-        batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key)
-                 for i, params in enumerate(itertools.islice(cursor, self.look))]
+        if callable(run_key):  # a rolling range: only the tasks near its end are each run's own
+            batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key(params))
+                     for i, params in enumerate(itertools.islice(cursor, self.look))]
+        else:
+            batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key)
+                     for i, params in enumerate(itertools.islice(cursor, self.look))]
         self.next_seq = seq + len(batch)
         if not batch:
             self.cursor = None
@@ -161,7 +169,7 @@ class Lane:
         assert self.resume is not None and self.done_among is not None
         params = self.resume(done.id)
         while params is not None:
-            task = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq, self.run_key)
+            task = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq, done.run_key)
             self.next_seq += 1
             if self.total is not None:
                 self.total += 1

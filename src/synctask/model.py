@@ -228,6 +228,13 @@ class SyncPlan:
     catchup: str | None = None  # due times missed while nothing ran: "all", "latest", "none" (None: by params)
     overlap: str = "queue"  # a due time that comes while the previous run goes: "queue" or "skip"
     history: int = 1_000  # the newest runs kept in the state's run history (older ones are forgotten)
+    refresh: float = 0.0  # seconds before a rolling range's end fetched again each run (vendors revise)
+
+    @property
+    def rolling(self) -> bool:
+        """A scheduled plan with a range that ends at its logical time: each run fetches only what
+        no earlier run did, and the last ``refresh`` of the range again."""
+        return self.schedule.kind != "manual" and bool(self.params.rolling)
 
     @property
     def catch_up(self) -> str:

@@ -20,7 +20,7 @@ from .errors import Failure
 from .events import EventHub, FreezeEvent, SkipEvent
 from .feedback import Feedback
 from .jobs import Jobs
-from .model import RunState, SyncTask, TaskState
+from .model import RunState, SyncTask, TaskState, task_id
 from .redact import SECRETS
 from .runs import Runs
 from .scheduler import Scheduler, Verdict
@@ -90,6 +90,11 @@ class Outcomes:
             params = json.dumps(dict(task.params), default=str) if state is TaskState.FAILED else None
             self.delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
                                             now, follow, params))
+            if state is TaskState.DONE and task.run_key is not None and self.catalog.plan(task.plan).rolling:
+                # A rolling range's newest task, fetched again by each run: done for the plan too,
+                # so the runs after, where it is no longer the newest, skip it. (No run counts it.)
+                self.delivery.record(TaskRecord(task_id(task.plan, task.params), task.plan, "", "done",
+                                                task.attempt, None, now, follow))
         self.hub.task_ended(now, task, _EVENT_KIND[state], verdict.message, rows, more)
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen

@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .events import PlanEvent
+from .grid import BoundGrid
+from .lanes import RunKey
 from .model import PlanState, RunState, SyncPlan
 from .progress import Progress
 from .scheduler import Scheduler
@@ -210,7 +212,7 @@ class Runs:
         now = self._clock()
         scheduled = logical_time is not None
         logical = logical_time or datetime.fromtimestamp(now, UTC)
-        run_key = _run_key(logical) if scheduled else None
+        run_key: RunKey = _run_key(logical) if scheduled else None
         last = store.last_run(plan.name)
         if not scheduled and last is not None and last.state in ("running", "interrupted", "failed"):
             run_id = last.id  # a manual plan continues its unfinished run
@@ -219,6 +221,8 @@ class Runs:
         else:
             run_id = f"{plan.name}:{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
         grid = plan.params.bind(logical)
+        if scheduled and plan.rolling:
+            run_key = _rolling_key(grid, plan, _run_key(logical))
         continued = last if last is not None and last.id == run_id else None
         # An interrupted run goes on where it stopped: its failed tasks stay failed (``retry``
         # runs them again); a run a fatal error stopped is resumed to run them again.
@@ -307,6 +311,16 @@ class Runs:
         """The runs whose plans still go (running, paused, stopped): interrupted at shutdown."""
         return [run for run in self.current.values()
                 if self.scheduler.has_plan(run.plan) and self.scheduler.plan_state(run.plan) in _GOING]
+
+
+def _rolling_key(grid: BoundGrid, plan: SyncPlan, key: str) -> RunKey:
+    """A rolling range's task ids: the run's key only on the values within ``refresh`` of its end
+    (fetched again each run); every other task is the plan's, done once by whichever run."""
+    newest = {name: grid.newest(name, plan.refresh) for name in plan.params.rolling}
+    newest = {name: values for name, values in newest.items() if values}
+    if not newest:
+        return None
+    return lambda params: key if any(params.get(name) in values for name, values in newest.items()) else None
 
 
 def _run_key(logical: datetime) -> str:

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import Failure, UnknownPlan
-from .lanes import BUSY_LANE, IDLE, READY, SKIP_BUDGET, SLEEPING, DoneAmong, Lane, PlanStats, Queue, one_by_one
+from .lanes import BUSY_LANE, IDLE, READY, SKIP_BUDGET, SLEEPING, DoneAmong, Lane, PlanStats, Queue, RunKey, one_by_one
 from .limits import AnyGate, Limiter, NodeGate
 from .lines import Lines
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
@@ -130,12 +130,13 @@ class Scheduler:
 
     def add_plan(self, plan: SyncPlan, params: Iterable[Mapping[str, Any]] | None = None, *,
                  logical_time: datetime | None = None, skip: Callable[[str], bool] | None = None,
-                 done_among: DoneAmong | None = None, paused: bool = False, run_key: str | None = None,
+                 done_among: DoneAmong | None = None, paused: bool = False, run_key: RunKey = None,
                  resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         """Start a run of ``plan``: its tasks come lazily from ``params`` (default: its grid bound
         to ``logical_time``); ``skip(task_id)`` true means already done (counted as skipped), and
         ``done_among(ids)`` says the same of many ids at once (a store answers it in one query);
-        ``run_key`` goes into task ids so each scheduled run's tasks are new work; ``resume(id)``
+        ``run_key`` goes into task ids so each scheduled run's tasks are new work (a function of a
+        task's params: only the tasks it names are, a rolling range's newest); ``resume(id)``
         gives the follow-up a skipped task had asked for, so a resumed paginated run goes on
         from the page it reached."""
         queue = self._queues.get(plan.dataset)
@@ -374,7 +375,7 @@ class Scheduler:
             verdict = Verdict(task, _DONE)
             self._verdicts.succeeded(queue)
             if follow_up is not None and lane.state is not PlanState.CANCELLED:
-                nxt = SyncTask(lane.name, follow_up, lane.priority, lane.plan.timeout, lane.next_seq, lane.run_key)
+                nxt = SyncTask(lane.name, follow_up, lane.priority, lane.plan.timeout, lane.next_seq, task.run_key)
                 lane.next_seq += 1
                 heapq.heappush(lane.ready, (nxt.seq, nxt))
                 if lane.total is not None:
