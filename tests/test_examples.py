@@ -169,3 +169,29 @@ def test_interrupting_a_run_then_running_again_completes_the_data_once(how, tmp_
     # answers of the last unflushed moment (0.2 s) before the interrupt.
     assert 0 <= refetched <= 12, refetched
     assert len(list((tmp_path / "data/daily").glob("*.parquet"))) == 1  # compacted into one file
+
+
+def test_incremental_example(tmp_path):
+    with simulate("rest", "--scale", "60") as url:
+        plan_file = copy_example("incremental.toml", url, tmp_path)
+        first = run(plan_file, "--json")
+        check_clean(first)
+        served = stats(url)["served"]
+        second = run(plan_file, "--json")
+        check_clean(second)
+        seen = stats(url)
+        assert seen["violations"] == []
+    rows_first = json.loads(first.stdout.splitlines()[-1])["plans"]["records"]["rows"]
+    rows_second = json.loads(second.stdout.splitlines()[-1])["plans"]["records"]["rows"]
+    assert rows_first >= 40 and rows_second < rows_first / 2  # only what changed (and the lag's rows)
+    assert seen["served"] - served <= served  # no more requests than the first run's
+    asked = seen["asked_since"]
+    assert [a["updated_since"] for a in asked[:2]] == ["2023-06-01T00:00:00Z"] * 2  # initial, each region
+    assert all(a["updated_since"] > "2023-12-31" for a in asked[2:])  # then since each region's cursor
+    db = sqlite3.connect(tmp_path / "data/records.db")
+    total, distinct = db.execute("SELECT COUNT(*), COUNT(DISTINCT id) FROM records").fetchone()
+    assert total == distinct >= 40  # every record once
+    shown = subprocess.run([sys.executable, "-m", "synctask.cli", "history", "records", "--state",
+                            str(tmp_path / ".synctask/state.db"), "--json"], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and len(json.loads(shown.stdout)["runs"]) == 2, shown.stderr

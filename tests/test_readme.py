@@ -38,3 +38,14 @@ def test_the_pictures_the_readme_shows_are_in_the_repository():
     root = Path(__file__).parent.parent
     for path in re.findall(r"\]\((docs/[^)]+\.png)\)", README):
         assert (root / path).is_file(), path
+
+
+def test_the_rolling_range_and_cursor_sync_examples_are_valid_plans():
+    blocks = re.findall(r"```toml\n(.*?)```", README, re.S)
+    rolling = next(b for b in blocks if "daily-bars" in b)
+    cursor = next(b for b in blocks if "records-api" in b)
+    plans = parse_plan_text('[vendors.tushare]\nconnector = "python:x:f"\n[datasets.daily]\nvendor = "tushare"\n'
+                            + rolling, "README.md")
+    assert plans.plans[0].rolling and plans.plans[0].refresh == 3 * 86400
+    plans = parse_plan_text('[vendors.records-api]\nconnector = "rest"\nbase_url = "http://x"\n' + cursor, "README.md")
+    assert plans.datasets["records"].options["incremental"]["param"] == "updated_since"

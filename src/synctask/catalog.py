@@ -68,6 +68,14 @@ class Catalog:
             raise UnknownPlan(f"no dataset named {name!r}; known: {', '.join(self.datasets) or 'none'}")
         return found
 
+    def options_of(self, dataset: str) -> Mapping[str, Any] | None:
+        """A dataset's options with its vendor's beneath them (as its connector reads them)."""
+        found = self.datasets.get(dataset)
+        if found is None:
+            return None
+        vendor = self.vendors.get(found.vendor)
+        return {**dict(vendor.options), **dict(found.options)} if vendor is not None else dict(found.options)
+
     def dataset_of(self, task: SyncTask) -> str:
         plan = self.plans.get(task.plan)
         return plan.dataset if plan else ""

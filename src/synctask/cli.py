@@ -501,6 +501,11 @@ def _print_plans(plans: PlanFile, names: list[str]) -> None:
         paged = bool(plans.datasets[plan.dataset].options.get("pagination"))
         out.print(f"  tasks     {tasks:,}" + (", plus one for each further page found" if paged else ""))
         out.print(f"  schedule  {plan.schedule}, {when}")
+        cursor = (plans.datasets[plan.dataset].options.get("incremental") or {})
+        if cursor:
+            others = ", ".join(name for name in plan.params.dims) or "the whole dataset"
+            out.print(f"  cursor    each run asks ?{cursor['param']}= the highest {cursor['cursor']} written, per "
+                      f"{others} (first run: {cursor['initial']}; lag {cursor.get('lag', 0)})", markup=False)
         if plan.schedule.kind != "manual":
             missed = {"all": "every missed due time runs, oldest first", "latest": "the latest missed due time runs",
                       "none": "missed due times are not run"}[plan.catch_up]

@@ -484,7 +484,8 @@ def _check_templates(out: PlanFile, spec: FileSpec, dataset: Dataset, grid: Para
         return
     options = {**dict(vendor.options), **dict(dataset.options)}
     used = template_names([options.get(k) for k in ("path", "query", "headers", "json")])
-    given = set(grid.dims)
+    given = set(grid.dims) | ({str(options["incremental"].get("param"))}
+                              if isinstance(options.get("incremental"), Mapping) else set())
     for name in sorted(used - given - {"token"}):
         problems.append(Problem(f"{where}.params", f"dataset {dataset.name!r} fills {{{name}}} in its request, "
                                 f"but this plan has no parameter {name!r}; add it to params, or fix "

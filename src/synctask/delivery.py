@@ -169,8 +169,10 @@ class Delivery:
                 next_usage = loop.time() + min(max(SAVE_EVERY, 100 * (time.perf_counter() - started)), LEASE / 2)
 
     # --- sinks ---------------------------------------------------------------------------
-    async def write(self, dataset: str, result: Any) -> int:
-        """Hand a task's result to the dataset's sink (durable when this returns); the rows written."""
+    async def write(self, dataset: str, result: Any,
+                    written_rows: Callable[[Sequence[Mapping[str, Any]]], None] | None = None) -> int:
+        """Hand a task's result to the dataset's sink (durable when this returns); the rows written.
+        ``written_rows`` sees each batch once the sink holds it."""
         if isinstance(result, Streamed):
             return 0  # a stream wrote (and reported) its rows itself, batch by batch
         if isinstance(result, RowStream):  # a large answer: parsed and written a batch at a time
@@ -178,12 +180,16 @@ class Delivery:
             written = 0
             while (batch := await asyncio.to_thread(next, batches, None)) is not None:
                 await self._to_sink(dataset, batch)
+                if written_rows is not None:
+                    written_rows(batch)
                 written += len(batch)
             return written
         rows = rows_of(result)
         if not rows:
             return 0
         await self._to_sink(dataset, rows)
+        if written_rows is not None:
+            written_rows(rows)
         return len(rows)
 
     async def _to_sink(self, dataset: str, rows: Sequence[Mapping[str, Any]]) -> None:

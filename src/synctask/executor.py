@@ -33,6 +33,7 @@ from .errors import UnknownPlan
 from .events import Event, EventHub, PlanEvent
 from .feedback import Feedback
 from .fetchers import Fetcher
+from .incremental import Cursors
 from .jobs import JobHost, Jobs, Probe, probe
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, Vendor, check_workers
@@ -72,7 +73,8 @@ class SyncTaskExecutor:
         self.delivery = Delivery(catalog, self.limiter, self._now, store, Path(state) if state else None)
         self.delivery.on_failure = self._storage_failed
         self.delivery.on_lease += [self.scheduler.renewed, self._wake.set]  # queues waiting on a lease go
-        self._runs = runs = Runs(self.scheduler, self.progress, lambda: self.store, self.emit, self._now,
+        self.cursors = cursors = Cursors(lambda: self.store, catalog.options_of)
+        self._runs = runs = Runs(self.scheduler, self.progress, cursors, lambda: self.store, self.emit, self._now,
                                  self.delivery.storing)
         self.delivery.counts, self.delivery.going = runs.counts, lambda: {r.id: r.plan for r in runs.unfinished()}
         self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
@@ -91,7 +93,8 @@ class SyncTaskExecutor:
                 dataset_of=catalog.dataset_of, answered=heard.answered, lost=heard.worker_lost, clock=self._now,
                 observed=heard.observed, nodes_changed=self.scheduler.nodes_usable, local=runner)
         self._outcomes = Outcomes(self.scheduler, catalog, self.delivery, self._runs, self._jobs, self._hub, heard,
-                                  cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set, clock=self._now)
+                                  cursors, cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set,
+                                  clock=self._now)
         self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
         self._interrupts = 0

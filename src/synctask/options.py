@@ -50,6 +50,50 @@ class Pagination(_Options):
         return value
 
 
+class IncrementalOptions(_Options):
+    """Cursor sync (see ``incremental``): where the cursor is in a record, the parameter that asks
+    since one, where the first run starts, how far back each run asks again."""
+
+    cursor: str
+    param: str
+    initial: str | StrictInt | float
+    lag: str | StrictInt | float = 0
+    format: str | None = None
+    tz: str | None = None
+
+    @field_validator("initial")
+    @classmethod
+    def _initial(cls, value: Any) -> Any:
+        from .incremental import instant
+
+        try:
+            instant(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be an ISO 8601 time such as '2024-01-01T00:00:00Z' or epoch seconds") from None
+        return value
+
+    @field_validator("lag")
+    @classmethod
+    def _lag(cls, value: Any) -> Any:
+        from .units import parse_duration
+
+        if parse_duration(value) < 0:
+            raise ValueError("must be a duration of 0 or more, such as '5m'")
+        return value
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError("must be a time zone name such as 'UTC' or 'Asia/Shanghai'") from None
+        return value
+
+
 class RestOptions(_HttpOptions):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "get", "post", "put", "patch", "delete"] = "GET"
     path: str | None = None
@@ -58,6 +102,7 @@ class RestOptions(_HttpOptions):
     headers: dict[str, str] = {}
     records: str = ""
     pagination: Pagination | None = None
+    incremental: IncrementalOptions | None = None
 
 
 class TushareOptions(_HttpOptions):

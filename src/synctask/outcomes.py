@@ -19,6 +19,7 @@ from .delivery import Delivery
 from .errors import Failure
 from .events import EventHub, FreezeEvent, SkipEvent
 from .feedback import Feedback
+from .incremental import Cursors
 from .jobs import Jobs
 from .model import RunState, SyncTask, TaskState, task_id
 from .redact import SECRETS
@@ -36,7 +37,7 @@ class Outcomes:
     """``deliver`` and ``finish`` for the worker pool; ``end_run`` for whoever ends a run."""
 
     def __init__(self, scheduler: Scheduler, catalog: Catalog, delivery: Delivery, runs: Runs, jobs: Jobs,
-                 hub: EventHub, heard: Feedback, *, cancel: Callable[[Iterable[SyncTask]], None],
+                 hub: EventHub, heard: Feedback, cursors: Cursors, *, cancel: Callable[[Iterable[SyncTask]], None],
                  checkpoint: Callable[[], None], wake: Callable[[], None], clock: Callable[[], float]) -> None:
         self.scheduler = scheduler
         self.catalog = catalog
@@ -45,6 +46,7 @@ class Outcomes:
         self.jobs = jobs
         self.hub = hub
         self.heard = heard
+        self.cursors = cursors
         self._cancel = cancel
         self._checkpoint = checkpoint
         self._wake = wake
@@ -62,7 +64,13 @@ class Outcomes:
         if job is not None:
             job[task.seq] = result
             return 0, follow_up
-        return await self.delivery.write(self.catalog.dataset_of(task), result), follow_up
+        dataset = self.catalog.dataset_of(task)
+        page = self.cursors.page(dataset, task.params)  # cursor sync: rows count once the sink holds them
+        if page is None:
+            return await self.delivery.write(dataset, result), follow_up
+        written = await self.delivery.write(dataset, result, page.seen)
+        page.written(last_page=follow_up is None)
+        return written, follow_up
 
     def finish(self, task: SyncTask, failure: Failure | None, rows: int,
                follow_up: Mapping[str, Any] | None = None) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from .events import PlanEvent
 from .grid import BoundGrid
+from .incremental import Cursors
 from .lanes import RunKey
 from .model import PlanState, RunState, SyncPlan
 from .progress import Progress
@@ -62,11 +63,12 @@ class Runs:
     """Each plan's current run and next due time. It starts runs in the scheduler and records
     them in the store; ``store`` is asked for lazily (a state file opens on first need)."""
 
-    def __init__(self, scheduler: Scheduler, progress: Progress, store: Callable[[], Store],
+    def __init__(self, scheduler: Scheduler, progress: Progress, cursors: Cursors, store: Callable[[], Store],
                  emit: Callable[[PlanEvent], None], clock: Callable[[], float],
                  storing: Callable[[], AbstractContextManager[None]]) -> None:
         self.scheduler = scheduler
         self.progress = progress
+        self.cursors = cursors
         self._store = store
         self._storing = storing  # around writes that may fail on a full disk (see ``delivery``)
         self._emit = emit
@@ -223,6 +225,9 @@ class Runs:
         grid = plan.params.bind(logical)
         if scheduled and plan.rolling:
             run_key = _rolling_key(grid, plan, _run_key(logical))
+        if self.cursors.spec(plan.dataset) is not None:  # cursor sync: each run asks anew, since its cursors
+            run_key = run_id.rpartition(":")[2]
+            grid = self.cursors.bind(plan.dataset, grid)
         continued = last if last is not None and last.id == run_id else None
         # An interrupted run goes on where it stopped: its failed tasks stay failed (``retry``
         # runs them again); a run a fatal error stopped is resumed to run them again.

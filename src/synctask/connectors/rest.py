@@ -12,6 +12,8 @@ Dataset ``options``::
                # { kind = "offset", param = "offset", size = 100 }
                # { kind = "cursor", param = "cursor", path = "meta.next_cursor" }
                # { kind = "link" }          (the Link header's rel="next")
+    incremental = { cursor = "updated_at", param = "updated_since", initial = "2024-01-01T00:00:00Z",
+                    lag = "5m" }          # cursor sync (see ``incremental``): sent as ?updated_since=
 
 Every page is its own task (a follow-up of the one before), so each request is admitted by the
 limiter and a resumed run starts from the page it stopped at. Rate-limit headers feed the
@@ -49,6 +51,8 @@ class RestConnector:
         self.records = str(options.get("records", ""))
         self.dataset = dataset.name
         self.pagination: Mapping[str, Any] = options.get("pagination", {})
+        incremental = options.get("incremental") or {}
+        self.since = str(incremental["param"]) if "param" in incremental else None  # cursor sync's parameter
         self.rules = tuple(rules)
 
     # --- requests -------------------------------------------------------------------------
@@ -62,9 +66,16 @@ class RestConnector:
         page = self.pagination
         if page and page.get("param") in params:
             query[str(page["param"])] = str(params[str(page["param"])])
+        if self.since is not None and self.since in params and not self._fills(self.since):
+            query[self.since] = str(params[self.since])  # records since the cursor, unless a template says where
         body = _fill_json(self.body, params) if self.body is not None else None
         url = self.base + self._fill(self.path, params)
         return Request(self.method, url, params=query or None, json=body, headers=headers)
+
+    def _fills(self, name: str) -> bool:
+        """Whether a request template (path, query, headers, body) places parameter ``name``."""
+        texts = [self.path, *map(str, self.query.values()), *map(str, self.headers.values()), str(self.body or "")]
+        return any(f"{{{name}}}" in text for text in texts)
 
     def _fill(self, template: str, params: Mapping[str, Any], secret: bool = False) -> str:
         def value(match: re.Match[str]) -> str:

@@ -36,3 +36,24 @@ def kline(seed: int, symbol: str, open_time: int, interval_ms: int) -> list[Any]
     return [open_time, f"{o:.2f}", f"{h:.2f}", f"{low:.2f}", f"{c:.2f}", f"{v:.5f}",
             open_time + interval_ms - 1, f"{v * c:.2f}", int(100 * unit(seed, symbol, open_time, "n")),
             f"{v / 2:.5f}", f"{v * c / 2:.2f}", "0"]
+
+
+def changing_records(seed: int, start: float, now: float, *, initial: int, every: float,
+                     update_every: float) -> list[dict[str, Any]]:
+    """The records of an API whose data grows and changes: ``initial`` records exist at vendor
+    time ``start`` (made ``every`` seconds apart before it), one more comes every ``every``
+    seconds after, and every third record is updated every ``update_every`` seconds. Each has
+    an ``id``, a ``region``, an ``updated_at`` (ISO 8601 UTC) and a ``value`` that changes with it."""
+    from datetime import UTC, datetime
+
+    made = initial + int((now - start) // every) if now >= start else initial
+    rows = []
+    for k in range(made):
+        created = start + (k - initial + 1) * every if k >= initial else start - (initial - k) * every
+        updated = created
+        if k % 3 == 0 and now > created:
+            updated = created + ((now - created) // update_every) * update_every
+        stamp = datetime.fromtimestamp(updated, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append({"id": k, "region": ("eu", "us")[k % 2], "updated_at": stamp,
+                     "value": round(1000 * unit(seed, "record", k, stamp), 3)})
+    return rows

@@ -9,11 +9,12 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from .data import DAILY_FIELDS, daily_row, kline
+from .data import DAILY_FIELDS, changing_records, daily_row, kline
 from .data import unit as _unit
 from .faults import FaultDice, Faults
 
@@ -50,6 +51,10 @@ class SimulatorConfig:
     rest_sliding: bool = False  # count rest_per_minute over a sliding minute instead of the clock's
     rest_rate_headers: bool = True  # send RateLimit / RateLimit-Policy headers
     rest_ban_after: int = 0  # requests sent while told to wait before a 403 ban (0: never banned)
+    records_start: float = 1_704_067_200.0  # the vendor's clock when it starts: 2024-01-01T00:00:00Z
+    records_initial: int = 40  # /v1/records: records there at the start
+    records_every: float = 60.0  # vendor seconds between new records
+    records_update_every: float = 300.0  # vendor seconds between updates of every third record
     ws_per_second: float = 200.0  # quote messages per (vendor) second
     ws_drop_every: int = 0  # close the connection abruptly after this many messages (0: never)
 
@@ -63,10 +68,11 @@ class Stats:
     violations: list[dict[str, Any]] = field(default_factory=list)
     by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    asked_since: list[dict[str, Any]] = field(default_factory=list)  # /v1/records: each first page's question
 
     def as_dict(self) -> dict[str, Any]:
         return {"served": self.served, "rows": self.rows, "bans": self.bans, "subscriptions": self.subscriptions,
-                "violations": self.violations,
+                "violations": self.violations, "asked_since": self.asked_since,
                 "by_api": dict(self.by_api), "faults": dict(self.faults)}
 
 
@@ -78,6 +84,7 @@ class Simulator:
         self.config = config or SimulatorConfig()
         self.host = host
         self.port = port
+        self._started = time.time()  # the vendor clock's start (records change from then on)
         self.stats = Stats()
         self._dice = FaultDice(self.config.faults, self.config.seed)
         self._minute_log: dict[str, deque[float]] = defaultdict(deque)
@@ -121,6 +128,7 @@ class Simulator:
             app.router.add_get("/api/v3/{endpoint}", self._binance)
         elif self.config.profile == "rest":
             app.router.add_get("/v1/items", self._rest)
+            app.router.add_get("/v1/records", self._records)
         elif self.config.profile == "ws":
             app.router.add_get("/ws", self._ws)
         else:
@@ -153,6 +161,13 @@ class Simulator:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def advance(self, seconds: float) -> None:
+        """Move the vendor's clock ``seconds`` (vendor time) ahead: records made and changed
+        meanwhile appear at once (tests and demos of cursor sync)."""
+        self._started -= seconds / self.config.scale
+        for child in self.children.values():
+            child.advance(seconds)
 
     # --- admin ----------------------------------------------------------------------------
     async def _admin(self, request: web.Request) -> web.Response:
@@ -313,22 +328,58 @@ class Simulator:
         return web.json_response(rows, headers=headers)
 
     # --- rest -----------------------------------------------------------------------------
-    async def _rest(self, request: web.Request) -> web.StreamResponse:
-        """Paginated items (page, offset or cursor; a Link header too) with IETF RateLimit headers.
-
-        The limit counts per clock minute, or per sliding minute with ``rest_sliding``. A client
-        that keeps sending while told to wait is banned (403) after ``rest_ban_after`` requests.
-        """
+    async def _records(self, request: web.Request) -> web.StreamResponse:
+        """Records that are added and updated as (vendor) time passes, newest changes last:
+        ``?updated_since=ISO`` (records changed at or after it), ``region``, ``page_size`` and an
+        opaque ``cursor`` to the next page, which never skips a record that changes while paging.
+        Counted against the same limit as ``/v1/items``."""
         now = await self._stamp()
         self.stats.served += 1
-        self.stats.by_api["items"] += 1
+        self.stats.by_api["records"] += 1
+        refused, headers = self._count(now, "records")
+        if refused is not None:
+            return refused
+        fault = await self._fault(request, headers)
+        if isinstance(fault, web.StreamResponse):
+            return fault
+        query, config = request.query, self.config
+        since = query.get("updated_since", "")
+        try:
+            since_at = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+        except ValueError:
+            return web.json_response({"error": f"updated_since {since!r} is not an ISO 8601 time"}, status=400)
+        if since_at is not None and since_at.tzinfo is None:
+            return web.json_response({"error": "updated_since needs a time zone (such as Z)"}, status=400)
+        vendor_now = config.records_start + (now - self._started) * config.scale
+        rows = changing_records(config.seed, config.records_start, vendor_now, initial=config.records_initial,
+                                every=config.records_every, update_every=config.records_update_every)
+        if since_at is not None:
+            rows = [r for r in rows if datetime.fromisoformat(r["updated_at"].replace("Z", "+00:00")) >= since_at]
+        if query.get("region"):
+            rows = [r for r in rows if r["region"] == query["region"]]
+        rows.sort(key=lambda r: (r["updated_at"], r["id"]))
+        after = query.get("cursor")
+        if after:
+            stamp, _, ident = after.partition("|")
+            rows = [r for r in rows if (r["updated_at"], r["id"]) > (stamp, int(ident or -1))]
+        else:
+            self.stats.asked_since.append({"updated_since": since or None, "region": query.get("region")})
+        size = int(query.get("page_size", "50"))
+        page, more = rows[:size], len(rows) > size
+        self.stats.rows += len(page)
+        meta = {"next_cursor": f"{page[-1]['updated_at']}|{page[-1]['id']}" if more else None}
+        return web.json_response({"data": {"records": page}, "meta": meta}, headers=headers)
+
+    def _count(self, now: float, api: str) -> tuple[web.Response | None, dict[str, str]]:
+        """The rest profile's limit, as ``/v1/items`` counts it: a refusal (429, 403) or the
+        RateLimit headers of an admitted request."""
         config = self.config
-        penalty = self._penalty(now, "items", config.rest_ban_after or None)
+        penalty = self._penalty(now, api, config.rest_ban_after or None)
         if penalty == "banned":
-            return web.json_response({"error": "banned: too many requests after 429"}, status=403)
+            return web.json_response({"error": "banned: too many requests after 429"}, status=403), {}
         if penalty == "limited":
             return web.json_response({"error": "rate limited; honour Retry-After"}, status=429,
-                                     headers={"Retry-After": self._wait(now)})
+                                     headers={"Retry-After": self._wait(now)}), {}
         limit = config.rest_per_minute
         if config.rest_sliding:
             window = self._minute_log["items"]
@@ -348,10 +399,24 @@ class Simulator:
             headers = {"RateLimit-Policy": f"{limit};w={max(1, round(self.minute))}",
                        "RateLimit": f"limit={limit}, remaining={max(limit - used, 0)}, reset={reset}"}
         if used > limit:
-            self._violation("per_minute", "items", now)
+            self._violation("per_minute", api, now)
             self._limit_until(now, reset_at)
             headers["Retry-After"] = str(reset)
-            return web.json_response({"error": "rate limited"}, status=429, headers=headers)
+            return web.json_response({"error": "rate limited"}, status=429, headers=headers), headers
+        return None, headers
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        """Paginated items (page, offset or cursor; a Link header too) with IETF RateLimit headers.
+
+        The limit counts per clock minute, or per sliding minute with ``rest_sliding``. A client
+        that keeps sending while told to wait is banned (403) after ``rest_ban_after`` requests.
+        """
+        now = await self._stamp()
+        self.stats.served += 1
+        self.stats.by_api["items"] += 1
+        refused, headers = self._count(now, "items")
+        if refused is not None:
+            return refused
         fault = await self._fault(request, headers)
         if isinstance(fault, web.StreamResponse):
             return fault
