@@ -406,4 +406,5 @@ class SyncTaskExecutor:
         summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self.delivery.failure,
                              problems=list(self.delivery.sink_failures))
         plans = self.progress.plans
-        return self._runs.summary(self.catalog.plans, summary, lambda name: plans[name].rows if name in plans else 0)
+        return self._runs.summary(self.catalog.plans, summary,  # what this process wrote
+                                  lambda name: plans[name].rows - plans[name].rows_before if name in plans else 0)

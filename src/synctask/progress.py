@@ -79,6 +79,7 @@ class PlanProgress:
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
     carried: int = 0  # tasks finished before this process that its run skips: already counted
+    rows_before: int = 0  # rows the run wrote before this process took it up
     _finished: _Pace = field(default_factory=_Pace, repr=False)  # tasks done or failed
     _streamed: _Pace = field(default_factory=_Pace, repr=False)  # stream messages
 
@@ -132,7 +133,7 @@ class Progress:
         p.done, p.failed, p.skipped = counts.get("done", 0), counts.get("failed", 0), counts.get("skipped", 0)
         p.rows, p.retries, p.freezes = counts.get("rows", 0), counts.get("retries", 0), counts.get("freezes", 0)
         p.last_message = p.last_failure = counts.get("message")
-        p.carried, p.started_at = carried, None
+        p.carried, p.started_at, p.rows_before = carried, None, p.rows
         p._finished.clear()
         p._streamed.clear()
 
@@ -152,6 +153,7 @@ class Progress:
         elif isinstance(event, PlanEvent):
             if event.state in ("running", "paused", "stopped") and event.run_id and event.run_id != p.run_id:
                 p.done = p.failed = p.skipped = p.retries = p.freezes = p.rows = p.messages = p.carried = 0
+                p.rows_before = 0
                 p.last_failure = None
                 p._finished.clear()
                 p._streamed.clear()
