@@ -239,7 +239,8 @@ def test_against_the_simulator_plans_are_added_paused_and_resumed_and_metrics_ma
             assert paused.stdout.strip() == "january: paused"
             wait_until(lambda: plan(url, "january")["in_flight"] == 0)
             held, feb = plan(url, "january")["done"], plan(url, "february")["done"]
-            wait_until(lambda: plan(url, "february")["done"] >= feb + 10)
+            # February goes on (or ends: under load it may have few tasks left when january pauses).
+            wait_until(lambda: plan(url, "february")["done"] >= feb + 10 or plan(url, "february")["state"] == "completed")
             assert plan(url, "january")["done"] == held  # paused: nothing of it went meanwhile
             assert client(workdir, url, "resume", "january").stdout.strip() == "january: running"
             wait_until(lambda: all(plan(url, n)["state"] == "completed" for n in ("january", "february")), 90)

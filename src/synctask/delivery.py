@@ -51,9 +51,10 @@ class Delivery:
         self._commit_due = False
         self._usage_restored = False
         # Runs' counts go into the state with their outcomes (and every save, for the runs still
-        # going), so a restarted process shows what its predecessor did: ``counts`` of a plan's
-        # run, ``going`` the runs that go (run id → plan). Set by the executor.
-        self.counts: Callable[[str], dict[str, Any]] = lambda plan: {}
+        # going), so a restarted process shows what its predecessor did: ``counts`` of a run that
+        # still goes (None once it ended: its record is final), ``going`` the runs that go (run
+        # id → plan). Set by the executor.
+        self.counts: Callable[[str, str], dict[str, Any] | None] = lambda run_id, plan: None
         self.going: Callable[[], Mapping[str, str]] = dict
         self._touched: dict[str, str] = {}  # run id → plan: outcomes recorded this turn
 
@@ -83,7 +84,8 @@ class Delivery:
         of the turn (group commit): a kill -9 forgets at most tasks still in flight, never one
         whose rows were written a turn ago."""
         self.store.record(record)
-        self._touched[record.run_id] = record.plan
+        if record.run_id:
+            self._touched[record.run_id] = record.plan
         if not self._commit_due:
             self._commit_due = True
             loop = self.loop
@@ -102,7 +104,9 @@ class Delivery:
     def _note_counts(self, runs: Mapping[str, str]) -> None:
         store = self.store
         for run_id, plan in runs.items():
-            store.note_counts(run_id, self.counts(plan))
+            counts = self.counts(run_id, plan)
+            if counts is not None:
+                store.note_counts(run_id, counts)
 
     @contextlib.contextmanager
     def storing(self) -> Iterator[None]:

@@ -76,7 +76,7 @@ class SyncTaskExecutor:
         self.cursors = cursors = Cursors(lambda: self.store, catalog.options_of)
         self._runs = runs = Runs(self.scheduler, self.progress, cursors, lambda: self.store, self.emit, self._now,
                                  self.delivery.storing)
-        self.delivery.counts, self.delivery.going = runs.counts, lambda: {r.id: r.plan for r in runs.unfinished()}
+        self.delivery.counts, self.delivery.going = runs.counts_going, lambda: {r.id: r.plan for r in runs.unfinished()}
         self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
                                   lambda: self._running, lambda: self.run(until_idle=True)),
                           catalog, self.scheduler, self._runs)

@@ -291,6 +291,15 @@ class Runs:
         self.waiters.pop(name, None)
         self.forget(name)
 
+    def counts_going(self, run_id: str, name: str) -> dict[str, Any] | None:
+        """The counts of run ``run_id`` if it is the plan's and still goes (else None: it ended,
+        and its record holds its final counts)."""
+        run = self.current.get(name)
+        if run is None or run.id != run_id or not self.scheduler.has_plan(name) or \
+                self.scheduler.plan_state(name) not in _GOING:
+            return None
+        return self.progress.counts(name)
+
     def counts(self, name: str) -> dict[str, Any]:
         """The plan's run's counts as its record keeps them (across the processes that ran it)."""
         return self.progress.counts(name)
