@@ -141,6 +141,7 @@ class SyncTaskExecutor:
         from a ``python:`` api or connector) and where rows go (default: its ``sink`` table)."""
         self.scheduler.add_dataset(dataset, self.catalog.vendors.get(dataset.vendor))
         self.catalog.add_dataset(dataset, fetch, sink)
+        self.cursors.learn(dataset.name)
 
     def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
         """Register a plan; ``start`` begins a run now, and a schedule starts later runs when due."""
@@ -160,6 +161,7 @@ class SyncTaskExecutor:
         ``take_removed`` to be closed."""
         self.scheduler.remove_dataset(name)
         self.catalog.remove_dataset(name)
+        self.cursors.forget(name)
 
     # --- control ops ---------------------------------------------------------------------
     def start_plan(self, name: str, *, hold: PlanState | None = None) -> None:

@@ -100,11 +100,23 @@ class Cursors:
     def __init__(self, store: Callable[[], Store], options: Callable[[str], Mapping[str, Any] | None]) -> None:
         self._store = store
         self._options = options  # a dataset's options, its vendor's merged in (None: not known)
+        self.specs: dict[str, Incremental] = {}  # the datasets with cursor sync (read when each is added)
         self._pending: dict[str, datetime] = {}  # partition key → highest cursor written of a request so far
 
-    def spec(self, dataset: str) -> Incremental | None:
+    def learn(self, dataset: str) -> None:
+        """Read a dataset's cursor sync when it is added (or added again, changed)."""
         options = self._options(dataset)
-        return Incremental.of(options) if options else None
+        spec = Incremental.of(options) if options else None
+        if spec is None:
+            self.specs.pop(dataset, None)
+        else:
+            self.specs[dataset] = spec
+
+    def forget(self, dataset: str) -> None:
+        self.specs.pop(dataset, None)
+
+    def spec(self, dataset: str) -> Incremental | None:
+        return self.specs.get(dataset)
 
     def bind(self, dataset: str, grid: Any) -> Any:
         """``grid`` with each task asking for records since its partition's cursor (as it is now)."""
@@ -123,11 +135,9 @@ class Cursors:
 
         return _WithSince(grid, fill)
 
-    def page(self, dataset: str, params: Mapping[str, Any]) -> _Page | None:
-        """What follows one page of a request through its write (None: no cursor sync here)."""
-        spec = self.spec(dataset)
-        if spec is None:
-            return None
+    def page(self, dataset: str, params: Mapping[str, Any]) -> _Page:
+        """What follows one page of a request to a dataset with cursor sync through its write."""
+        spec = self.specs[dataset]
         key = self._key(dataset, params, spec)
         first = not any(name in params for name in spec.pages)
         return _Page(self, spec, key, dataset, params, None if first else self._pending.get(key))

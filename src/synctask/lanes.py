@@ -67,14 +67,15 @@ class Lane:
     __slots__ = ("plan", "name", "priority", "order", "queue", "retry", "cursor", "done_among", "ready",
                  "delayed", "running", "state", "total", "done", "failed", "skipped", "skips_told", "retries",
                  "freezes", "dispatched", "next_seq", "on_fatal", "fresh", "upcoming", "look", "run_key",
-                 "resume")
+                 "key_of", "resume")
 
     def __init__(self, plan: SyncPlan, queue: Queue, order: int, params: Iterable[Mapping[str, Any]],
                  total: int | None, done_among: DoneAmong | None, run_key: RunKey = None,
                  resume: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
         self.resume = resume
         self.plan = plan
-        self.run_key = run_key
+        self.run_key = run_key if not callable(run_key) else None
+        self.key_of = run_key if callable(run_key) else None  # a rolling range: the key depends on the task
         self.name = plan.name
         self.priority = plan.priority
         self.order = order
@@ -118,10 +119,10 @@ class Lane:
             return None
         if self.done_among is not None:
             return self._check_ahead(cursor)
-        key = self.run_key
         for params in cursor:
+            key_of = self.key_of
             task = self.fresh = SyncTask(self.name, params, self.priority, self.plan.timeout, self.next_seq,
-                                         key(params) if callable(key) else key)
+                                         self.run_key if key_of is None else key_of(params))
             self.next_seq += 1
             return task
         self.cursor = None
@@ -134,8 +135,9 @@ class Lane:
         next turn goes on skipping), and falls back as soon as work is found."""
         assert self.done_among is not None
         plan, priority, timeout, run_key, seq = self.name, self.priority, self.plan.timeout, self.run_key, self.next_seq
-        if callable(run_key):  # a rolling range: only the tasks near its end are each run's own
-            batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key(params))
+        key_of = self.key_of
+        if key_of is not None:  # a rolling range: only the tasks near its end are each run's own
+            batch = [SyncTask(plan, params, priority, timeout, seq + i, key_of(params))
                      for i, params in enumerate(itertools.islice(cursor, self.look))]
         else:
             batch = [SyncTask(plan, params, priority, timeout, seq + i, run_key)

@@ -65,9 +65,9 @@ class Outcomes:
             job[task.seq] = result
             return 0, follow_up
         dataset = self.catalog.dataset_of(task)
-        page = self.cursors.page(dataset, task.params)  # cursor sync: rows count once the sink holds them
-        if page is None:
+        if not self.cursors.specs or dataset not in self.cursors.specs:
             return await self.delivery.write(dataset, result), follow_up
+        page = self.cursors.page(dataset, task.params)  # cursor sync: rows count once the sink holds them
         written = await self.delivery.write(dataset, result, page.seen)
         page.written(last_page=follow_up is None)
         return written, follow_up

@@ -94,7 +94,6 @@ class MemoryStore:
         self._done: dict[str, set[int | str]] = {}  # id prefix ("plan" or "plan@run") → digests
         self._plan_of: dict[str, str] = {}  # id prefix → plan
         self._failed: dict[str, TaskRecord] = {}
-        self._done_in_run: dict[str, int] = {}  # run id → tasks done in it
         self._follow: dict[str, str] = {}  # task id → JSON parameters of its next page
         self._pending: list[TaskRecord] = []
         self._runs: dict[str, RunRecord] = {}
@@ -130,8 +129,6 @@ class MemoryStore:
             self._plan_of[prefix] = record.plan
             done = self._done.setdefault(prefix, set())
             if record.state == "done":
-                if digest not in done:
-                    self._done_in_run[record.run_id] = self._done_in_run.get(record.run_id, 0) + 1
                 done.add(digest)
                 self._failed.pop(record.task_id, None)
             else:
@@ -174,9 +171,11 @@ class MemoryStore:
         return runs if limit is None else runs[:limit]
 
     def run_counts(self, plan: str, run_id: str) -> dict[str, int]:
+        """Done as the run's counts say (done tasks keep only their digest here), failed exactly."""
         self.flush()
         failed = sum(1 for record in self._failed.values() if record.run_id == run_id)
-        return {"done": self._done_in_run.get(run_id, 0), "failed": failed}
+        run = self._runs.get(run_id)
+        return {"done": int((run.summary or {}).get("done", 0)) if run else 0, "failed": failed}
 
     def failures(self, plan: str, limit: int) -> list[TaskRecord]:
         self.flush()

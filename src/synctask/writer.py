@@ -12,6 +12,7 @@ import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import TYPE_CHECKING
 
 from .disk import rollback_quietly
@@ -123,7 +124,7 @@ class Writer:
             # _ROWS at a time, then the rest in power-of-two statements: few distinct statements
             # (SQLite keeps them prepared), few GIL takes.
             rows = self._ROWS if left >= self._ROWS else 1 << (left.bit_length() - 1)
-            self._db.execute(_insert_sql(rows), [value for record in records[start:start + rows] for value in record])
+            self._db.execute(_insert_sql(rows), list(chain.from_iterable(records[start:start + rows])))
             start, left = start + rows, left - rows
 
     def _raise_error(self) -> None:
