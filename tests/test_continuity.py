@@ -138,6 +138,9 @@ def test_a_restarted_daemon_shows_every_plan_as_it_was_and_its_failures_can_be_r
         listed = sorted(task["params"]["i"] for task in finished["failed_tasks"])
         assert listed == [5, 10, 15, 20, 25, 30, 35, 40]  # with their parameters, from the state
         assert all("is not there yet" in task["message"] and task["attempts"] == 1 for task in finished["failed_tasks"])
+        shown = client(workdir, url, "status", "finished")
+        said = " ".join(shown.stdout.split())
+        assert shown.returncode == 0 and "failed after 1 try: i=5: the vendor rejected the request as invalid: item 5 is not" in said, shown.stdout
         for action in ("pause", "stop", "resume"):  # it exists, and its run has ended: a sentence, never 404
             status, answer = api(url, "POST", f"/api/plans/finished/{action}")
             assert status == 409 and "completed" in answer["error"] and "start it first" in answer["error"], answer
