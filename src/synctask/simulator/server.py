@@ -333,15 +333,9 @@ class Simulator:
         ``?updated_since=ISO`` (records changed at or after it), ``region``, ``page_size`` and an
         opaque ``cursor`` to the next page, which never skips a record that changes while paging.
         Counted against the same limit as ``/v1/items``."""
-        now = await self._stamp()
-        self.stats.served += 1
-        self.stats.by_api["records"] += 1
-        refused, headers = self._count(now, "records")
-        if refused is not None:
-            return refused
-        fault = await self._fault(request, headers)
-        if isinstance(fault, web.StreamResponse):
-            return fault
+        answered, headers, fault = await self._admit(request, "records")
+        if answered is not None:
+            return answered
         query, config = request.query, self.config
         since = query.get("updated_since", "")
         try:
@@ -350,7 +344,7 @@ class Simulator:
             return web.json_response({"error": f"updated_since {since!r} is not an ISO 8601 time"}, status=400)
         if since_at is not None and since_at.tzinfo is None:
             return web.json_response({"error": "updated_since needs a time zone (such as Z)"}, status=400)
-        vendor_now = config.records_start + (now - self._started) * config.scale
+        vendor_now = config.records_start + (time.time() - self._started) * config.scale
         rows = changing_records(config.seed, config.records_start, vendor_now, initial=config.records_initial,
                                 every=config.records_every, update_every=config.records_update_every)
         if since_at is not None:
@@ -369,6 +363,21 @@ class Simulator:
         self.stats.rows += len(page)
         meta = {"next_cursor": f"{page[-1]['updated_at']}|{page[-1]['id']}" if more else None}
         return web.json_response({"data": {"records": page}, "meta": meta}, headers=headers)
+
+    async def _admit(self, request: web.Request, api: str
+                     ) -> tuple[web.StreamResponse | None, dict[str, str], str | None]:
+        """A rest-profile request counted: a refusal or a fault's answer, else None with the
+        RateLimit headers and the fault to apply to the answer (a malformed body)."""
+        now = await self._stamp()
+        self.stats.served += 1
+        self.stats.by_api[api] += 1
+        refused, headers = self._count(now, api)
+        if refused is not None:
+            return refused, headers, None
+        fault = await self._fault(request, headers)
+        if isinstance(fault, web.StreamResponse):
+            return fault, headers, None
+        return None, headers, fault
 
     def _count(self, now: float, api: str) -> tuple[web.Response | None, dict[str, str]]:
         """The rest profile's limit, as ``/v1/items`` counts it: a refusal (429, 403) or the
@@ -411,15 +420,9 @@ class Simulator:
         The limit counts per clock minute, or per sliding minute with ``rest_sliding``. A client
         that keeps sending while told to wait is banned (403) after ``rest_ban_after`` requests.
         """
-        now = await self._stamp()
-        self.stats.served += 1
-        self.stats.by_api["items"] += 1
-        refused, headers = self._count(now, "items")
-        if refused is not None:
-            return refused
-        fault = await self._fault(request, headers)
-        if isinstance(fault, web.StreamResponse):
-            return fault
+        answered, headers, fault = await self._admit(request, "items")
+        if answered is not None:
+            return answered
         query = request.query
         day = query.get("day")
         if not day:
