@@ -197,6 +197,9 @@ def test_history_reads_a_state_that_synctask_run_wrote_and_keeps_the_newest_runs
     table = subprocess.run([sys.executable, "-m", "synctask.cli", "history", "finished", "--state",
                             ".synctask/state.db"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert table.returncode == 0 and table.stdout.count("completed") == 3, table.stdout + table.stderr
+    typo = subprocess.run([sys.executable, "-m", "synctask.cli", "history", "finishd", "--state",
+                           ".synctask/state.db"], cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 1 and "(did you mean 'finished'?)" in typo.stderr, typo.stderr
     missing = subprocess.run([sys.executable, "-m", "synctask.cli", "history", "finished", "--state", "nope.db"],
                              cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 1 and "nope.db" in missing.stderr and "Traceback" not in missing.stderr

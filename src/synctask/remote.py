@@ -245,9 +245,17 @@ def _history_in(state: Path, plan: str, limit: int) -> list[dict[str, Any]]:
     from .store import StateDamaged, read_history
 
     try:
-        runs = read_history(state, plan, limit)
+        runs, plans = read_history(state, plan, limit)
     except StateDamaged as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    if not runs and plans:
+        import difflib
+
+        close = difflib.get_close_matches(plan, plans, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        err.print(f"error: {state} has no run of plan {plan!r}{hint}; the plans it has runs of: {', '.join(plans)}",
+                  markup=False, highlight=False)
+        raise typer.Exit(1)
     orphaned = holder_of(state) is None
     return [run_row(run, orphaned=orphaned) for run in runs]

@@ -592,9 +592,10 @@ def _check_file(path: Path) -> None:
 _RUN_COLUMNS = "id, plan, logical_time, started_at, state, ended_at, summary"
 
 
-def read_history(path: str | Path, plan: str, limit: int | None = None) -> list[RunRecord]:
-    """A plan's runs, newest first, read from a state file without its lock and without writing
-    (a daemon or a run may be using it); raises ``StateDamaged`` when it cannot be read."""
+def read_history(path: str | Path, plan: str, limit: int | None = None) -> tuple[list[RunRecord], list[str]]:
+    """A plan's runs, newest first, and every plan with runs, read from a state file without its
+    lock and without writing (a daemon or a run may be using it); raises ``StateDamaged`` when
+    it cannot be read."""
     if not Path(path).is_file():
         raise StateDamaged(str(path), "there is no such file", "give --state the state file a run or a daemon wrote")
     try:
@@ -602,11 +603,12 @@ def read_history(path: str | Path, plan: str, limit: int | None = None) -> list[
         try:
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?",
                               (plan, -1 if limit is None else limit)).fetchall()
+            plans = [r[0] for r in db.execute("SELECT DISTINCT plan FROM runs ORDER BY plan")]
         finally:
             db.close()
     except sqlite3.Error as exc:
         raise _unusable(str(path), exc) from None
-    return [_run(row) for row in rows]
+    return [_run(row) for row in rows], plans
 
 
 def _run(row: Iterable[Any]) -> RunRecord:
