@@ -171,6 +171,11 @@ def test_a_restarted_daemon_shows_every_plan_as_it_was_and_its_failures_can_be_r
         assert api(url, "GET", "/api/plans/finished/runs?limit=1")[1]["runs"] == runs[:1]
         assert api(url, "GET", "/api/plans/finished/runs?limit=zero")[0] == 400
         assert api(url, "GET", "/api/plans/nope/runs")[0] == 404
+        status, answer = api(url, "GET", "/api/plans/finished/runs?limt=1")  # a typo is not ignored
+        assert status == 400 and "does not take 'limt' (it takes limit)" in answer["error"], answer
+        status, answer = api(url, "GET", "/api/events?tasks=bogus")
+        assert status == 400 and "tasks='bogus'" in answer["error"] and "all" in answer["error"], answer
+        assert api(url, "GET", "/api/plans?state=running")[0] == 400
 
         shown = client(workdir, url, "history", "finished")
         assert shown.returncode == 0, shown.stderr

@@ -55,6 +55,8 @@ def test_the_client_commands_show_and_change_the_daemons_plans(workdir):
         assert shown.returncode == 0, shown.stderr
         assert "slow" in shown.stdout and "other" in shown.stdout and "running" in shown.stdout
         assert "\x1b[" not in shown.stdout  # plain text when piped
+        assert re.search(r"^other: running, [\d,]+/100,000 done, \d+ failed, \d+ in flight, [\d.]+/s, ETA \S+( \S+)?, "
+                         r"next run -$", shown.stdout, re.M), shown.stdout  # one whole line per plan
         assert re.search(r"vendor:local: \d+ of 100 in the last 1s", shown.stdout), shown.stdout
         paused = client(workdir, url, "pause", "other")
         assert paused.returncode == 0 and paused.stdout.strip() == "other: paused"
@@ -201,3 +203,34 @@ def test_a_control_op_on_a_plan_that_exists_but_has_no_run_is_409_with_a_sentenc
         assert api(url, "POST", "/api/plans/slow/start")[1]["state"] == "running"
         status, answer = api(url, "POST", "/api/plans/nope/pause")
         assert status == 404  # a plan that does not exist at all
+
+
+def test_events_says_when_the_daemon_goes_away_and_what_a_refusal_means(workdir):
+    command = [sys.executable, "-m", "synctask.cli", "events"]
+    with daemon(workdir) as (proc, url):
+        refused = subprocess.run([*command, "--url", url], env=env_for(workdir, SYNCTASK_API_TOKEN="not-the-token"),
+                                 capture_output=True, text=True, timeout=30)
+        assert refused.returncode == 1 and "answered 401" in refused.stderr, refused.stderr
+        assert "token" in refused.stderr.split("answered 401", 1)[1]  # the daemon's sentence, not "Unauthorized"
+        followed = subprocess.Popen([*command, "--url", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=env_for(workdir))
+        try:
+            said: list[str] = []
+
+            def toggle() -> None:  # until the client has joined the stream and printed a plan change
+                while followed.poll() is None and not said:
+                    for action in ("resume", "pause"):
+                        api(url, "POST", f"/api/plans/slow/{action}")
+                    time.sleep(0.2)
+
+            threading.Thread(target=toggle, daemon=True).start()
+            said.append(followed.stdout.readline())
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+            _, err = followed.communicate(timeout=30)
+        finally:
+            if followed.poll() is None:
+                followed.kill()
+                followed.communicate()
+    assert followed.returncode == 1 and "Traceback" not in err, err
+    assert f"the daemon at {url}" in err and ("went away" in err or "ended its event stream" in err), err

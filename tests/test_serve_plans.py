@@ -173,6 +173,9 @@ def test_retry_runs_a_plans_failed_tasks_again(workdir):
         wait_until(lambda: plan(url, "flaky")["state"] == "completed")
         view = plan(url, "flaky")
         assert view["done"] == 4 and view["skipped"] == 16 and view["failed"] == 0
+        nothing = client(workdir, url, "retry", "flaky")  # no failed task left: says so, starts nothing
+        assert nothing.returncode == 0 and "has no failed tasks: nothing to retry" in nothing.stdout, nothing
+        assert plan(url, "flaky")["run_id"] == view["run_id"] and plan(url, "flaky")["state"] == "completed"
 
 
 def test_schedules_fire_in_the_daemon(workdir):

@@ -36,6 +36,27 @@ def status(
         print(json.dumps(answer, indent=2))
         return
     views = [answer] if plan else answer["plans"]
+    if not out.is_terminal:  # piped: one whole line per plan, nothing cut to a width
+        for v in views:
+            total = f"/{v['total']:,}" if v.get("total") is not None else ""
+            eta = format_duration(v["eta_seconds"]) if v.get("eta_seconds") else "-"
+            print(f"{v['name']}: {v['state']}, {v['done'] + v['skipped']:,}{total} done, {v['failed']:,} failed, "
+                  f"{v['in_flight']} in flight, {v['rate']:.1f}/s, ETA {eta}, next run {v.get('next_due') or '-'}")
+    else:
+        _status_table(views)
+    if not plan:  # and what every limit allows now, in words
+        for scope in _daemon(url, "GET", "/api/vendors")["scopes"]:
+            said = "; ".join(limit["text"] for limit in scope["limits"])
+            freeze = scope.get("freeze")
+            if freeze is not None:
+                ends = format_duration(max(round(scope["frozen_until"] - time.time()), 1))
+                said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
+            out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
+    if plan:
+        _print_failures(answer)
+
+
+def _status_table(views: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
@@ -47,16 +68,6 @@ def status(
         table.add_row(v["name"], v["state"], f"{v['done'] + v['skipped']:,}{total}", f"{v['failed']:,}",
                       str(v["in_flight"]), f"{v['rate']:.1f}", eta, v.get("next_due") or "-")
     out.print(table)
-    if not plan:  # and what every limit allows now, in words
-        for scope in _daemon(url, "GET", "/api/vendors")["scopes"]:
-            said = "; ".join(limit["text"] for limit in scope["limits"])
-            freeze = scope.get("freeze")
-            if freeze is not None:
-                ends = format_duration(max(round(scope["frozen_until"] - time.time()), 1))
-                said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
-            out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
-    if plan:
-        _print_failures(answer)
 
 
 def _print_failures(view: dict[str, Any]) -> None:
@@ -85,6 +96,8 @@ def _control(action: str, help_text: str) -> None:
             print(json.dumps(answer))
         elif action == "remove":
             out.print(f"{plan}: removed", markup=False, highlight=False)
+        elif answer.get("message"):  # nothing was done, and why (retry with no failed task)
+            out.print(f"{plan}: {answer['message']}", markup=False, highlight=False)
         else:
             note = "" if answer.get("changed") else f" (already {answer['state']})"
             out.print(f"{plan}: {answer['state']}{note}", markup=False, highlight=False)

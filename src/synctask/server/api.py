@@ -68,7 +68,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
 
     recent = _Recent()
     executor.listen(recent)
-    app = web.Application(middlewares=[guard(policy, _refused), _errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[guard(policy, _refused), _errors, _queries], client_max_size=MAX_BODY)
     app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
     app["broadcast"] = broadcast = _Broadcast(executor, recent.freezes)
@@ -119,6 +119,31 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _error(exc.status, _HTTP_SAID.get(exc.status, exc.reason))
+
+
+# The query parameters each /api address takes, with the values allowed (None: checked by its
+# handler). Anything else answers 400 naming it: a typo must not be silently ignored.
+_QUERY: dict[str, dict[str, frozenset[str] | None]] = {
+    "/api/events": {"tasks": frozenset({"all"})},
+    "/api/plans/{name}/runs": {"limit": None},
+}
+
+
+@web.middleware
+async def _queries(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse query parameters (and values) an /api address does not take, with a sentence."""
+    if request.query and request.path.startswith("/api/"):
+        route = request.match_info.route.resource
+        allowed = _QUERY.get(route.canonical, {}) if route is not None else {}
+        for key, value in request.query.items():
+            if key not in allowed:
+                takes = ", ".join(allowed) or "no query parameters"
+                return _error(400, f"{request.path} does not take {key!r} (it takes {takes})")
+            values = allowed[key]
+            if values is not None and value not in values:
+                return _error(400, f"{key}={value!r} is not a value {request.path} knows; use "
+                                   f"{' or '.join(sorted(values))}")
+    return await handler(request)
 
 
 _HTTP_SAID = {404: "nothing here: the API is under /api/ (see the README's API section)",
@@ -236,6 +261,9 @@ def _retry(executor: SyncTaskExecutor, name: str, before: PlanState) -> web.Resp
         return _error(409, f"plan {name!r} is {before.value}: its failed tasks can be retried once its run "
                            "has ended (cancel it first to retry now)")
     failed = executor.store.task_states(name).get("failed", 0)
+    if not failed:
+        return web.json_response({"plan": name, "state": before.value, "changed": False, "failed_before": 0,
+                                  "message": f"plan {name!r} has no failed tasks: nothing to retry"})
     executor.start_plan(name)
     return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True,
                               "failed_before": failed})

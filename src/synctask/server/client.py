@@ -90,12 +90,7 @@ def call(url: str | None, method: str, path: str, body: Any | None = None, timeo
         raise DaemonError(f"what answers at {base} is not a synctask daemon ({type(exc).__name__}); point --url "
                           "or SYNCTASK_URL at the daemon") from None
     except urllib.error.HTTPError as exc:
-        try:
-            said = json.loads(exc.read()).get("error") or exc.reason
-        except ValueError:
-            said = exc.reason
-        sep = "\n" if "\n" in str(said) else " "
-        raise DaemonError(f"the daemon at {base} answered {exc.code}:{sep}{said}") from None
+        raise _refused(base, exc) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         why = getattr(exc, "reason", exc)
         raise DaemonError(f"no synctask daemon answers at {base} ({why}); start one with `synctask serve "
@@ -110,12 +105,27 @@ def follow_events(url: str | None, every_task: bool = False) -> Iterator[dict[st
     try:
         answer = urllib.request.urlopen(_request(base, path, "GET", None), timeout=None)
     except urllib.error.HTTPError as exc:
-        raise DaemonError(f"the daemon at {base} answered {exc.code}: {exc.reason}") from None
+        raise _refused(base, exc) from None
     except (urllib.error.URLError, ConnectionError) as exc:
         raise DaemonError(f"no synctask daemon answers at {base} ({getattr(exc, 'reason', exc)}); start one "
                           "with `synctask serve PLANS.toml`") from None
-    with answer:
-        for raw in answer:
-            line = raw.decode().strip()
-            if line.startswith("data: "):
-                yield from json.loads(line[6:])  # one loop turn's events, in order
+    try:
+        with answer:
+            for raw in answer:
+                line = raw.decode().strip()
+                if line.startswith("data: "):
+                    yield from json.loads(line[6:])  # one loop turn's events, in order
+    except (OSError, http.client.HTTPException) as exc:
+        raise DaemonError(f"the daemon at {base} went away while its events were followed "
+                          f"({type(exc).__name__}): it was stopped, restarted or killed") from None
+    raise DaemonError(f"the daemon at {base} ended its event stream: it was stopped or restarted")
+
+
+def _refused(base: str, exc: urllib.error.HTTPError) -> DaemonError:
+    """The daemon's own sentence for a refusal (a wrong token, an unknown plan, a state)."""
+    try:
+        said = json.loads(exc.read()).get("error") or exc.reason
+    except ValueError:
+        said = exc.reason
+    sep = "\n" if "\n" in str(said) else " "
+    return DaemonError(f"the daemon at {base} answered {exc.code}:{sep}{said}")
