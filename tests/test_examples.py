@@ -150,7 +150,10 @@ def test_interrupting_a_run_then_running_again_completes_the_data_once(how, tmp_
     with simulate("tushare", "--faults", "latency=60ms..120ms") as url:
         plan_file = copy_example("tushare.toml", url, tmp_path)
         proc = start(plan_file, "--workers", "4")
-        time.sleep(2.0)
+        deadline = time.monotonic() + 60  # in the middle: once it is sending (a busy machine starts it slowly)
+        while stats(url)["served"] < 30 and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never got going"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
         served_before = stats(url)["served"]

@@ -149,9 +149,15 @@ def test_second_ctrl_c_cancels_at_once_and_still_saves(workdir):
 def test_kill_9_at_random_moments_loses_nothing_and_duplicates_nothing(workdir):
     rng = random.Random(int(os.environ.get("SYNCTASK_KILL_SEED", "7")))
     recorded_before: set[str] = set()
+    log = workdir / "fetch.log"
     for _ in range(3):
+        fetched = len(log.read_text().splitlines()) if log.exists() else 0
         proc = start(workdir)
-        time.sleep(rng.uniform(0.8, 2.0))
+        deadline = time.monotonic() + 60  # a random moment once it fetches (a busy machine starts it slowly)
+        while (not log.exists() or len(log.read_text().splitlines()) == fetched) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never fetched anything"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
         proc.kill()
         proc.communicate(timeout=10)
         now_recorded = done_ids(workdir)
