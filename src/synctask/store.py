@@ -10,11 +10,12 @@ overwrites the same keys), never claim a task finished whose rows are missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -500,17 +501,24 @@ class SQLiteStore:
         self._all(sql, args)
 
 
+@contextlib.contextmanager
+def _read_only(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """The state file opened read-only, without its lock (another process may be writing it)."""
+    db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def read_usage(path: str | Path) -> list[dict[str, Any]]:
     """The quota usage a state file saved, read without its lock and without writing (a probe
     counts the sends of a run that may be going on); nothing when it cannot be read."""
     if not Path(path).is_file():
         return []
     try:
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-        try:
+        with _read_only(path) as db:
             row = db.execute("SELECT records FROM usage WHERE id = 1").fetchone()
-        finally:
-            db.close()
         return list(json.loads(row[0])) if row else []
     except (sqlite3.Error, ValueError):
         return []
@@ -599,13 +607,10 @@ def read_history(path: str | Path, plan: str, limit: int | None = None) -> tuple
     if not Path(path).is_file():
         raise StateDamaged(str(path), "there is no such file", "give --state the state file a run or a daemon wrote")
     try:
-        db = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True)
-        try:
+        with _read_only(path) as db:
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?",
                               (plan, -1 if limit is None else limit)).fetchall()
             plans = [r[0] for r in db.execute("SELECT DISTINCT plan FROM runs ORDER BY plan")]
-        finally:
-            db.close()
     except sqlite3.Error as exc:
         raise _unusable(str(path), exc) from None
     return [_run(row) for row in rows], plans
