@@ -76,6 +76,12 @@ class Catalog:
         vendor = self.vendors.get(found.vendor)
         return {**dict(vendor.options), **dict(found.options)} if vendor is not None else dict(found.options)
 
+    def transport(self, dataset: str) -> str:
+        """How a dataset's tasks reach its vendor: "http", "stream" (a WebSocket) or "python"
+        (a callable or a fetcher of the user's)."""
+        kind = type(self.fetchers.get(dataset)).__name__
+        return {"HttpFetcher": "http", "WebSocketFetcher": "stream"}.get(kind, "python")
+
     def dataset_of(self, task: SyncTask) -> str:
         plan = self.plans.get(task.plan)
         return plan.dataset if plan else ""

@@ -230,13 +230,15 @@ class TaskError(SyncError):
     happened: str | None = None
     hint: str | None = None
 
-    def __init__(self, message: str = "", *, retry_after: float | None = None, scope: str | None = None) -> None:
+    def __init__(self, message: str = "", *, retry_after: float | None = None, scope: str | None = None,
+                 status: int | None = None) -> None:
         self.retry_after = retry_after
         self.scope = scope
+        self.status = status  # the vendor's HTTP status, when a connector raises it for an answer
         super().__init__(message)
 
     def to_failure(self) -> Failure:
-        return Failure(self.kind, str(self), None, self.retry_after, self.scope, happened=self.happened,
+        return Failure(self.kind, str(self), self.status, self.retry_after, self.scope, happened=self.happened,
                        hint=self.hint)
 
 

@@ -41,6 +41,7 @@ class TaskEvent(Event):
     rows: int = 0
     more: int = 0  # tasks this one added to its plan (a next page)
     attempt: int = 0  # tries that counted so far (1 after a first try failed); a rate-limited try does not count
+    outcome: str = ""  # how the try's answer ended (see ``answer_outcome``): ok, server, rate_limited, banned...
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,10 @@ class EventHub:
         else:  # nobody else listens: no event object per task, only the count of tasks in flight
             self.progress.started(task.plan)
 
-    def task_ended(self, now: float, task: SyncTask, kind: str, message: str | None, rows: int, more: int) -> None:
+    def task_ended(self, now: float, task: SyncTask, kind: str, message: str | None, rows: int, more: int,
+                   outcome: str = "") -> None:
         if self.listeners or self.subscribers:
-            self.emit(TaskEvent(now, task.plan, kind, task.id, message, rows, more, task.attempt))
+            self.emit(TaskEvent(now, task.plan, kind, task.id, message, rows, more, task.attempt, outcome))
         else:  # nobody else listens: progress counts it without an event object per task
             self.progress.ended(task.plan, kind, now, message, rows, more)
 

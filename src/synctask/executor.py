@@ -251,6 +251,11 @@ class SyncTaskExecutor:
     def in_flight(self) -> int:
         return len(self._pool)
 
+    @property
+    def on_ray(self) -> bool:
+        """True when tasks run on a Ray cluster (node-scoped limits and labels mean something)."""
+        return self._ray is not None
+
     def plan_state(self, name: str) -> PlanState:
         """Where the plan's run is (with none in this process: how its last run ended, once recalled)."""
         return self._runs.state_of(self.catalog.plan(name).name)

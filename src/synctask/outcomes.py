@@ -16,7 +16,7 @@ from typing import Any
 from .catalog import Catalog
 from .connectors.base import Page
 from .delivery import Delivery
-from .errors import Failure
+from .errors import Failure, OutcomeKind
 from .events import EventHub, FreezeEvent, SkipEvent
 from .feedback import Feedback
 from .incremental import Cursors
@@ -27,10 +27,24 @@ from .runs import Runs
 from .scheduler import Scheduler, Verdict
 from .store import TaskRecord
 
-__all__ = ["Outcomes"]
+__all__ = ["Outcomes", "answer_outcome"]
 
 _EVENT_KIND = {TaskState.DONE: "done", TaskState.FAILED: "failed", TaskState.RETRY_WAIT: "retry",
                TaskState.PENDING: "requeued", TaskState.CANCELLED: "cancelled"}
+
+
+def answer_outcome(failure: Failure | None) -> str:
+    """How a try's answer ended, in one bounded word: ``ok``, an ``OutcomeKind`` value, or
+    ``banned`` (HTTP 418, or a 403 that says ban or that a rule treats as a rate limit)."""
+    if failure is None:
+        return "ok"
+    if failure.status == 418 or (failure.status == 403 and (
+            failure.kind in _LIMITED or "ban" in failure.detail.lower())):
+        return "banned"
+    return failure.kind.value
+
+
+_LIMITED = (OutcomeKind.RATE_LIMITED, OutcomeKind.QUOTA)
 
 
 class Outcomes:
@@ -81,11 +95,11 @@ class Outcomes:
             return  # the plan was removed and forgotten meanwhile
         if verdict.message and SECRETS:  # a vendor may echo the token back: mask it everywhere
             verdict = verdict._replace(message=SECRETS(verdict.message))
-        self._carry_out(task, verdict, rows, now, follow_up)
+        self._carry_out(task, verdict, rows, now, follow_up, answer_outcome(failure))
         self._wake()
 
     def _carry_out(self, task: SyncTask, verdict: Verdict, rows: int, now: float,
-                   follow_up: Mapping[str, Any] | None) -> None:
+                   follow_up: Mapping[str, Any] | None, outcome: str = "") -> None:
         more = 1 if follow_up is not None and verdict.state is TaskState.DONE else 0
         run = self.runs.run_of(task.plan)
         state = verdict.state
@@ -103,7 +117,7 @@ class Outcomes:
                 # so the runs after, where it is no longer the newest, skip it. (No run counts it.)
                 self.delivery.record(TaskRecord(task_id(task.plan, task.params), task.plan, "", "done",
                                                 task.attempt, None, now, follow))
-        self.hub.task_ended(now, task, _EVENT_KIND[state], verdict.message, rows, more)
+        self.hub.task_ended(now, task, _EVENT_KIND[state], verdict.message, rows, more, outcome)
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
             self.hub.emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))

@@ -42,6 +42,11 @@ class Quota:
         if self.tz is not None:
             ZoneInfo(self.tz)  # raises for an unknown zone
 
+    @property
+    def label(self) -> str:
+        """A short bounded name for metrics: ``1m``, ``1d-clock``."""
+        return format_duration(self.per) + ("-clock" if self.clock else "")
+
     def __str__(self) -> str:
         text = f"{self.rate} per {format_duration(self.per)}"
         if self.clock:

@@ -67,9 +67,10 @@ class BinanceConnector:
             retry_after = parse_retry_after(raw, now)
         if status == 418:
             raise RateLimited(f"BANNED: Binance banned this IP for {retry_after or 0:g}s ({message}); synctask "
-                              "sends nothing to Binance until the ban ends", retry_after=retry_after, scope="vendor")
+                              "sends nothing to Binance until the ban ends", retry_after=retry_after, scope="vendor",
+                              status=418)
         if status == 429:
-            raise RateLimited(f"Binance: {message}", retry_after=retry_after, scope="vendor")
+            raise RateLimited(f"Binance: {message}", retry_after=retry_after, scope="vendor", status=429)
         if status >= 500:
             raise TransientError(f"HTTP {status} from Binance: {message}")
         if status in (401, 403):

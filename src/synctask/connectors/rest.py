@@ -186,11 +186,11 @@ class RestConnector:
         raw = response.header("Retry-After")
         retry_after = parse_retry_after(raw, now) if raw is not None else None
         if status == 429:
-            raise RateLimited(f"HTTP 429: {snippet}", retry_after=retry_after, scope="vendor")
+            raise RateLimited(snippet, retry_after=retry_after, scope="vendor", status=429)
         if status >= 500:
             raise TransientError(f"HTTP {status}: {snippet}", retry_after=retry_after)
         if status in (401, 403):
-            raise FatalError(f"HTTP {status}: {snippet}; check the credentials")
+            raise FatalError(f"{snippet}; check the credentials", status=status)
         raise InvalidRequest(f"HTTP {status}: {snippet}")
 
 

@@ -2,8 +2,14 @@
 
 Counters and the request-duration histogram follow the executor's events; gauges (tasks in
 flight and by state, limit usage and capacity, freezes, workers, last success) are read from
-the executor when Prometheus scrapes. Labels stay bounded: plan, dataset, vendor, scope, limit,
-outcome and state names, never a task id or a parameter value.
+the executor when Prometheus scrapes. One label name per concept (``outcome`` for how a thing
+ended), short bounded values (``window="1m"``, ``window="1d-clock"``), never a task id or a
+parameter value; ``node`` only where it means something (on Ray).
+
+- ``synctask_requests_total{vendor,dataset,outcome}``: every answer, ``outcome`` one of ok,
+  network, timeout, server, rate_limited, quota, banned, invalid, fatal (alert on the last four).
+- ``synctask_tasks_total{plan,outcome}``: tasks that ended for good: done, failed, cancelled.
+- ``synctask_retries_total{vendor,outcome}``: tries that will be tried again, by why.
 """
 
 from __future__ import annotations
@@ -11,19 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..errors import outcome_told
 from ..events import Event, FreezeEvent, TaskEvent
 from ..executor import SyncTaskExecutor
 from ..model import scope_parts
+from ..windows import Concurrency
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_ENDED = ("done", "failed", "retry", "requeued", "cancelled")
+_FINAL = ("done", "failed", "cancelled")  # a task's ends for good (retry and requeued go again)
+_NOT_ANSWERS = ("", "cancelled")  # a try stopped by a control op (or a job's): the vendor said nothing
+
+disable_created_metrics()  # a ``_created`` series per counter doubles the series and helps no alert
 
 
 class Metrics:
@@ -32,15 +41,15 @@ class Metrics:
     def __init__(self, executor: SyncTaskExecutor) -> None:
         self.executor = executor
         self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("synctask_requests", "Requests (tasks sent) that came back, by outcome.",
+        self.requests = Counter("synctask_requests", "Answers from vendors (tasks tried), by outcome.",
                                 ["vendor", "dataset", "outcome"], registry=self.registry)
-        self.tasks = Counter("synctask_tasks", "Tasks that ended a try, by how.", ["plan", "state"],
+        self.tasks = Counter("synctask_tasks", "Tasks that ended for good, by outcome.", ["plan", "outcome"],
                              registry=self.registry)
-        self.retries = Counter("synctask_retries", "Tries that will be retried.", ["vendor", "reason"],
-                               registry=self.registry)
+        self.retries = Counter("synctask_retries", "Tries that will be tried again, by the outcome that "
+                               "caused it.", ["vendor", "outcome"], registry=self.registry)
         self.freezes = Counter("synctask_freezes", "Freezes that began.", ["vendor", "scope"], registry=self.registry)
-        self.duration = Histogram("synctask_request_duration_seconds", "From a task's start to its end.",
-                                  ["vendor"], registry=self.registry,
+        self.duration = Histogram("synctask_request_duration_seconds", "HTTP requests, from being sent to their "
+                                  "answer handled.", ["vendor"], registry=self.registry,
                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.limit_wait = Histogram("synctask_limit_wait_seconds", "How long a dataset's next task was held back "
                                     "by limits or a freeze before it went.", ["vendor"], registry=self.registry,
@@ -70,18 +79,17 @@ class Metrics:
             if event.kind == "started":
                 self._started[event.task_id] = event.at
                 return
-            if event.kind not in _ENDED:
+            started = self._started.pop(event.task_id, None)
+            if event.kind in _FINAL:
+                self.tasks.labels(event.plan, event.kind).inc()
+            if event.outcome in _NOT_ANSWERS:
                 return
             vendor, dataset = self.vendor_of(event.plan)
-            self.tasks.labels(event.plan, event.kind).inc()
-            started = self._started.pop(event.task_id, None)
-            if event.kind in ("requeued", "cancelled"):
-                return  # stopped by a control op: not an answer from the vendor
-            self.requests.labels(vendor, dataset, event.kind).inc()
-            if started is not None:
+            self.requests.labels(vendor, dataset, event.outcome).inc()
+            if started is not None and self.executor.catalog.transport(dataset) == "http":
                 self.duration.labels(vendor).observe(max(event.at - started, 0.0))
             if event.kind == "retry":
-                self.retries.labels(vendor, _reason(event.message)).inc()
+                self.retries.labels(vendor, event.outcome).inc()
             elif event.kind == "done":
                 self.last_success[event.plan] = event.at
         elif isinstance(event, FreezeEvent) and event.new:
@@ -89,12 +97,6 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _reason(message: str | None) -> str:
-    """A bounded reason: the outcome kind the retry's sentence names, else "other"."""
-    kind = outcome_told(message)
-    return kind.value if kind is not None else "other"
 
 
 class _Gauges(Collector):
@@ -119,23 +121,38 @@ class _Gauges(Collector):
                     by_state.add_metric([plan.name, state], value)
             if plan.name in self.metrics.last_success:
                 success.add_metric([plan.name], self.metrics.last_success[plan.name])
-        used = GaugeMetricFamily("synctask_limit_used", "What counts against each limit now.",
-                                 labels=["vendor", "scope", "window", "node"])
-        capacity = GaugeMetricFamily("synctask_limit_capacity", "Each limit's allowance.",
-                                     labels=["vendor", "scope", "window", "node"])
+        on_ray = executor.on_ray
+        labels = ["vendor", "scope", "window", *(["node"] if on_ray else [])]
+        used = GaugeMetricFamily("synctask_limit_used", "What counts against each rate limit now.", labels=labels)
+        capacity = GaugeMetricFamily("synctask_limit_capacity", "Each rate limit's allowance.", labels=labels)
+        cap_labels = ["vendor", "scope", *(["node"] if on_ray else [])]
+        running = GaugeMetricFamily("synctask_concurrency_in_flight", "Requests in flight under each "
+                                    "concurrency cap.", labels=cap_labels)
+        cap = GaugeMetricFamily("synctask_concurrency_capacity", "Each concurrency cap.", labels=cap_labels)
         frozen = GaugeMetricFamily("synctask_frozen_until_timestamp_seconds", "Until when a scope admits nothing.",
-                                   labels=["scope"])
+                                   labels=["vendor", "scope"])
         limiter = executor.limiter
         for scope in limiter.scopes():
-            kind, name, node = scope_parts(scope)  # a node scope is a per-node (per-IP) limit
-            vendor = name if kind in ("vendor", "node") else ""
+            vendor = self._vendor(scope)
+            node = [scope_parts(scope)[2] or ""] if on_ray else []
             for w in limiter.windows(scope, now):
-                labels = [vendor, scope, str(w.limit), node or ""]
-                used.add_metric(labels, w.used)
-                capacity.add_metric(labels, w.capacity)
+                if isinstance(w.limit, Concurrency):
+                    running.add_metric([vendor, scope, *node], w.used)
+                    cap.add_metric([vendor, scope, *node], w.capacity)
+                else:
+                    used.add_metric([vendor, scope, w.limit.label, *node], w.used)
+                    capacity.add_metric([vendor, scope, w.limit.label, *node], w.capacity)
             until = limiter.frozen_until(scope, now)
             if until is not None:
-                frozen.add_metric([scope], until)
+                frozen.add_metric([vendor, scope], until)
         workers = GaugeMetricFamily("synctask_workers", "Tasks the executor runs at once.")
         workers.add_metric([], executor.workers)
-        yield from (in_flight, by_state, success, used, capacity, frozen, workers)
+        yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, workers)
+
+    def _vendor(self, scope: str) -> str:
+        """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""
+        kind, name, _ = scope_parts(scope)
+        if kind == "dataset":
+            found = self.metrics.executor.catalog.datasets.get(name)
+            return found.vendor if found is not None else ""
+        return name if kind in ("vendor", "node") else ""
