@@ -15,7 +15,7 @@ from typing import Any
 from .redact import SECRETS
 from .store import RunRecord
 
-__all__ = ["FIELDS", "run_row"]
+__all__ = ["FIELDS", "run_row", "iso"]
 
 FIELDS = ("run_id", "logical_time", "state", "started_at", "ended_at", "done", "failed", "skipped", "rows",
           "retries", "freezes", "message")
@@ -38,9 +38,12 @@ def run_row(run: RunRecord, live: Mapping[str, Any] | None = None, *, orphaned: 
     }
 
 
-def iso(at: float | None) -> str | None:
-    """Epoch seconds as local ISO 8601 with its offset (``2026-11-27T15:21:53+01:00``)."""
-    return None if at is None else datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+def iso(at: float | None, *, precise: bool = False) -> str | None:
+    """Epoch seconds as local ISO 8601 with its offset (``2026-11-27T15:21:53+01:00``);
+    ``precise``: to the millisecond (events, and instants a page counts down to)."""
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="milliseconds" if precise else "seconds")
 
 
 def _logical(text: str) -> str:

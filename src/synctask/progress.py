@@ -18,6 +18,7 @@ from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskE
 
 __all__ = ["Progress", "PlanProgress"]
 
+_ENDS = frozenset({"completed", "failed", "cancelled"})
 PACE_WINDOW = 10.0  # seconds of completions the observed pace is measured over
 _SLICE = 0.1  # the pace counts completions per tenth of a second: memory stays flat at any rate
 
@@ -78,6 +79,7 @@ class PlanProgress:
     last_message_at: float = 0.0
     last_failure: str | None = None  # why the last failed task failed
     started_at: float | None = None
+    ended_at: float | None = None  # when the run ended (its rate is then its average)
     carried: int = 0  # tasks finished before this process that its run skips: already counted
     rows_before: int = 0  # rows the run wrote before this process took it up
     _finished: _Pace = field(default_factory=_Pace, repr=False)  # tasks done or failed
@@ -160,6 +162,7 @@ class Progress:
                 p.started_at = event.at
             elif event.state == "running" and p.started_at is None:
                 p.started_at = event.at
+            p.ended_at = event.at if event.state in _ENDS else None
             p.state = event.state
             p.run_id = event.run_id or p.run_id
             if event.total is not None:
@@ -189,6 +192,9 @@ class Progress:
         # A stream plan is one long task: its pace is messages per second, not tasks.
         count = p._streamed.count(now) if p.messages else p._finished.count(now)
         p.rate = count / span if span > 0 else 0.0
+        if p.ended_at is not None and p.started_at is not None and not p.messages:
+            # An ended run's rate is its average: a pace that kept falling after the end would mislead.
+            p.rate = max(p.done + p.failed - p.carried, 0) / max(p.ended_at - p.started_at, 1.0)
         if p.frozen_until is not None and p.frozen_until <= now:
             p.frozen_until = None
         p.eta = self._eta(p, now)
@@ -211,6 +217,11 @@ class Progress:
                 by_limits = 0.0
         if by_pace == 0.0 and by_limits == 0.0:
             return None  # no pace yet, and no limit that says how long
+        if by_limits > 0.0 and p.started_at is not None:
+            # A young run's pace is a few noisy seconds: lean on what its limits allow until
+            # PACE_WINDOW seconds of pace are in, then on the pace (never below the limits).
+            trust = min(max(now - p.started_at, 0.0) / PACE_WINDOW, 1.0)
+            by_pace = trust * by_pace + (1.0 - trust) * by_limits
         wait = max(p.frozen_until - now, 0.0) if p.frozen_until is not None else 0.0
         return wait + max(by_pace, by_limits)
 

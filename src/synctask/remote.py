@@ -49,7 +49,8 @@ def status(
             said = "; ".join(limit["text"] for limit in scope["limits"])
             freeze = scope.get("freeze")
             if freeze is not None:
-                ends = format_duration(max(round(scope["frozen_until"] - time.time()), 1))
+                until = datetime.fromisoformat(scope["frozen_until"]).timestamp()
+                ends = format_duration(max(round(until - time.time()), 1))
                 said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
             out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
     if plan:

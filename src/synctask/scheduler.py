@@ -14,10 +14,11 @@ executor carries out.
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import Failure, UnknownPlan
 from .lanes import BUSY_LANE, IDLE, READY, SKIP_BUDGET, SLEEPING, DoneAmong, Lane, PlanStats, Queue, RunKey, one_by_one
@@ -25,8 +26,9 @@ from .limits import AnyGate, Limiter, NodeGate
 from .lines import Lines
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
 from .verdicts import Verdict, Verdicts
+from .windows import Concurrency, WindowUsage
 
-__all__ = ["Scheduler", "Decision", "Verdict", "PlanStats", "SKIP_BUDGET"]
+__all__ = ["Scheduler", "Decision", "Held", "Verdict", "PlanStats", "SKIP_BUDGET"]
 
 _PENDING, _RUNNING, _RETRY_WAIT = TaskState.PENDING, TaskState.RUNNING, TaskState.RETRY_WAIT
 _DONE, _FAILED, _CANCELLED = TaskState.DONE, TaskState.FAILED, TaskState.CANCELLED
@@ -40,6 +42,15 @@ class Decision:
     tasks: list[SyncTask]
     wake_at: float | None
     finished: list[str] = field(default_factory=list)  # plans whose run just completed
+
+
+class Held(NamedTuple):
+    """What holds a dataset's next task back: a frozen ``scope`` (``usage`` None) or one of its
+    limits that is full; ``until``: when it has room (None: when a task in flight ends)."""
+
+    scope: str
+    usage: WindowUsage | None
+    until: float | None
 
 
 class Scheduler:
@@ -428,6 +439,29 @@ class Scheduler:
         """The least time the dataset's quotas need to admit ``tasks`` more of its tasks from ``now``."""
         queue = self._queues[dataset]
         return self.limiter.time_for(queue.scopes.values(), tasks * queue.weight, now)
+
+    def held_by(self, dataset: str, now: float) -> Held | None:
+        """What keeps the dataset's next task from going at ``now`` (None: one may go): the
+        frozen scope, or the full limit with its use, and when there is room (None: when a task
+        in flight ends)."""
+        queue = self._queues.get(dataset)
+        if queue is None:
+            return None
+        room = queue.gate.earliest(queue.weight, now)
+        if room <= now:
+            return None
+        until = None if room == math.inf else room
+        scopes = list(queue.scopes.values())
+        for scope in scopes:
+            frozen = self.limiter.frozen_until(scope, now)
+            if frozen is not None:
+                return Held(scope, None, frozen)
+        for scope in scopes:
+            for usage in self.limiter.windows(scope, now):
+                need = 1 if isinstance(usage.limit, Concurrency) else queue.weight
+                if usage.used + need > usage.capacity:
+                    return Held(scope, usage, until)
+        return Held(scopes[0] if scopes else dataset, None, until)  # a lease or a node's own limit
 
     def gate_of(self, dataset: str) -> tuple[AnyGate, int]:
         """The limiter gate a dataset's tasks pass and their weight (to admit a one-off request)."""

@@ -72,6 +72,8 @@ class Store(Protocol):
     def run_counts(self, plan: str, run_id: str) -> dict[str, int]: ...
     def failures(self, plan: str, limit: int) -> list[TaskRecord]: ...
     def failed_ids(self, plan: str, run_id: str) -> set[str]: ...
+    def find_tasks(self, plan: str | None, state: str | None, text: str | None, limit: int,
+                   offset: int = 0) -> list[TaskRecord]: ...
     def task_states(self, plan: str) -> dict[str, int]: ...
     def forget_plan(self, plan: str) -> None: ...
     def save_usage(self, records: list[dict[str, Any]]) -> None: ...
@@ -81,6 +83,13 @@ class Store(Protocol):
     def save_setting(self, key: str, value: Any) -> None: ...
     def setting(self, key: str) -> Any: ...
     def close(self) -> None: ...
+
+
+def _matches(record: TaskRecord, text: str | None) -> bool:
+    if not text:
+        return True
+    text = text.lower()
+    return any(text in (field or "").lower() for field in (record.task_id, record.params, record.message))
 
 
 class MemoryStore:
@@ -181,6 +190,15 @@ class MemoryStore:
     def failures(self, plan: str, limit: int) -> list[TaskRecord]:
         self.flush()
         return sorted((r for r in self._failed.values() if r.plan == plan), key=lambda r: r.at, reverse=True)[:limit]
+
+    def find_tasks(self, plan: str | None, state: str | None, text: str | None, limit: int,
+                   offset: int = 0) -> list[TaskRecord]:
+        """Failed tasks only: a memory store keeps no more of a done task than its digest."""
+        self.flush()
+        if state not in (None, "failed"):
+            return []
+        found = [r for r in self._failed.values() if (plan is None or r.plan == plan) and _matches(r, text)]
+        return sorted(found, key=lambda r: r.at, reverse=True)[offset:offset + limit]
 
     def failed_ids(self, plan: str, run_id: str) -> set[str]:
         self.flush()
@@ -425,6 +443,27 @@ class SQLiteStore:
         return [TaskRecord(*row) for row in self._all(
             "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
             "WHERE plan = ? AND state = 'failed' ORDER BY at DESC LIMIT ?", (plan, limit))]
+
+    def find_tasks(self, plan: str | None, state: str | None, text: str | None, limit: int,
+                   offset: int = 0) -> list[TaskRecord]:
+        """Recorded task ends, newest first, of ``plan`` (None: every plan) in ``state`` whose id,
+        parameters or message hold ``text`` (any case). Rowid order is the order they were
+        recorded in, and the (plan, state) index holds it: no sort, however many tasks."""
+        where: list[str] = ["run_id != ''"]  # not the plan-wide record of a rolling range's newest task
+        args: list[Any] = []
+        if plan is not None:
+            where.append("plan = ?")
+            args.append(plan)
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if text:
+            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            where.append("(task_id LIKE ? ESCAPE '\\' OR params LIKE ? ESCAPE '\\' OR message LIKE ? ESCAPE '\\')")
+            args += [like, like, like]
+        return [TaskRecord(*row) for row in self._all(
+            "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
+            f"WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ? OFFSET ?", (*args, limit, offset))]
 
     def failed_ids(self, plan: str, run_id: str) -> set[str]:
         """The ids of the tasks that failed in run ``run_id`` (and are not done since)."""

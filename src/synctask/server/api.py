@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..errors import IllegalTransition, PlanFileError, SyncError, UnknownPlan
-from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+from ..events import Event, FreezeEvent, TaskEvent
 from ..executor import SyncTaskExecutor
 from ..history import iso, run_row
-from ..model import MAX_WORKERS, PlanState, scope_parts
-from ..redact import SECRETS
-from ..store import TaskRecord
+from ..model import MAX_WORKERS, PlanState
 from .guard import Policy, Refusal, guard
+from .stream import BACKLOG, Broadcast, chunk
+from .views import live_counts, masked, plan_view, running_row, scopes_view, task_row
 
 if TYPE_CHECKING:
     from .service import Service
@@ -56,9 +56,9 @@ class _Recent:
             if event.kind in ("failed", "retry"):
                 recent = self.by_plan.setdefault(event.plan, deque(maxlen=RECENT_FAILURES))
                 recent.append({"task_id": event.task_id, "kind": event.kind, "message": event.message,
-                               "attempt": event.attempt, "at": event.at})
+                               "attempt": event.attempt, "at": iso(event.at)})
         elif isinstance(event, FreezeEvent):
-            self.freezes[event.scope] = SECRETS(event.message) if SECRETS else event.message
+            self.freezes[event.scope] = masked(event.message) or ""
 
 
 def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | None = None) -> web.Application:
@@ -71,7 +71,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app = web.Application(middlewares=[guard(policy, _refused), _errors, _queries], client_max_size=MAX_BODY)
     app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
-    app["broadcast"] = broadcast = _Broadcast(executor, recent.freezes)
+    app["broadcast"] = broadcast = Broadcast(lambda: _progress(executor, recent.freezes), executor.in_flight)
     executor.listen(broadcast)
     app.router.add_get("/", _dashboard)
     app.router.add_static("/static/", STATIC, append_version=False)
@@ -85,6 +85,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_delete("/api/plans/{name}", _remove)
     app.router.add_get("/api/vendors", _vendors)
     app.router.add_put("/api/workers", _workers)
+    app.router.add_get("/api/tasks", _tasks)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
     return app
@@ -126,6 +127,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 _QUERY: dict[str, dict[str, frozenset[str] | None]] = {
     "/api/events": {"tasks": frozenset({"all"})},
     "/api/plans/{name}/runs": {"limit": None},
+    "/api/tasks": {"plan": None, "state": frozenset({"failed", "done", "running"}), "q": None, "limit": None,
+                   "offset": None},
 }
 
 
@@ -152,7 +155,7 @@ _HTTP_SAID = {404: "nothing here: the API is under /api/ (see the README's API s
 
 
 def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": SECRETS(message) if SECRETS else message}, status=status)
+    return web.json_response({"error": masked(message)}, status=status)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -160,39 +163,21 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "plans": len(executor.catalog.plans), "workers": executor.workers})
 
 
-def _plan_view(executor: SyncTaskExecutor, name: str) -> dict[str, Any]:
-    """What a person wants to see of one plan: state, counts, pace, ETA, freeze, next run."""
-    now = time.time()
-    state = executor.plan_state(name).value
-    p = executor.progress.snapshot(name, now)
-    view: dict[str, Any] = {
-        "name": name, "state": state, "dataset": executor.catalog.plan(name).dataset,
-        "total": p.total, "done": p.done, "failed": p.failed, "skipped": p.skipped, "in_flight": p.in_flight,
-        "retries": p.retries, "freezes": p.freezes, "rows": p.rows, "rate": round(p.rate, 3),
-        "eta_seconds": None if p.eta is None else round(p.eta, 1), "frozen_until": p.frozen_until,
-        "last_message": SECRETS(p.last_message) if SECRETS and p.last_message else p.last_message,
-        "run_id": p.run_id, "next_due": None,
-    }
-    due = executor.next_due(name)
-    if due is not None:
-        view["next_due"] = due.isoformat()
-    return view
-
-
 async def _plans(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
-    return web.json_response({"plans": [_plan_view(executor, plan.name) for plan in executor.catalog.plans.values()]})
+    return web.json_response({"plans": [plan_view(executor, plan.name) for plan in executor.catalog.plans.values()]})
 
 
 async def _plan(request: web.Request) -> web.Response:
     executor: SyncTaskExecutor = request.app["executor"]
     name = request.match_info["name"]
-    view = _plan_view(executor, name)
+    view = plan_view(executor, name)
     view["recent_failures"] = list(request.app["recent"].by_plan.get(name, ()))
-    view["failed_tasks"] = [_failed_task(record) for record in executor.store.failures(name, RECENT_FAILURES)]
+    view["failed_tasks"] = [task_row(record) for record in executor.store.failures(name, RECENT_FAILURES)]
+    view["in_flight_tasks"] = [running_row(task, time.time()) for task in _running(executor, name)]
     last = executor.store.last_run(name)
     view["last_run"] = None if last is None else {
-        "id": last.id, **run_row(last, live := _live(executor, name, last.id), orphaned=live is None)}
+        "id": last.id, **run_row(last, live := live_counts(executor, name, last.id), orphaned=live is None)}
     service: Service | None = request.app["service"]
     if service is not None:
         view["origin"] = service.catalog.origin(name)
@@ -200,39 +185,59 @@ async def _plan(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
-def _failed_task(record: TaskRecord) -> dict[str, Any]:
-    """A failed task as the state keeps it: its parameters, why it failed, when, in which run."""
-    params = json.loads(record.params) if record.params else None
-    message = SECRETS(record.message) if SECRETS and record.message else record.message
-    if SECRETS and params is not None:
-        params = json.loads(SECRETS(json.dumps(params)))
-    return {"task_id": record.task_id, "params": params, "message": message, "attempts": record.attempts,
-            "at": iso(record.at), "run_id": record.run_id}
-
-
-def _live(executor: SyncTaskExecutor, name: str, run_id: str) -> dict[str, Any] | None:
-    """The counts of the plan's run if it is the one going on here (fresher than its record)."""
-    p = executor.progress.plans.get(name)
-    going = p is not None and p.run_id == run_id and executor.scheduler.has_plan(name)
-    return executor.progress.counts(name) if going else None
-
-
 async def _runs(request: web.Request) -> web.Response:
     """The plan's run history, newest first (``?limit=N``: the newest N)."""
     executor: SyncTaskExecutor = request.app["executor"]
     name = request.match_info["name"]
     executor.catalog.plan(name)  # UnknownPlan → 404
-    text = request.query.get("limit")
-    limit = None
-    if text is not None:
-        if not text.isdigit() or int(text) < 1:
-            return _error(400, f"limit must be a whole number of runs, 1 or more (got {text!r})")
-        limit = int(text)
+    limit = _whole(request, "limit", None, 1, None)
     rows = []
     for run in executor.store.history(name, limit):
-        live = _live(executor, name, run.id)
+        live = live_counts(executor, name, run.id)
         rows.append(run_row(run, live, orphaned=live is None))
     return web.json_response({"plan": name, "runs": rows})
+
+
+def _whole(request: web.Request, key: str, default: int | None, least: int, most: int | None) -> int | None:
+    """The query parameter ``key`` as a whole number from ``least`` to ``most`` (400 otherwise)."""
+    text = request.query.get(key)
+    if text is None:
+        return default
+    if not text.isdigit() or int(text) < least or (most is not None and int(text) > most):
+        upto = f" to {most:,}" if most is not None else " or more"
+        raise ValueError(f"{key} must be a whole number from {least}{upto} (got {text!r})")
+    return int(text)
+
+
+def _running(executor: SyncTaskExecutor, name: str) -> list[Any]:
+    return executor.scheduler.in_flight(name) if executor.scheduler.has_plan(name) else []
+
+
+async def _tasks(request: web.Request) -> web.Response:
+    """Tasks by plan, state and text (in their id, parameters or message), newest first, a page
+    at a time: failed and done ones from the state (they survive restarts), running ones live."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    plan, state, text = request.query.get("plan"), request.query.get("state"), request.query.get("q") or None
+    if plan is not None:
+        executor.catalog.plan(plan)  # UnknownPlan → 404
+    limit = _whole(request, "limit", 50, 1, 500) or 50
+    offset = _whole(request, "offset", 0, 0, None) or 0
+    rows: list[dict[str, Any]] = []
+    if state in (None, "running"):
+        now = time.time()
+        names = [plan] if plan is not None else list(executor.catalog.plans)
+        live = [running_row(task, now) for name in names for task in _running(executor, name)]
+        if text:
+            low = text.lower()
+            live = [row for row in live if low in row["task_id"].lower() or low in json.dumps(row["params"]).lower()]
+        rows = live[offset:offset + limit + 1]
+        offset = max(offset - len(live), 0)
+    if state != "running" and len(rows) <= limit:
+        records = executor.store.find_tasks(plan, state, text, limit + 1 - len(rows), offset)
+        rows += [task_row(record) for record in records]
+    more = len(rows) > limit
+    return web.json_response({"tasks": rows[:limit], "more": more, "limit": limit,
+                              "offset": _whole(request, "offset", 0, 0, None)})
 
 
 async def _act(request: web.Request) -> web.Response:
@@ -291,7 +296,7 @@ async def _add(request: web.Request) -> web.Response:
     change = await service.add(doc, source)
     executor: SyncTaskExecutor = request.app["executor"]
     return web.json_response({"added": change.added,
-                              "plans": [_plan_view(executor, name) for name in change.added]}, status=201)
+                              "plans": [plan_view(executor, name) for name in change.added]}, status=201)
 
 
 async def _reload(request: web.Request) -> web.Response:
@@ -311,41 +316,15 @@ async def _vendors(request: web.Request) -> web.Response:
     """Each limited scope (a vendor's, a dataset's, a node's) with each limit's live use, said as
     a person says it, and its freeze or ban with the reason."""
     recent: _Recent = request.app["recent"]
-    return web.json_response({"scopes": _scopes_view(request.app["executor"], recent.freezes)})
+    return web.json_response({"scopes": scopes_view(request.app["executor"], recent.freezes)})
 
 
-def _scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[dict[str, Any]]:
+def _progress(executor: SyncTaskExecutor, freezes: dict[str, str]) -> dict[str, Any]:
+    """Every plan's and every limit's state now: the stream's ``progress`` event."""
     now = time.time()
-    scopes = []
-    for scope in executor.limiter.scopes():
-        frozen = executor.limiter.frozen_until(scope, now)
-        limits = [{"limit": str(w.limit), "used": w.used, "capacity": w.capacity, "resets_at": w.resets_at,
-                   "text": w.describe()} for w in executor.limiter.windows(scope, now)]
-        if not limits and frozen is None:
-            continue
-        view: dict[str, Any] = {"scope": scope, "vendor": _vendor_of(executor, scope), "node": scope_parts(scope)[2],
-                                "limits": limits, "frozen_until": frozen, "freeze": None}
-        if frozen is not None:
-            message = freezes.get(scope, "")
-            view["freeze"] = {"message": message, "ban": any(code in message for code in _BANS)}
-        scopes.append(view)
-    return scopes
-
-
-_BANS = ("(HTTP 418)", "(HTTP 403)")  # what vendors answer when they ban a client, not just slow it
-
-
-def _vendor_of(executor: SyncTaskExecutor, scope: str) -> str | None:
-    """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""
-    kind, name, _ = scope_parts(scope)
-    if kind in ("vendor", "node"):
-        return name
-    if kind == "dataset":
-        try:
-            return executor.catalog.dataset(name).vendor
-        except UnknownPlan:
-            return None
-    return None
+    return {"type": "progress", "at": iso(now, precise=True), "workers": executor.workers,
+            "plans": [plan_view(executor, plan.name, now) for plan in executor.catalog.plans.values()],
+            "scopes": scopes_view(executor, freezes)}
 
 
 async def _workers(request: web.Request) -> web.Response:
@@ -368,22 +347,27 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events. Each ``data:`` line is a JSON array: the events of one loop turn, in
-    order, or a ``progress`` snapshot of every plan and limit (twice a second while anything
-    changes). Tasks starting and finishing normally are left out (they are what the snapshot
-    counts) unless ``?tasks=all``: failures, retries, freezes and plan changes always come,
-    and a new subscriber first gets the last 200 of them."""
-    broadcast: _Broadcast = request.app["broadcast"]
+    """Server-sent events. Each ``data:`` line is a JSON array: the lines of one loop turn (see
+    ``stream.Feed``: a freeze's line counts the answers it held back, a plan's retries share a
+    line, each item has an ``id`` and the ``line`` it draws), or a ``progress`` snapshot of
+    every plan and limit (twice a second while anything changes). A new subscriber first gets
+    the last 200 lines; one that sends ``Last-Event-ID`` only those changed since. ``?tasks=all``
+    streams every event as it is instead, each task's start and end included."""
+    broadcast: Broadcast = request.app["broadcast"]
     every = request.query.get("tasks", "") == "all"
+    seen = request.headers.get("Last-Event-ID", "").strip()
+    if seen and not seen.isdigit():
+        return _error(400, f"Last-Event-ID must be an event id this daemon sent (a whole number), not {seen!r}")
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    queue: asyncio.Queue[bytes] = asyncio.Queue(_SSE_BACKLOG)
+    queue: asyncio.Queue[bytes] = asyncio.Queue(BACKLOG)
     broadcast.join(queue, every)
     try:
         await response.write(b": synctask events\n\n")  # the stream is open: clients may act now
         await response.write(broadcast.snapshot())
-        if broadcast.history and not every:
-            await response.write(_chunk(list(broadcast.history)))
+        missed = [] if every else broadcast.feed.since(int(seen) if seen else None)
+        if missed:
+            await response.write(chunk(missed))
         while True:
             await response.write(await queue.get())
     except (ConnectionResetError, asyncio.CancelledError):
@@ -391,93 +375,3 @@ async def _events(request: web.Request) -> web.StreamResponse:
     finally:
         broadcast.leave(queue, every)
     return response
-
-
-_SSE_BACKLOG = 1_000  # batches a slow subscriber may fall behind before it loses the oldest
-_HISTORY = 200  # the last events (failures, freezes, plan changes) a new subscriber is sent
-_ROUTINE = frozenset({"started", "done"})  # task events only ?tasks=all subscribers get
-PROGRESS_EVERY = 0.5  # seconds between progress snapshots while something changes
-
-
-class _Broadcast:
-    """The executor's events for every SSE subscriber: gathered over a loop turn, encoded once,
-    and handed to each subscriber as one chunk (a slow one loses its oldest chunks, never
-    slows the engine). Routine task events cost one check when no subscriber wants them."""
-
-    def __init__(self, executor: SyncTaskExecutor, freezes: dict[str, str]) -> None:
-        self.executor = executor
-        self.freezes = freezes  # the last reason each scope froze (kept by ``_Recent``)
-        self.subscribers: list[asyncio.Queue[bytes]] = []
-        self._every: list[asyncio.Queue[bytes]] = []  # ?tasks=all
-        self._pending: list[Event] = []
-        self.history: deque[dict[str, Any]] = deque(maxlen=_HISTORY)  # what a new subscriber sees first
-        self._changed = False
-        self._ticker: asyncio.Task[None] | None = None
-
-    def join(self, queue: asyncio.Queue[bytes], every: bool) -> None:
-        (self._every if every else self.subscribers).append(queue)
-        if self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
-
-    def leave(self, queue: asyncio.Queue[bytes], every: bool) -> None:
-        (self._every if every else self.subscribers).remove(queue)
-        if not self.subscribers and not self._every and self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
-
-    def __call__(self, event: Event) -> None:
-        if type(event) is TaskEvent and event.kind in _ROUTINE:
-            self._changed = True
-            if not self._every:
-                return
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(event)
-
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        self._changed = True
-        if self._every:
-            _put(self._every, _chunk([_as_dict(e) for e in batch]))
-        picked = [_as_dict(e) for e in batch if not (type(e) is TaskEvent and e.kind in _ROUTINE)]
-        self.history.extend(picked)
-        if self.subscribers and picked:
-            _put(self.subscribers, _chunk(picked))
-
-    def snapshot(self) -> bytes:
-        """Every plan's and every limit's state now, as one ``progress`` event."""
-        progress = {"type": "progress", "at": time.time(), "workers": self.executor.workers,
-                    "plans": [_plan_view(self.executor, plan.name) for plan in self.executor.catalog.plans.values()],
-                    "scopes": _scopes_view(self.executor, self.freezes)}
-        return _chunk([progress])
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_EVERY)
-            if self._changed or self.executor.in_flight():
-                self._changed = False
-                _put([*self.subscribers, *self._every], self.snapshot())
-
-
-def _chunk(batch: list[dict[str, Any]]) -> bytes:
-    """One server-sent event: its ``data:`` line is the JSON array of ``batch``."""
-    return b"data: " + json.dumps(batch, default=str).encode() + b"\n\n"
-
-
-def _put(queues: list[asyncio.Queue[bytes]], chunk: bytes) -> None:
-    """Hand ``chunk`` to each subscriber; a full one loses its oldest chunk, the engine never waits."""
-    for queue in queues:
-        if queue.full():
-            queue.get_nowait()
-        queue.put_nowait(chunk)
-
-
-def _as_dict(event: Event) -> dict[str, Any]:
-    data = {"type": _TYPE[type(event)], **vars(event)}
-    if SECRETS and isinstance(data.get("message"), str):
-        data["message"] = SECRETS(data["message"])
-    return data
-
-
-_TYPE: dict[type, str] = {cls: cls.__name__.removesuffix("Event").lower()
-         for cls in (TaskEvent, PlanEvent, FreezeEvent, SkipEvent, StreamEvent)}
