@@ -72,3 +72,33 @@ def test_only_the_newest_lines_are_kept():
     for k in range(12):
         feed.take(TaskEvent(float(k), "p", "failed", f"t{k}", "rejected"))
     assert [line["task_id"] for line in feed.lines.values()] == ["t7", "t8", "t9", "t10", "t11"]
+
+
+def test_the_last_hour_is_kept_in_fixed_memory_step_by_step():
+    from synctask.limits import Limiter
+    from synctask.server.series import STEPS, Series
+    from synctask.windows import Quota
+
+    limiter = Limiter()
+    limiter.configure("vendor:v", [Quota(10, 1.0)])
+    series = Series(limiter)
+    t0 = 36_000.0
+    for k in range(5):
+        series(TaskEvent(t0 + k, "p", "done", f"t{k}", outcome="ok"))
+    series(TaskEvent(t0 + 1, "p", "retry", "x", outcome="server"))
+    series(TaskEvent(t0 + 2, "p", "requeued", "y", outcome="rate_limited"))
+    series(TaskEvent(t0 + 2, "p", "requeued", "z", outcome="cancelled"))  # a control op: no answer
+    series(TaskEvent(t0 + 2, "p", "started", "w"))
+    series(FreezeEvent(t0 + 2, "p", "vendor:v", t0 + 5, "limited"))
+    gate = limiter.gate(["vendor:v"])
+    for _ in range(5):
+        gate.try_acquire(1, t0 + 3)
+    series.sample(t0 + 3)
+    now = series.export(t0 + 5)
+    assert len(now["requests"]) == STEPS
+    assert (now["requests"][-1], now["errors"][-1], now["limited"][-1], now["freezes"][-1]) == (7, 1, 1, 1)
+    assert now["usage"]["vendor:v"][-1] == 0.5
+    an_hour_later = series.export(t0 + STEPS * 10)
+    assert sum(an_hour_later["requests"]) == 0 and an_hour_later["usage"]["vendor:v"][-1] == 0.0
+    series(TaskEvent(t0 + STEPS * 10, "p", "done", "late", outcome="ok"))  # reuses the slot, old counts gone
+    assert series.export(t0 + STEPS * 10)["requests"][-1] == 1

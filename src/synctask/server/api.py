@@ -25,6 +25,7 @@ from ..executor import SyncTaskExecutor
 from ..history import iso, run_row
 from ..model import MAX_WORKERS, PlanState
 from .guard import Policy, Refusal, guard
+from .series import Series
 from .stream import BACKLOG, Broadcast, chunk
 from .views import live_counts, masked, plan_view, running_row, scopes_view, task_row
 
@@ -71,6 +72,10 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app = web.Application(middlewares=[guard(policy, _refused), _errors, _queries], client_max_size=MAX_BODY)
     app["executor"], app["recent"], app["metrics"] = executor, recent, Metrics(executor)
     app["service"] = service
+    app["series"] = series = Series(executor.limiter)
+    executor.listen(series)
+    app.on_startup.append(lambda _: _start(series))
+    app.on_cleanup.append(lambda _: series.stop())
     app["broadcast"] = broadcast = Broadcast(lambda: _progress(executor, recent.freezes), executor.in_flight)
     executor.listen(broadcast)
     app.router.add_get("/", _dashboard)
@@ -86,9 +91,20 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_get("/api/vendors", _vendors)
     app.router.add_put("/api/workers", _workers)
     app.router.add_get("/api/tasks", _tasks)
+    app.router.add_get("/api/series", _series)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
     return app
+
+
+async def _start(series: Series) -> None:
+    series.start()
+
+
+async def _series(request: web.Request) -> web.Response:
+    """The last hour in 10-second steps: answers, errors, rate-limited answers, freezes, and how
+    full each limit was (the dashboard's graphs)."""
+    return web.json_response(request.app["series"].export())
 
 
 def _refused(refusal: Refusal) -> web.Response:

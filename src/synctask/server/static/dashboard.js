@@ -1,13 +1,16 @@
 // synctask dashboard: live from the daemon's event stream (GET /api/events), controls over the API.
-// Everything shown is set with textContent, never parsed as HTML. The daemon's token comes once in
-// the address's fragment (#token=..., printed by `synctask serve`; a fragment is never sent to a
-// server), is taken out of the address bar at once, lives in this tab's sessionStorage and goes
-// only into the Authorization header.
+// Everything shown is set with textContent, never parsed as HTML. Rows, buttons and event lines are
+// made once and then changed in place (keyed by plan name and line id), so focus, a text selection,
+// hover and a held click survive the updates. The daemon's token comes once in the address's
+// fragment (#token=..., printed by `synctask serve`; a fragment is never sent to a server), is taken
+// out of the address bar at once, lives in this tab's sessionStorage and goes only into the
+// Authorization header.
 "use strict";
 
 const TOKEN_KEY = "synctask-token";
 const MAX_EVENTS = 300;
-const ACTIONS = {
+const ACTIONS = ["start", "pause", "resume", "stop", "cancel", "retry"];
+const SHOWN = {
   running: ["pause", "stop", "cancel"],
   paused: ["resume", "stop", "cancel"],
   stopped: ["start", "cancel"],
@@ -16,8 +19,12 @@ const ACTIONS = {
   cancelled: ["start"],
   failed: ["start"],
 };
+const ENDED = ["completed", "cancelled", "failed", "idle"];
 
-const view = { plans: [], scopes: [], workers: null, events: [], filter: "", failuresOf: null, clockSkew: 0 };
+const view = {
+  plans: [], scopes: [], workers: null, snapshotAt: 0, clockSkew: 0, lastId: null, loaded: false,
+  connected: false, asOf: null, detail: null, taskOffset: 0, lastStates: new Map(),
+};
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, ...children) {
@@ -33,6 +40,54 @@ function el(tag, props = {}, ...children) {
   }
   return node;
 }
+
+// Change a node only when its value differs: an unchanged text node keeps its selection.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+function setAttr(node, key, value) {
+  if (value === null || value === undefined) {
+    if (node.hasAttribute(key)) node.removeAttribute(key);
+  } else if (node.getAttribute(key) !== value) node.setAttribute(key, value);
+}
+function show(node, visible) {
+  if (node.hidden === visible) node.hidden = !visible;
+}
+
+// --- times: one format (local time with its zone; ISO in the tooltip) -------------------------
+const clockFormat = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false, timeZoneName: "short" });
+const dateFormat = new Intl.DateTimeFormat([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", hour12: false, timeZoneName: "short" });
+const number = new Intl.NumberFormat();
+const nowMs = () => Date.now() + view.clockSkew;
+
+function said(iso) {
+  if (!iso) return "–";
+  const at = new Date(iso);
+  return at.toDateString() === new Date(nowMs()).toDateString() ? clockFormat.format(at) : dateFormat.format(at);
+}
+
+function setTime(node, iso) {
+  setText(node, said(iso));
+  setAttr(node, "datetime", iso || null);
+  setAttr(node, "title", iso || null);
+}
+
+function timeEl(iso) {
+  const node = el("time");
+  setTime(node, iso);
+  return node;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  seconds = Math.max(0, Math.round(seconds));
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ${String(seconds % 60).padStart(2, "0")}s`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ${String(Math.floor(seconds / 60) % 60).padStart(2, "0")}m`;
+  return `${Math.floor(seconds / 86400)}d ${Math.floor(seconds / 3600) % 24}h`;
+}
+
+const secondsUntil = (iso) => (iso ? (Date.parse(iso) - nowMs()) / 1000 : null);
 
 // --- talking to the daemon ------------------------------------------------------------------
 function headers() {
@@ -52,25 +107,41 @@ async function api(method, path) {
   const options = method === "GET" ? { method, headers: headers() }
     : { method, headers: { ...headers(), "Content-Type": "application/json" }, body: "{}" };
   const answer = await fetch(path, options);
+  const body = await answer.json().catch(() => ({}));
   if (answer.status === 401) {
-    askToken();
+    askToken(body.error);
     throw new Error("the daemon needs its token");
   }
-  const body = await answer.json();
   if (!answer.ok) throw new Error(body.error || `HTTP ${answer.status}`);
   return body;
 }
 
-function askToken() {
+function askToken(refusal) {
+  const sent = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  const error = $("token-error");
+  setText(error, sent ? `The daemon refused this token: ${refusal || "it is not the daemon's token"}. Paste the token again.` : "");
+  show(error, sent);
+  offline("Not connected: the daemon needs its API token.", true);
   const dialog = $("token-dialog");
-  if (!dialog.open) dialog.showModal();
+  if (!dialog.open && !askToken.declined) dialog.showModal();
 }
 
 $("token-form").addEventListener("submit", () => {
   const input = $("token-input");
   sessionStorage.setItem(TOKEN_KEY, input.value);
   input.value = "";
+  askToken.declined = false;
   reconnect(0);
+});
+// Escape or "Not now": the dialog closes and the banner keeps a way back to it.
+$("token-dialog").addEventListener("cancel", () => { askToken.declined = true; });
+$("token-later").addEventListener("click", () => {
+  askToken.declined = true;
+  $("token-dialog").close();
+});
+$("offline-token").addEventListener("click", () => {
+  askToken.declined = false;
+  $("token-dialog").showModal();
 });
 
 let streamAbort = null;
@@ -78,8 +149,24 @@ let retryTimer = null;
 
 function setConn(kind, text) {
   const conn = $("conn");
-  conn.className = `conn ${kind}`;
-  conn.textContent = text;
+  setAttr(conn, "class", `conn ${kind}`);
+  setText(conn, text);
+}
+
+// Not connected: say why in a banner, dim what is shown and say when it was true.
+function offline(text, needsToken = false) {
+  view.connected = false;
+  setText($("offline-text"), text + (view.asOf ? ` What you see is as of ${said(view.asOf)}.` : ""));
+  show($("offline"), true);
+  show($("offline-token"), needsToken);
+  $("main").classList.toggle("stale", view.loaded);
+  renderEmpty();
+}
+
+function online() {
+  view.connected = true;
+  show($("offline"), false);
+  $("main").classList.remove("stale");
 }
 
 function reconnect(delay) {
@@ -91,25 +178,32 @@ async function follow() {
   if (streamAbort) streamAbort.abort();
   streamAbort = new AbortController();
   setConn("wait", "connecting…");
+  const asked = headers();
+  if (view.lastId !== null) asked["Last-Event-ID"] = String(view.lastId); // only what this page has not seen
   let answer;
   try {
-    answer = await fetch("/api/events", { headers: headers(), signal: streamAbort.signal });
+    answer = await fetch("/api/events", { headers: asked, signal: streamAbort.signal });
   } catch (error) {
-    setConn("down", "daemon unreachable, retrying");
+    if (error.name === "AbortError") return;
+    setConn("down", "unreachable");
+    offline("The daemon is unreachable; trying again every 2 seconds.");
     reconnect(2000);
     return;
   }
   if (answer.status === 401) {
     setConn("down", "token needed");
-    askToken();
+    const body = await answer.json().catch(() => ({}));
+    askToken(body.error);
     return;
   }
   if (!answer.ok) {
-    setConn("down", `daemon answered ${answer.status}`);
+    setConn("down", `refused (${answer.status})`);
+    offline(`The daemon answered ${answer.status}; trying again in 3 seconds.`);
     reconnect(3000);
     return;
   }
   setConn("live", "live");
+  online();
   const reader = answer.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -124,124 +218,179 @@ async function follow() {
         buffer = buffer.slice(end + 2);
         for (const line of block.split("\n")) {
           if (line.startsWith("data: ")) JSON.parse(line.slice(6)).forEach(take);
+          else if (line.startsWith("id: ")) view.lastId = Number(line.slice(4));
         }
       }
-      render();
+      schedule();
     }
   } catch (error) {
     if (error.name === "AbortError") return;
   }
-  setConn("down", "stream ended, reconnecting");
+  setConn("down", "reconnecting");
+  offline("The connection to the daemon ended; reconnecting.");
   reconnect(1000);
 }
 
 // --- what the stream says -------------------------------------------------------------------
-function take(event) {
-  if (event.type === "progress") {
-    view.plans = event.plans;
-    view.scopes = event.scopes;
-    view.workers = event.workers;
-    view.clockSkew = event.at * 1000 - Date.now();
+function take(item) {
+  if (item.type === "progress") {
+    view.plans = item.plans;
+    view.scopes = item.scopes;
+    view.workers = item.workers;
+    view.snapshotAt = Date.now();
+    view.clockSkew = Date.parse(item.at) - Date.now();
+    view.asOf = item.at;
+    view.loaded = true;
     return;
   }
-  if (event.type === "skip" || event.type === "stream") return;
-  if (event.type === "plan") {
-    const plan = view.plans.find((p) => p.name === event.plan);
-    if (plan && event.state !== "removed") plan.state = event.state;
-    if (event.state === "removed") view.plans = view.plans.filter((p) => p.name !== event.plan);
+  if (item.type === "plan") {
+    const plan = view.plans.find((p) => p.name === item.plan);
+    if (plan && item.state !== "removed") plan.state = item.state;
+    if (item.state === "removed") view.plans = view.plans.filter((p) => p.name !== item.plan);
   }
-  view.events.push(event);
-  if (view.events.length > MAX_EVENTS) view.events.splice(0, view.events.length - MAX_EVENTS);
-  if (event.type === "task" && view.failuresOf === event.plan) showFailures(event.plan);
+  drawEvent(item);
+  if (view.detail === item.plan && (item.type === "task" || item.type === "plan")) loadDetail();
 }
 
-// --- drawing --------------------------------------------------------------------------------
-const number = new Intl.NumberFormat();
-const now = () => (Date.now() + view.clockSkew) / 1000;
+// --- plans: one row per plan, made once --------------------------------------------------------
+const rows = new Map();
 
-function duration(seconds) {
-  if (seconds === null || seconds === undefined) return "–";
-  seconds = Math.max(0, Math.round(seconds));
-  if (seconds < 60) return `${seconds}s`;
-  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ${String(seconds % 60).padStart(2, "0")}s`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ${String(Math.floor(seconds / 60) % 60).padStart(2, "0")}m`;
-  return `${Math.floor(seconds / 86400)}d ${Math.floor(seconds / 3600) % 24}h`;
+function makeRow(name) {
+  const r = {};
+  r.name = el("button", { type: "button", class: "link", "aria-label": `details of ${name}: runs and tasks`, onclick: () => openDetail(name) }, name);
+  r.state = el("span", { class: "state" });
+  r.why = el("div", { class: "why" });
+  r.next = el("div", { class: "muted" });
+  r.done = el("span", { class: "done" });
+  r.failedBar = el("span", { class: "failed" });
+  r.label = el("em");
+  r.bar = el("div", { class: "bar", role: "progressbar", "aria-label": `progress of ${name}` }, r.done, r.failedBar, r.label);
+  r.rows = el("td", { class: "num rows", "data-label": "rows" });
+  r.rate = el("td", { class: "num", "data-label": "rate" });
+  r.eta = el("td", { class: "num eta", "data-label": "ETA" });
+  r.retries = el("td", { class: "num", "data-label": "retries" });
+  r.failed = el("td", { class: "num", "data-label": "failed" });
+  r.buttons = {};
+  const control = el("td", { class: "control" });
+  for (const action of ACTIONS) {
+    const button = el("button", {
+      type: "button", class: action === "cancel" ? "danger" : "", data: { plan: name, action },
+      "aria-label": `${action} ${name}`, hidden: "",
+    }, action);
+    button.addEventListener("click", () => act(name, action, button));
+    r.buttons[action] = button;
+    control.append(button);
+  }
+  r.tr = el("tr", { data: { plan: name } },
+    el("td", { class: "name", "data-label": "plan" }, r.name),
+    el("td", { "data-label": "state" }, r.state, r.why, r.next),
+    el("td", { class: "progress", "data-label": "progress" }, r.bar),
+    r.rows, r.rate, r.eta, r.retries, r.failed, control);
+  return r;
 }
 
-function clock(epoch) {
-  return new Date(epoch * 1000).toLocaleTimeString([], { hour12: false });
+async function act(name, action, button) {
+  if (button.getAttribute("aria-busy") === "true") return;
+  if (action === "cancel" && !confirm(`Cancel plan ${name}? Its run ends now; finished tasks stay done.`)) return;
+  button.setAttribute("aria-busy", "true");
+  try {
+    const answer = await api("POST", `/api/plans/${encodeURIComponent(name)}/${action}`);
+    const plan = view.plans.find((p) => p.name === name);
+    if (plan) plan.state = answer.state;
+    if (answer.message) note(name, answer.message);
+    announce(`${name}: ${answer.changed ? answer.state : answer.message || `already ${answer.state}`}`);
+    schedule();
+  } catch (error) {
+    note(name, `${action}: ${error.message}`);
+  } finally {
+    button.removeAttribute("aria-busy");
+  }
 }
 
-function bar(done, total) {
-  const fraction = total ? Math.min(1, done / total) : 0;
-  const label = total === null || total === undefined ? number.format(done)
-    : `${number.format(done)} / ${number.format(total)} (${(fraction * 100).toFixed(fraction < 0.1 ? 1 : 0)}%)`;
-  const node = el("div", { class: `bar${total && done >= total ? " full" : ""}` }, el("span"), el("em", {}, label));
-  node.firstChild.style.width = `${fraction * 100}%`;
-  return node;
+function announce(text) {
+  setText($("announce"), text);
 }
 
-function act(name, action) {
-  return el("button", {
-    type: "button", class: action === "cancel" ? "danger" : "", data: { plan: name, action },
-    onclick: async (e) => {
-      e.target.disabled = true;
-      try {
-        const answer = await api("POST", `/api/plans/${encodeURIComponent(name)}/${action}`);
-        const plan = view.plans.find((p) => p.name === name);
-        if (plan) plan.state = answer.state;
-        render();
-      } catch (error) {
-        note(`${name}: ${action}: ${error.message}`);
-      } finally {
-        e.target.disabled = false;
-      }
-    },
-  }, action);
-}
-
-function note(message) {
-  view.events.push({ type: "note", at: now(), plan: "", message });
-  render();
+function whyOf(p) {
+  const w = p.waiting;
+  if (!w) return "";
+  if (w.reason === "frozen") {
+    const left = secondsUntil(p.frozen_until);
+    return `frozen: ${w.text}${left > 0 ? `, ${duration(left)} left` : ""}`;
+  }
+  const room = secondsUntil(w.room_at);
+  if (room !== null && room < 1.5 && p.rate > 0) return `paced by ${w.text}`;
+  const when = w.room_at ? `room at ${said(w.room_at)}` : "room when an answer in flight arrives";
+  return `waiting: ${w.text}, ${when}`;
 }
 
 function renderPlans() {
   const body = $("plans").tBodies[0];
-  const rows = [];
-  for (const p of view.plans) {
-    const frozen = p.frozen_until && p.frozen_until > now();
-    const actions = [...(ACTIONS[p.state] || [])];
-    if (p.failed > 0 && ["completed", "cancelled", "failed", "idle"].includes(p.state)) actions.push("retry");
-    const row = el("tr", { data: { plan: p.name, state: p.state } },
-      el("td", { class: "name", "data-label": "plan" },
-        el("button", { type: "button", class: "link", title: "show its failed tasks", onclick: () => showFailures(p.name) },
-          p.name)),
-      el("td", { "data-label": "state" }, el("span", { class: `state ${p.state}` }, p.state),
-        p.next_due && p.state !== "running" ? el("div", { class: "muted" }, `next ${new Date(p.next_due).toLocaleString()}`) : null),
-      el("td", { class: "progress", "data-label": "progress" }, bar(p.done + p.skipped, p.total)),
-      el("td", { class: "num rows", "data-label": "rows" }, number.format(p.rows)),
-      el("td", { class: "num", "data-label": "rate" }, p.state === "running" ? `${p.rate.toFixed(1)}/s` : "–"),
-      el("td", { class: "num", "data-label": "ETA" }, p.state === "running" ? duration(p.eta_seconds) : "–"),
-      el("td", { class: frozen ? "freeze" : "muted", "data-label": "freeze" }, frozen ? `frozen ${duration(p.frozen_until - now())}` : "–"),
-      el("td", { class: "num", "data-label": "retries" }, number.format(p.retries)),
-      el("td", { class: `num${p.failed ? " failed-count" : ""}`, "data-label": "failed" }, number.format(p.failed)),
-      el("td", { class: "control" }, ...actions.map((a) => act(p.name, a))),
-    );
-    rows.push(row);
+  const names = new Set(view.plans.map((p) => p.name));
+  for (const [name, r] of rows) {
+    if (!names.has(name)) {
+      r.tr.remove();
+      rows.delete(name);
+    }
   }
-  body.replaceChildren(...rows);
-  $("no-plans").hidden = view.plans.length > 0;
-  $("workers").textContent = view.workers === null ? "" : `${view.workers} workers`;
+  const since = (Date.now() - view.snapshotAt) / 1000;
+  let previous = null;
+  for (const p of view.plans) {
+    let r = rows.get(p.name);
+    if (!r) {
+      r = makeRow(p.name);
+      rows.set(p.name, r);
+    }
+    const place = previous ? previous.nextSibling : body.firstChild;
+    if (place !== r.tr) body.insertBefore(r.tr, place);
+    previous = r.tr;
+    const before = view.lastStates.get(p.name);
+    if (before && before !== p.state) announce(`${p.name} ${p.state}`);
+    view.lastStates.set(p.name, p.state);
+    setAttr(r.tr, "data-state", p.state);
+    setAttr(r.state, "class", `state ${p.state}`);
+    setText(r.state, p.state);
+    const why = p.state === "running" ? whyOf(p) : "";
+    setText(r.why, why);
+    show(r.why, Boolean(why));
+    const next = p.next_due && p.state !== "running" ? `next run ${said(p.next_due)}` : "";
+    setText(r.next, next);
+    show(r.next, Boolean(next));
+    const done = p.done + p.skipped;
+    const total = p.total;
+    const part = (n) => (total ? `${Math.min(100, (n / total) * 100)}%` : "0%");
+    if (r.done.style.width !== part(done)) r.done.style.width = part(done);
+    if (r.failedBar.style.width !== part(p.failed)) r.failedBar.style.width = part(p.failed);
+    const fraction = total ? Math.min(1, (done + p.failed) / total) : 0;
+    const label = total === null || total === undefined ? number.format(done)
+      : `${number.format(done)} / ${number.format(total)} (${(fraction * 100).toFixed(fraction < 0.1 ? 1 : 0)}%)${p.failed ? `, ${number.format(p.failed)} failed` : ""}`;
+    setText(r.label, label);
+    setAttr(r.bar, "aria-valuenow", String(Math.round(fraction * 100)));
+    r.bar.classList.toggle("full", Boolean(total) && done >= total);
+    setText(r.rows, number.format(p.rows));
+    const ended = ENDED.includes(p.state);
+    setText(r.rate, p.state === "running" || (ended && p.rate > 0) ? `${p.rate.toFixed(1)}/s${ended ? " avg" : ""}` : "–");
+    setText(r.eta, p.state === "running" && p.eta_seconds !== null ? duration(p.eta_seconds - since) : "–");
+    setText(r.retries, number.format(p.retries));
+    setText(r.failed, number.format(p.failed));
+    r.failed.classList.toggle("failed-count", p.failed > 0);
+    const shown = [...(SHOWN[p.state] || [])];
+    if (p.failed > 0 && ENDED.includes(p.state)) shown.push("retry");
+    for (const action of ACTIONS) show(r.buttons[action], shown.includes(action));
+  }
+  show($("no-plans"), view.connected && view.loaded && view.plans.length === 0);
+  setText($("workers"), view.workers === null ? "" : `${view.workers} workers`);
 }
 
+// --- vendors and limits -------------------------------------------------------------------------
 function renderVendors() {
+  const cards = [];
   const byVendor = new Map();
   for (const scope of view.scopes) {
     const key = scope.vendor || "other";
     if (!byVendor.has(key)) byVendor.set(key, []);
     byVendor.get(key).push(scope);
   }
-  const cards = [];
   for (const [vendor, scopes] of byVendor) {
     const card = el("div", { class: "vendor", data: { vendor } }, el("h3", {}, vendor));
     for (const scope of scopes) {
@@ -249,88 +398,297 @@ function renderVendors() {
         el("div", { class: "label" }, scope.node ? `node ${scope.node} (per-node limit)` : scope.scope));
       for (const limit of scope.limits) {
         const fraction = limit.capacity ? Math.min(1, limit.used / limit.capacity) : 0;
-        const gauge = el("div", { class: `bar${fraction >= 1 ? " full" : fraction >= 0.8 ? " hot" : ""}` }, el("span"));
+        const gauge = el("div", { class: `bar${fraction >= 1 ? " full" : fraction >= 0.8 ? " hot" : ""}`, role: "meter",
+          "aria-valuemin": "0", "aria-valuemax": String(limit.capacity), "aria-valuenow": String(limit.used), "aria-label": `${scope.scope} ${limit.limit}` }, el("span"));
         gauge.firstChild.style.width = `${fraction * 100}%`;
         part.append(el("div", { class: "gauge", title: limit.limit }, gauge, el("span", { class: "text" }, limit.text)));
       }
-      if (scope.frozen_until && scope.frozen_until > now()) {
+      const left = secondsUntil(scope.frozen_until);
+      if (left > 0) {
         const ban = scope.freeze && scope.freeze.ban;
-        part.append(el("div", { class: ban ? "ban" : "freeze" },
-          `${ban ? "banned" : "frozen"} for ${duration(scope.frozen_until - now())} (until ${clock(scope.frozen_until)})`));
+        part.append(el("div", { class: ban ? "ban" : "freeze" }, `${ban ? "banned" : "frozen"} for ${duration(left)} (until `, timeEl(scope.frozen_until), ")"));
         if (scope.freeze && scope.freeze.message) part.append(el("div", { class: "muted" }, scope.freeze.message));
       }
       card.append(part);
     }
     cards.push(card);
   }
-  $("vendors").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted" }, "No limits configured.")]));
+  // Rebuilt only when what it says changed (text compared), so a selection in it survives.
+  const key = JSON.stringify(cards.map((c) => c.textContent)) + JSON.stringify(view.scopes.map((s) => s.limits.map((l) => l.used)));
+  if (renderVendors.key === key) return;
+  renderVendors.key = key;
+  const empty = view.loaded ? "No limits configured." : "Not connected yet.";
+  $("vendors").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted" }, empty)]));
 }
 
-function describe(event) {
-  if (event.type === "plan") return [event.state, event.message || (event.total !== null && event.total !== undefined ? `${number.format(event.total)} tasks` : "")];
-  if (event.type === "task") return [event.kind, event.message || event.task_id];
-  if (event.type === "freeze") return [event.message.includes("(HTTP 418)") || event.message.includes("(HTTP 403)") ? "ban" : "freeze", event.message];
-  return [event.type, event.message || ""];
+function renderEmpty() {
+  if (!view.loaded) {
+    setText($("no-plans"), "Not connected yet: no plans to show.");
+    show($("no-plans"), true);
+  }
+  renderVendors();
 }
 
-function renderEvents() {
+// --- events: one line each, changed in place --------------------------------------------------
+const lines = new Map();
+
+function kindOf(item) {
+  if (item.type === "task") return item.kind === "failed" ? "failed" : item.kind;
+  return item.type;
+}
+
+function describe(item) {
+  switch (item.type) {
+    case "plan": return [item.state, item.message || (item.total !== null && item.total !== undefined ? `${number.format(item.total)} tasks` : "")];
+    case "task": return [item.kind, item.message || item.task_id];
+    case "retries": return [`${number.format(item.count)} ${item.count === 1 ? "retry" : "retries"}`,
+      `${item.count > 1 ? `since ${said(item.first_at)}, the last: ` : ""}${item.message || ""}`];
+    case "freeze": return [item.ban ? "ban" : "freeze",
+      `${item.message} (held back ${number.format(item.held)} ${item.held === 1 ? "answer" : "answers"}; until ${said(item.until)})`];
+    default: return [item.type, item.message || ""];
+  }
+}
+
+function drawEvent(item) {
+  const key = item.line ?? `note-${drawEvent.notes = (drawEvent.notes || 0) + 1}`;
+  let line = lines.get(key);
+  const [what, message] = describe(item);
+  if (!line) {
+    line = { li: el("li"), time: el("time"), what: el("span", { class: "what" }), msg: el("span", { class: "msg" }) };
+    line.li.append(line.time, line.what, line.msg);
+    lines.set(key, line);
+  }
+  const list = $("events");
+  setAttr(line.li, "class", item.type === "freeze" && item.ban ? "ban" : kindOf(item));
+  line.li.dataset.plan = item.plan || "";
+  line.li.dataset.kind = item.type === "task" ? (item.kind === "failed" ? "failed" : "task") : item.type;
+  setTime(line.time, item.at);
+  setText(line.what, `${item.plan ? item.plan + " " : ""}${what}`);
+  setText(line.msg, message);
+  if (list.firstChild !== line.li) list.prepend(line.li); // newest activity first
+  filterLine(line.li);
+  lines.delete(key); // the map's order: the line changed last, last
+  lines.set(key, line);
+  while (lines.size > MAX_EVENTS) {
+    const [oldest, gone] = lines.entries().next().value;
+    gone.li.remove();
+    lines.delete(oldest);
+  }
+  show($("no-events"), false);
+}
+
+function note(plan, message) {
+  drawEvent({ type: "note", at: new Date(nowMs()).toISOString(), plan, message });
+}
+
+function filterLine(li) {
+  const plan = $("event-filter").value;
+  const kind = $("event-kind").value;
+  const text = $("event-search").value.trim().toLowerCase();
+  const visible = (!plan || li.dataset.plan === plan)
+    && (!kind || li.dataset.kind === kind || (kind === "freeze" && li.classList.contains("ban")))
+    && (!text || li.textContent.toLowerCase().includes(text));
+  show(li, visible);
+}
+
+function filterEvents() {
+  let any = false;
+  for (const { li } of lines.values()) {
+    filterLine(li);
+    any = any || !li.hidden;
+  }
+  show($("no-events"), !any);
+}
+
+function renderPlanFilter() {
   const select = $("event-filter");
   const names = view.plans.map((p) => p.name);
   const have = [...select.options].slice(1).map((o) => o.value);
-  if (names.join("\n") !== have.join("\n")) {
-    select.replaceChildren(el("option", { value: "" }, "all plans"), ...names.map((n) => el("option", { value: n }, n)));
-    select.value = names.includes(view.filter) ? view.filter : "";
-  }
-  const shown = view.events.filter((e) => !view.filter || e.plan === view.filter).slice(-120).reverse();
-  $("events").replaceChildren(...shown.map((e) => {
-    const [what, message] = describe(e);
-    return el("li", { class: what, data: { plan: e.plan || "" } }, el("time", {}, clock(e.at)),
-      el("span", { class: "what" }, `${e.plan ? e.plan + " " : ""}${what}`), el("span", { class: "msg" }, message));
-  }));
+  if (names.join("\n") === have.join("\n")) return;
+  const chosen = select.value;
+  for (const option of [...select.options].slice(1)) if (!names.includes(option.value)) option.remove();
+  for (const name of names) if (!have.includes(name)) select.append(el("option", { value: name }, name));
+  select.value = names.includes(chosen) ? chosen : "";
 }
 
-async function showFailures(name) {
-  view.failuresOf = name;
-  let plan;
-  try {
-    plan = await api("GET", `/api/plans/${encodeURIComponent(name)}`);
-  } catch (error) {
-    note(`${name}: ${error.message}`);
-    return;
-  }
-  $("failures-section").hidden = false;
-  $("failures-plan").textContent = name;
-  const items = plan.recent_failures.slice().reverse().map((f) => el("li", {},
-    el("strong", {}, f.kind === "retry" ? "retried: " : "failed: "), f.message || "", " ",
-    el("span", { class: "id" }, `${f.task_id} · try ${f.attempt} · ${clock(f.at)}`)));
-  $("failures").replaceChildren(...items);
-  $("no-failures").hidden = items.length > 0;
+$("event-filter").addEventListener("change", filterEvents);
+$("event-kind").addEventListener("change", filterEvents);
+$("event-search").addEventListener("input", filterEvents);
+
+// --- one plan's runs and tasks -------------------------------------------------------------------
+function openDetail(name) {
+  view.detail = name;
+  view.taskOffset = 0;
+  setText($("failures-plan"), name);
+  show($("failures-section"), true);
+  loadDetail();
 }
 
 $("failures-close").addEventListener("click", () => {
-  view.failuresOf = null;
-  $("failures-section").hidden = true;
+  view.detail = null;
+  show($("failures-section"), false);
 });
-$("event-filter").addEventListener("change", (e) => {
-  view.filter = e.target.value;
-  renderEvents();
-});
+$("task-state").addEventListener("change", () => { view.taskOffset = 0; loadDetail(); });
+$("task-text").addEventListener("input", () => { view.taskOffset = 0; clearTimeout(loadDetail.typing); loadDetail.typing = setTimeout(loadDetail, 250); });
+$("task-search").addEventListener("submit", (e) => e.preventDefault());
+$("tasks-prev").addEventListener("click", () => { view.taskOffset = Math.max(0, view.taskOffset - PAGE); loadDetail(); });
+$("tasks-next").addEventListener("click", () => { view.taskOffset += PAGE; loadDetail(); });
+$("retry-all").addEventListener("click", (e) => { if (view.detail) act(view.detail, "retry", e.currentTarget).then(loadDetail); });
 
+const PAGE = 20;
+
+async function loadDetail() {
+  const name = view.detail;
+  if (!name) return;
+  const now = Date.now();
+  if (loadDetail.busy && now - loadDetail.busy < 3000) {
+    loadDetail.again = true;
+    return;
+  }
+  loadDetail.busy = now;
+  try {
+    const state = $("task-state").value;
+    const text = $("task-text").value.trim();
+    const query = new URLSearchParams({ plan: name, limit: String(PAGE), offset: String(view.taskOffset) });
+    if (state) query.set("state", state);
+    if (text) query.set("q", text);
+    const [runs, found] = await Promise.all([
+      api("GET", `/api/plans/${encodeURIComponent(name)}/runs?limit=10`), api("GET", `/api/tasks?${query}`)]);
+    if (view.detail !== name) return;
+    drawRuns(runs.runs);
+    drawTasks(found);
+  } catch (error) {
+    note(name, error.message);
+  } finally {
+    loadDetail.busy = 0;
+    if (loadDetail.again) {
+      loadDetail.again = false;
+      setTimeout(loadDetail, 500);
+    }
+  }
+}
+
+function drawRuns(runs) {
+  const key = JSON.stringify(runs);
+  if (drawRuns.key === key) return;
+  drawRuns.key = key;
+  $("runs").tBodies[0].replaceChildren(...runs.map((r) => {
+    const took = r.ended_at ? (Date.parse(r.ended_at) - Date.parse(r.started_at)) / 1000 : null;
+    return el("tr", { data: { run: r.run_id } }, el("td", {}, timeEl(r.started_at)),
+      el("td", { title: r.message || "" }, el("span", { class: `state ${r.state}` }, r.state)),
+      el("td", { class: "num" }, took === null ? "going" : duration(took)),
+      el("td", { class: "num" }, number.format(r.done + r.skipped)),
+      el("td", { class: `num${r.failed ? " failed-count" : ""}` }, number.format(r.failed)),
+      el("td", { class: "num" }, number.format(r.rows)));
+  }));
+}
+
+function params(task) {
+  if (!task.params) return task.task_id;
+  return Object.entries(task.params).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ");
+}
+
+function drawTasks(found) {
+  const key = JSON.stringify(found);
+  if (drawTasks.key === key) return;
+  drawTasks.key = key;
+  const items = found.tasks.map((t) => {
+    const tries = `${t.attempts} ${t.attempts === 1 ? "try" : "tries"}`;
+    const head = t.state === "running" ? `in flight ${duration(t.seconds)}${t.node ? ` on ${t.node}` : ""} · try ${t.attempts + 1}`
+      : `${t.state} after ${tries} · `;
+    return el("li", { class: t.state, data: { task: t.task_id } },
+      el("strong", {}, params(t)), el("div", { class: "meta" }, head, t.state === "running" ? "" : timeEl(t.at)),
+      t.message ? el("div", { class: "msg" }, t.message) : null);
+  });
+  $("failures").replaceChildren(...items);
+  show($("no-failures"), items.length === 0);
+  $("tasks-prev").disabled = view.taskOffset === 0;
+  $("tasks-next").disabled = !found.more;
+  const plan = view.plans.find((p) => p.name === view.detail);
+  $("retry-all").disabled = !plan || !(plan.failed > 0 && ENDED.includes(plan.state));
+}
+
+// --- graphs: the last hour, drawn as inline SVG -------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#1f5fa8", "#b03a1e", "#6b4aa0", "#0f7a5a", "#8a5a00", "#a0306e"];
+
+function chart(title, series, unit, maxFloor) {
+  const width = 360;
+  const height = 64;
+  const max = Math.max(maxFloor, ...series.flatMap((s) => s.values));
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  svg.setAttribute("role", "img");
+  const latest = series.map((s) => `${s.name} ${format(s.values[s.values.length - 1], unit)}`).join(", ");
+  svg.setAttribute("aria-label", `${title}, the last hour; now ${latest}; highest ${format(max, unit)}`);
+  for (const s of series) {
+    const line = document.createElementNS(SVG, "polyline");
+    const step = width / Math.max(1, s.values.length - 1);
+    line.setAttribute("points", s.values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`).join(" "));
+    line.setAttribute("fill", "none");
+    line.setAttribute("stroke", s.color);
+    line.setAttribute("stroke-width", "1.5");
+    line.setAttribute("vector-effect", "non-scaling-stroke");
+    svg.append(line);
+  }
+  const legend = el("div", { class: "legend" }, ...series.map((s) => {
+    const swatch = el("i");
+    swatch.style.background = s.color; // CSSOM, which the page's CSP allows (a style attribute it does not)
+    return el("span", {}, swatch, `${s.name} ${format(s.values[s.values.length - 1], unit)}`);
+  }));
+  return el("figure", { class: "chart" }, el("figcaption", {}, title, el("span", { class: "muted" }, ` (top ${format(max, unit)})`)), svg, legend);
+}
+
+function format(value, unit) {
+  if (unit === "%") return `${Math.round(value * 100)}%`;
+  if (unit === "/s") return `${value.toFixed(value < 10 ? 1 : 0)}/s`;
+  return number.format(value);
+}
+
+async function loadSeries() {
+  if (!view.connected) return;
+  let s;
+  try {
+    s = await api("GET", "/api/series");
+  } catch (error) {
+    return;
+  }
+  const per = s.step_seconds;
+  const usage = Object.entries(s.usage).slice(0, PALETTE.length).map(([scope, values], i) => ({ name: scope, values, color: PALETTE[i] }));
+  const charts = [
+    chart("Answers per second", [{ name: "answers", values: s.requests.map((n) => n / per), color: PALETTE[0] }], "/s", 1),
+    chart(`Errors and rate-limited answers per ${per}s`, [
+      { name: "errors", values: s.errors, color: PALETTE[1] }, { name: "rate-limited", values: s.limited, color: PALETTE[2] }], "", 1),
+    chart(`Freezes per ${per}s`, [{ name: "freezes", values: s.freezes, color: PALETTE[3] }], "", 1),
+    chart("Limit use (the fullest limit of each scope)", usage.length ? usage : [{ name: "no limits", values: [0], color: PALETTE[4] }], "%", 1),
+  ];
+  $("graphs").replaceChildren(...charts);
+}
+
+// --- drawing -----------------------------------------------------------------------------------
 let drawn = 0;
-function render() {
+function schedule() {
   // At most ten frames a second, however fast the stream talks.
   const t = performance.now();
   if (t - drawn < 100) {
-    clearTimeout(render.timer);
-    render.timer = setTimeout(render, 100);
+    clearTimeout(schedule.timer);
+    schedule.timer = setTimeout(schedule, 100 - (t - drawn));
     return;
   }
   drawn = t;
-  renderPlans();
-  renderVendors();
-  renderEvents();
+  render();
 }
 
-setInterval(render, 1000); // countdowns move even when nothing else does
+function render() {
+  renderPlans();
+  renderVendors();
+  renderPlanFilter();
+}
+
+setInterval(() => { if (view.loaded) render(); }, 1000); // countdowns move between snapshots
+setInterval(loadSeries, 10000);
+setInterval(() => { if (view.detail && view.connected) loadDetail(); }, 5000);
+setTimeout(loadSeries, 1500);
 takeTokenFromAddress();
 follow();
