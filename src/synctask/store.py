@@ -85,11 +85,29 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+def _needles(text: str) -> list[tuple[str, str]]:
+    """What a task search for ``text`` looks for, as (column, LIKE pattern): the text in the
+    task's id, parameters or message; ``name=value`` (as the dashboard shows parameters) as
+    that parameter, a number or a string."""
+    def like(part: str) -> str:
+        return "%" + part.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+    name, equals, value = text.partition("=")
+    if equals and name.strip().isidentifier():
+        name, value = name.strip(), value.strip()
+        return [("params", like(f'"{name}": {value},')), ("params", like(f'"{name}": {value}}}')),
+                ("params", like(f'"{name}": {json.dumps(value)}'))]
+    return [("task_id", like(text)), ("params", like(text)), ("message", like(text))]
+
+
 def _matches(record: TaskRecord, text: str | None) -> bool:
     if not text:
         return True
-    text = text.lower()
-    return any(text in (field or "").lower() for field in (record.task_id, record.params, record.message))
+    for column, pattern in _needles(text):
+        needle = pattern[1:-1].replace("\\%", "%").replace("\\_", "_").replace("\\\\", "\\").lower()
+        if needle in (getattr(record, column) or "").lower():
+            return True
+    return False
 
 
 class MemoryStore:
@@ -458,9 +476,8 @@ class SQLiteStore:
             where.append("state = ?")
             args.append(state)
         if text:
-            like = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where.append("(task_id LIKE ? ESCAPE '\\' OR params LIKE ? ESCAPE '\\' OR message LIKE ? ESCAPE '\\')")
-            args += [like, like, like]
+            where.append("(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column, _ in _needles(text)) + ")")
+            args += [like for _, like in _needles(text)]
         return [TaskRecord(*row) for row in self._all(
             "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
             f"WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ? OFFSET ?", (*args, limit, offset))]

@@ -351,8 +351,8 @@ function renderPlans() {
     setAttr(r.state, "class", `state ${p.state}`);
     setText(r.state, p.state);
     const why = p.state === "running" ? whyOf(p) : "";
-    setText(r.why, why);
-    show(r.why, Boolean(why));
+    setText(r.why, why); // always one line, empty or not: rows never change height under a pointer
+    setAttr(r.why, "title", why || null);
     const next = p.next_due && p.state !== "running" ? `next run ${said(p.next_due)}` : "";
     setText(r.next, next);
     show(r.next, Boolean(next));
@@ -456,6 +456,7 @@ function drawEvent(item) {
   if (!line) {
     line = { li: el("li"), time: el("time"), what: el("span", { class: "what" }), msg: el("span", { class: "msg" }) };
     line.li.append(line.time, line.what, line.msg);
+    line.li.dataset.line = String(key);
     lines.set(key, line);
   }
   const list = $("events");
