@@ -98,6 +98,6 @@ class Series:
             self._stamp[slot] = step
             for values in self._counts.values():
                 values[slot] = 0
-            for values in self._usage.values():
-                values[slot] = 0.0
+            for fractions in self._usage.values():
+                fractions[slot] = 0.0
         return slot
