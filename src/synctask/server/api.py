@@ -92,6 +92,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_put("/api/workers", _workers)
     app.router.add_get("/api/tasks", _tasks)
     app.router.add_get("/api/series", _series)
+    app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
     return app
@@ -99,6 +100,13 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
 
 async def _start(series: Series) -> None:
     series.start()
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    """The API's OpenAPI 3.1 document."""
+    from .openapi import document
+
+    return web.json_response(document())
 
 
 async def _series(request: web.Request) -> web.Response:
