@@ -22,14 +22,16 @@ STATIC = Path(__file__).resolve().parent.parent / "src" / "synctask" / "server" 
 FEED = """([plans, redraws]) => {
   const times = [];
   const scopes = [{scope: "vendor:v", vendor: "v", node: null, frozen_until: null, freeze: null,
-                   limits: [{limit: "100 per 1s", used: 50, capacity: 100, resets_at: null, text: "50 of 100 in the last 1s"}]}];
+                   limits: [{limit: "100 per 1s", used: 50, capacity: 100, resets_at: null,
+                             text: "50 of 100 in the last 1s"}]}];
   for (let k = 0; k < redraws; k++) {
     const at = new Date().toISOString();
     take({type: "progress", at, workers: 16, scopes, plans: Array.from({length: plans}, (_, i) => ({
       name: `plan-${i}`, state: i % 7 ? "running" : "paused", dataset: "d", total: 100000, done: k * 10 + i,
       failed: k % 3, skipped: 0, in_flight: 4, retries: k, freezes: 0, rows: k * 100, rate: 12.5 + k % 5,
       eta_seconds: 600 - k, frozen_until: null, last_message: null, run_id: "r", next_due: null, started_at: at,
-      waiting: i % 5 ? null : {reason: "limit", scope: "vendor:v", text: "vendor:v 100 of 100 in the last 1s", room_at: at}}))});
+      waiting: i % 5 ? null : {reason: "limit", scope: "vendor:v", text: "vendor:v 100 of 100 in the last 1s",
+                               room_at: at}}))});
     const t0 = performance.now();
     render();
     document.body.offsetHeight;  // the layout the redraw causes, inside the measure
