@@ -96,9 +96,13 @@ class ProgressDisplay:
         for name in list(self.executor.progress.plans):
             p = self.executor.progress.snapshot(name, now)
             total = "?" if p.total is None else f"{p.total}"
-            out.append(f"{name}: {_state(p, now)}, {p.done + p.skipped}/{total} done, {p.failed} failed, "
-                       f"{p.rows} rows, "
-                       f"{p.rate:.1f}/s, ETA {format_eta(p.eta)}, {p.retries} retries, {p.freezes} freezes")
+            if p.messages and p.state == "running":  # a stream: one long task, counted in messages
+                out.append(f"{name}: streaming, {p.messages:,} messages received, {p.rows} rows, "
+                           f"{p.rate:.1f} messages/s, {p.retries} retries")
+            else:
+                out.append(f"{name}: {_state(p, now)}, {p.done + p.skipped}/{total} done, {p.failed} failed, "
+                           f"{p.rows} rows, "
+                           f"{p.rate:.1f}/s, ETA {format_eta(p.eta)}, {p.retries} retries, {p.freezes} freezes")
             if p.last_message and p.last_message != self._said.get(name) and p.state != "completed":
                 self._said[name] = p.last_message
                 out.append(f"  {p.last_message}")
@@ -107,9 +111,14 @@ class ProgressDisplay:
     async def run_until(self, task: asyncio.Task[RunSummary]) -> RunSummary:
         """Refresh while ``task`` (the executor's run) goes on; return its result."""
         if self.plain:
+            said: list[str] = []
             while not task.done():
                 await asyncio.wait({task}, timeout=self.interval)
-                for line in self.lines():
+                lines = self.lines()
+                if lines == said:
+                    continue  # nothing moved (the run's end, a long freeze): no block said twice
+                said = lines
+                for line in lines:
                     self.console.print(line, markup=False, highlight=False)
             return task.result()
         with Live(self.table(), console=self.console, refresh_per_second=4, transient=False) as live:
