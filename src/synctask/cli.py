@@ -57,13 +57,14 @@ def check(
     probe: Annotated[bool, typer.Option(
         "--probe", metavar="", help="Fetch the plan's first task once, under its limits, and show what came back.")
     ] = False,
+    sets: _SET = None,
 ) -> None:
     """Validate a plan file and print what would run: plans, task counts, schedules, limits."""
     from .config import load_plan_file
     from .executor import SyncTaskExecutor
 
     try:
-        plans = load_plan_file(plan_file, secrets_required=False)  # a secret not set: a warning here
+        plans = load_plan_file(plan_file, secrets_required=False, sets=sets or ())  # a secret not set: a warning
         selected = [plans.plan(name) for name in plan] if plan else plans.plans
         # Build what `run` builds (connectors, sinks), without state: the same verdict as `run`.
         SyncTaskExecutor(base_dir=Path(plan_file).resolve().parent).load(
@@ -73,6 +74,10 @@ def check(
     except SyncError as exc:
         _fail(exc)
     _print_warnings(plans)
+    from .overrides import overrides_from
+
+    for override in overrides_from(sets or (), os.environ):  # where, never the value (it may be a secret)
+        out.print(f"override: {override.path} (from {override.origin})", markup=False, highlight=False)
     _print_plans(plans, [p.name for p in selected])
     _print_datasets(plans, {p.dataset for p in selected})
     out.print(f"{plan_file}: OK, {len(selected)} plan(s) valid.")
@@ -123,6 +128,10 @@ _STATE = Annotated[Optional[str], typer.Option(
     "--state", metavar="PATH", help="State database (default: .synctask/state.db beside the plan file).")]
 _GRACE = Annotated[float, typer.Option(
     "--grace", min=0, metavar="SECONDS", help="Seconds in-flight tasks get after Ctrl-C or SIGTERM.")]
+_SET = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Set a plan-file key without editing the file (repeatable): "
+    "--set vendors.tushare.base_url=http://127.0.0.1:9000. SYNCTASK__VENDORS__TUSHARE__BASE_URL=... does the "
+    "same from the environment.")]
 _WAIT = Annotated[bool, typer.Option(
     "--wait", metavar="", help="If another process uses the state, wait for it to end instead of refusing.")]
 _RAY = Annotated[Optional[str], typer.Option(
@@ -149,12 +158,13 @@ def run(
     ray: _RAY = None,
     ray_workers: _RAY_WORKERS = None,
     refetch: _REFETCH = None,
+    sets: _SET = None,
 ) -> None:
     """Run plans now, in the foreground, with live progress. Ctrl-C stops gracefully and saves."""
     from .config import load_plan_file
 
     try:
-        plans = load_plan_file(plan_file)
+        plans = load_plan_file(plan_file, sets=sets or ())
         selected = [plans.plan(name).name for name in plan] if plan else [p.name for p in plans.plans]
     except PlanFileError as exc:
         _fail(exc)
@@ -296,6 +306,7 @@ def serve(
     metrics_public: Annotated[bool, typer.Option(
         "--metrics-public", help="Serve /metrics without the token (for a Prometheus without it).")] = False,
     refetch: _REFETCH = None,
+    sets: _SET = None,
 ) -> None:
     """Run as a service: plans on their schedules, controlled over HTTP, until SIGTERM or Ctrl-C."""
     from .config import load_plan_file
@@ -310,7 +321,7 @@ def serve(
     from .server.service import Service
 
     try:
-        plans = load_plan_file(plan_file)  # the file alone first: its own problems, named as check names them
+        plans = load_plan_file(plan_file, sets=sets or ())  # the file alone first: its problems, named as check does
     except PlanFileError as exc:
         _fail(exc)
     _print_warnings(plans)
@@ -322,7 +333,7 @@ def serve(
     _open_state(executor, wait)
     try:
         service = Service(executor, plan_file, allow_code=allow_code,
-                          data_dir=Path(data_dir).resolve() if data_dir else base)
+                          data_dir=Path(data_dir).resolve() if data_dir else base, sets=sets or ())
         served = service.boot(refetch or ())  # the plans and states kept from the last time, with the file's changes
     except (SyncError, ValueError) as exc:
         executor.close()

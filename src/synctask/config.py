@@ -12,7 +12,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -285,19 +285,27 @@ class PlanFile:
 
 
 def load_plan_file(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *,
-                   secrets_required: bool = True) -> PlanFile:
+                   secrets_required: bool = True, sets: Sequence[str] = ()) -> PlanFile:
     """Read and validate a plan file; raises ``PlanFileError`` listing every problem.
-    ``secrets_required=False`` (``check``) makes a secret not set a warning, not a problem."""
-    return parse_plan_data(read_plan_file(path), str(path), env, secrets_required=secrets_required)
+    ``secrets_required=False`` (``check``) makes a secret not set a warning, not a problem.
+    ``sets`` and the environment's ``SYNCTASK__...`` variables override its keys (``overrides``)."""
+    return parse_plan_data(read_plan_file(path, sets), str(path), env, secrets_required=secrets_required)
 
 
 MAX_PLAN_BYTES = 10 * 1024 * 1024  # a plan file or document larger than this is a mistake, not a plan
 MAX_DEPTH = 32  # tables and arrays nested deeper than this are a mistake too (and would exhaust the stack)
 
 
-def read_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A plan file's TOML as data, not yet validated; ``PlanFileError`` when unreadable, larger
-    than 10 MB (read no further: ``/dev/zero`` is not a plan), or not TOML."""
+def read_plan_file(path: str | os.PathLike[str], sets: Sequence[str] = ()) -> dict[str, Any]:
+    """A plan file's TOML as data, not yet validated, with the overrides of ``sets`` (``--set``)
+    and the environment's ``SYNCTASK__...`` variables applied; ``PlanFileError`` when unreadable,
+    larger than 10 MB (read no further: ``/dev/zero`` is not a plan), or not TOML."""
+    from .overrides import apply_overrides, overrides_from
+
+    return apply_overrides(_read_plan_file(path), overrides_from(sets, os.environ), str(path))
+
+
+def _read_plan_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     source = str(path)
     try:
         with open(path, "rb") as handle:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,11 +157,13 @@ class Catalog:
     """The plan file's document plus the API's additions, minus the API's removals."""
 
     def __init__(self, path: str | Path, stored: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None, allowed: Allowed | None = None) -> None:
+                 env: Mapping[str, str] | None = None, allowed: Allowed | None = None,
+                 sets: Sequence[str] = ()) -> None:
         self.path = Path(path)
         self.env = env
+        self.sets = tuple(sets)  # --set overrides, applied again at each reload
         self.allowed = allowed or Allowed(self.path.resolve().parent)
-        self.file: Doc = read_plan_file(self.path)
+        self.file: Doc = read_plan_file(self.path, self.sets)
         stored = stored or {}
         self.added: Doc = dict(stored.get("added") or {"vendors": {}, "datasets": {}, "plans": []})
         self.removed: dict[str, str] = dict(stored.get("removed") or {})  # plan → its file definition
@@ -249,7 +251,7 @@ class Catalog:
 
     def reload(self) -> tuple[Diff, PlanFile]:
         """Read the plan file again and take it in whole, or raise and change nothing."""
-        file = read_plan_file(self.path)
+        file = read_plan_file(self.path, self.sets)
         self._check_names(file, self.added)
         file_defs = definitions(file)[0]
         removed = {n: d for n, d in self.removed.items() if file_defs.get(n) == d}  # changed: back again

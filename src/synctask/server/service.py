@@ -9,7 +9,7 @@ applied to the running executor without stopping the plans they do not touch.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,11 @@ class Service:
     """One daemon's catalog, executor and saved states, changed together."""
 
     def __init__(self, executor: SyncTaskExecutor, plan_file: str, env: Mapping[str, str] | None = None, *,
-                 allow_code: bool = False, data_dir: Path | None = None) -> None:
+                 allow_code: bool = False, data_dir: Path | None = None, sets: Sequence[str] = ()) -> None:
         self.executor = executor
         store = executor.store
         allowed = Allowed(data_dir or Path(plan_file).resolve().parent, allow_code)
-        self.catalog = Catalog(plan_file, store.setting(SETTING), env, allowed)
+        self.catalog = Catalog(plan_file, store.setting(SETTING), env, allowed, sets)
         self.wanted: dict[str, str] = dict(store.setting(STATES) or {})
         self._lock = asyncio.Lock()
 
