@@ -95,8 +95,10 @@ def test_demo_syncs_four_simulated_vendors_into_parquet_and_a_rerun_skips_everyt
     assert (tmp_path / "synctask-demo.toml").exists()  # the sample plan file, in the current folder
     for plan in ("tushare-daily", "binance-klines", "rest-items", "ws-quotes"):
         assert f"{plan}: completed" in out
-    for vendor in ("tushare", "binance", "rest"):
-        assert re.search(rf"{vendor}: \d+ requests served; none over its limits", out), out
+    for vendor in ("vendor:tushare", "vendor:binance", r"vendor:items-api \(simulated rest\)"):  # as progress says
+        assert re.search(rf"  {vendor}: \d+ requests served; none over its limits", out), out
+    assert "the stream's connection was cut; reconnected (once so far) and asked to go on from message" in out
+    assert "ws-quotes: streaming, " in out and "0/1 done" not in out  # a stream says what it does
     assert re.search(r"rest-items: froze (once|twice|\d+ times)", out)  # the RateLimit header: frozen before any 429
     assert re.search(r"retried (once|twice|[3-9]\d* times)", out)
 

@@ -35,6 +35,7 @@ class FetcherHooks:
     streamed: Callable[[SyncTask, int, int, dict[str, int]], None]
     resume: Callable[[SyncTask], dict[str, Any] | None]
     clock: Callable[[], float]
+    reconnected: Callable[[SyncTask, int, int | None], None] | None = None  # a stream came back
 
 
 class Catalog:
@@ -152,7 +153,8 @@ class Catalog:
             url = (vendor.base_url or "").rstrip("/") + str(dataset.options.get("path", "/ws"))
             return WebSocketFetcher(vendor.name, url, self.http, lambda: self.sink(dataset.name),
                                     int(dataset.options.get("batch", 100)), on_flush=hooks.streamed,
-                                    resume=hooks.resume, on_answered=hooks.answered, clock=hooks.clock)
+                                    resume=hooks.resume, on_answered=hooks.answered, clock=hooks.clock,
+                                    on_reconnect=hooks.reconnected)
         if vendor is not None and name in CONNECTORS:
             from .fetchers.http import http_fetcher
 

@@ -60,6 +60,15 @@ def write_plan_file(directory: Path, url: str, port: int) -> Path:
     return path
 
 
+def _vendor_named(executor: SyncTaskExecutor, profile: str) -> str:
+    """The plan's vendor served by the simulator's ``profile`` (its base URL ends in ``/profile``),
+    named as the progress lines name it: ``vendor:items-api (simulated rest)``."""
+    for vendor in executor.catalog.vendors.values():
+        if (vendor.base_url or "").rstrip("/").endswith(f"/{profile}"):
+            return f"vendor:{vendor.name} (simulated {profile})" if vendor.name != profile else f"vendor:{profile}"
+    return profile
+
+
 def query_command(python: str) -> str:
     """A shell command that queries the demo's Parquet files with DuckDB, from the demo's folder."""
     return f"{python} -c \"import duckdb; duckdb.sql(\\\"{QUERY}\\\").show()\""
@@ -80,7 +89,7 @@ def report(out: Console, target: Path, summary: RunSummary, executor: SyncTaskEx
             continue  # a stream has no request limit
         kinds = Counter(v["kind"] for v in child.stats.violations)
         over = ", ".join(f"{n} {_VIOLATIONS.get(kind, kind)}" for kind, n in kinds.items()) or "none over its limits"
-        out.print(f"  {name}: {child.stats.served:,} requests served; {over}", highlight=False)
+        out.print(f"  {_vendor_named(executor, name)}: {child.stats.served:,} requests served; {over}", highlight=False)
     for name, s in summary.plans.items():
         parts = [f"froze {_times(s['freezes'])}" if s["freezes"] else "", f"retried {_times(s['retries'])}"
                  if s["retries"] else ""]

@@ -82,7 +82,8 @@ class SyncTaskExecutor:
                           catalog, self.scheduler, self._runs)
         self._heard = heard = Feedback(catalog, self.limiter, self.scheduler, self._runs, lambda: self.store,
                                        self.emit, self._wake.set, self._now)
-        catalog.hooks = FetcherHooks(heard.observed, heard.answered, heard.streamed, heard.resume, self._now)
+        catalog.hooks = FetcherHooks(heard.observed, heard.answered, heard.streamed, heard.resume, self._now,
+                                     heard.reconnected)
         self._ray = None
         runner: Runner = LocalRunner(catalog.fetchers, catalog.dataset_of)
         if ray is not None:

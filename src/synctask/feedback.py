@@ -68,6 +68,13 @@ class Feedback:
         self._store().save_position(task.id, position)
         self._emit(StreamEvent(self._clock(), task.plan, task.id, messages, rows))
 
+    def reconnected(self, task: SyncTask, reconnects: int, next_seq: int | None) -> None:
+        """A stream's connection was cut and is back: say so, and where it goes on from."""
+        where = f"asked to go on from message {next_seq:,}" if next_seq is not None else "subscribed again"
+        times = "once" if reconnects == 1 else f"{reconnects} times"
+        self._say(task.plan, f"the stream's connection was cut; reconnected ({times} so far) and {where}: "
+                             "nothing received is lost or written twice")
+
     def resume(self, task: SyncTask) -> dict[str, Any] | None:
         """Where a stream task got to in an earlier run."""
         return self._store().position(task.id)

@@ -38,8 +38,10 @@ class WebSocketFetcher:
                  on_flush: Callable[[SyncTask, int, int, dict[str, int]], None] | None = None,
                  resume: Callable[[SyncTask], Mapping[str, Any] | None] | None = None,
                  on_answered: Callable[[SyncTask, float], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_reconnect: Callable[[SyncTask, int, int | None], None] | None = None) -> None:
         self.on_answered = on_answered
+        self.on_reconnect = on_reconnect  # told (task, reconnects so far, seq it resumes at) as it reconnects
         self.clock = clock
         self.on_flush = on_flush
         self.resume = resume
@@ -82,6 +84,8 @@ class WebSocketFetcher:
                         # not for the stream's whole life.
                         self.on_answered(state.task, self.clock())
                     await ws.send_json({"op": "subscribe", "symbols": symbols, "from_seq": state.next_seq})
+                    if state.reconnects and self.on_reconnect is not None:
+                        self.on_reconnect(state.task, state.reconnects, state.next_seq)
                     failures = 0
                     async for message in ws:
                         if message.type is not aiohttp.WSMsgType.TEXT:
