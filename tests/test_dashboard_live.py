@@ -123,6 +123,9 @@ def test_a_restarted_daemons_runs_and_failed_tasks_are_found_and_the_graphs_draw
         page.wait_for_function("() => document.querySelectorAll('#failures li').length === 1")
         assert page.locator("#failures li strong").inner_text() == "code=27"
         assert "is not listed on this exchange" in page.locator("#failures li").inner_text()
+        page.locator('#failures li button[aria-label="retry code=27"]').click()  # that task alone, again
+        wait_until(lambda: len(api(url, path="/api/plans/symbols/runs")[1]["runs"]) == 2)
+        wait_until(lambda: api(url, path="/api/plans/symbols")[1]["total"] == 1)
         page.wait_for_selector("#graphs svg polyline", timeout=15000)
         assert page.locator("#graphs figure").count() == 4
         heights = page.locator("#graphs figure").first.locator("polyline").get_attribute("points")

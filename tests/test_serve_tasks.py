@@ -146,3 +146,27 @@ def test_a_stream_resumed_with_last_event_id_never_repeats_a_line(tmp_path):
             assert stream.headers["Content-Type"] == "text/event-stream"
         status, answer = api(url, path="/api/events", headers={"Last-Event-ID": "yesterday"})
         assert status == 400 and "Last-Event-ID" in answer["error"]
+
+
+def test_one_failed_task_is_retried_alone_and_the_others_stay_failed(tmp_path):
+    workdir = workdir_of(tmp_path)
+    with daemon(workdir) as (_, url):
+        wait_until(lambda: plan(url, "bars")["state"] == "completed")
+        failed = tasks(url, "plan=bars&state=failed&q=day=12")["tasks"]
+        assert [t["params"] for t in failed] == [{"symbol": "BAD", "day": 12}]
+        status, answer = api(url, "POST", "/api/plans/slow/tasks/x/retry")
+        assert status == 409 and "once its run has ended" in answer["error"]  # slow's run goes on
+        status, answer = api(url, "POST", "/api/plans/bars/tasks/bars:nope/retry")
+        assert status == 404 and "no failed task" in answer["error"]
+    # the vendor has fixed day 12 meanwhile
+    (workdir / "search_tasks.py").write_text(TASKS.replace("day % 3 == 0", "day % 3 == 0 and day != 12"))
+    with daemon(workdir) as (_, url):
+        status, answer = api(url, "POST", f"/api/plans/bars/tasks/{failed[0]['task_id']}/retry")
+        assert status == 200 and answer["changed"], answer
+        wait_until(lambda: plan(url, "bars")["state"] == "completed")
+        view = plan(url, "bars")
+        assert (view["total"], view["done"], view["failed"]) == (1, 1, 0)  # a run of that one task
+        left = tasks(url, "plan=bars&state=failed")["tasks"]
+        assert len(left) == 9 and {"symbol": "BAD", "day": 12} not in [t["params"] for t in left]
+        status, runs = api(url, path="/api/plans/bars/runs")
+        assert len(runs["runs"]) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -29,7 +30,7 @@ from typing import Any
 from .catalog import Catalog, FetcherHooks
 from .config import PlanFile
 from .delivery import Delivery
-from .errors import UnknownPlan
+from .errors import IllegalTransition, UnknownPlan
 from .events import Event, EventHub, PlanEvent
 from .feedback import Feedback
 from .fetchers import Fetcher
@@ -178,6 +179,20 @@ class SyncTaskExecutor:
                 return
         self._runs.start(plan, None, hold=hold)
         self._wake.set()
+
+    def retry_tasks(self, name: str, task_ids: list[str]) -> int:
+        """A new run of just these failed tasks of the plan (its run has ended); returns how many
+        it retries (those still failed, with their parameters known)."""
+        plan = self.catalog.plan(name)
+        state = self.scheduler.plan_state(name) if self.scheduler.has_plan(name) else PlanState.IDLE
+        if state in (PlanState.RUNNING, PlanState.PAUSED, PlanState.STOPPED):
+            raise IllegalTransition(f"plan {name!r} (a run is going)", state, PlanState.RUNNING)
+        records = self.store.failed_tasks(name, task_ids)
+        params = [json.loads(r.params) for r in records if r.params]
+        if params:
+            self._runs.start(plan, None, only=params)
+            self._wake.set()
+        return len(params)
 
     def recall_plan(self, name: str) -> None:
         """Show the plan's last run as the state recorded it (its end, its counts) while none goes."""

@@ -207,22 +207,24 @@ class Runs:
                 self.backlog.setdefault(name, deque()).extend(missed)
 
     # --- starting and ending -------------------------------------------------------------
-    def start(self, plan: SyncPlan, logical_time: datetime | None, *, hold: PlanState | None = None) -> None:
+    def start(self, plan: SyncPlan, logical_time: datetime | None, *, hold: PlanState | None = None,
+              only: list[dict[str, Any]] | None = None) -> None:
         """Start (or continue) a run of ``plan``; ``hold`` (paused or stopped): as it was when the
-        process that ran it stopped, dispatching nothing until resumed."""
+        process that ran it stopped, dispatching nothing until resumed; ``only``: a new run of
+        just these tasks' parameters (failed tasks retried one by one)."""
         store = self._store()
         now = self._clock()
         scheduled = logical_time is not None
         logical = logical_time or datetime.fromtimestamp(now, UTC)
         run_key: RunKey = _run_key(logical) if scheduled else None
         last = store.last_run(plan.name)
-        if not scheduled and last is not None and last.state in ("running", "interrupted", "failed"):
+        if not scheduled and only is None and last is not None and last.state in ("running", "interrupted", "failed"):
             run_id = last.id  # a manual plan continues its unfinished run
         elif scheduled:
             run_id = _run_id(plan.name, logical)
         else:
             run_id = f"{plan.name}:{datetime.fromtimestamp(now, UTC).strftime('%Y%m%dT%H%M%S.%fZ')}"
-        grid = plan.params.bind(logical)
+        grid: Any = plan.params.bind(logical) if only is None else only
         if scheduled and plan.rolling:
             run_key = _rolling_key(grid, plan, _run_key(logical))
         if self.cursors.spec(plan.dataset) is not None:  # cursor sync: each run asks anew, since its cursors

@@ -72,6 +72,7 @@ class Store(Protocol):
     def run_counts(self, plan: str, run_id: str) -> dict[str, int]: ...
     def failures(self, plan: str, limit: int) -> list[TaskRecord]: ...
     def failed_ids(self, plan: str, run_id: str) -> set[str]: ...
+    def failed_tasks(self, plan: str, task_ids: Sequence[str]) -> list[TaskRecord]: ...
     def find_tasks(self, plan: str | None, state: str | None, text: str | None, limit: int,
                    offset: int = 0) -> list[TaskRecord]: ...
     def task_states(self, plan: str) -> dict[str, int]: ...
@@ -217,6 +218,10 @@ class MemoryStore:
             return []
         found = [r for r in self._failed.values() if (plan is None or r.plan == plan) and _matches(r, text)]
         return sorted(found, key=lambda r: r.at, reverse=True)[offset:offset + limit]
+
+    def failed_tasks(self, plan: str, task_ids: Sequence[str]) -> list[TaskRecord]:
+        self.flush()
+        return [r for t in task_ids if (r := self._failed.get(t)) is not None and r.plan == plan]
 
     def failed_ids(self, plan: str, run_id: str) -> set[str]:
         self.flush()
@@ -481,6 +486,17 @@ class SQLiteStore:
         return [TaskRecord(*row) for row in self._all(
             "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
             f"WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ? OFFSET ?", (*args, limit, offset))]
+
+    def failed_tasks(self, plan: str, task_ids: Sequence[str]) -> list[TaskRecord]:
+        """The records of these tasks of ``plan`` that are failed now (not done since)."""
+        found: list[TaskRecord] = []
+        for start in range(0, len(task_ids), 500):
+            batch = list(task_ids[start:start + 500])
+            found += [TaskRecord(*row) for row in self._all(
+                "SELECT task_id, plan, run_id, state, attempts, message, at, follow_up, params FROM tasks "
+                f"WHERE plan = ? AND state = 'failed' AND task_id IN ({', '.join('?' * len(batch))})",
+                (plan, *batch))]
+        return found
 
     def failed_ids(self, plan: str, run_id: str) -> set[str]:
         """The ids of the tasks that failed in run ``run_id`` (and are not done since)."""

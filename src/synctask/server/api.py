@@ -87,6 +87,7 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_get("/api/plans/{name}", _plan)
     app.router.add_get("/api/plans/{name}/runs", _runs)
     app.router.add_post("/api/plans/{name}/{action}", _act)
+    app.router.add_post("/api/plans/{name}/tasks/{task_id}/retry", _retry_task)
     app.router.add_delete("/api/plans/{name}", _remove)
     app.router.add_get("/api/vendors", _vendors)
     app.router.add_put("/api/workers", _workers)
@@ -296,6 +297,21 @@ def _retry(executor: SyncTaskExecutor, name: str, before: PlanState) -> web.Resp
     executor.start_plan(name)
     return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True,
                               "failed_before": failed})
+
+
+async def _retry_task(request: web.Request) -> web.Response:
+    """Run one failed task again, alone: a new run of just that task (the plan's run has ended)."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    name, task_id = request.match_info["name"], request.match_info["task_id"]
+    before = executor.plan_state(name)
+    if before not in _ENDED:
+        return _error(409, f"plan {name!r} is {before.value}: its failed tasks can be retried once its run "
+                           "has ended (cancel it first to retry now)")
+    if not executor.retry_tasks(name, [task_id]):
+        return _error(404, f"plan {name!r} has no failed task {task_id!r} (it may be done since): "
+                           f"GET /api/tasks?plan={name}&state=failed lists them")
+    return web.json_response({"plan": name, "state": executor.plan_state(name).value, "changed": True,
+                              "retried": [task_id]})
 
 
 async def _remove(request: web.Request) -> web.Response:

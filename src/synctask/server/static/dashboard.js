@@ -589,23 +589,38 @@ function params(task) {
   return Object.entries(task.params).map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ");
 }
 
+async function retryOne(task, button) {
+  button.disabled = true;
+  try {
+    await api("POST", `/api/plans/${encodeURIComponent(task.plan)}/tasks/${encodeURIComponent(task.task_id)}/retry`);
+    announce(`${task.plan}: retrying ${params(task)}`);
+    note(task.plan, `retrying ${params(task)} alone`);
+  } catch (error) {
+    note(task.plan, `retry ${params(task)}: ${error.message}`);
+  }
+  loadDetail();
+}
+
 function drawTasks(found) {
-  const key = JSON.stringify(found);
+  const plan = view.plans.find((p) => p.name === view.detail);
+  const ended = Boolean(plan) && ENDED.includes(plan.state);
+  const key = JSON.stringify(found) + ended;
   if (drawTasks.key === key) return;
   drawTasks.key = key;
   const items = found.tasks.map((t) => {
     const tries = `${t.attempts} ${t.attempts === 1 ? "try" : "tries"}`;
     const head = t.state === "running" ? `in flight ${duration(t.seconds)}${t.node ? ` on ${t.node}` : ""} · try ${t.attempts + 1}`
       : `${t.state} after ${tries} · `;
+    const retry = t.state === "failed" && ended ? el("button", { type: "button", class: "retry-one", "aria-label": `retry ${params(t)}`,
+      onclick: (e) => retryOne(t, e.currentTarget) }, "retry") : null;
     return el("li", { class: t.state, data: { task: t.task_id } },
-      el("strong", {}, params(t)), el("div", { class: "meta" }, head, t.state === "running" ? "" : timeEl(t.at)),
+      el("strong", {}, params(t)), " ", retry, el("div", { class: "meta" }, head, t.state === "running" ? "" : timeEl(t.at)),
       t.message ? el("div", { class: "msg" }, t.message) : null);
   });
   $("failures").replaceChildren(...items);
   show($("no-failures"), items.length === 0);
   $("tasks-prev").disabled = view.taskOffset === 0;
   $("tasks-next").disabled = !found.more;
-  const plan = view.plans.find((p) => p.name === view.detail);
   $("retry-all").disabled = !plan || !(plan.failed > 0 && ENDED.includes(plan.state));
 }
 
