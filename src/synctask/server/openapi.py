@@ -115,6 +115,12 @@ def _paths() -> dict[str, Any]:
             "summary": "Change the plan's run (already so: 200 with changed=false)",
             "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
             "responses": {"200": _json(_ref("Change"), ok), **_ERRORS}}},
+        "/api/plans/{name}/tasks/{task_id}/retry": {"parameters": [_NAME, {
+            "name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}}], "post": {
+            "summary": "Run one failed task again, alone (a new run of that task; the plan's run has ended)",
+            "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {"200": _json({"allOf": [_ref("Change"), {"type": "object", "properties": {
+                "retried": {"type": "array", "items": {"type": "string"}}}}]}, ok), **_ERRORS}}},
         "/api/tasks": {"get": {
             "summary": "Tasks by plan, state and text, newest first, a page at a time",
             "parameters": [
