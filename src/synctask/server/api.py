@@ -362,7 +362,13 @@ async def _vendors(request: web.Request) -> web.Response:
 def _progress(executor: SyncTaskExecutor, freezes: dict[str, str]) -> dict[str, Any]:
     """Every plan's and every limit's state now: the stream's ``progress`` event."""
     now = time.time()
+    nodes: dict[str, int] = {}
+    if executor.on_ray:  # what is in flight on each node
+        for name in executor.catalog.plans:
+            for task in _running(executor, name):
+                nodes[task.node or "any"] = nodes.get(task.node or "any", 0) + 1
     return {"type": "progress", "at": iso(now, precise=True), "workers": executor.workers,
+            "in_flight": executor.in_flight(), "nodes": nodes,
             "plans": [plan_view(executor, plan.name, now) for plan in executor.catalog.plans.values()],
             "scopes": scopes_view(executor, freezes)}
 

@@ -39,6 +39,7 @@ _SCHEMAS: dict[str, Any] = {
         "state": {"enum": ["idle", "running", "paused", "stopped", "completed", "failed", "cancelled"]},
         "dataset": {"type": "string"}, "total": {"type": ["integer", "null"]}, "done": _COUNT, "failed": _COUNT,
         "skipped": _COUNT, "in_flight": _COUNT, "retries": _COUNT, "freezes": _COUNT, "rows": _COUNT,
+        "messages": {**_COUNT, "description": "a stream plan's messages received"},
         "rate": {"type": "number", "description": "tasks a second (an ended run: its average)"},
         "eta_seconds": {"type": ["number", "null"]}, "frozen_until": _MAYBE_TIME,
         "last_message": {"type": ["string", "null"]}, "run_id": {"type": ["string", "null"]},

@@ -31,6 +31,7 @@ def plan_view(executor: SyncTaskExecutor, name: str, now: float | None = None) -
         "name": name, "state": state, "dataset": executor.catalog.plan(name).dataset,
         "total": p.total, "done": p.done, "failed": p.failed, "skipped": p.skipped, "in_flight": p.in_flight,
         "retries": p.retries, "freezes": p.freezes, "rows": p.rows, "rate": round(p.rate, 3),
+        "messages": p.messages,  # a stream plan's messages received (its rate is messages a second)
         "eta_seconds": None if p.eta is None else round(p.eta, 1),
         "frozen_until": iso(p.frozen_until, precise=True),
         "last_message": masked(p.last_message), "run_id": p.run_id, "next_due": None,

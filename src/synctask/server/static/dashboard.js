@@ -237,6 +237,8 @@ function take(item) {
     view.plans = item.plans;
     view.scopes = item.scopes;
     view.workers = item.workers;
+    view.inFlight = item.in_flight;
+    view.nodes = item.nodes;
     view.snapshotAt = Date.now();
     view.clockSkew = Date.parse(item.at) - Date.now();
     view.asOf = item.at;
@@ -362,14 +364,17 @@ function renderPlans() {
     if (r.done.style.width !== part(done)) r.done.style.width = part(done);
     if (r.failedBar.style.width !== part(p.failed)) r.failedBar.style.width = part(p.failed);
     const fraction = total ? Math.min(1, (done + p.failed) / total) : 0;
-    const label = total === null || total === undefined ? number.format(done)
+    const streaming = p.messages > 0 && p.state === "running";
+    const label = streaming ? `streaming: ${number.format(p.messages)} messages`
+      : total === null || total === undefined ? number.format(done)
       : `${number.format(done)} / ${number.format(total)} (${(fraction * 100).toFixed(fraction < 0.1 ? 1 : 0)}%)${p.failed ? `, ${number.format(p.failed)} failed` : ""}`;
     setText(r.label, label);
     setAttr(r.bar, "aria-valuenow", String(Math.round(fraction * 100)));
     r.bar.classList.toggle("full", Boolean(total) && done >= total);
     setText(r.rows, number.format(p.rows));
     const ended = ENDED.includes(p.state);
-    setText(r.rate, p.state === "running" || (ended && p.rate > 0) ? `${p.rate.toFixed(1)}/s${ended ? " avg" : ""}` : "–");
+    setText(r.rate, p.state === "running" || (ended && p.rate > 0)
+      ? `${p.rate.toFixed(1)}${streaming ? " msg" : ""}/s${ended ? " avg" : ""}` : "–");
     setText(r.eta, p.state === "running" && p.eta_seconds !== null ? duration(p.eta_seconds - since) : "–");
     setText(r.retries, number.format(p.retries));
     setText(r.failed, number.format(p.failed));
@@ -379,7 +384,9 @@ function renderPlans() {
     for (const action of ACTIONS) show(r.buttons[action], shown.includes(action));
   }
   show($("no-plans"), view.connected && view.loaded && view.plans.length === 0);
-  setText($("workers"), view.workers === null ? "" : `${view.workers} workers`);
+  const nodes = Object.entries(view.nodes || {}).map(([node, n]) => `${node}: ${n}`).join(", ");
+  setText($("workers"), view.workers === null ? ""
+    : `${number.format(view.inFlight || 0)} of ${number.format(view.workers)} workers busy${nodes ? ` (${nodes})` : ""}`);
 }
 
 // --- vendors and limits -------------------------------------------------------------------------
