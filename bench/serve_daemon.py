@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 TOKEN = "serve-bench-token"  # the daemon's API token (SYNCTASK_API_TOKEN), sent with every call
 
 

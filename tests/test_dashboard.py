@@ -142,7 +142,8 @@ def test_the_dashboard_is_live_and_its_buttons_control_the_plans(tmp_path):
                 "items => items.filter(i => !i.hidden).map(i => i.dataset.plan)"))  # others hidden, not redrawn
             page.select_option("#event-filter", "")
 
-            page.screenshot(path=str(shots / "dashboard-1280x720.png"))
+            page.wait_for_selector("#graphs svg polyline")  # the last hour drawn, for the picture
+            page.screenshot(path=str(shots / "dashboard-1280x720.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})
             page.wait_for_timeout(300)
             assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than a phone

@@ -67,9 +67,10 @@ _SCHEMAS: dict[str, Any] = {
     "Change": {"type": "object", "required": ["plan", "state", "changed"], "properties": {
         "plan": {"type": "string"}, "state": {"type": "string"}, "changed": {"type": "boolean"},
         "message": {"type": "string"}, "failed_before": _COUNT}},
-    "Series": {"type": "object", "required": ["step_seconds", "start", "end", "requests", "errors", "limited",
+    "Series": {"type": "object", "required": ["step_seconds", "start", "end", "since", "requests", "errors", "limited",
                                               "freezes", "usage"], "properties": {
         "step_seconds": {"type": "number"}, "start": _TIME, "end": _TIME,
+        "since": {**_TIME, "description": "the first instant with data (the daemon's start, within the hour)"},
         **{name: {"type": "array", "items": _COUNT, "maxItems": 360}
            for name in ("requests", "errors", "limited", "freezes")},
         "usage": {"type": "object", "additionalProperties": {"type": "array", "items": {

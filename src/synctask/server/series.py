@@ -34,6 +34,7 @@ class Series:
         self._counts = {name: [0] * STEPS for name in _COUNTS}
         self._usage: dict[str, list[float]] = {}  # scope -> fullest fraction per slot
         self._sampler: asyncio.Task[None] | None = None
+        self.started = clock()  # steps before this hold nothing worth drawing
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, TaskEvent):
@@ -70,7 +71,7 @@ class Series:
         steps = range(newest - STEPS + 1, newest + 1)
         live = [(self._stamp[b % STEPS] == b, b % STEPS) for b in steps]
         out: dict[str, Any] = {"step_seconds": STEP, "start": iso(steps[0] * STEP),
-                               "end": iso((newest + 1) * STEP)}
+                               "end": iso((newest + 1) * STEP), "since": iso(max(self.started, steps[0] * STEP))}
         for name, values in self._counts.items():
             out[name] = [values[i] if ok else 0 for ok, i in live]
         out["usage"] = {scope: [round(values[i], 3) if ok else 0.0 for ok, i in live]

@@ -678,9 +678,14 @@ async function loadSeries() {
     return;
   }
   const per = s.step_seconds;
+  // From the daemon's start (within the hour): a young daemon's minutes fill the width.
+  const skip = Math.max(0, Math.min(s.requests.length - 2, Math.floor((Date.parse(s.since) - Date.parse(s.start)) / 1000 / per)));
+  for (const key of ["requests", "errors", "limited", "freezes"]) s[key] = s[key].slice(skip);
+  for (const scope of Object.keys(s.usage)) s.usage[scope] = s.usage[scope].slice(skip);
+  const span = duration(s.requests.length * per);
   const usage = Object.entries(s.usage).slice(0, PALETTE.length).map(([scope, values], i) => ({ name: scope, values, color: PALETTE[i] }));
   const charts = [
-    chart("Answers per second", [{ name: "answers", values: s.requests.map((n) => n / per), color: PALETTE[0] }], "/s", 1),
+    chart(`Answers per second, the last ${span}`, [{ name: "answers", values: s.requests.map((n) => n / per), color: PALETTE[0] }], "/s", 1),
     chart(`Errors and rate-limited answers per ${per}s`, [
       { name: "errors", values: s.errors, color: PALETTE[1] }, { name: "rate-limited", values: s.limited, color: PALETTE[2] }], "", 1),
     chart(`Freezes per ${per}s`, [{ name: "freezes", values: s.freezes, color: PALETTE[3] }], "", 1),
