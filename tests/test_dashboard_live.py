@@ -6,6 +6,7 @@ wrong token is said and Escape leaves a way back; cancel asks first; the colours
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -84,9 +85,9 @@ def test_focus_a_selection_and_a_held_click_survive_live_updates(workdir, browse
     assert errors == [], errors
 
 
-def test_reconnects_never_repeat_an_event_and_cancel_asks_first(workdir, browser):
+def test_reconnects_never_repeat_an_event_cancel_asks_first_and_an_outage_dims_the_page(workdir, browser):
     errors: list[str] = []
-    with daemon(workdir, MARKET_TOKEN=MARKET_TOKEN) as (_, url):
+    with daemon(workdir, MARKET_TOKEN=MARKET_TOKEN) as (proc, url):
         page = opened(browser, url, errors)
         page.wait_for_function("() => document.querySelectorAll('#events li').length >= 3")
         for _ in range(2):  # the stream drops (a laptop's sleep, a proxy) and the page comes back
@@ -103,6 +104,15 @@ def test_reconnects_never_repeat_an_event_and_cancel_asks_first(workdir, browser
         page.locator('#plans tr[data-plan="symbols"] button[data-action="cancel"]').click()
         page.wait_for_timeout(500)
         assert api(url, path="/api/plans/symbols")[1]["state"] in ("running", "completed")
+        assert errors == [], errors
+        proc.send_signal(signal.SIGTERM)  # the daemon goes away: the page says so, dims what it shows
+        proc.wait(timeout=30)
+        page.wait_for_selector("#offline:not([hidden])")
+        assert "unreachable" in page.locator("#offline").inner_text() or "ended" in page.locator("#offline").inner_text()
+        assert "as of" in page.locator("#offline").inner_text()
+        assert "stale" in page.locator("#main").get_attribute("class")
+        assert page.locator('#plans tr[data-plan="symbols"]').count() == 1  # the data stays, dimmed
+        errors[:] = [e for e in errors if "Failed to load resource" not in e]  # the browser's own network log
     assert errors == [], errors
 
 

@@ -101,3 +101,21 @@ def test_progress_memory_stays_flat_however_many_tasks_finish():
     p = progress.snapshot("p", 20.0)
     assert len(p._finished._slices) <= PACE_SLICES + 2
     assert 9_900 <= p.rate <= 10_100 and p.done == 200_000
+
+
+def test_a_young_runs_eta_leans_on_its_limits_and_an_ended_runs_rate_is_its_average():
+    now = 1_000_000.0
+    progress = Progress()
+    # 6,600 tasks under a limit of 10 a second: 11 minutes, whatever the first second's pace says
+    progress.set_limit_time("p", lambda tasks, at: tasks / 10)
+    progress.observe(PlanEvent(now, "p", "running", "p:1", total=6_600))
+    for k in range(3):  # a slow first second: 3 tasks (the pace alone would say 36 minutes)
+        progress.observe(TaskEvent(now + 0.3 * k, "p", "done", f"t{k}"))
+    eta = progress.snapshot("p", now + 1.0).eta
+    assert 660 <= eta < 900, eta  # 11 minutes and a little, not 36
+    for k in range(3, 203):  # ten seconds on, the pace is in: the longer of the pace's and the limits' wins
+        progress.observe(TaskEvent(now + 1 + k * 0.05, "p", "done", f"t{k}"))
+    assert progress.snapshot("p", now + 11.0).eta == max(6_397 / 10, 6_397 / progress.snapshot("p", now + 11).rate)
+    progress.observe(PlanEvent(now + 20, "p", "completed", "p:1"))
+    average = progress.snapshot("p", now + 20).rate
+    assert average == progress.snapshot("p", now + 500).rate == 203 / 20  # it does not keep falling
