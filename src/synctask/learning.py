@@ -1,0 +1,287 @@
+"""Learning a vendor's limits from its answers, for vendors whose limits nobody wrote down.
+
+A ``LimitLearner`` keeps one scope's learned limits. Best source first:
+
+- the vendor's own statement (``RateLimit-Policy: 50;w=1``, ``X-RateLimit-Limit`` with a
+  window): adopted at once (``stated``);
+- a refusal (429, a quota message) with the time room comes back (``Retry-After``): the window
+  is the one that explains when room came back, the quota what was sent in it (``refused``);
+- a careful probe until either: a few requests a second, one more step each time a stretch of
+  answers comes back clean (``clean``), so the first refusal comes from a small overshoot.
+
+Pure: time is an argument, the send log is the learner's own (fixed memory), and the limits it
+says to use (``limits``) are plain ``Quota`` values for the limiter. A learned limit never
+exceeds the configured ``cap``.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from typing import Any
+
+from .units import format_duration
+from .windows import Quota
+
+__all__ = ["LimitLearner", "Learned", "WINDOWS", "parse_rate"]
+
+WINDOWS = (1.0, 10.0, 60.0, 3600.0, 86400.0)  # the windows vendors use, shortest first
+PROBE_START = Quota(2, 1.0)  # where a probe begins: two a second
+PROBE_GROWTH = 2.0  # each clean stretch lets the probe send this much faster
+PROBE_CLEAN = 1.0  # seconds of clean answers (at the probe's full pace) before it grows
+MAX_LOG = 200_000  # send times kept (the longest window a refusal can be explained by within them)
+
+
+@dataclass(frozen=True)
+class Learned:
+    """A limit learned for a scope: the quota, where it came from, and when."""
+
+    limit: Quota
+    source: str  # "the RateLimit-Policy header", "3 answers 429"...
+    at: float
+
+    def describe(self) -> str:
+        """``learned: 50 per 1s (from the RateLimit-Policy header)``."""
+        return f"learned: {self.limit} (from {self.source})"
+
+    def record(self) -> dict[str, Any]:
+        return {"rate": self.limit.rate, "per": self.limit.per, "clock": self.limit.clock, "tz": self.limit.tz,
+                "source": self.source, "at": self.at}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Learned:
+        limit = Quota(int(record["rate"]), float(record["per"]), bool(record.get("clock")), record.get("tz"))
+        return cls(limit, str(record.get("source") or "an earlier run"), float(record.get("at") or 0.0))
+
+
+def parse_rate(text: str) -> Quota:
+    """``"50 per 1s"`` (or ``"50/1s"``) as a sliding ``Quota``; ``ValueError`` with the form to use."""
+    from .units import parse_duration
+
+    rate, sep, per = text.replace("/", " per ").partition(" per ")
+    try:
+        if not sep:
+            raise ValueError
+        return Quota(int(rate.strip()), parse_duration(per.strip()))
+    except (ValueError, TypeError):
+        raise ValueError(f"write a rate as 'N per DURATION', like '50 per 1s' (got {text!r})") from None
+
+
+class LimitLearner:
+    """One scope's learned limits. Tell it what was sent (``sent``), what came back clean
+    (``clean``), what the vendor stated (``stated``) and refused (``refused``); ask it what to
+    use (``limits``), which changes only on those calls (they return True when it did)."""
+
+    def __init__(self, cap: Quota | None = None, start: Quota = PROBE_START,
+                 learned: list[Learned] | None = None) -> None:
+        self.cap = cap
+        self.start = start
+        self.learned: dict[float, Learned] = {}  # window (seconds) -> what was learned for it
+        for item in learned or ():
+            self.learned[item.limit.per] = item
+        self.probe: Quota | None = None if self.learned else start
+        self.refusals = 0
+        self.learned_at = -math.inf  # when the limits last changed (refusals of older sends teach nothing)
+        self._times: list[float] = []  # send times, oldest first (``_head`` onward are live)
+        self._head = 0
+        self._dropped = 0  # sends compacted out of ``_times`` (tickets count them)
+        self._explained: float | None = None  # when the refused request last explained went
+        self._episode_since = -math.inf  # what that explanation counted admitted requests from
+        self._clean_since: float | None = None
+
+    # --- what happened ---------------------------------------------------------------------
+    def sent(self, now: float, weight: int = 1) -> int:
+        """A request went at ``now``; returns its ticket (give it to ``refused`` if it is)."""
+        for _ in range(weight):
+            self._times.append(now)
+        ticket = self._dropped + len(self._times) - 1
+        if len(self._times) - self._head > MAX_LOG:
+            self._head = len(self._times) - MAX_LOG
+        if self._head > 4096 and self._head * 2 > len(self._times):
+            del self._times[:self._head]
+            self._dropped += self._head
+            self._head = 0
+        return ticket
+
+    def clean(self, now: float) -> bool:
+        """An answer came back without a refusal: a probe that has run clean long enough at its
+        full pace grows."""
+        if self.probe is None:
+            return False
+        if self._clean_since is None:
+            self._clean_since = now
+            return False
+        if now - self._clean_since < PROBE_CLEAN:
+            return False
+        pace = self._count(now - self.probe.per, now)
+        if pace < self.probe.rate * 0.8:  # not using what it has: no reason to ask for more
+            return False
+        grown = max(self.probe.rate + 1, math.floor(self.probe.rate * PROBE_GROWTH))
+        if self.cap is not None:
+            grown = min(grown, math.floor(self.cap.rate * self.probe.per / self.cap.per) or 1)
+        if grown <= self.probe.rate:
+            return False
+        self.probe = Quota(grown, self.probe.per)
+        self._clean_since = now
+        self.learned_at = now
+        return True
+
+    def stated(self, rate: int, per: float, now: float, source: str) -> bool:
+        """The vendor says its limit: ``rate`` per ``per`` seconds. Adopted at once."""
+        if rate < 1 or not (per > 0):
+            return False
+        limit = self._capped(Quota(rate, per))
+        known = self.learned.get(per)
+        if known is not None and known.limit == limit:
+            return False
+        self.learned[per] = Learned(limit, source, now)
+        self.probe = None
+        self.learned_at = now
+        return True
+
+    def refused(self, now: float, sent_at: float, retry_after: float | None, source: str,
+                ticket: int | None = None) -> bool:
+        """The request sent at ``sent_at`` (``ticket``: which of those sent then) was refused at
+        ``now``; room comes back ``retry_after`` seconds later (None: not said). Learn the window
+        and quota that explain it. Answers come back out of order: a refused request sent before
+        the one last explained is a tighter reading of the same overshoot."""
+        self.refusals += 1
+        self._clean_since = None
+        earlier = self._explained is not None and sent_at < self._explained
+        if sent_at < self.learned_at and not earlier:
+            return False  # sent before the limits changed (in flight then): what it says is known
+        since = self._episode_since if earlier else (self.learned_at if self.learned else -math.inf)
+        lowered = None if earlier else self._lowered(sent_at, ticket, retry_after)
+        if lowered is not None:  # refused while within a learned limit that was nearly full
+            window, quota, clock = lowered
+        else:
+            window, quota, clock = self.explain(sent_at, now, retry_after, ticket, since)
+        limit = self._capped(Quota(max(quota, 1), window, clock))
+        known = self.learned.get(window)
+        if earlier:
+            if known is None or limit.rate >= known.limit.rate:
+                return False
+        elif known is not None and known.limit.rate <= limit.rate:
+            # Refused under what was learned: the vendor counts more than we do, or lowered its limit.
+            limit = Quota(max(1, min(limit.rate, known.limit.rate - 1)), window, clock)
+        times = "once" if self.refusals == 1 else f"{self.refusals} times"
+        self.learned[window] = Learned(limit, f"answers refused ({source}, {times})", now)
+        self.probe = None
+        self._explained, self._episode_since = sent_at, since
+        self.learned_at = now
+        return True
+
+    def _lowered(self, sent_at: float, ticket: int | None, retry_after: float | None) -> tuple[float, int, bool] | None:
+        """The learned window a refusal within every learned limit points at: the shortest whose
+        room comes back within it (``retry_after``); the vendor lowered it (or counts more than
+        we do) to what the refused request found in it."""
+        end = self._end(sent_at, ticket)
+        for per, item in sorted(self.learned.items()):
+            if retry_after is not None and retry_after > per + 1.0:
+                continue
+            found, _ = self._found(per, sent_at, end, item.limit.clock, end)
+            if 0 < found <= item.limit.rate:
+                return per, min(found, item.limit.rate - 1), item.limit.clock
+        return None
+
+    def _end(self, sent_at: float, ticket: int | None) -> int:
+        """The index of the refused send (its ticket says which of a burst's it was; without
+        one, the first of those sent at that instant)."""
+        times, head = self._times, self._head
+        if ticket is not None and head <= ticket - self._dropped < len(times):
+            return ticket - self._dropped
+        return bisect_left(times, sent_at, head)
+
+    def explain(self, sent_at: float, now: float, retry_after: float | None,
+                ticket: int | None = None, since: float = -math.inf) -> tuple[float, int, bool]:
+        """The (window, quota, clock-aligned) that explains a refusal of the request sent at ``sent_at``.
+
+        Under a window of W holding Q, every request admitted before found fewer than Q sent in
+        the W before it (sliding), or in its own stretch of W (a clock window), and the refused one
+        found Q. A window explains the refusal when the refused request found more than any
+        admitted one did; its quota is then the most any admitted one found, plus itself. Of the
+        windows that explain it, the one whose room comes back when the vendor said it would
+        (``retry_after``, whole seconds rounded up) wins; without a wait, the shortest."""
+        times, head = self._times, self._head
+        end = self._end(sent_at, ticket)  # the sends before the refused one
+        # The admitted requests that count are those ``since`` the limits were last learned (a
+        # vendor that lowered its limit admitted more before).
+        first = bisect_left(times, since, head, end) if since > -math.inf else head
+        best: tuple[float, float, int, bool] | None = None  # (error, window, quota, clock)
+        for window in WINDOWS:
+            for clock in (False, True):
+                found, peak = self._found(window, sent_at, end, clock, first)
+                if found == 0 or peak >= found:
+                    continue  # an admitted request found as many: this window cannot explain it
+                if retry_after is None:
+                    return window, peak + 1, clock
+                if clock:
+                    room = math.floor(now / window) * window + window - now
+                else:
+                    room = times[bisect_right(times, sent_at - window, head)] + window - now
+                low = retry_after - 1.0 if retry_after >= 1.0 and retry_after == int(retry_after) else retry_after
+                error = max(low - room, room - retry_after, 0.0)  # how far outside the said wait it falls
+                if best is None or error < best[0] - 1e-6:
+                    best = (error, window, peak + 1, clock)
+        if best is not None:
+            return best[1], best[2], best[3]
+        return WINDOWS[0], max(end - bisect_right(times, sent_at - WINDOWS[0], head), 1), False
+
+    def _found(self, window: float, sent_at: float, end: int, clock: bool, since: int) -> tuple[int, int]:
+        """What the refused request found in ``window`` before it, and the most an earlier one
+        (from index ``since``) did."""
+        times, head = self._times, self._head
+        if clock:
+            start = math.floor(sent_at / window) * window
+            found = end - bisect_left(times, start, head)
+        else:
+            found = end - bisect_right(times, sent_at - window, head)
+        peak, lo = 0, head
+        for i in range(since, end):
+            t = times[i]
+            if clock:
+                if math.floor(t / window) != math.floor(times[lo] / window):
+                    lo = bisect_left(times, math.floor(t / window) * window, lo, i + 1)
+            else:
+                while times[lo] <= t - window:
+                    lo += 1
+            if i - lo > peak:
+                peak = i - lo
+        return found, peak
+
+    # --- what to use ------------------------------------------------------------------------
+    def limits(self) -> list[Quota]:
+        """The quotas to admit requests under now: what was learned, or the probe."""
+        if self.probe is not None:
+            return [self.probe]
+        return [item.limit for item in sorted(self.learned.values(), key=lambda i: i.limit.per)]
+
+    def describe(self) -> str:
+        if self.probe is not None:
+            return f"learning: probing at {self.probe}"
+        return "; ".join(item.describe() for item in sorted(self.learned.values(), key=lambda i: i.limit.per))
+
+    def records(self) -> list[dict[str, Any]]:
+        return [item.record() for item in self.learned.values()]
+
+    def recent(self, window: float, now: float) -> int:
+        """Sends in the last ``window`` seconds (to seed a newly learned quota with them)."""
+        return self._count(now - window, now)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _capped(self, limit: Quota) -> Quota:
+        if self.cap is None:
+            return limit
+        allowed = math.floor(self.cap.rate * limit.per / self.cap.per) if limit.per <= self.cap.per else self.cap.rate
+        return limit if limit.rate <= allowed else Quota(max(allowed, 1), limit.per, limit.clock, limit.tz)
+
+    def _count(self, start: float, end: float, *, right_open: bool = False) -> int:
+        """Sends in [start, end] (or [start, end))."""
+        times, head = self._times, self._head
+        hi = bisect_left(times, end, head) if right_open else bisect_right(times, end, head)
+        return max(hi - bisect_left(times, start, head), 0)
+
+    @staticmethod
+    def window_text(per: float) -> str:
+        return format_duration(per)

@@ -1,0 +1,169 @@
+"""Learning limits nobody wrote down, on a fake clock: a strict vendor whose limit is hidden
+(sliding 50 per 1s, 100 per 10s, a clock minute), one that states it in headers, and one that
+lowers its limit mid-run. The real limiter admits what the learner says; the vendor counts
+every request over its limit."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+
+import pytest
+
+from synctask.learning import LimitLearner, parse_rate
+from synctask.limits import Limiter
+from synctask.windows import Quota
+
+SCOPE = "vendor:v"
+
+
+class HiddenVendor:
+    """Counts arrivals; refuses one over its limit with a Retry-After in whole seconds."""
+
+    def __init__(self, rate: int, per: float, clock: bool = False) -> None:
+        self.rate, self.per, self.clock = rate, per, clock
+        self.admitted: list[float] = []
+        self.refused = 0
+
+    def arrive(self, t: float) -> float | None:
+        """None: served; else the Retry-After it answers."""
+        if self.clock:
+            start = math.floor(t / self.per) * self.per
+            inside = [a for a in self.admitted[-self.rate - 1:] if a >= start]
+            if len(inside) >= self.rate:
+                self.refused += 1
+                return float(math.ceil(start + self.per - t))
+        else:
+            inside = [a for a in self.admitted[-self.rate - 1:] if a > t - self.per]
+            if len(inside) >= self.rate:
+                self.refused += 1
+                return float(max(math.ceil(inside[-self.rate] + self.per - t), 1))
+        self.admitted.append(t)
+        return None
+
+
+def run(vendor: HiddenVendor, learner: LimitLearner, seconds: float, latency: float | random.Random = 0.03,
+        in_flight: int = 4, stated: tuple[int, float] | None = None, start: float = 0.0) -> dict[str, float]:
+    """Send as fast as the learner lets, from ``start`` for ``seconds`` of fake time; what happened."""
+    limiter = Limiter()
+    limiter.configure(SCOPE, learner.limits())
+    gate = limiter.gate([SCOPE])
+    now, answers, flying, next_try = start, [], 0, start
+    seconds += start
+    reached = None
+
+    def relimit(at: float) -> None:
+        nonlocal gate
+        limiter.configure(SCOPE, learner.limits())
+        for quota in learner.limits():
+            limiter.observe(SCOPE, learner.recent(quota.per, at), at, quota.per)
+        gate = limiter.gate([SCOPE])
+
+    relimit(start)  # what was sent before (an earlier run's usage, kept in the state) counts
+    while now < seconds:
+        while flying < in_flight and next_try <= now:
+            wake = gate.try_acquire(1, now)
+            if wake is not None:
+                next_try = wake
+                break
+            ticket = learner.sent(now)
+            flying += 1
+            took = latency.uniform(0.01, 0.25) if isinstance(latency, random.Random) else latency
+            heapq.heappush(answers, (now + took, now, ticket))
+        if reached is None:
+            window = vendor.per
+            done = sum(1 for a in vendor.admitted[-vendor.rate:] if a > now - window)
+            if done >= 0.9 * vendor.rate:
+                reached = now
+        soonest = answers[0][0] if answers else math.inf
+        step = min(soonest, next_try if next_try > now else math.inf, seconds)
+        if step == math.inf:
+            break
+        now = max(step, now)
+        while answers and answers[0][0] <= now:
+            next_try = min(next_try, now)  # an answer frees room (settled, a slot back): ask again
+            answered, sent, ticket = heapq.heappop(answers)
+            flying -= 1
+            gate.settle(1, answered)
+            retry_after = vendor.arrive(sent + (answered - sent) / 2)
+            if retry_after is not None:
+                limiter.freeze(SCOPE, answered + retry_after)
+                if learner.refused(answered, sent, retry_after, "HTTP 429", ticket):
+                    relimit(answered)
+            elif stated is not None and learner.stated(stated[0], stated[1], answered, "the RateLimit-Policy header"):
+                relimit(answered)
+            elif learner.clean(answered):
+                relimit(answered)
+    ideal = vendor.rate / vendor.per
+    served = sum(1 for a in vendor.admitted if a >= start)
+    return {"violations": vendor.refused, "reached": reached - start if reached is not None else math.inf,
+            "pace": served / (seconds - start) / ideal}
+
+
+@pytest.mark.parametrize(("rate", "per", "clock"), [
+    (50, 1.0, False), (100, 10.0, False), (600, 60.0, True), (20, 1.0, False), (7, 1.0, False), (300, 60.0, False),
+    (1000, 3600.0, False)])
+def test_a_hidden_limit_is_learned_exactly_with_few_refusals(rate, per, clock):
+    vendor = HiddenVendor(rate, per, clock)
+    learner = LimitLearner()
+    result = run(vendor, learner, seconds=120.0)
+    [learned] = learner.limits()
+    assert (learned.rate, learned.per) == (rate, per), learner.describe()
+    assert not learned.clock or clock  # a clock window may read as sliding (the safe side), never the reverse
+    assert result["violations"] <= 5, result  # the first overshoot's requests in flight, then none
+    assert result["reached"] <= 13.0, result  # 90% of the true limit
+    late = vendor.refused
+    again = run(vendor, LimitLearner(learned=list(learner.learned.values())), seconds=120.0, start=200.0 + per)
+    assert vendor.refused == late and again["pace"] >= 0.95, again  # the next run: at the limit from the start
+
+
+def test_a_stated_limit_is_adopted_from_the_first_answer_with_no_refusal():
+    vendor = HiddenVendor(50, 1.0)
+    learner = LimitLearner()
+    result = run(vendor, learner, seconds=30.0, stated=(50, 1.0))
+    assert result["violations"] == 0 and learner.limits() == [Quota(50, 1.0)]
+    assert "learned: 50 per 1s (from the RateLimit-Policy header)" in learner.describe()
+    assert result["pace"] >= 0.9
+
+
+def test_a_vendor_that_lowers_its_limit_is_followed_down():
+    vendor = HiddenVendor(50, 1.0)
+    learner = LimitLearner()
+    run(vendor, learner, seconds=60.0)
+    assert learner.limits() == [Quota(50, 1.0)]
+    vendor.rate = 30
+    before = vendor.refused
+    run(vendor, learner, seconds=60.0, start=60.0)
+    assert learner.limits()[0].rate <= 30 and vendor.refused - before <= 8
+
+
+def test_a_cap_bounds_what_is_learned_and_a_rate_reads_as_people_write_it():
+    learner = LimitLearner(cap=parse_rate("20 per 1s"))
+    learner.stated(50, 1.0, 0.0, "the RateLimit-Policy header")
+    assert learner.limits() == [Quota(20, 1.0)]
+    assert parse_rate("100/10s") == Quota(100, 10.0)
+    with pytest.raises(ValueError, match="like '50 per 1s'"):
+        parse_rate("fast")
+
+
+@pytest.mark.parametrize(("rate", "per"), [(50, 1.0), (100, 10.0)])
+def test_noisy_latency_still_learns_a_safe_limit(rate, per):
+    vendor = HiddenVendor(rate, per)
+    learner = LimitLearner()
+    result = run(vendor, learner, seconds=120.0, latency=random.Random(7), in_flight=8)
+    [learned] = learner.limits()
+    assert learned.per == per and 0.85 * rate <= learned.rate <= rate, learner.describe()
+    assert result["violations"] <= 10, result
+    late = vendor.refused
+    run(vendor, learner, seconds=60.0, latency=random.Random(8), in_flight=8, start=120.0)
+    assert vendor.refused - late <= 1
+
+
+def test_a_vendor_that_raises_its_stated_limit_is_followed_up():
+    vendor = HiddenVendor(50, 1.0)
+    learner = LimitLearner()
+    run(vendor, learner, seconds=20.0, stated=(50, 1.0))
+    vendor.rate = 80
+    result = run(vendor, learner, seconds=20.0, stated=(80, 1.0), start=20.0, in_flight=8)
+    assert learner.limits() == [Quota(80, 1.0)] and result["violations"] == 0
