@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, f
 
 from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem, key_hint
 from .grid import ParamGrid, TemplateError
+from .learning import PROBE_START, parse_rate
 from .limits import Concurrency, Limit, Quota
-from .model import Dataset, Secret, SyncPlan, Vendor
+from .model import Dataset, Learn, Secret, SyncPlan, Vendor
 from .options import MODELS as CONNECTOR_OPTIONS
 from .options import check_options, template_names
 from .retry import RetryPolicy
@@ -60,6 +61,9 @@ class LimitSpec(_Strict):
     tz: str | None = None
     scope: Literal["vendor", "dataset", "node"] | None = None
     concurrency: StrictInt | None = None
+    learn: bool | None = None  # { learn = true, start = "2 per 1s", max = "100 per 1s" }: learned from answers
+    start: str | None = None
+    max: str | None = None
 
     @field_validator("per")
     @classmethod
@@ -77,6 +81,14 @@ class LimitSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> LimitSpec:
+        if self.learn is not None or self.start is not None or self.max is not None:
+            if self.learn is not True or self.rate is not None or self.per is not None or self.concurrency is not None:
+                raise ValueError('a learned limit is { learn = true } (with start = "2 per 1s" and max = "100 per '
+                                 '1s" if you like), beside the limits you know; or limits = "learn"')
+            for text in (self.start, self.max):
+                if text is not None:
+                    parse_rate(text)
+            return self
         if self.concurrency is not None:
             if self.rate is not None or self.per is not None:
                 raise ValueError(
@@ -86,6 +98,9 @@ class LimitSpec(_Strict):
         if self.rate is None or self.per is None:
             raise ValueError('a quota needs both rate and per, e.g. { rate = 500, per = "1m" }')
         return self
+
+    def to_learn(self) -> Learn:
+        return Learn(parse_rate(self.start) if self.start else PROBE_START, parse_rate(self.max) if self.max else None)
 
     def to_limit(self) -> Limit:
         if self.concurrency is not None:
@@ -98,11 +113,22 @@ class EnvSecret(_Strict):
     env: str
 
 
+def _learn_all(value: Any) -> Any:
+    """``limits = "learn"``: every limit of the scope learned from the vendor's answers."""
+    if value == "learn":
+        return [{"learn": True}]
+    if isinstance(value, str):
+        raise ValueError(f'limits is a list of limits, or "learn"; got {value!r}')
+    return value
+
+
 class VendorSpec(_Strict):
     connector: str
     base_url: str | None = None
     token: EnvSecret | None = None
     limits: list[LimitSpec] = []
+
+    _limits = field_validator("limits", mode="before")(classmethod(lambda cls, v: _learn_all(v)))
     margin: Duration | None = None
     options: dict[str, Any] = {}
 
@@ -185,6 +211,8 @@ class DatasetSpec(_Strict):
     vendor: str
     api: str | None = None
     limits: list[LimitSpec] = []
+
+    _limits = field_validator("limits", mode="before")(classmethod(lambda cls, v: _learn_all(v)))
     weight: StrictInt = 1
     sink: SinkSpec | None = None
     errors: list[ErrorRuleSpec] = []
@@ -388,7 +416,14 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
                 token = Secret(value, f"env {v.token.env}")
         limits: list[Limit | None] = []
         node_limits: list[Limit | None] = []
+        learn = None
         for i, lim in enumerate(v.limits):
+            if lim.learn:
+                if lim.scope == "node":
+                    problems.append(Problem(f"{where}.limits[{i}].scope", "a per-node limit cannot be learned yet; "
+                                            "write it, or learn the vendor's limit"))
+                learn = lim.to_learn()
+                continue
             if lim.scope == "dataset":
                 problems.append(Problem(f"{where}.limits[{i}].scope",
                                         "a vendor limit applies to 'vendor' or 'node', not 'dataset'"))
@@ -400,14 +435,18 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
         problems.extend(check_options(v.connector, v.options, f"{where}.options"))
         margin = parse_duration(v.margin) if v.margin is not None else None
         out.vendors[name] = Vendor(name, v.connector, v.base_url, token, tuple(x for x in limits if x),
-                                   tuple(x for x in node_limits if x), v.options, margin)
+                                   tuple(x for x in node_limits if x), v.options, margin, learn)
     for name, d in spec.datasets.items():
         where = f"datasets.{name}"
         if d.vendor not in spec.vendors:
             problems.append(Problem(f"{where}.vendor",
                                     f"unknown vendor {d.vendor!r}{_suggest(d.vendor, spec.vendors)}"))
         limits = []
+        dataset_learn = None
         for i, lim in enumerate(d.limits):
+            if lim.learn:
+                dataset_learn = lim.to_learn()
+                continue
             if lim.scope not in (None, "dataset"):
                 problems.append(Problem(
                     f"{where}.limits[{i}].scope",
@@ -416,7 +455,7 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
             limits.append(_limit(lim, f"{where}.limits[{i}]", problems))
         sink = d.sink.model_dump() if d.sink else {}
         dataset = Dataset(name, d.vendor, d.api or name, tuple(x for x in limits if x), d.weight, sink, d.options,
-                          tuple(rule.to_rule() for rule in d.errors))
+                          tuple(rule.to_rule() for rule in d.errors), dataset_learn)
         _check_weight(dataset, out.vendors.get(d.vendor), where, problems)
         vendor_spec = spec.vendors.get(d.vendor)
         if vendor_spec is not None and not dataset.api.startswith("python:"):

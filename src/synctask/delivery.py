@@ -50,6 +50,7 @@ class Delivery:
         self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
         self._commit_due = False
         self._usage_restored = False
+        self.before_restore: Callable[[], None] | None = None  # learned limits, taken up before usage
         # Runs' counts go into the state with their outcomes (and every save, for the runs still
         # going), so a restarted process shows what its predecessor did: ``counts`` of a run that
         # still goes (None once it ended: its record is final), ``going`` the runs that go (run
@@ -121,6 +122,8 @@ class Delivery:
 
     def restore_usage(self) -> None:
         if not self._usage_restored:
+            if self.before_restore is not None:
+                self.before_restore()
             self.limiter.restore_usage(self.store.load_usage(), self._clock())
             self._usage_restored = True
 

@@ -36,6 +36,7 @@ from .feedback import Feedback
 from .fetchers import Fetcher
 from .incremental import Cursors
 from .jobs import JobHost, Jobs, Probe, probe
+from .learners import Learners
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, Vendor, check_workers
 from .outcomes import Outcomes
@@ -81,8 +82,10 @@ class SyncTaskExecutor:
         self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
                                   lambda: self._running, lambda: self.run(until_idle=True)),
                           catalog, self.scheduler, self._runs)
+        self.learners = learners = Learners(self.scheduler, lambda: self.store, self._now)
+        self.delivery.before_restore = learners.restore  # learned limits first: usage counts under them
         self._heard = heard = Feedback(catalog, self.limiter, self.scheduler, self._runs, lambda: self.store,
-                                       self.emit, self._wake.set, self._now)
+                                       self.emit, self._wake.set, self._now, learners)
         catalog.hooks = FetcherHooks(heard.observed, heard.answered, heard.streamed, heard.resume, self._now,
                                      heard.reconnected)
         self._ray = None
@@ -97,6 +100,7 @@ class SyncTaskExecutor:
         self._outcomes = Outcomes(self.scheduler, catalog, self.delivery, self._runs, self._jobs, self._hub, heard,
                                   cursors, cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set,
                                   clock=self._now)
+        self._outcomes.learners = learners
         self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
         self._interrupts = 0
@@ -144,6 +148,7 @@ class SyncTaskExecutor:
         self.scheduler.add_dataset(dataset, self.catalog.vendors.get(dataset.vendor))
         self.catalog.add_dataset(dataset, fetch, sink)
         self.cursors.learn(dataset.name)
+        self.learners.add_dataset(dataset, self.catalog.vendors.get(dataset.vendor))
 
     def add_plan(self, plan: SyncPlan, *, start: bool = True) -> None:
         """Register a plan; ``start`` begins a run now, and a schedule starts later runs when due."""
@@ -164,6 +169,7 @@ class SyncTaskExecutor:
         self.scheduler.remove_dataset(name)
         self.catalog.remove_dataset(name)
         self.cursors.forget(name)
+        self.learners.remove_dataset(name)
 
     # --- control ops ---------------------------------------------------------------------
     def start_plan(self, name: str, *, hold: PlanState | None = None) -> None:
@@ -338,8 +344,12 @@ class SyncTaskExecutor:
             if free > 0:
                 decision = scheduler.dispatch(now, free)
                 self._outcomes.note_skips()
+                learners = self.learners
                 for task in decision.tasks:
                     self._hub.task_started(now, task)
+                    if learners:  # a scope learns its limits: it counts what went, and when
+                        dataset = self.catalog.datasets[self.catalog.dataset_of(task)]
+                        learners.sent(task, dataset.name, now, dataset.weight)
                     pool.start(task)
                 for name in decision.finished:
                     self._outcomes.end_run(name, RunState.COMPLETED)

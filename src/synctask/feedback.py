@@ -14,6 +14,7 @@ from typing import Any
 from .catalog import Catalog
 from .connectors import Observation
 from .events import Event, FreezeEvent, PlanEvent, StreamEvent
+from .learners import Learners
 from .limits import Limiter
 from .model import SyncTask
 from .runs import Runs
@@ -28,7 +29,7 @@ class Feedback:
 
     def __init__(self, catalog: Catalog, limiter: Limiter, scheduler: Scheduler, runs: Runs,
                  store: Callable[[], Store], emit: Callable[[Event], None], wake: Callable[[], None],
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], learners: Learners | None = None) -> None:
         self.catalog = catalog
         self.limiter = limiter
         self.scheduler = scheduler
@@ -37,6 +38,7 @@ class Feedback:
         self._emit = emit
         self._wake = wake
         self._clock = clock
+        self.learners = learners
         self._noticed: set[tuple[str, str | None]] = set()
 
     def answered(self, task: SyncTask, at: float) -> None:
@@ -52,6 +54,8 @@ class Feedback:
         if dataset is None:
             return
         scope = f"vendor:{dataset.vendor}" if observation.scope == "vendor" else f"dataset:{dataset.name}"
+        if self.learners and observation.limit is not None and observation.per is not None:
+            self.learners.stated(scope, observation.limit, observation.per, observation.source or "its headers")
         held = self.limiter.observe(scope, observation.used, now, observation.per)
         # "Nothing left until the reset": freeze, unless our own quota over the same window now
         # holds the vendor's count and so waits exactly as long (a whole-second reset would

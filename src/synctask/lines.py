@@ -58,6 +58,12 @@ class Lines:
         waitlists = self.waitlists
         queue.lines = tuple(waitlists.get(c) or waitlists.setdefault(c, Waitlist(c)) for c in queue.gate.counters)
 
+    def forget_unused(self, used: set[int]) -> None:
+        """Drop the lines of counters no gate has now (limits that changed) once nobody waits in them."""
+        for counter in [c for c, line in self.waitlists.items() if id(c) not in used and not line.waiters
+                        and line.where is not SLEEPING]:
+            del self.waitlists[counter]
+
     def wake_due(self, now: float) -> None:
         """Queues whose sleep has ended go to the ready line; lines whose time came let one out."""
         sleeping, ready = self.sleeping, self.ready

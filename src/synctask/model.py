@@ -16,7 +16,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import IllegalTransition
-from .limits import Limit
+from .limits import Limit, Quota
 from .redact import SECRETS
 from .retry import RetryPolicy
 
@@ -166,6 +166,14 @@ def transition(what: str, current: S, requested: S) -> S:
 
 
 @dataclass(frozen=True)
+class Learn:
+    """A scope whose limits are learned: the probe's first pace, and a cap it never goes above."""
+
+    start: Quota
+    cap: Quota | None = None
+
+
+@dataclass(frozen=True)
 class Vendor:
     """A data provider with one set of credentials; its limits are shared by all its datasets.
 
@@ -180,6 +188,7 @@ class Vendor:
     node_limits: tuple[Limit, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
     margin: float | None = None  # seconds of safety on sliding windows (network jitter); None: none
+    learn: Learn | None = None  # its limits are learned from its answers (``learning``)
 
 
 @dataclass(frozen=True)
@@ -194,6 +203,7 @@ class Dataset:
     sink: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     errors: tuple[Any, ...] = ()  # ErrorRule: the user's own classification rules
+    learn: Learn | None = None  # its limits are learned from its answers (``learning``)
 
     def scopes(self, node: str | None = None) -> tuple[str, ...]:
         """The limiter scopes a request to this dataset draws on (node scope when on a node)."""

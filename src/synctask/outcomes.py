@@ -21,6 +21,7 @@ from .events import EventHub, FreezeEvent, SkipEvent
 from .feedback import Feedback
 from .incremental import Cursors
 from .jobs import Jobs
+from .learners import Learners
 from .model import RunState, SyncTask, TaskState, task_id
 from .redact import SECRETS
 from .runs import Runs
@@ -65,6 +66,7 @@ class Outcomes:
         self._checkpoint = checkpoint
         self._wake = wake
         self._clock = clock
+        self.learners: Learners | None = None  # scopes learning their limits from how tasks came back
 
     async def deliver(self, task: SyncTask, result: Any) -> tuple[int, Mapping[str, Any] | None]:
         """The master's half of a task: a page's notice told, its rows durably in the sink (or
@@ -89,6 +91,9 @@ class Outcomes:
     def finish(self, task: SyncTask, failure: Failure | None, rows: int,
                follow_up: Mapping[str, Any] | None = None) -> None:
         now = self._clock()
+        learners = self.learners
+        if learners:
+            learners.ended(task, self.catalog.dataset_of(task), failure, now)
         try:
             verdict = self.scheduler.report(task, failure, now, follow_up)
         except ValueError:

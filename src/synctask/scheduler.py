@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from .errors import Failure, UnknownPlan
 from .lanes import BUSY_LANE, IDLE, READY, SKIP_BUDGET, SLEEPING, DoneAmong, Lane, PlanStats, Queue, RunKey, one_by_one
-from .limits import AnyGate, Limiter, NodeGate
+from .limits import AnyGate, Limit, Limiter, NodeGate
 from .lines import Lines
 from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
 from .verdicts import Verdict, Verdicts
@@ -97,6 +97,21 @@ class Scheduler:
             self._node_limited[dataset.name] = vendor
             if self._nodes:
                 self._split_by_node(queue, vendor)
+
+    def relimit(self, scope: str, limits: Sequence[Limit], now: float, seeds: Mapping[float, int],
+                margin: float | None = None) -> None:
+        """Give ``scope`` new limits (learned ones): a new window's counter starts from what was
+        sent in it (``seeds``: window seconds -> sends), and the queues drawing on the scope see
+        the new limits at their next try (a queue asleep on an old window wakes when it would
+        have; a freeze holds them all meanwhile)."""
+        self.limiter.configure(scope, limits, margin)
+        for per, used in seeds.items():
+            self.limiter.observe(scope, used, now, per)
+        for queue in self._queues.values():
+            if scope in queue.scopes.values() and not isinstance(queue.gate, NodeGate):
+                queue.gate = self.limiter.gate(list(queue.scopes.values()), queue.weight)
+                self._lines.line_up(queue)
+        self._lines.forget_unused({id(c) for queue in self._queues.values() for c in queue.gate.counters})
 
     def set_nodes(self, nodes: Sequence[str]) -> None:
         """The worker nodes tasks may go to (Ray): each dataset whose vendor has node-scoped limits

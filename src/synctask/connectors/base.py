@@ -56,6 +56,8 @@ class Observation:
     used: int
     per: float | None = None
     freeze_for: float | None = None  # the vendor says nothing is left until its reset
+    limit: int | None = None  # the vendor states its quota over ``per`` (a learned limit adopts it)
+    source: str | None = None  # which header said so ("the RateLimit-Policy header")
 
 
 class Connector(Protocol):

@@ -222,7 +222,9 @@ def rate_limit_observations(response: Response) -> list[Observation]:
     freeze = reset if remaining == 0 and reset is not None else None
     if limit is None:
         return [Observation("vendor", 0, window, freeze)] if freeze else []
-    return [Observation("vendor", limit - remaining, window, freeze)]
+    stated = limit if window is not None else None  # a quota is a number over a window: both said
+    return [Observation("vendor", limit - remaining, window, freeze, stated,
+                        "the RateLimit-Policy header" if stated is not None else None)]
 
 
 def _records(data: Any, path: str, option: str) -> list[Row]:

@@ -1,0 +1,146 @@
+"""The engine's learned limits: one ``LimitLearner`` per scope whose limits are learned
+(``limits = "learn"``), told what each task sent and how it came back, and what the vendor's
+headers state; what they learn goes to the scheduler at once (the written limits stay, as a
+cap) and into the state, so the next run, the daemon's other plans and every Ray node (the
+master's limiter admits for all) start from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import Failure, OutcomeKind
+from .learning import Learned, LimitLearner
+from .model import Dataset, SyncTask, Vendor
+from .scheduler import Scheduler
+from .store import Store
+from .windows import Quota
+
+__all__ = ["Learners", "LEARNED"]
+
+LEARNED = "limits.learned"  # the state-store key: scope -> what was learned (rate, per, source, at)
+_LIMITED = (OutcomeKind.RATE_LIMITED, OutcomeKind.QUOTA)
+
+
+class Learners:
+    """Every learning scope of the engine, and which datasets draw on which."""
+
+    def __init__(self, scheduler: Scheduler, store: Callable[[], Store], clock: Callable[[], float]) -> None:
+        self.scheduler = scheduler
+        self._store = store
+        self._clock = clock
+        self.by_scope: dict[str, LimitLearner] = {}
+        self._written: dict[str, tuple[Any, ...]] = {}  # scope -> its written limits (kept beside)
+        self._margin: dict[str, float | None] = {}
+        self._weight: dict[str, int] = {}  # scope -> the heaviest request on it (a quota holds one at least)
+        self._of_dataset: dict[str, list[str]] = {}  # dataset -> its learning scopes (vendor, dataset)
+        self._tickets: dict[SyncTask, list[int]] = {}  # a task in flight -> its ticket in each
+        self._saved: dict[str, list[dict[str, Any]]] | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.by_scope)
+
+    # --- setup -----------------------------------------------------------------------------
+    def add_dataset(self, dataset: Dataset, vendor: Vendor | None) -> None:
+        scopes = []
+        if vendor is not None and vendor.learn is not None:
+            scopes.append(self._learner(f"vendor:{vendor.name}", vendor.learn, vendor.limits, vendor.margin))
+        if dataset.learn is not None:
+            margin = vendor.margin if vendor is not None else None
+            scopes.append(self._learner(f"dataset:{dataset.name}", dataset.learn, dataset.limits, margin))
+        if scopes:
+            self._of_dataset[dataset.name] = scopes
+            for scope in scopes:
+                self._weight[scope] = max(self._weight.get(scope, 1), dataset.weight)
+            for scope in scopes:  # adding a dataset wrote its vendor's limits again: the learned ones back
+                self._apply(scope, self._clock())
+
+    def remove_dataset(self, name: str) -> None:
+        self._of_dataset.pop(name, None)
+
+    def _learner(self, scope: str, learn: Any, written: tuple[Any, ...], margin: float | None) -> str:
+        if scope not in self.by_scope:
+            self.by_scope[scope] = LimitLearner(cap=learn.cap, start=learn.start)
+            self._written[scope], self._margin[scope] = written, margin
+        return scope
+
+    def restore(self) -> None:
+        """Take up what earlier runs learned (before their usage is restored: it is counted
+        under the learned limits)."""
+        if not self.by_scope:
+            return
+        saved = self._store().setting(LEARNED) or {}
+        for scope, records in saved.items():
+            learner = self.by_scope.get(scope)
+            if learner is None or learner.learned:
+                continue
+            kept = [Learned.from_record(record) for record in records]
+            self.by_scope[scope] = LimitLearner(cap=learner.cap, start=learner.start, learned=kept)
+            self._apply(scope, self._clock())
+
+    # --- what happened ---------------------------------------------------------------------
+    def sent(self, task: SyncTask, dataset: str, now: float, weight: int) -> None:
+        scopes = self._of_dataset.get(dataset)
+        if scopes:
+            self._tickets[task] = [self.by_scope[scope].sent(now, weight) for scope in scopes]
+
+    def ended(self, task: SyncTask, dataset: str, failure: Failure | None, now: float) -> None:
+        tickets = self._tickets.pop(task, None)
+        scopes = self._of_dataset.get(dataset)
+        if tickets is None or not scopes:
+            return
+        if failure is None or failure.kind not in _LIMITED:
+            for scope in scopes:
+                if self.by_scope[scope].clean(now):
+                    self._apply(scope, now)
+            return
+        scope = self._refused_scope(scopes, failure)
+        source = f"HTTP {failure.status}" if failure.status is not None else failure.kind.value.replace("_", "-")
+        learner = self.by_scope[scope]
+        if learner.refused(now, task.admitted, failure.retry_after, source, tickets[scopes.index(scope)]):
+            self._apply(scope, now)
+            self._save()
+
+    def stated(self, scope: str, rate: int, per: float, source: str) -> None:
+        """The vendor's headers say the scope's limit."""
+        learner = self.by_scope.get(scope)
+        now = self._clock()
+        if learner is not None and learner.stated(rate, per, now, source):
+            self._apply(scope, now)
+            self._save()
+
+    # --- what is known ---------------------------------------------------------------------
+    def describe(self, scope: str) -> str | None:
+        learner = self.by_scope.get(scope)
+        return None if learner is None else learner.describe()
+
+    def forget(self, scope: str) -> bool:
+        """Drop what was learned for ``scope``: it probes again from its start."""
+        learner = self.by_scope.get(scope)
+        if learner is None:
+            return False
+        self.by_scope[scope] = LimitLearner(cap=learner.cap, start=learner.start)
+        self._apply(scope, self._clock())
+        self._save()
+        return True
+
+    # --- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _refused_scope(scopes: list[str], failure: Failure) -> str:
+        """The learning scope a refusal speaks of: the one its failure names, else the dataset's."""
+        wanted = {"vendor": "vendor:", "dataset": "dataset:"}.get(failure.scope or "dataset", "dataset:")
+        for scope in scopes:
+            if scope.startswith(wanted):
+                return scope
+        return scopes[0]
+
+    def _apply(self, scope: str, now: float) -> None:
+        learner = self.by_scope[scope]
+        least = self._weight.get(scope, 1)
+        learned = [q if q.rate >= least else Quota(least, q.per, q.clock, q.tz) for q in learner.limits()]
+        seeds = {quota.per: learner.recent(quota.per, now) for quota in learned}
+        self.scheduler.relimit(scope, [*self._written[scope], *learned], now, seeds, self._margin[scope])
+
+    def _save(self) -> None:
+        records = {scope: learner.records() for scope, learner in self.by_scope.items() if learner.learned}
+        self._store().save_setting(LEARNED, records)

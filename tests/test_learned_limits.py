@@ -1,0 +1,110 @@
+"""Limits learned by the engine, over real runs: a Python vendor that hides its limit (50 per
+sliding second, 429 with Retry-After), learned with few refusals and kept in the state so the
+next run starts at it with none; and a REST vendor whose RateLimit-Policy header states it,
+adopted from its first answer."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+
+from synctask import RateLimited, SyncTaskExecutor, parse_plan_text
+from synctask.learners import LEARNED
+from synctask.simulator import Simulator, SimulatorConfig
+
+HIDDEN = {"rate": 50, "per": 1.0}
+_admitted: deque[float] = deque()
+REFUSED: list[float] = []
+
+
+async def strict(i: int) -> list[dict[str, int]]:
+    """A vendor that admits 50 in any second and says when room comes back, nothing more."""
+    await asyncio.sleep(0.01)
+    now = time.monotonic()
+    while _admitted and _admitted[0] <= now - HIDDEN["per"]:
+        _admitted.popleft()
+    if len(_admitted) >= HIDDEN["rate"]:
+        REFUSED.append(now)
+        raise RateLimited("too many requests", retry_after=math.ceil(_admitted[0] + HIDDEN["per"] - now) or 1)
+    _admitted.append(now)
+    return [{"i": i}]
+
+
+PLANS = """
+[vendors.hidden]
+connector = "python:tests.test_learned_limits:strict"
+limits = "learn"
+
+[datasets.items]
+vendor = "hidden"
+api = "python:tests.test_learned_limits:strict"
+sink = { kind = "sqlite", path = "items.db", key = ["i"] }
+
+[[plans]]
+name = "items"
+dataset = "items"
+params = { i = { from = FROM, to = TO } }
+"""
+
+
+def run_items(tmp_path, first: int, last: int):
+    async def go():
+        ex = SyncTaskExecutor(workers=8, state=tmp_path / "state.db", base_dir=tmp_path)
+        ex.load(parse_plan_text(PLANS.replace("FROM", str(first)).replace("TO", str(last)), "plans.toml", {}))
+        started = time.monotonic()
+        summary = await ex.run()
+        took = time.monotonic() - started
+        learned = ex.store.setting(LEARNED)
+        described = ex.learners.describe("vendor:hidden")
+        ex.close()
+        return summary, took, learned, described
+
+    return asyncio.run(go())
+
+
+def test_a_hidden_limit_is_learned_kept_and_used_from_the_first_request_of_the_next_run(tmp_path):
+    REFUSED.clear()
+    summary, took, learned, described = run_items(tmp_path, 1, 600)
+    assert summary.plans["items"]["done"] == 600
+    assert len(REFUSED) <= 10, len(REFUSED)  # the probe's one overshoot (8 in flight), then none
+    assert learned["vendor:hidden"][0]["rate"] in range(45, 51) and learned["vendor:hidden"][0]["per"] == 1.0
+    assert described.startswith("learned: ") and "per 1s (from answers refused" in described
+    first_refusals = len(REFUSED)
+    summary, took, _, _ = run_items(tmp_path, 601, 1100)  # a new process: the state's learned limit
+    assert summary.plans["items"]["done"] == 500
+    assert len(REFUSED) == first_refusals  # not one refusal
+    assert took < 500 / 45 + 3, took  # at the limit from the start, not a probe's slow climb
+
+
+def test_a_limit_stated_in_headers_is_adopted_with_no_refusal(tmp_path):
+    text = '''
+[vendors.items-api]
+connector = "rest"
+base_url = "URL"
+limits = "learn"
+options = { headers = { Authorization = "Bearer x" } }
+
+[datasets.items]
+vendor = "items-api"
+sink = { kind = "sqlite", path = "items.db", key = ["id"] }
+options = { path = "/v1/items", query = { day = "{day}", page_size = "10" }, records = "data.items", pagination = { kind = "cursor", param = "cursor", path = "meta.next_cursor" } }
+
+[[plans]]
+name = "items"
+dataset = "items"
+params = { day = { from = "2024-01-01", to = "2024-01-20", step = "1d" } }
+'''
+
+    async def go():
+        async with Simulator(SimulatorConfig("rest", scale=60, rest_per_minute=20)) as sim:
+            ex = SyncTaskExecutor(workers=8, base_dir=tmp_path)
+            ex.load(parse_plan_text(text.replace("URL", sim.url), "plans.toml", {}))
+            summary = await ex.run()
+            return summary, sim.stats, ex.learners.describe("vendor:items-api")
+
+    summary, stats, described = asyncio.run(go())
+    assert summary.plans["items"]["failed"] == 0 and summary.plans["items"]["done"] > 20
+    assert stats.violations == [], stats.violations
+    assert described == "learned: 20 per 1s (from the RateLimit-Policy header)", described
