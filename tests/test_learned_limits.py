@@ -9,6 +9,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from pathlib import Path
 
 from synctask import RateLimited, SyncTaskExecutor, parse_plan_text
 from synctask.learners import LEARNED
@@ -108,3 +109,26 @@ params = { day = { from = "2024-01-01", to = "2024-01-20", step = "1d" } }
     assert summary.plans["items"]["failed"] == 0 and summary.plans["items"]["done"] > 20
     assert stats.violations == [], stats.violations
     assert described == "learned: 20 per 1s (from the RateLimit-Policy header)", described
+
+
+def test_synctask_limits_shows_and_forgets_what_was_learned(tmp_path):
+    import subprocess
+    import sys
+
+    REFUSED.clear()
+    run_items(tmp_path, 1, 200)
+    plans = tmp_path / "plans.toml"
+    plans.write_text(PLANS.replace("FROM", "1").replace("TO", "2"))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def limits(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "synctask.cli", "limits", str(plans), "--state",
+                               str(tmp_path / "state.db"), *args], capture_output=True, text=True, env=env, timeout=60)
+
+    shown = limits()
+    assert shown.returncode == 0 and "vendor:hidden: learned: " in shown.stdout and "per 1s" in shown.stdout, shown
+    wrong = limits("--forget", "nobody")
+    assert wrong.returncode == 1 and "nothing was learned of vendor:nobody (learned: vendor:hidden)" in wrong.stderr
+    gone = limits("--forget", "hidden")
+    assert gone.returncode == 0 and "vendor:hidden: forgotten" in gone.stdout
+    assert "nothing learned yet" in limits().stdout

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -551,9 +551,10 @@ def _print_datasets(plans: PlanFile, names: set[str]) -> None:
             where = ds.sink.get("path") or ds.sink.get("table") or ""
             out.print(f"  sink      {sink} {where}  key {', '.join(ds.sink.get('key', [])) or 'none'}",
                       markup=False, highlight=False)
-        out.print(f"  limits    dataset: {_limits(ds.limits)}")
+        out.print(f"  limits    dataset: {_limits(ds.limits)}{_learning(ds.learn)}", markup=False, highlight=False)
         margin = format_duration(vendor.margin) if vendor.margin else "none"
-        out.print(f"            vendor {vendor.name}: {_limits(vendor.limits)}  (margin {margin})")
+        out.print(f"            vendor {vendor.name}: {_limits(vendor.limits)}{_learning(vendor.learn)}  "
+                  f"(margin {margin})", markup=False, highlight=False)
         if vendor.node_limits:
             out.print(f"            per node: {_limits(vendor.node_limits)}")
 
@@ -562,6 +563,16 @@ def _limits(limits: tuple[Limit, ...]) -> str:
     return ", ".join(str(limit) for limit in limits) or "none"
 
 
+def _learning(learn: Any) -> str:
+    """How a scope learns its limits, said after its written ones."""
+    if learn is None:
+        return ""
+    cap = f", never above {learn.cap}" if learn.cap is not None else ""
+    return (f"; learned from its answers (stated in headers: adopted; else probing from {learn.start}{cap}; "
+            "kept in the state)")
+
+
+from . import learned_cli as _learned_cli  # noqa: E402,F401 - `synctask limits`: registered
 from . import remote as _remote  # noqa: E402,F401 - the commands that talk to a daemon: registered
 
 

@@ -47,6 +47,8 @@ def status(
     if not plan:  # and what every limit allows now, in words
         for scope in _daemon(url, "GET", "/api/vendors")["scopes"]:
             said = "; ".join(limit["text"] for limit in scope["limits"])
+            if scope.get("learned"):
+                said += f" ({scope['learned']})"
             freeze = scope.get("freeze")
             if freeze is not None:
                 until = datetime.fromisoformat(scope["frozen_until"]).timestamp()

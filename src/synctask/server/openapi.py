@@ -62,6 +62,7 @@ _SCHEMAS: dict[str, Any] = {
                                                              "capacity": _COUNT, "resets_at": _MAYBE_TIME,
                                                              "text": {"type": "string"}}}},
         "frozen_until": _MAYBE_TIME,
+        "learned": {"type": ["string", "null"], "description": "what was learned of a scope's limits, in words"},
         "freeze": {"type": ["object", "null"], "properties": {"message": {"type": "string"},
                                                               "ban": {"type": "boolean"}}}}},
     "Change": {"type": "object", "required": ["plan", "state", "changed"], "properties": {

@@ -78,7 +78,8 @@ def scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[dic
         if not limits and frozen is None:
             continue
         view: dict[str, Any] = {"scope": scope, "vendor": vendor_of(executor, scope), "node": scope_parts(scope)[2],
-                                "limits": limits, "frozen_until": iso(frozen, precise=True), "freeze": None}
+                                "limits": limits, "frozen_until": iso(frozen, precise=True), "freeze": None,
+                                "learned": executor.learners.describe(scope)}
         if frozen is not None:
             message = freezes.get(scope, "")
             view["freeze"] = {"message": message, "ban": any(code in message for code in _BANS)}

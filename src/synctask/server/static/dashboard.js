@@ -403,6 +403,7 @@ function renderVendors() {
     for (const scope of scopes) {
       const part = el("div", { class: "scope" },
         el("div", { class: "label" }, scope.node ? `node ${scope.node} (per-node limit)` : scope.scope));
+      if (scope.learned) part.append(el("div", { class: "learned" }, scope.learned));
       for (const limit of scope.limits) {
         const fraction = limit.capacity ? Math.min(1, limit.used / limit.capacity) : 0;
         const gauge = el("div", { class: `bar${fraction >= 1 ? " full" : fraction >= 0.8 ? " hot" : ""}`, role: "meter",
