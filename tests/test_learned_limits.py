@@ -132,3 +132,38 @@ def test_synctask_limits_shows_and_forgets_what_was_learned(tmp_path):
     gone = limits("--forget", "hidden")
     assert gone.returncode == 0 and "vendor:hidden: forgotten" in gone.stdout
     assert "nothing learned yet" in limits().stdout
+
+
+def test_a_rest_vendor_that_hides_its_limit_over_real_sockets(tmp_path):
+    """The simulator's hidden profile: 100 per 10 (vendor) seconds at scale 10, so 100 a real
+    second; a 429 with Retry-After alone; 20 refusals in 10 s would be a ban."""
+    text = '''
+[vendors.quiet]
+connector = "rest"
+base_url = "URL"
+limits = "learn"
+
+[datasets.rows]
+vendor = "quiet"
+sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
+options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
+
+[[plans]]
+name = "rows"
+dataset = "rows"
+params = { i = { from = 1, to = 900 } }
+'''
+
+    async def go():
+        config = SimulatorConfig("hidden", scale=10, hidden_limits=((100, 10.0, False),))
+        async with Simulator(config) as sim:
+            ex = SyncTaskExecutor(workers=8, base_dir=tmp_path)
+            ex.load(parse_plan_text(text.replace("URL", sim.url), "plans.toml", {}))
+            summary = await ex.run()
+            return summary, sim.stats, ex.learners.by_scope["vendor:quiet"].limits()
+
+    summary, stats, learned = asyncio.run(go())
+    assert summary.plans["rows"]["done"] == 900 and summary.plans["rows"]["failed"] == 0
+    assert stats.bans == 0 and len(stats.violations) <= 10, stats.violations
+    [quota] = learned
+    assert quota.per == 1.0 and 90 <= quota.rate <= 100, quota

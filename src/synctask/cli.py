@@ -244,7 +244,7 @@ def demo(
 @app.command()
 def simulate(
     profile: Annotated[str, typer.Option(
-        "--profile", metavar="NAME", help="tushare, binance, rest, ws, all or demo.")] = "tushare",
+        "--profile", metavar="NAME", help="tushare, binance, rest, ws, hidden, all or demo.")] = "tushare",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, metavar="PORT", help="Where to listen.")] = 9000,
     host: Annotated[str, typer.Option(
         "--host", metavar="ADDRESS", help="Bind address (loopback unless you mean it).")] = "127.0.0.1",
@@ -254,15 +254,19 @@ def simulate(
         "--faults", metavar="LIST",
         help="Injected faults, e.g. latency=5ms..40ms,stamp=0ms..50ms,5xx=0.03,malformed=0.01,drop=0.01")] = "",
     seed: Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the faults' random draws.")] = 7,
+    hidden: Annotated[str, typer.Option(
+        "--hidden", metavar="LIMITS", help="The hidden profile's limits, never stated: '50 per 1s', "
+        "'100 per 10s; 600 per 1m clock'.")] = "50 per 1s",
 ) -> None:
     """Run the vendor simulator on its own (stats at /_admin/stats); 'all' and 'demo' serve every vendor."""
     from .demo import demo_profiles
     from .simulator import PROFILES, Faults, Simulator, SimulatorConfig
 
     if profile not in (*PROFILES, "all", "demo"):
-        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, all or demo"))
+        _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, hidden, all or demo"))
     try:
-        config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults))
+        config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults),
+                                 hidden_limits=_hidden_limits(hidden))
     except ValueError as exc:
         _fail(exc)
     simulator = Simulator(config, host=host, port=port, profiles=demo_profiles() if profile == "demo" else None)
@@ -557,6 +561,20 @@ def _print_datasets(plans: PlanFile, names: set[str]) -> None:
                   f"(margin {margin})", markup=False, highlight=False)
         if vendor.node_limits:
             out.print(f"            per node: {_limits(vendor.node_limits)}")
+
+
+def _hidden_limits(text: str) -> tuple[tuple[int, float, bool], ...]:
+    """``"100 per 10s; 600 per 1m clock"`` as the hidden profile's (rate, per, clock) limits."""
+    from .learning import parse_rate
+
+    found = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        clock = part.endswith(" clock")
+        quota = parse_rate(part.removesuffix(" clock"))
+        found.append((quota.rate, quota.per, clock))
+    if not found:
+        raise ValueError("--hidden needs at least one limit, like '50 per 1s'")
+    return tuple(found)
 
 
 def _limits(limits: tuple[Limit, ...]) -> str:

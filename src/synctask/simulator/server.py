@@ -20,7 +20,7 @@ from .faults import FaultDice, Faults
 
 __all__ = ["Simulator", "SimulatorConfig", "PROFILES"]
 
-PROFILES = ("tushare", "binance", "rest", "ws")
+PROFILES = ("tushare", "binance", "rest", "ws", "hidden")
 
 TUSHARE_MINUTE_MSG = "抱歉，您每分钟最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
 TUSHARE_DAILY_MSG = "抱歉，您每天最多访问该接口{n}次，权限的具体详情访问：https://tushare.pro/document/1?doc_id=108。"
@@ -57,6 +57,9 @@ class SimulatorConfig:
     records_update_every: float = 300.0  # vendor seconds between updates of every third record
     ws_per_second: float = 200.0  # quote messages per (vendor) second
     ws_drop_every: int = 0  # close the connection abruptly after this many messages (0: never)
+    # hidden: GET /v1/hidden?i=N under limits it never states: (rate, per vendor-seconds, clock-aligned);
+    # an answer over one is a 429 with Retry-After alone; 20 of those in 10 s get a 60 s ban (403)
+    hidden_limits: tuple[tuple[int, float, bool], ...] = ((50, 1.0, False),)
 
 
 @dataclass
@@ -131,9 +134,11 @@ class Simulator:
             app.router.add_get("/v1/records", self._records)
         elif self.config.profile == "ws":
             app.router.add_get("/ws", self._ws)
+        elif self.config.profile == "hidden":
+            app.router.add_get("/v1/hidden", self._hidden)
         else:
             raise ValueError(f"unknown simulator profile {self.config.profile!r}; "
-                             "use tushare, binance, rest, ws or all")
+                             "use tushare, binance, rest, ws, hidden or all")
         return app
 
     async def start(self) -> str:
@@ -447,6 +452,47 @@ class Simulator:
         self.stats.rows += len(items)
         meta = {"next_cursor": f"c{offset + size}" if more else None}
         return web.json_response({"data": {"items": items}, "meta": meta}, headers=headers)
+
+    # --- hidden ---------------------------------------------------------------------------
+    async def _hidden(self, request: web.Request) -> web.Response:
+        """One row per request under limits it never states: over one, a 429 with Retry-After
+        (whole seconds) and nothing else; a client that keeps pushing (20 refusals in 10 s) is
+        banned for a minute."""
+        now = time.time()
+        if now < self._banned_until:
+            self._violation("while_banned", "hidden", now)
+            return web.json_response({"error": "banned"}, status=403)
+        log = self._minute_log["hidden"]  # admitted requests, oldest first
+        longest = max(per for _, per, _ in self.config.hidden_limits) / self.config.scale
+        while log and log[0] <= now - longest:
+            log.popleft()
+        room_at = now
+        for rate, per, clock in self.config.hidden_limits:
+            span = per / self.config.scale
+            if clock:
+                start = math.floor(now / span) * span
+                if sum(1 for t in log if t >= start) >= rate:
+                    room_at = max(room_at, start + span)
+            else:
+                inside = [t for t in log if t > now - span]
+                if len(inside) >= rate:
+                    room_at = max(room_at, inside[-rate] + span)
+        if room_at > now:
+            self._violation("over_hidden_limit", "hidden", now)
+            refusals = self._minute_log["hidden_refused"]
+            refusals.append(now)
+            while refusals and refusals[0] <= now - 10:
+                refusals.popleft()
+            if len(refusals) >= 20:
+                self._banned_until = now + 60
+                self.stats.bans += 1
+            return web.json_response({"error": "too many requests"}, status=429,
+                                     headers={"Retry-After": str(max(1, math.ceil(room_at - now)))})
+        log.append(now)
+        self.stats.served += 1
+        self.stats.rows += 1
+        self.stats.by_api["hidden"] += 1
+        return web.json_response({"data": [{"i": request.query.get("i")}]})
 
     # --- ws -------------------------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
