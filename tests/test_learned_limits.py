@@ -167,3 +167,19 @@ params = { i = { from = 1, to = 900 } }
     assert stats.bans == 0 and len(stats.violations) <= 10, stats.violations
     [quota] = learned
     assert quota.per == 1.0 and 90 <= quota.rate <= 100, quota
+
+
+def test_tushares_own_message_states_its_limits_however_it_is_encoded():
+    import json as _json
+
+    from synctask.connectors.base import Response
+    from synctask.connectors.tushare import TushareConnector
+    from synctask.model import Dataset, Vendor
+
+    connector = TushareConnector(Vendor("ts", "tushare", "http://x"), Dataset("daily", "ts", "daily"))
+    for body in (_json.dumps({"code": 40203, "msg": "抱歉，您每分钟最多访问该接口200次"}).encode(),  # \\u escaped
+                 _json.dumps({"code": 40203, "msg": "抱歉，您每天最多访问该接口5000次"}, ensure_ascii=False).encode()):
+        [said] = connector.observations(Response(200, {}, body))
+        assert (said.limit, said.per, said.used, said.source) in (
+            (200, 60.0, 0, "Tushare's own message"), (5000, 86400.0, 0, "Tushare's own message"))
+    assert connector.observations(Response(200, {}, b'{"code": 0, "data": {"items": []}}')) == []

@@ -8,6 +8,8 @@ token (code 40101, or HTTP 401/403) or an unknown api is fatal; anything else is
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
@@ -41,7 +43,20 @@ class TushareConnector:
                                                "fields": self.fields})
 
     def observations(self, response: Response) -> list[Observation]:
-        return []
+        """Tushare says its per-minute and daily limits in its refusals ("每分钟最多访问该接口200次"):
+        a learned limit adopts them (nothing is counted: ``used`` 0)."""
+        body = response.body
+        if len(body) > 4096 or not any(words in body for words in _SAYS_LIMIT):
+            return []
+        try:  # its message, as sent (UTF-8) or JSON-escaped (\\u6700...)
+            text = str(json.loads(body).get("msg") or "")
+        except (ValueError, AttributeError):
+            text = body.decode("utf-8", errors="replace")
+        found = _STATED.search(text)
+        if found is None:
+            return []
+        per = 60.0 if found.group(1) == "分钟" else 86400.0
+        return [Observation("dataset", 0, per, None, int(found.group(2)), "Tushare's own message")]
 
     def parse(self, response: Response, task: SyncTask, now: float) -> list[Row]:
         if response.status >= 500:
@@ -75,6 +90,10 @@ class TushareConnector:
         if "接口名" in msg:
             return FatalError(f"tushare does not know api {self.api!r} ({msg})")
         return InvalidRequest(f"tushare code {code}: {msg}")
+
+
+_SAYS_LIMIT = ("最多访问".encode(), b"\\u6700\\u591a\\u8bbf\\u95ee", b"\\u6700\\u591A\\u8BBF\\u95EE")
+_STATED = re.compile(r"每(分钟|天)最多访问该接口(\d+)次")
 
 
 def _rows(data: Any) -> list[Row]:
