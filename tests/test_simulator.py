@@ -34,7 +34,7 @@ def test_profile_all_serves_each_vendor_under_its_own_path_with_its_own_counts()
     assert len(klines) == 3
     assert len(items["data"]["items"]) == 10 and link.startswith("</rest/v1/items?")  # the next page keeps the prefix
     assert quote["seq"] == 0
-    assert set(stats) == {"tushare", "binance", "rest", "ws"} and stats["binance"]["served"] == 1
+    assert set(stats) == {"tushare", "binance", "rest", "ws", "hidden"} and stats["binance"]["served"] == 1
 
 
 def test_rest_sliding_limit_answers_429_then_bans_a_client_that_ignores_it_and_reset_forgets():
