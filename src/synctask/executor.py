@@ -344,10 +344,10 @@ class SyncTaskExecutor:
             if free > 0:
                 decision = scheduler.dispatch(now, free)
                 self._outcomes.note_skips()
-                learners = self.learners
+                learners = self.learners if self.learners.by_scope else None  # asked once a turn
                 for task in decision.tasks:
                     self._hub.task_started(now, task)
-                    if learners:  # a scope learns its limits: it counts what went, and when
+                    if learners is not None:  # a scope learns its limits: it counts what went, and when
                         dataset = self.catalog.datasets[self.catalog.dataset_of(task)]
                         learners.sent(task, dataset.name, now, dataset.weight)
                     pool.start(task)

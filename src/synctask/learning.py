@@ -21,7 +21,6 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
-from .units import format_duration
 from .windows import Quota
 
 __all__ = ["LimitLearner", "Learned", "WINDOWS", "parse_rate"]
@@ -281,7 +280,3 @@ class LimitLearner:
         times, head = self._times, self._head
         hi = bisect_left(times, end, head) if right_open else bisect_right(times, end, head)
         return max(hi - bisect_left(times, start, head), 0)
-
-    @staticmethod
-    def window_text(per: float) -> str:
-        return format_duration(per)

@@ -92,7 +92,7 @@ class Outcomes:
                follow_up: Mapping[str, Any] | None = None) -> None:
         now = self._clock()
         learners = self.learners
-        if learners:
+        if learners is not None and learners.by_scope:  # no method call per task when nothing learns
             learners.ended(task, self.catalog.dataset_of(task), failure, now)
         try:
             verdict = self.scheduler.report(task, failure, now, follow_up)
