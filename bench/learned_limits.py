@@ -5,7 +5,10 @@ its own process (a 429 with Retry-After alone; 20 refusals in 10 s ban the clien
 For each vendor: violations (answers over its limit, and any while banned), seconds until the
 pace first reaches 90% of the true limit (over the vendor's window), and the whole run ÷ the
 ideal (requests ÷ the limit's rate); synctask twice, the second run starting from what the first
-learned (kept in the state). Rounds alternate the clients.
+learned (kept in the state). Rounds alternate the clients. Vendors: ``sliding`` (50 per sliding
+second), ``ten`` (100 per 10 s), ``minute`` (600 per clock minute), ``headers`` (50 per second,
+stated in the current IETF draft's RateLimit headers), ``daily`` (50 per second and 2,000 a day:
+the run cannot finish; it stops after 60 s and counts what went over the day's cap).
 
     python bench/learned_limits.py [--requests 3000] [--rounds 1] [--busy] [--vendors sliding,ten]
 """
@@ -27,10 +30,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-VENDORS = {  # name: (--hidden limits, scale, the true limit in real requests per second, its window)
-    "sliding": ("50 per 1s", 1.0, 50.0, 1.0),
-    "ten": ("100 per 10s", 1.0, 10.0, 10.0),
-    "minute": ("600 per 1m clock", 1.0, 10.0, 60.0),
+VENDORS = {  # name: (--hidden limits, stated in headers, the true limit in requests per second, its window, deadline)
+    "sliding": ("50 per 1s", False, 50.0, 1.0, None),
+    "ten": ("100 per 10s", False, 10.0, 10.0, None),
+    "minute": ("600 per 1m clock", False, 10.0, 60.0, None),
+    "headers": ("50 per 1s", True, 50.0, 1.0, None),
+    "daily": ("50 per 1s; 2000 per 1d", False, 50.0, 1.0, 60.0),
 }
 
 PLANS = """
@@ -54,9 +59,9 @@ params = {{ i = {{ from = {first}, to = {last} }} }}
 class Vendor:
     """The simulator in its own process, and a watcher of its pace."""
 
-    def __init__(self, hidden: str, scale: float) -> None:
+    def __init__(self, hidden: str, stated: bool) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "simulate", "--profile", "hidden",
-                                      "--port", "0", "--scale", str(scale), "--hidden", hidden],
+                                      "--port", "0", "--hidden", hidden, *(["--state-limits"] if stated else [])],
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -104,13 +109,15 @@ def measured(vendor: Vendor, rate: float, window: float, requests: int, client) 
             "ratio": took / (requests / rate), "served": stats["served"]}
 
 
-def synctask_client(url: str, folder: Path, first: int, requests: int):
+def synctask_client(url: str, folder: Path, first: int, requests: int, deadline: float | None = None):
     def run() -> None:
         from synctask import SyncTaskExecutor, parse_plan_text
 
         async def go() -> None:
             ex = SyncTaskExecutor(workers=16, state=folder / "state.db", base_dir=folder)
             ex.load(parse_plan_text(PLANS.format(url=url, first=first, last=first + requests - 1), "plans.toml", {}))
+            if deadline is not None:
+                asyncio.get_running_loop().call_later(deadline, ex.stop_plan, "rows")
             await ex.run()
             ex.close()
 
@@ -118,7 +125,7 @@ def synctask_client(url: str, folder: Path, first: int, requests: int):
     return run
 
 
-def botocore_client(url: str, requests: int, threads: int = 16):
+def botocore_client(url: str, requests: int, deadline: float | None = None, threads: int = 16):
     """botocore's ClientRateLimiter as its adaptive retry mode wires it (CUBIC, token bucket,
     rate clocker), 16 threads; a throttled request is tried again after its backoff."""
     from botocore.retries import adaptive, bucket, throttling
@@ -134,9 +141,10 @@ def botocore_client(url: str, requests: int, threads: int = 16):
             todo.put((i, 0))
         done = [0]
         lock = threading.Lock()
+        ends = time.monotonic() + deadline if deadline is not None else float("inf")
 
         def worker() -> None:
-            while True:
+            while time.monotonic() < ends:
                 with lock:
                     if done[0] >= requests:
                         return
@@ -187,23 +195,24 @@ def main() -> None:
     loaders = busy() if args.busy else []
     try:
         for name in args.vendors.split(","):
-            hidden, scale, rate, window = VENDORS[name]
-            vendor = Vendor(hidden, scale)
+            hidden, stated, rate, window, deadline = VENDORS[name]
+            vendor = Vendor(hidden, stated)
             try:
                 for round_ in range(args.rounds):
                     for client in args.clients.split(","):
                         if client == "synctask":
                             with tempfile.TemporaryDirectory() as folder:
                                 first = measured(vendor, rate, window, args.requests,
-                                                 synctask_client(vendor.url, Path(folder), 1, args.requests))
+                                                 synctask_client(vendor.url, Path(folder), 1, args.requests,
+                                                                 deadline))
                                 again = measured(vendor, rate, window, args.requests,
                                                  synctask_client(vendor.url, Path(folder), args.requests + 1,
-                                                                 args.requests))
+                                                                 args.requests, deadline))
                             print(f"{name} ({hidden}) round {round_ + 1} synctask: {_said(first)}; "
                                   f"second run: {_said(again)}", flush=True)
                         else:
                             result = measured(vendor, rate, window, args.requests,
-                                              botocore_client(vendor.url, args.requests))
+                                              botocore_client(vendor.url, args.requests, deadline))
                             print(f"{name} ({hidden}) round {round_ + 1} botocore: {_said(result)}", flush=True)
             finally:
                 vendor.close()
@@ -215,7 +224,7 @@ def main() -> None:
 def _said(r: dict) -> str:
     reached = "never" if r["reached"] is None else f"{r['reached']:.1f} s"
     return (f"{r['violations']} violations ({r['bans']} bans), 90% of the limit after {reached}, "
-            f"{r['ratio']:.2f}x ideal")
+            f"{r['ratio']:.2f}x ideal, {r['served']} served")
 
 
 if __name__ == "__main__":

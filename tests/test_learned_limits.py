@@ -169,6 +169,41 @@ params = { i = { from = 1, to = 900 } }
     assert quota.per == 1.0 and 90 <= quota.rate <= 100, quota
 
 
+def test_every_limit_a_vendor_states_in_the_current_drafts_headers_is_adopted_with_no_refusal(tmp_path):
+    """The hidden profile stating its two limits (``RateLimit-Policy: "l0";q=50;w=1, "l1";q=300;w=10``):
+    both adopted from the first answer, so neither is ever exceeded (450 requests: the 10-s one binds)."""
+    text = '''
+[vendors.open]
+connector = "rest"
+base_url = "URL"
+limits = "learn"
+
+[datasets.rows]
+vendor = "open"
+sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
+options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
+
+[[plans]]
+name = "rows"
+dataset = "rows"
+params = { i = { from = 1, to = 450 } }
+'''
+
+    async def go():
+        config = SimulatorConfig("hidden", hidden_limits=((50, 1.0, False), (300, 10.0, False)), hidden_stated=True)
+        async with Simulator(config) as sim:
+            ex = SyncTaskExecutor(workers=8, base_dir=tmp_path)
+            ex.load(parse_plan_text(text.replace("URL", sim.url), "plans.toml", {}))
+            summary = await ex.run()
+            return summary, sim.stats, ex.learners.describe("vendor:open")
+
+    summary, stats, described = asyncio.run(go())
+    assert summary.plans["rows"]["done"] == 450 and summary.plans["rows"]["failed"] == 0
+    assert stats.violations == [], stats.violations
+    assert described == ("learned: 50 per 1s (from the RateLimit-Policy header); "
+                         "learned: 300 per 10s (from the RateLimit-Policy header)"), described
+
+
 def test_tushares_own_message_states_its_limits_however_it_is_encoded():
     import json as _json
 

@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from synctask.learning import LimitLearner, parse_rate
+from synctask.learning import Learned, LimitLearner, parse_rate
 from synctask.limits import Limiter
-from synctask.windows import Quota
+from synctask.windows import Concurrency, Quota
 
 SCOPE = "vendor:v"
 
@@ -57,7 +57,8 @@ def run(vendor: HiddenVendor, learner: LimitLearner, seconds: float, latency: fl
         nonlocal gate
         limiter.configure(SCOPE, learner.limits())
         for quota in learner.limits():
-            limiter.observe(SCOPE, learner.recent(quota.per, at), at, quota.per)
+            if isinstance(quota, Quota):
+                limiter.observe(SCOPE, learner.recent(quota.per, at), at, quota.per)
         gate = limiter.gate([SCOPE])
 
     relimit(start)  # what was sent before (an earlier run's usage, kept in the state) counts
@@ -86,6 +87,7 @@ def run(vendor: HiddenVendor, learner: LimitLearner, seconds: float, latency: fl
             answered, sent, ticket = heapq.heappop(answers)
             flying -= 1
             gate.settle(1, answered)
+            gate.release()
             retry_after = vendor.arrive(sent + (answered - sent) / 2)
             if retry_after is not None:
                 limiter.freeze(SCOPE, answered + retry_after)
@@ -93,7 +95,7 @@ def run(vendor: HiddenVendor, learner: LimitLearner, seconds: float, latency: fl
                     relimit(answered)
             elif stated is not None and learner.stated(stated[0], stated[1], answered, "the RateLimit-Policy header"):
                 relimit(answered)
-            elif learner.clean(answered):
+            elif learner.clean(answered, sent):
                 relimit(answered)
     ideal = vendor.rate / vendor.per
     served = sum(1 for a in vendor.admitted if a >= start)
@@ -167,3 +169,54 @@ def test_a_vendor_that_raises_its_stated_limit_is_followed_up():
     vendor.rate = 80
     result = run(vendor, learner, seconds=20.0, stated=(80, 1.0), start=20.0, in_flight=8)
     assert learner.limits() == [Quota(80, 1.0)] and result["violations"] == 0
+
+
+@pytest.mark.parametrize(("rate", "per", "latency"), [(50, 1.0, 0.01), (50, 1.0, 0.1), (100, 10.0, 0.03),
+                                                      (600, 60.0, 0.05), (1000, 3600.0, 0.03)])
+def test_the_probe_keeps_only_what_its_pace_needs_in_flight_so_64_workers_overshoot_little(rate, per, latency):
+    """64 workers ready at once: a probe that let them all go would put dozens over at the first
+    overshoot. It starts with one in flight and lets in what its pace needs at the latency seen."""
+    learner = LimitLearner()
+    assert learner.limits() == [Quota(2, 1.0), Concurrency(1)]
+    vendor = HiddenVendor(rate, per)
+    result = run(vendor, learner, seconds=60.0, latency=latency, in_flight=64)
+    assert [(q.rate, q.per) for q in learner.limits()] == [(rate, per)], learner.describe()
+    assert result["violations"] <= 5, result
+    assert result["reached"] <= 3.0, result  # doubling each time its room is used, not each second
+
+
+def test_the_probe_lets_more_in_flight_as_answers_slow_down():
+    learner = LimitLearner(start=Quota(40, 1.0))
+    now = 0.0
+    for _ in range(20):  # answers take 0.2 s: 40 a second needs 8 in flight, 12 with the slack
+        learner.sent(now)
+        learner.clean(now + 0.2, now)
+        now += 0.025
+    assert learner.in_flight() == 12 and learner.limits()[-1] == Concurrency(12)
+    assert "probing at 40 per 1s, 12 in flight" in learner.describe()
+
+
+def test_a_vendor_that_raises_a_limit_it_never_states_is_found_out_by_trying_a_little_more():
+    vendor = HiddenVendor(10, 1.0)
+    learner = LimitLearner()
+    run(vendor, learner, seconds=100.0)
+    assert learner.limits() == [Quota(10, 1.0)]
+    vendor.rate = 20
+    before = vendor.refused
+    run(vendor, learner, seconds=3000.0, start=100.0)
+    assert learner.limits() == [Quota(20, 1.0)], learner.describe()  # 11, 13, 18, then 32: refused at 20
+    assert vendor.refused - before <= 2, vendor.refused - before
+    assert [r["rate"] for r in learner.records()] == [20]
+
+
+def test_tries_of_more_on_a_vendor_that_never_raises_cost_a_refusal_each_and_grow_rare():
+    vendor = HiddenVendor(10, 1.0)
+    learner = LimitLearner()
+    run(vendor, learner, seconds=100.0)
+    before = vendor.refused
+    run(vendor, learner, seconds=6 * 3600.0, start=100.0)
+    tries = vendor.refused - before
+    assert 1 <= tries <= 5, tries  # after 10 min, then 20, 40, 80, 160: five in six hours at most
+    assert learner.limits() == [Quota(10, 1.0)] and [r["rate"] for r in learner.records()] == [10]
+    kept = LimitLearner(learned=[Learned.from_record(r) for r in learner.records()])
+    assert kept.limits() == [Quota(10, 1.0)]

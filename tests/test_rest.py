@@ -146,6 +146,38 @@ def test_rate_limit_header_forms():
     assert rate_limit_observations(Response(200, {}, b"")) == []
 
 
+@pytest.mark.parametrize(("headers", "expected"), [
+    # early IETF draft: policy and combined count
+    ({"RateLimit-Policy": "100;w=60", "RateLimit": "limit=100, remaining=40, reset=12"},
+     [(60, 60.0, None, 100)]),
+    # several policies; the count speaks of the one whose quota is its limit
+    ({"RateLimit-Policy": "10;w=1, 1000;w=3600;comment=\"hourly\"", "RateLimit-Limit": "1000",
+      "RateLimit-Remaining": "0", "RateLimit-Reset": "30"},
+     [(0, 1.0, None, 10), (1000, 3600.0, 30.0, 1000)]),
+    # quota policies inside RateLimit-Limit (draft -03)
+    ({"RateLimit-Limit": "50, 50;w=1, 600;w=60", "RateLimit-Remaining": "45", "RateLimit-Reset": "1"},
+     [(5, 1.0, None, 50), (0, 60.0, None, 600)]),
+    # current draft: named policies, the count names its policy
+    ({"RateLimit-Policy": '"burst";q=100;w=60, "day";q=1000;w=86400', "RateLimit": '"day";r=0;t=7200'},
+     [(0, 60.0, None, 100), (1000, 86400.0, 7200.0, 1000)]),
+    ({"ratelimit-policy": ' "default" ; q=50 ; w=1 ', "ratelimit": '"default";r=10;t=1'},
+     [(40, 1.0, None, 50)]),
+])
+def test_rate_limit_headers_state_every_quota_in_every_draft_form(headers, expected):
+    found = rate_limit_observations(Response(200, headers, b""))
+    assert [(o.used, o.per, o.freeze_for, o.limit) for o in found] == expected
+    assert all(o.source and o.source.endswith("header") for o in found)
+
+
+@pytest.mark.parametrize("headers", [
+    {"RateLimit-Policy": "fast"}, {"RateLimit-Policy": "100;w=abc"}, {"RateLimit-Policy": "0;w=1"},
+    {"RateLimit-Policy": '"x";w=1'}, {"RateLimit": '"x";r=zz'}, {"RateLimit-Limit": ";;;"},
+    {"RateLimit-Policy": "100;w=1e99"}, {"X-RateLimit-Remaining": "-3"},
+])
+def test_malformed_rate_limit_headers_state_nothing_and_never_raise(headers):
+    assert [o for o in rate_limit_observations(Response(200, headers, b"")) if o.limit is not None] == []
+
+
 def test_the_token_goes_in_the_header_and_never_into_rows_or_messages(tmp_path):
     async def go():
         async with Simulator(SimulatorConfig("rest", scale=60, rest_items_per_day=5)) as sim:

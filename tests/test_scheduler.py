@@ -613,3 +613,22 @@ def test_datasets_sharing_vendor_limits_never_exceed_them_and_all_finish(data):
     for admitted, _, _ in sends:
         counted = sum(w for a, e, w in sends if a <= admitted < e + 1.0)
         assert counted <= rate, (admitted, counted, rate)
+
+
+def test_a_concurrency_cap_that_changes_keeps_counting_what_is_in_flight_and_lets_waiters_go():
+    """A learning probe changes its in-flight cap while tasks wait on it: a raised cap still
+    counts the tasks already in flight, and a dropped one lets the queue waiting on it go."""
+    sched = scheduler_with(dataset("d", limits=(Concurrency(1),)))
+    sched.add_plan(make_plan("p", "d", 6))
+    first = sched.dispatch(0.0, 100).tasks
+    assert len(first) == 1 and sched.dispatch(0.0, 100).tasks == []  # parked on the cap
+    sched.relimit("dataset:d", [Concurrency(2)], 0.0, {})
+    second = sched.dispatch(0.0, 100).tasks
+    assert len(second) == 1  # two in flight: the first still counts under the new cap
+    assert sched.dispatch(0.0, 100).tasks == []
+    sched.relimit("dataset:d", [], 0.0, {})  # the cap goes: nobody would ever let the waiter out
+    rest = sched.dispatch(0.0, 100).tasks
+    assert len(rest) == 4
+    for task in first + second + rest:
+        sched.report(task, None, 0.1)
+    assert sched.plan_state("p") is PlanState.COMPLETED

@@ -257,6 +257,9 @@ def simulate(
     hidden: Annotated[str, typer.Option(
         "--hidden", metavar="LIMITS", help="The hidden profile's limits, never stated: '50 per 1s', "
         "'100 per 10s; 600 per 1m clock'.")] = "50 per 1s",
+    state_limits: Annotated[bool, typer.Option(
+        "--state-limits", help="The hidden profile states its limits after all, in IETF RateLimit-Policy "
+        "and RateLimit headers.")] = False,
 ) -> None:
     """Run the vendor simulator on its own (stats at /_admin/stats); 'all' and 'demo' serve every vendor."""
     from .demo import demo_profiles
@@ -266,7 +269,7 @@ def simulate(
         _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, hidden, all or demo"))
     try:
         config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults),
-                                 hidden_limits=_hidden_limits(hidden))
+                                 hidden_limits=_hidden_limits(hidden), hidden_stated=state_limits)
     except ValueError as exc:
         _fail(exc)
     simulator = Simulator(config, host=host, port=port, profiles=demo_profiles() if profile == "demo" else None)

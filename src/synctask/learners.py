@@ -91,8 +91,11 @@ class Learners:
             return
         if failure is None or failure.kind not in _LIMITED:
             for scope in scopes:
-                if self.by_scope[scope].clean(now):
+                learner = self.by_scope[scope]
+                if learner.clean(now, task.admitted):
                     self._apply(scope, now)
+                    if learner.probe is None:
+                        self._save()  # a try of more that held is kept (a try is not, until it holds)
             return
         scope = self._refused_scope(scopes, failure)
         source = f"HTTP {failure.status}" if failure.status is not None else failure.kind.value.replace("_", "-")
@@ -137,8 +140,9 @@ class Learners:
     def _apply(self, scope: str, now: float) -> None:
         learner = self.by_scope[scope]
         least = self._weight.get(scope, 1)
-        learned = [q if q.rate >= least else Quota(least, q.per, q.clock, q.tz) for q in learner.limits()]
-        seeds = {quota.per: learner.recent(quota.per, now) for quota in learned}
+        learned = [q if not isinstance(q, Quota) or q.rate >= least else Quota(least, q.per, q.clock, q.tz)
+                   for q in learner.limits()]
+        seeds = {q.per: learner.recent(q.per, now) for q in learned if isinstance(q, Quota)}
         self.scheduler.relimit(scope, [*self._written[scope], *learned], now, seeds, self._margin[scope])
 
     def _save(self) -> None:

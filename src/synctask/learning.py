@@ -6,8 +6,14 @@ A ``LimitLearner`` keeps one scope's learned limits. Best source first:
   window): adopted at once (``stated``);
 - a refusal (429, a quota message) with the time room comes back (``Retry-After``): the window
   is the one that explains when room came back, the quota what was sent in it (``refused``);
-- a careful probe until either: a few requests a second, one more step each time a stretch of
-  answers comes back clean (``clean``), so the first refusal comes from a small overshoot.
+- a careful probe until either: a few requests a second, one in flight, twice as fast each time
+  the room it was given has been used and answered clean (``clean``); requests in flight
+  stay just enough for that pace (Little's law on the answers' latency), so the first refusal
+  comes from a small overshoot and few requests are in flight when it comes.
+
+A vendor that raises a limit it never states is found out by trying a little more (10%, then
+20%, 40%...) after ten minutes of using a learned limit in full, clean; a try the vendor refuses
+costs one refusal and the next waits twice as long (up to a day).
 
 Pure: time is an argument, the send log is the learner's own (fixed memory), and the limits it
 says to use (``limits``) are plain ``Quota`` values for the limiter. A learned limit never
@@ -21,14 +27,19 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any
 
-from .windows import Quota
+from .units import format_duration
+from .windows import Concurrency, Limit, Quota
 
 __all__ = ["LimitLearner", "Learned", "WINDOWS", "parse_rate"]
 
 WINDOWS = (1.0, 10.0, 60.0, 3600.0, 86400.0)  # the windows vendors use, shortest first
 PROBE_START = Quota(2, 1.0)  # where a probe begins: two a second
 PROBE_GROWTH = 2.0  # each clean stretch lets the probe send this much faster
-PROBE_CLEAN = 1.0  # seconds of clean answers (at the probe's full pace) before it grows
+PROBE_USED = 0.8  # the share of the probe's room used (answered clean) before it grows
+PROBE_SLACK = 1.5  # requests in flight while probing: this times the probe's rate times the latency
+RETRY_MORE = 600.0  # seconds a learned limit must be used in full, clean, before a little more is tried
+RETRY_MORE_MAX = 86400.0  # the longest wait between tries (doubled after each try the vendor refused)
+MORE_STEP = 0.1  # the first try asks this much more (doubled after each the vendor took)
 MAX_LOG = 200_000  # send times kept (the longest window a refusal can be explained by within them)
 
 
@@ -87,7 +98,14 @@ class LimitLearner:
         self._dropped = 0  # sends compacted out of ``_times`` (tickets count them)
         self._explained: float | None = None  # when the refused request last explained went
         self._episode_since = -math.inf  # what that explanation counted admitted requests from
-        self._clean_since: float | None = None
+        self._grown_at = -math.inf  # when the probe last grew
+        self._added = start.rate  # the room that added (the first step: all of it)
+        self.latency: float | None = None  # a smoothed send-to-answer time (how many may be in flight)
+        self._slots = 1  # requests that may be in flight while probing
+        self._steady_since: float | None = None  # since when the learned limits held clean (None: no answer yet)
+        self._trying: dict[float, Learned] = {}  # window -> what held before a try of more
+        self._retry_more = RETRY_MORE
+        self._step = MORE_STEP
 
     # --- what happened ---------------------------------------------------------------------
     def sent(self, now: float, weight: int = 1) -> int:
@@ -103,28 +121,45 @@ class LimitLearner:
             self._head = 0
         return ticket
 
-    def clean(self, now: float) -> bool:
-        """An answer came back without a refusal: a probe that has run clean long enough at its
-        full pace grows."""
+    def clean(self, now: float, sent_at: float | None = None) -> bool:
+        """The request sent at ``sent_at`` came back at ``now`` without a refusal: a probe that
+        has used the room it was given grows; one whose answers got slower lets more be in
+        flight. True when the limits changed."""
+        if sent_at is not None and now >= sent_at:
+            took = now - sent_at
+            self.latency = took if self.latency is None else self.latency + 0.2 * (took - self.latency)
         if self.probe is None:
-            return False
-        if self._clean_since is None:
-            self._clean_since = now
-            return False
-        if now - self._clean_since < PROBE_CLEAN:
-            return False
-        pace = self._count(now - self.probe.per, now)
-        if pace < self.probe.rate * 0.8:  # not using what it has: no reason to ask for more
-            return False
+            return self._try_more(now)
+        slots = self._slots
+        if self._needed() > slots:  # answers got slower: the pace needs more in flight (never fewer here)
+            self._slots = self._needed()
+        # It grows once it has used what it was given: its window holds nearly its rate, and
+        # the room its last step added has been used since (a step is tried, then the next).
+        if self._count(now - self.probe.per, now) < self.probe.rate * PROBE_USED:
+            return self._slots != slots
+        if self._count(self._grown_at, now) < self._added * PROBE_USED:
+            return self._slots != slots
         grown = max(self.probe.rate + 1, math.floor(self.probe.rate * PROBE_GROWTH))
         if self.cap is not None:
             grown = min(grown, math.floor(self.cap.rate * self.probe.per / self.cap.per) or 1)
         if grown <= self.probe.rate:
-            return False
-        self.probe = Quota(grown, self.probe.per)
-        self._clean_since = now
-        self.learned_at = now
+            return self._slots != slots
+        self._added, self._grown_at = grown - self.probe.rate, now
+        self.probe = Quota(grown, self.probe.per)  # (a refusal of what went before still teaches)
+        self._slots = self._needed()
         return True
+
+    def in_flight(self) -> int:
+        """How many requests may be in flight while probing: one until answers say how long they
+        take, then what the probe's pace needs at that latency, and a half more (Little's law)."""
+        return self._slots
+
+    def _needed(self, limit: Quota | None = None) -> int:
+        """What a pace of ``limit`` (the probe's) needs in flight at the latency seen, and a half more."""
+        limit = limit or self.probe
+        if limit is None or self.latency is None:
+            return 1
+        return max(1, math.ceil(limit.rate / limit.per * self.latency * PROBE_SLACK))
 
     def stated(self, rate: int, per: float, now: float, source: str) -> bool:
         """The vendor says its limit: ``rate`` per ``per`` seconds. Adopted at once."""
@@ -135,8 +170,10 @@ class LimitLearner:
         if known is not None and known.limit == limit:
             return False
         self.learned[per] = Learned(limit, source, now)
+        self._trying.pop(per, None)
         self.probe = None
         self.learned_at = now
+        self._steady_since = now
         return True
 
     def refused(self, now: float, sent_at: float, retry_after: float | None, source: str,
@@ -146,7 +183,6 @@ class LimitLearner:
         and quota that explain it. Answers come back out of order: a refused request sent before
         the one last explained is a tighter reading of the same overshoot."""
         self.refusals += 1
-        self._clean_since = None
         earlier = self._explained is not None and sent_at < self._explained
         if sent_at < self.learned_at and not earlier:
             return False  # sent before the limits changed (in flight then): what it says is known
@@ -165,9 +201,52 @@ class LimitLearner:
             # Refused under what was learned: the vendor counts more than we do, or lowered its limit.
             limit = Quota(max(1, min(limit.rate, known.limit.rate - 1)), window, clock)
         times = "once" if self.refusals == 1 else f"{self.refusals} times"
+        if self._trying:  # more was tried and refused: back to what held, and wait longer to try again
+            self._retry_more = min(self._retry_more * 2, RETRY_MORE_MAX)
+            self._step = MORE_STEP
+            held = self._trying.pop(window, None)
+            self.learned.update(self._trying)
+            self._trying.clear()
+            if held is not None and held.limit.rate > limit.rate:
+                limit = held.limit  # (what held for a whole stretch is known good)
         self.learned[window] = Learned(limit, f"answers refused ({source}, {times})", now)
         self.probe = None
         self._explained, self._episode_since = sent_at, since
+        self.learned_at = now
+        self._steady_since = now
+        return True
+
+    def _try_more(self, now: float) -> bool:
+        """After a long stretch of using a learned limit in full with no refusal, ask for a
+        little more of the one that binds (the vendor may have raised it without saying)."""
+        if self._steady_since is None:
+            self._steady_since = now
+            return False
+        stretch = self._retry_more
+        if now - self._steady_since < stretch:
+            return False
+        binding, fullest = None, 0.0
+        for per, item in self.learned.items():
+            if per * 10 > stretch:
+                continue  # too long a window to tell it is used in full
+            used = self._count(now - stretch, now) / (item.limit.rate * stretch / per)
+            if used > fullest:
+                binding, fullest = item, used
+        self._steady_since = now
+        if binding is None or fullest < 0.8:
+            return False  # not what holds the work back: nothing to learn by asking for more
+        if self._trying:  # the last try held: keep it, and ask for more next time
+            self._trying.clear()
+            self._step = min(self._step * 2, 1.0)
+            self._retry_more = RETRY_MORE
+        limit = binding.limit
+        more = self._capped(Quota(max(limit.rate + 1, math.floor(limit.rate * (1 + self._step))), limit.per,
+                                  limit.clock, limit.tz))
+        if more.rate <= limit.rate:
+            return False
+        self._trying[limit.per] = binding
+        self.learned[limit.per] = Learned(more, f"trying more: {limit} held, clean, for "
+                                                f"{format_duration(stretch)}", now)
         self.learned_at = now
         return True
 
@@ -250,19 +329,24 @@ class LimitLearner:
         return found, peak
 
     # --- what to use ------------------------------------------------------------------------
-    def limits(self) -> list[Quota]:
-        """The quotas to admit requests under now: what was learned, or the probe."""
+    def limits(self) -> list[Limit]:
+        """The limits to admit requests under now: what was learned, or the probe (a quota and
+        how many may be in flight)."""
         if self.probe is not None:
-            return [self.probe]
-        return [item.limit for item in sorted(self.learned.values(), key=lambda i: i.limit.per)]
+            return [self.probe, Concurrency(self.in_flight())]
+        learned: list[Limit] = [item.limit for item in sorted(self.learned.values(), key=lambda i: i.limit.per)]
+        if self._trying:  # trying more: only what that pace needs in flight, so a refusal finds few
+            learned.append(Concurrency(max(self._needed(self.learned[per].limit) for per in self._trying)))
+        return learned
 
     def describe(self) -> str:
         if self.probe is not None:
-            return f"learning: probing at {self.probe}"
+            return f"learning: probing at {self.probe}, {self.in_flight()} in flight"
         return "; ".join(item.describe() for item in sorted(self.learned.values(), key=lambda i: i.limit.per))
 
     def records(self) -> list[dict[str, Any]]:
-        return [item.record() for item in self.learned.values()]
+        """What to keep: what held (a try of more is kept only once it has held too)."""
+        return [self._trying.get(per, item).record() for per, item in self.learned.items()]
 
     def recent(self, window: float, now: float) -> int:
         """Sends in the last ``window`` seconds (to seed a newly learned quota with them)."""

@@ -258,6 +258,12 @@ class Limiter:
                 slots.append(old_c.pop(limit) if limit in old_c else Slots(limit))
             else:
                 raise LimitError(f"scope {scope!r}: not a limit: {limit!r}")
+        # A cap that changed (a learning probe's) keeps counting the tasks in flight under the
+        # old one: each gives its slot back when it ends.
+        in_flight = max((c.active for c in old_c.values()), default=0)
+        for slot in slots:
+            if slot.active == 0:
+                slot.active = in_flight
         state.quotas, state.slots = quotas, slots
         self._scopes[scope] = state
 

@@ -103,7 +103,7 @@ class Scheduler:
         """Give ``scope`` new limits (learned ones): a new window's counter starts from what was
         sent in it (``seeds``: window seconds -> sends), and the queues drawing on the scope see
         the new limits at their next try (a queue asleep on an old window wakes when it would
-        have; a freeze holds them all meanwhile)."""
+        have, one waiting on a counter that is gone tries again; a freeze holds them all meanwhile)."""
         self.limiter.configure(scope, limits, margin)
         for per, used in seeds.items():
             self.limiter.observe(scope, used, now, per)
@@ -111,6 +111,9 @@ class Scheduler:
             if scope in queue.scopes.values() and not isinstance(queue.gate, NodeGate):
                 queue.gate = self.limiter.gate(list(queue.scopes.values()), queue.weight)
                 self._lines.line_up(queue)
+                waiting = queue.waiting_on
+                if waiting is not None and waiting.counter not in queue.gate.counters:
+                    self._lines.poke(queue)  # its counter is gone (a cap that changed): nobody would let it out
         self._lines.forget_unused({id(c) for queue in self._queues.values() for c in queue.gate.counters})
 
     def set_nodes(self, nodes: Sequence[str]) -> None:

@@ -26,12 +26,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence, Sized
 from typing import Any
-from urllib.parse import parse_qsl, urljoin
+from urllib.parse import urljoin
 
 from ..errors import ErrorRule, FatalError, InvalidRequest, PlanMismatch, RateLimited, TransientError
 from ..model import Dataset, SyncTask, Vendor
 from ..retry import parse_retry_after
 from .base import Observation, Page, Request, Response, Row, apply_rules, decode_json, malformed
+from .headers import rate_limit_observations
 from .streamed import STREAM_ABOVE, RowStream, first_at
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -192,39 +193,6 @@ class RestConnector:
         if status in (401, 403):
             raise FatalError(f"{snippet}; check the credentials", status=status)
         raise InvalidRequest(f"HTTP {status}: {snippet}")
-
-
-def rate_limit_observations(response: Response) -> list[Observation]:
-    """The vendor's own count from its rate-limit headers (IETF draft and X-RateLimit-*)."""
-    limit = remaining = reset = window = None
-    policy = response.header("RateLimit-Policy")
-    if policy:
-        m = re.match(r"\s*(\d+)\s*;\s*w=(\d+)", policy)
-        if m:
-            limit, window = int(m.group(1)), float(m.group(2))
-    combined = response.header("RateLimit")
-    if combined:
-        fields = dict(parse_qsl(combined.replace(",", "&").replace(" ", "")))
-        limit = int(fields["limit"]) if fields.get("limit", "").isdigit() else limit
-        remaining = int(fields["remaining"]) if fields.get("remaining", "").isdigit() else remaining
-        reset = float(fields["reset"]) if fields.get("reset", "").isdigit() else reset
-    for prefix in ("RateLimit-", "X-RateLimit-"):
-        value = response.header(prefix + "Limit")
-        limit = int(value) if value and value.isdigit() else limit
-        value = response.header(prefix + "Remaining")
-        remaining = int(value) if value and value.isdigit() else remaining
-        value = response.header(prefix + "Reset")
-        reset = float(value) if value and value.isdigit() else reset
-    if remaining is None:
-        return []
-    if reset is not None and reset > 10**9:  # an epoch timestamp, not seconds (GitHub's style)
-        reset = None
-    freeze = reset if remaining == 0 and reset is not None else None
-    if limit is None:
-        return [Observation("vendor", 0, window, freeze)] if freeze else []
-    stated = limit if window is not None else None  # a quota is a number over a window: both said
-    return [Observation("vendor", limit - remaining, window, freeze, stated,
-                        "the RateLimit-Policy header" if stated is not None else None)]
 
 
 def _records(data: Any, path: str, option: str) -> list[Row]:

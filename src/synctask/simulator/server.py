@@ -60,6 +60,7 @@ class SimulatorConfig:
     # hidden: GET /v1/hidden?i=N under limits it never states: (rate, per vendor-seconds, clock-aligned);
     # an answer over one is a 429 with Retry-After alone; 20 of those in 10 s get a 60 s ban (403)
     hidden_limits: tuple[tuple[int, float, bool], ...] = ((50, 1.0, False),)
+    hidden_stated: bool = False  # the hidden profile states its limits after all (IETF RateLimit headers)
 
 
 @dataclass
@@ -455,9 +456,9 @@ class Simulator:
 
     # --- hidden ---------------------------------------------------------------------------
     async def _hidden(self, request: web.Request) -> web.Response:
-        """One row per request under limits it never states: over one, a 429 with Retry-After
-        (whole seconds) and nothing else; a client that keeps pushing (20 refusals in 10 s) is
-        banned for a minute."""
+        """One row per request under limits it never states (unless ``hidden_stated``: then in
+        RateLimit headers): over one, a 429 with Retry-After (whole seconds) and nothing else; a
+        client that keeps pushing (20 refusals in 10 s) is banned for a minute."""
         now = time.time()
         if now < self._banned_until:
             self._violation("while_banned", "hidden", now)
@@ -466,17 +467,23 @@ class Simulator:
         longest = max(per for _, per, _ in self.config.hidden_limits) / self.config.scale
         while log and log[0] <= now - longest:
             log.popleft()
-        room_at = now
-        for rate, per, clock in self.config.hidden_limits:
+        room_at, fullest = now, (math.inf, 0, 0.0)  # (room left, its limit's index, its reset)
+        for index, (rate, per, clock) in enumerate(self.config.hidden_limits):
             span = per / self.config.scale
             if clock:
                 start = math.floor(now / span) * span
-                if sum(1 for t in log if t >= start) >= rate:
+                used = sum(1 for t in log if t >= start)
+                reset = start + span - now
+                if used >= rate:
                     room_at = max(room_at, start + span)
             else:
                 inside = [t for t in log if t > now - span]
-                if len(inside) >= rate:
+                used = len(inside)
+                reset = inside[0] + span - now if inside else span
+                if used >= rate:
                     room_at = max(room_at, inside[-rate] + span)
+            fullest = min(fullest, (rate - used, index, reset))
+        headers = self._hidden_policy() if self.config.hidden_stated else {}
         if room_at > now:
             self._violation("over_hidden_limit", "hidden", now)
             refusals = self._minute_log["hidden_refused"]
@@ -486,13 +493,24 @@ class Simulator:
             if len(refusals) >= 20:
                 self._banned_until = now + 60
                 self.stats.bans += 1
-            return web.json_response({"error": "too many requests"}, status=429,
-                                     headers={"Retry-After": str(max(1, math.ceil(room_at - now)))})
+            wait = str(max(1, math.ceil(room_at - now)))
+            if headers:
+                headers["RateLimit"] = f'"l{fullest[1]}";r=0;t={wait}'
+            headers["Retry-After"] = wait
+            return web.json_response({"error": "too many requests"}, status=429, headers=headers)
         log.append(now)
         self.stats.served += 1
         self.stats.rows += 1
         self.stats.by_api["hidden"] += 1
-        return web.json_response({"data": [{"i": request.query.get("i")}]})
+        if headers:  # what this answer used, in the count of the fullest limit
+            left, index, reset = fullest
+            headers["RateLimit"] = f'"l{index}";r={max(int(left) - 1, 0)};t={math.ceil(reset)}'
+        return web.json_response({"data": [{"i": request.query.get("i")}]}, headers=headers)
+
+    def _hidden_policy(self) -> dict[str, str]:
+        """The current IETF draft's policy header: every limit, named, its window in real seconds."""
+        return {"RateLimit-Policy": ", ".join(f'"l{i}";q={rate};w={per / self.config.scale:g}'
+                                              for i, (rate, per, _) in enumerate(self.config.hidden_limits))}
 
     # --- ws -------------------------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
