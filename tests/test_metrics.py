@@ -91,3 +91,45 @@ async def echo(n: int) -> list[dict[str, int]]:
     return [{"n": n}]
 
 
+
+
+def test_learned_limits_are_exposed_with_how_and_when(tmp_path):
+    """The simulator's hidden profile stating one limit in headers: /metrics says it was stated,
+    when, and its rate."""
+    text = '''
+[vendors.open]
+connector = "rest"
+base_url = "URL"
+limits = "learn"
+
+[datasets.rows]
+vendor = "open"
+sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
+options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
+
+[[plans]]
+name = "rows"
+dataset = "rows"
+params = { i = { from = 1, to = 5 } }
+'''
+
+    async def go():
+        async with Simulator(SimulatorConfig("hidden", hidden_limits=((30, 10.0, False),), hidden_stated=True)) as sim:
+            ex = SyncTaskExecutor(workers=2, base_dir=tmp_path)
+            ex.load(parse_plan_text(text.replace("URL", sim.url), "plans.toml", {}))
+            metrics = Metrics(ex)
+            before = samples_of(metrics.exposition().decode())
+            started = time.time()
+            await ex.run()
+            return before, samples_of(metrics.exposition().decode()), started
+
+    before, after, started = asyncio.run(go())
+    probing = ("synctask_limit_learned", (("how", "probing"), ("scope", "vendor:open"), ("vendor", "open"),
+                                          ("window", "1s")))
+    assert before[probing] == 2.0  # nothing known yet: probing from 2 a second
+    stated = ("synctask_limit_learned", (("how", "stated"), ("scope", "vendor:open"), ("vendor", "open"),
+                                         ("window", "10s")))
+    assert after[stated] == 30.0 and probing not in after
+    at = after[("synctask_limit_learned_timestamp_seconds", (("scope", "vendor:open"), ("vendor", "open"),
+                                                            ("window", "10s")))]
+    assert started <= at <= time.time()

@@ -2,8 +2,8 @@
 
 A ``LimitLearner`` keeps one scope's learned limits. Best source first:
 
-- the vendor's own statement (``RateLimit-Policy: 50;w=1``, ``X-RateLimit-Limit`` with a
-  window): adopted at once (``stated``);
+- the vendor's own statement (``RateLimit-Policy: 50;w=1``, every form ``connectors.headers``
+  reads; Tushare's message): adopted at once (``stated``);
 - a refusal (429, a quota message) with the time room comes back (``Retry-After``): the window
   is the one that explains when room came back, the quota what was sent in it (``refused``);
 - a careful probe until either: a few requests a second, one in flight, twice as fast each time
@@ -16,7 +16,7 @@ A vendor that raises a limit it never states is found out by trying a little mor
 costs one refusal and the next waits twice as long (up to a day).
 
 Pure: time is an argument, the send log is the learner's own (fixed memory), and the limits it
-says to use (``limits``) are plain ``Quota`` values for the limiter. A learned limit never
+says to use (``limits``) are plain ``Quota`` and ``Concurrency`` values for the limiter. A learned limit never
 exceeds the configured ``cap``.
 """
 
@@ -50,6 +50,7 @@ class Learned:
     limit: Quota
     source: str  # "the RateLimit-Policy header", "3 answers 429"...
     at: float
+    how: str = "stated"  # "stated", "refused" or "trying" (more than held, on trial): a bounded word for metrics
 
     def describe(self) -> str:
         """``learned: 50 per 1s (from the RateLimit-Policy header)``."""
@@ -57,12 +58,14 @@ class Learned:
 
     def record(self) -> dict[str, Any]:
         return {"rate": self.limit.rate, "per": self.limit.per, "clock": self.limit.clock, "tz": self.limit.tz,
-                "source": self.source, "at": self.at}
+                "source": self.source, "at": self.at, "how": self.how}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Learned:
         limit = Quota(int(record["rate"]), float(record["per"]), bool(record.get("clock")), record.get("tz"))
-        return cls(limit, str(record.get("source") or "an earlier run"), float(record.get("at") or 0.0))
+        source = str(record.get("source") or "an earlier run")
+        how = record.get("how") or ("refused" if source.startswith("answers refused") else "stated")
+        return cls(limit, source, float(record.get("at") or 0.0), str(how))
 
 
 def parse_rate(text: str) -> Quota:
@@ -209,7 +212,7 @@ class LimitLearner:
             self._trying.clear()
             if held is not None and held.limit.rate > limit.rate:
                 limit = held.limit  # (what held for a whole stretch is known good)
-        self.learned[window] = Learned(limit, f"answers refused ({source}, {times})", now)
+        self.learned[window] = Learned(limit, f"answers refused ({source}, {times})", now, "refused")
         self.probe = None
         self._explained, self._episode_since = sent_at, since
         self.learned_at = now
@@ -246,7 +249,7 @@ class LimitLearner:
             return False
         self._trying[limit.per] = binding
         self.learned[limit.per] = Learned(more, f"trying more: {limit} held, clean, for "
-                                                f"{format_duration(stretch)}", now)
+                                                f"{format_duration(stretch)}", now, "trying")
         self.learned_at = now
         return True
 

@@ -145,9 +145,20 @@ class _Gauges(Collector):
             until = limiter.frozen_until(scope, now)
             if until is not None:
                 frozen.add_metric([vendor, scope], until)
+        learned = GaugeMetricFamily("synctask_limit_learned", "A limit learned from the vendor's answers (how: "
+                                    "stated, refused, trying, probing).", labels=["vendor", "scope", "window", "how"])
+        learned_at = GaugeMetricFamily("synctask_limit_learned_timestamp_seconds", "When a limit was learned.",
+                                       labels=["vendor", "scope", "window"])
+        for scope, learner in executor.learners.by_scope.items():
+            vendor = self._vendor(scope)
+            if learner.probe is not None:
+                learned.add_metric([vendor, scope, learner.probe.label, "probing"], learner.probe.rate)
+            for item in learner.learned.values():
+                learned.add_metric([vendor, scope, item.limit.label, item.how], item.limit.rate)
+                learned_at.add_metric([vendor, scope, item.limit.label], item.at)
         workers = GaugeMetricFamily("synctask_workers", "Tasks the executor runs at once.")
         workers.add_metric([], executor.workers)
-        yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, workers)
+        yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, learned, learned_at, workers)
 
     def _vendor(self, scope: str) -> str:
         """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""
