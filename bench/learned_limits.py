@@ -117,7 +117,7 @@ def synctask_client(url: str, folder: Path, first: int, requests: int, deadline:
             ex = SyncTaskExecutor(workers=16, state=folder / "state.db", base_dir=folder)
             ex.load(parse_plan_text(PLANS.format(url=url, first=first, last=first + requests - 1), "plans.toml", {}))
             if deadline is not None:
-                asyncio.get_running_loop().call_later(deadline, ex.stop_plan, "rows")
+                asyncio.get_running_loop().call_later(deadline, ex.shutdown)
             await ex.run()
             ex.close()
 
