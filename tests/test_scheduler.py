@@ -632,3 +632,16 @@ def test_a_concurrency_cap_that_changes_keeps_counting_what_is_in_flight_and_let
     for task in first + second + rest:
         sched.report(task, None, 0.1)
     assert sched.plan_state("p") is PlanState.COMPLETED
+
+
+def test_a_cap_added_beside_a_written_one_counts_the_tasks_already_in_flight():
+    sched = scheduler_with(dataset("d", limits=(Concurrency(4),)))
+    sched.add_plan(make_plan("p", "d", 6))
+    flying = sched.dispatch(0.0, 100).tasks
+    assert len(flying) == 4
+    sched.relimit("dataset:d", [Concurrency(4), Concurrency(2)], 0.0, {})  # a probe's cap, beside the written one
+    for task in flying[:2]:
+        sched.report(task, None, 0.1)
+    assert sched.dispatch(0.1, 100).tasks == []  # still two in flight: the new cap of 2 is full
+    sched.report(flying[2], None, 0.2)
+    assert len(sched.dispatch(0.2, 100).tasks) == 1

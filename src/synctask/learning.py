@@ -138,7 +138,7 @@ class LimitLearner:
             self._slots = self._needed()
         # It grows once it has used what it was given: its window holds nearly its rate, and
         # the room its last step added has been used since (a step is tried, then the next).
-        if self._count(now - self.probe.per, now) < self.probe.rate * PROBE_USED:
+        if self._count(now - self._span(self.probe), now) < self.probe.rate * PROBE_USED:
             return self._slots != slots
         if self._count(self._grown_at, now) < self._added * PROBE_USED:
             return self._slots != slots
@@ -156,6 +156,11 @@ class LimitLearner:
         """How many requests may be in flight while probing: one until answers say how long they
         take, then what the probe's pace needs at that latency, and a half more (Little's law)."""
         return self._slots
+
+    def _span(self, limit: Quota) -> float:
+        """How long the limiter holds a request against ``limit``: its window, from the answer
+        (so in a window's time it admits rate x per / (per + latency), not the whole rate)."""
+        return limit.per + (self.latency or 0.0)
 
     def _needed(self, limit: Quota | None = None) -> int:
         """What a pace of ``limit`` (the probe's) needs in flight at the latency seen, and a half more."""
@@ -232,7 +237,7 @@ class LimitLearner:
         for per, item in self.learned.items():
             if per * 10 > stretch:
                 continue  # too long a window to tell it is used in full
-            used = self._count(now - stretch, now) / (item.limit.rate * stretch / per)
+            used = self._count(now - stretch, now) / (item.limit.rate * stretch / self._span(item.limit))
             if used > fullest:
                 binding, fullest = item, used
         self._steady_since = now
@@ -297,12 +302,14 @@ class LimitLearner:
                     continue  # an admitted request found as many: this window cannot explain it
                 if retry_after is None:
                     return window, peak + 1, clock
+                # The vendor said its wait at some instant between the send and the answer: the
+                # window fits when its room, seen from one of those instants, is the wait said.
                 if clock:
-                    room = math.floor(now / window) * window + window - now
+                    error = min(_miss(math.floor(at / window) * window + window - at, retry_after)
+                                for at in (sent_at, now))
                 else:
-                    room = times[bisect_right(times, sent_at - window, head)] + window - now
-                low = retry_after - 1.0 if retry_after >= 1.0 and retry_after == int(retry_after) else retry_after
-                error = max(low - room, room - retry_after, 0.0)  # how far outside the said wait it falls
+                    back = times[bisect_right(times, sent_at - window, head)] + window
+                    error = _miss(back - now, retry_after, back - sent_at)
                 if best is None or error < best[0] - 1e-6:
                     best = (error, window, peak + 1, clock)
         if best is not None:
@@ -367,3 +374,13 @@ class LimitLearner:
         times, head = self._times, self._head
         hi = bisect_left(times, end, head) if right_open else bisect_right(times, end, head)
         return max(hi - bisect_left(times, start, head), 0)
+
+
+def _miss(room: float, retry_after: float, room_late: float | None = None) -> float:
+    """How far the room from ``room`` to ``room_late`` falls outside the wait a vendor said (a
+    Retry-After in whole seconds means (r - 1, r]); 0 when they meet."""
+    low = retry_after - 1.0 if retry_after >= 1.0 and retry_after == int(retry_after) else retry_after
+    late = room if room_late is None else room_late
+    if late < low:
+        return low - late
+    return max(room - retry_after, 0.0)

@@ -258,9 +258,9 @@ class Limiter:
                 slots.append(old_c.pop(limit) if limit in old_c else Slots(limit))
             else:
                 raise LimitError(f"scope {scope!r}: not a limit: {limit!r}")
-        # A cap that changed (a learning probe's) keeps counting the tasks in flight under the
-        # old one: each gives its slot back when it ends.
-        in_flight = max((c.active for c in old_c.values()), default=0)
+        # A new cap (a learning probe's, changed) counts the tasks already in flight through the
+        # scope (every cap of a scope holds each of them): each gives its slot back when it ends.
+        in_flight = max((c.active for c in state.slots), default=0)
         for slot in slots:
             if slot.active == 0:
                 slot.active = in_flight
