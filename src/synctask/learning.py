@@ -40,6 +40,7 @@ PROBE_SLACK = 1.5  # requests in flight while probing: this times the probe's ra
 RETRY_MORE = 600.0  # seconds a learned limit must be used in full, clean, before a little more is tried
 RETRY_MORE_MAX = 86400.0  # the longest wait between tries (doubled after each try the vendor refused)
 MORE_STEP = 0.1  # the first try asks this much more (doubled after each the vendor took)
+FIT_SLACK = 1.0  # seconds a window's room may miss the wait a vendor said and still be taken as it
 MAX_LOG = 200_000  # send times kept (the longest window a refusal can be explained by within them)
 
 
@@ -295,13 +296,17 @@ class LimitLearner:
         # vendor that lowered its limit admitted more before).
         first = bisect_left(times, since, head, end) if since > -math.inf else head
         best: tuple[float, float, int, bool] | None = None  # (error, window, quota, clock)
+        fits: tuple[float, float, int, bool] | None = None  # the same, of any window (explaining or not)
         for window in WINDOWS:
             for clock in (False, True):
                 found, peak = self._found(window, sent_at, end, clock, first)
-                if found == 0 or peak >= found:
-                    continue  # an admitted request found as many: this window cannot explain it
+                if found == 0:
+                    continue
+                explains = peak < found  # else an admitted request found as many
                 if retry_after is None:
-                    return window, peak + 1, clock
+                    if explains:
+                        return window, peak + 1, clock
+                    continue
                 # The vendor said its wait at some instant between the send and the answer: the
                 # window fits when its room, seen from one of those instants, is the wait said.
                 if clock:
@@ -310,10 +315,17 @@ class LimitLearner:
                 else:
                     back = times[bisect_right(times, sent_at - window, head)] + window
                     error = _miss(back - now, retry_after, back - sent_at)
-                if best is None or error < best[0] - 1e-6:
+                if explains and (best is None or error < best[0] - 1e-6):
                     best = (error, window, peak + 1, clock)
-        if best is not None:
+                if fits is None or error < fits[0] - 1e-6:
+                    fits = (error, window, min(found, peak + 1), clock)
+        # A window that explains the refusal but not its wait (requests reach the vendor in
+        # another order than they left, as from several nodes): the wait said is the surer
+        # sign; the quota is what the refused request found (a lower one is learned if refused again).
+        if best is not None and (fits is None or best[0] <= FIT_SLACK or best[0] <= fits[0]):
             return best[1], best[2], best[3]
+        if fits is not None:
+            return fits[1], max(fits[2], 1), fits[3]
         return WINDOWS[0], max(end - bisect_right(times, sent_at - WINDOWS[0], head), 1), False
 
     def _found(self, window: float, sent_at: float, end: int, clock: bool, since: int) -> tuple[int, int]:
