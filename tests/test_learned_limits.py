@@ -50,6 +50,27 @@ params = { i = { from = FROM, to = TO } }
 """
 
 
+def hidden_rows_plans(vendor: str, last: int) -> str:
+    """A plan file for the simulator's hidden profile (``URL`` to fill in): rows 1..``last`` of
+    ``/v1/hidden`` from a REST vendor whose limits are learned."""
+    return f'''
+[vendors.{vendor}]
+connector = "rest"
+base_url = "URL"
+limits = "learn"
+
+[datasets.rows]
+vendor = "{vendor}"
+sink = {{ kind = "sqlite", path = "rows.db", key = ["i"] }}
+options = {{ path = "/v1/hidden", query = {{ i = "{{i}}" }}, records = "data" }}
+
+[[plans]]
+name = "rows"
+dataset = "rows"
+params = {{ i = {{ from = 1, to = {last} }} }}
+'''
+
+
 def run_items(tmp_path, first: int, last: int):
     async def go():
         ex = SyncTaskExecutor(workers=8, state=tmp_path / "state.db", base_dir=tmp_path)
@@ -137,22 +158,7 @@ def test_synctask_limits_shows_and_forgets_what_was_learned(tmp_path):
 def test_a_rest_vendor_that_hides_its_limit_over_real_sockets(tmp_path):
     """The simulator's hidden profile: 100 per 10 (vendor) seconds at scale 10, so 100 a real
     second; a 429 with Retry-After alone; 20 refusals in 10 s would be a ban."""
-    text = '''
-[vendors.quiet]
-connector = "rest"
-base_url = "URL"
-limits = "learn"
-
-[datasets.rows]
-vendor = "quiet"
-sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
-options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
-
-[[plans]]
-name = "rows"
-dataset = "rows"
-params = { i = { from = 1, to = 900 } }
-'''
+    text = hidden_rows_plans("quiet", 900)
 
     async def go():
         config = SimulatorConfig("hidden", scale=10, hidden_limits=((100, 10.0, False),))
@@ -172,22 +178,7 @@ params = { i = { from = 1, to = 900 } }
 def test_every_limit_a_vendor_states_in_the_current_drafts_headers_is_adopted_with_no_refusal(tmp_path):
     """The hidden profile stating its two limits (``RateLimit-Policy: "l0";q=50;w=1, "l1";q=300;w=10``):
     both adopted from the first answer, so neither is ever exceeded (450 requests: the 10-s one binds)."""
-    text = '''
-[vendors.open]
-connector = "rest"
-base_url = "URL"
-limits = "learn"
-
-[datasets.rows]
-vendor = "open"
-sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
-options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
-
-[[plans]]
-name = "rows"
-dataset = "rows"
-params = { i = { from = 1, to = 450 } }
-'''
+    text = hidden_rows_plans("open", 450)
 
     async def go():
         config = SimulatorConfig("hidden", hidden_limits=((50, 1.0, False), (300, 10.0, False)), hidden_stated=True)

@@ -13,6 +13,7 @@ from synctask import SyncTaskExecutor, parse_plan_text
 from synctask.server.metrics import Metrics
 from synctask.simulator import Simulator, SimulatorConfig
 
+from .test_learned_limits import hidden_rows_plans
 from .test_vendors import binance_plans
 
 
@@ -96,22 +97,7 @@ async def echo(n: int) -> list[dict[str, int]]:
 def test_learned_limits_are_exposed_with_how_and_when(tmp_path):
     """The simulator's hidden profile stating one limit in headers: /metrics says it was stated,
     when, and its rate."""
-    text = '''
-[vendors.open]
-connector = "rest"
-base_url = "URL"
-limits = "learn"
-
-[datasets.rows]
-vendor = "open"
-sink = { kind = "sqlite", path = "rows.db", key = ["i"] }
-options = { path = "/v1/hidden", query = { i = "{i}" }, records = "data" }
-
-[[plans]]
-name = "rows"
-dataset = "rows"
-params = { i = { from = 1, to = 5 } }
-'''
+    text = hidden_rows_plans("open", 5)
 
     async def go():
         async with Simulator(SimulatorConfig("hidden", hidden_limits=((30, 10.0, False),), hidden_stated=True)) as sim:
