@@ -12,8 +12,12 @@ from collections import deque
 from pathlib import Path
 
 from synctask import RateLimited, SyncTaskExecutor, parse_plan_text
+from synctask.errors import Failure, OutcomeKind
 from synctask.learners import LEARNED
 from synctask.simulator import Simulator, SimulatorConfig
+from synctask.windows import Quota
+
+from .test_learning import HiddenVendor
 
 HIDDEN = {"rate": 50, "per": 1.0}
 _admitted: deque[float] = deque()
@@ -209,3 +213,50 @@ def test_tushares_own_message_states_its_limits_however_it_is_encoded():
         assert (said.limit, said.per, said.used, said.source) in (
             (200, 60.0, 0, "Tushare's own message"), (5000, 86400.0, 0, "Tushare's own message"))
     assert connector.observations(Response(200, {}, b'{"code": 0, "data": {"items": []}}')) == []
+
+
+class _Limits:
+    """What ``Learners`` tells the scheduler and the state (the pieces it calls)."""
+
+    def __init__(self) -> None:
+        self.limits: dict[str, list] = {}
+        self.saved: dict = {}
+
+    def relimit(self, scope, limits, now, seeds, margin=None) -> None:
+        self.limits[scope] = list(limits)
+
+    def save_setting(self, key, value) -> None:
+        self.saved[key] = value
+
+
+def test_a_refusal_from_a_ray_node_is_explained_once_what_was_admitted_before_it_is_back():
+    """Ray: tasks report when they reached the vendor (their answer's start, on the master's
+    clock). A refusal waits for every task admitted before it reached the vendor to come back,
+    so each counts where it reached it; meanwhile the probe grows no more."""
+    from synctask.learners import Learners
+    from synctask.model import SyncTask
+
+    limits = _Limits()
+    learners = Learners(limits, lambda: limits, lambda: 0.0)  # type: ignore[arg-type]
+    plan = parse_plan_text(hidden_rows_plans("quiet", 10).replace("URL", "http://127.0.0.1:1"), "plans.toml", {})
+    learners.add_dataset(plan.datasets["rows"], plan.vendors["quiet"])
+    learner = learners.by_scope["vendor:quiet"]
+    learner.probe = Quota(64, 1.0)  # (as after a few clean steps)
+    vendor = HiddenVendor(12, 1.0)
+    tasks = []
+    for i in range(24):  # admitted 40 ms apart; odd ones reach the vendor 0.6 s later (a busy node)
+        task = SyncTask("rows", {"i": i})
+        task.admitted = i * 0.04
+        learners.sent(task, "rows", task.admitted, 1)
+        task.reached = task.admitted + (0.05 if i % 2 == 0 else 0.6)
+        tasks.append(task)
+    order = sorted(tasks, key=lambda t: t.reached)
+    waits = [vendor.arrive(task.reached) for task in order]
+    first_refused = waits.index(next(w for w in waits if w is not None))
+    for n, (task, wait) in enumerate(zip(order, waits)):
+        failure = None if wait is None else Failure(OutcomeKind.RATE_LIMITED, "429", status=429, retry_after=wait)
+        learners.ended(task, "rows", failure, task.reached + 0.01)
+        if n >= first_refused and any(t.admitted < order[first_refused].reached for t in order[n + 1:]):
+            assert learner.probe == Quota(64, 1.0) and learner._held  # waiting; not grown
+    assert learner.limits() == [Quota(12, 1.0)], learner.describe()
+    assert limits.limits["vendor:quiet"] == [Quota(12, 1.0)] and LEARNED in limits.saved

@@ -234,3 +234,57 @@ def test_a_slow_vendor_does_not_stall_the_probe(latency):
     assert [(q.rate, q.per) for q in learner.limits()] == [(20, 1.0)], learner.describe()
     assert result["pace"] >= 0.9 / (1.0 + latency), result
     assert result["violations"] <= 10, result  # the overshoot's requests in flight: about rate x latency
+
+
+def ray_order(relocate: bool, slow: float) -> LimitLearner:
+    """24 requests admitted 40 ms apart, half sent at once by one node, half ``slow`` seconds
+    later by a busy one; a strict 12 per sliding second counts them as they reach it. Every
+    answer is in before the refusals are explained (``Learners`` waits for that on Ray)."""
+    vendor, learner = HiddenVendor(12, 1.0), LimitLearner()
+    admitted = [i * 0.04 for i in range(24)]
+    reached = [at + (0.05 if i % 2 == 0 else slow) for i, at in enumerate(admitted)]
+    tickets = [learner.sent(at) for at in admitted]
+    order = sorted(range(24), key=lambda i: reached[i])
+    waits = {i: vendor.arrive(reached[i]) for i in order}
+    for i in order:
+        if relocate:
+            learner.reached(admitted[i], reached[i])
+        if waits[i] is None:
+            learner.clean(reached[i] + 0.01, admitted[i])
+    refused = sorted((reached[i] if relocate else admitted[i], i) for i in order if waits[i] is not None)
+    assert refused
+    for _, i in refused:
+        if relocate:
+            learner.refused(2.0, reached[i], waits[i], "HTTP 429", admitted=admitted[i])
+        else:
+            learner.refused(2.0, admitted[i], waits[i], "HTTP 429", tickets[i])
+    return learner
+
+
+@pytest.mark.parametrize("slow", [0.3, 0.6, 0.9])
+def test_requests_that_reach_the_vendor_in_another_order_are_read_in_the_vendor_order(slow):
+    """On Ray a node may send a request seconds after the master admitted it: counted at its
+    admission, the refused one seems to find fewer before it than the vendor did."""
+    assert ray_order(relocate=True, slow=slow).limits() == [Quota(12, 1.0)]
+    [misread] = ray_order(relocate=False, slow=slow).limits()  # (what admission times alone say)
+    assert isinstance(misread, Quota) and misread.rate < 12
+
+
+def test_a_clock_window_is_learned_only_when_the_wait_tells_it_from_a_sliding_one():
+    """Sends a refusal can be explained by in a clock second but not a sliding one (noisy send
+    times can do that): with a wait of 1 s either fits, and the sliding window, which holds
+    under both, is learned; a clock minute's wait (the room left to its boundary) tells it."""
+    learner = LimitLearner()
+    for i in range(9):
+        learner.sent(0.86 + i * 0.004)  # just out of the refused request's sliding second
+    for i in range(10):
+        learner.sent(1.0 + i * 0.09)
+    ticket = learner.sent(1.9)
+    assert learner.explain(1.9, 1.9, 1.0, ticket) == (1.0, 10, False)
+    assert learner.refused(1.9, 1.9, 1.0, "HTTP 429", ticket) and learner.limits() == [Quota(10, 1.0)]
+
+    minute = LimitLearner()
+    for second in range(5, 15):
+        minute.sent(float(second))
+    ticket = minute.sent(50.0)
+    assert minute.explain(50.0, 50.0, 10.0, ticket) == (60.0, 10, True)  # room back at 60 s, as said

@@ -6,6 +6,7 @@ master's limiter admits for all) start from it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,10 @@ __all__ = ["Learners", "LEARNED"]
 
 LEARNED = "limits.learned"  # the state-store key: scope -> what was learned (rate, per, source, at)
 _LIMITED = (OutcomeKind.RATE_LIMITED, OutcomeKind.QUOTA)
+SETTLE_MAX = 2.0  # seconds a refusal from a Ray node waits for the requests sent before it to come back
+
+# A refusal to explain: (when it reached the vendor, scope, Retry-After, source, ticket, admitted)
+_Refusal = tuple[float, str, "float | None", str, "int | None", float]
 
 
 class Learners:
@@ -34,8 +39,9 @@ class Learners:
         self._margin: dict[str, float | None] = {}
         self._weight: dict[str, int] = {}  # scope -> the heaviest request on it (a quota holds one at least)
         self._of_dataset: dict[str, list[str]] = {}  # dataset -> its learning scopes (vendor, dataset)
-        self._tickets: dict[SyncTask, list[int]] = {}  # a task in flight -> its ticket in each
+        self._tickets: dict[SyncTask, tuple[int, list[int]]] = {}  # a task in flight -> its weight, its ticket in each
         self._saved: dict[str, list[dict[str, Any]]] | None = None
+        self._refusals: list[_Refusal] = []  # Ray's, until what was admitted before them is counted where it went
 
     def __bool__(self) -> bool:
         return bool(self.by_scope)
@@ -82,13 +88,19 @@ class Learners:
     def sent(self, task: SyncTask, dataset: str, now: float, weight: int) -> None:
         scopes = self._of_dataset.get(dataset)
         if scopes:
-            self._tickets[task] = [self.by_scope[scope].sent(now, weight) for scope in scopes]
+            self._tickets[task] = weight, [self.by_scope[scope].sent(now, weight) for scope in scopes]
 
     def ended(self, task: SyncTask, dataset: str, failure: Failure | None, now: float) -> None:
-        tickets = self._tickets.pop(task, None)
+        sent = self._tickets.pop(task, None)
         scopes = self._of_dataset.get(dataset)
-        if tickets is None or not scopes:
+        if sent is None or not scopes:
             return
+        weight, tickets = sent
+        reached = task.admitted
+        if task.reached is not None and task.reached != task.admitted:  # a Ray node sent it later than it was admitted
+            reached = task.reached
+            for scope in scopes:
+                self.by_scope[scope].reached(task.admitted, reached, weight)
         if failure is None or failure.kind not in _LIMITED:
             for scope in scopes:
                 learner = self.by_scope[scope]
@@ -96,11 +108,31 @@ class Learners:
                     self._apply(scope, now)
                     if learner.probe is None:
                         self._save()  # a try of more that held is kept (a try is not, until it holds)
-            return
-        scope = self._refused_scope(scopes, failure)
-        source = f"HTTP {failure.status}" if failure.status is not None else failure.kind.value.replace("_", "-")
-        learner = self.by_scope[scope]
-        if learner.refused(now, task.admitted, failure.retry_after, source, tickets[scopes.index(scope)]):
+        else:
+            scope = self._refused_scope(scopes, failure)
+            source = f"HTTP {failure.status}" if failure.status is not None else failure.kind.value.replace("_", "-")
+            if reached == task.admitted:
+                self._explain((reached, scope, failure.retry_after, source, tickets[scopes.index(scope)], reached), now)
+            else:
+                self._refusals.append((reached, scope, failure.retry_after, source, None, task.admitted))
+                self.by_scope[scope].hold()
+        if self._refusals:
+            self._explain_settled(now)
+
+    def _explain_settled(self, now: float) -> None:
+        """Explain the refusals from Ray nodes once every request admitted before one reached the
+        vendor has come back and is counted when it reached it too (until then it counts at its
+        admission, before the refused one, though it may have reached the vendor after it), or
+        after ``SETTLE_MAX`` seconds."""
+        first = min((task.admitted for task in self._tickets), default=math.inf)  # the oldest still out
+        self._refusals.sort()
+        while self._refusals and (self._refusals[0][0] <= first or now - self._refusals[0][0] > SETTLE_MAX):
+            self._explain(self._refusals.pop(0), now)
+
+    def _explain(self, refusal: _Refusal, now: float) -> None:
+        reached, scope, retry_after, source, ticket, admitted = refusal
+        learner = self.by_scope.get(scope)
+        if learner is not None and learner.refused(now, reached, retry_after, source, ticket, admitted):
             self._apply(scope, now)
             self._save()
 

@@ -23,7 +23,9 @@ exceeds the configured ``cap``.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
+import statistics
+from bisect import bisect_left, bisect_right, insort
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +39,12 @@ PROBE_START = Quota(2, 1.0)  # where a probe begins: two a second
 PROBE_GROWTH = 2.0  # each clean stretch lets the probe send this much faster
 PROBE_USED = 0.8  # the share of the probe's room used (answered clean) before it grows
 PROBE_SLACK = 1.5  # requests in flight while probing: this times the probe's rate times the latency
+LATENCY_SAMPLES = 15  # answers the latency is the median of (a stall of a few, as Ray's first calls, moves it little)
 RETRY_MORE = 600.0  # seconds a learned limit must be used in full, clean, before a little more is tried
 RETRY_MORE_MAX = 86400.0  # the longest wait between tries (doubled after each try the vendor refused)
 MORE_STEP = 0.1  # the first try asks this much more (doubled after each the vendor took)
 FIT_SLACK = 1.0  # seconds a window's room may miss the wait a vendor said and still be taken as it
+CLOCK_TELLS = 0.5  # seconds a clock window must fit a wait better than the sliding one to be learned
 MAX_LOG = 200_000  # send times kept (the longest window a refusal can be explained by within them)
 
 
@@ -104,7 +108,10 @@ class LimitLearner:
         self._episode_since = -math.inf  # what that explanation counted admitted requests from
         self._grown_at = -math.inf  # when the probe last grew
         self._added = start.rate  # the room that added (the first step: all of it)
-        self.latency: float | None = None  # a smoothed send-to-answer time (how many may be in flight)
+        self._answered = 0  # requests sent since then that came back clean
+        self._held = False  # a refusal is on its way to be explained: the probe grows no more
+        self.latency: float | None = None  # the median send-to-answer time lately (how many may be in flight)
+        self._took: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self._slots = 1  # requests that may be in flight while probing
         self._steady_since: float | None = None  # since when the learned limits held clean (None: no answer yet)
         self._trying: dict[float, Learned] = {}  # window -> what held before a try of more
@@ -125,33 +132,52 @@ class LimitLearner:
             self._head = 0
         return ticket
 
+    def reached(self, admitted: float, at: float, weight: int = 1) -> None:
+        """The request admitted at ``admitted`` reached the vendor at about ``at`` (a Ray node may
+        send it seconds later under load; its answer began then): it is counted then, as the
+        vendor counted it, so what a refusal found is read in the vendor's order."""
+        times, head = self._times, self._head
+        for _ in range(weight):
+            i = bisect_left(times, admitted, head)
+            if i == len(times) or times[i] != admitted:
+                return  # older than the log keeps
+            del times[i]
+            insort(times, at, lo=head)
+
     def clean(self, now: float, sent_at: float | None = None) -> bool:
         """The request sent at ``sent_at`` came back at ``now`` without a refusal: a probe that
         has used the room it was given grows; one whose answers got slower lets more be in
         flight. True when the limits changed."""
         if sent_at is not None and now >= sent_at:
-            took = now - sent_at
-            self.latency = took if self.latency is None else self.latency + 0.2 * (took - self.latency)
+            self._took.append(now - sent_at)
+            self.latency = statistics.median(self._took)
         if self.probe is None:
             return self._try_more(now)
         slots = self._slots
         if self._needed() > slots:  # answers got slower: the pace needs more in flight (never fewer here)
             self._slots = self._needed()
+        if sent_at is None or sent_at >= self._grown_at:
+            self._answered += 1
         # It grows once it has used what it was given: its window holds nearly its rate, and
-        # the room its last step added has been used since (a step is tried, then the next).
-        if self._count(now - self._span(self.probe), now) < self.probe.rate * PROBE_USED:
+        # the room its last step added has been used and answered clean since (a step is tried,
+        # then the next: at a long latency, the answers are waited for, not just the sends).
+        if self._held or self._count(now - self._span(self.probe), now) < self.probe.rate * PROBE_USED:
             return self._slots != slots
-        if self._count(self._grown_at, now) < self._added * PROBE_USED:
+        if self._answered < self._added * PROBE_USED:
             return self._slots != slots
         grown = max(self.probe.rate + 1, math.floor(self.probe.rate * PROBE_GROWTH))
         if self.cap is not None:
             grown = min(grown, math.floor(self.cap.rate * self.probe.per / self.cap.per) or 1)
         if grown <= self.probe.rate:
             return self._slots != slots
-        self._added, self._grown_at = grown - self.probe.rate, now
+        self._added, self._grown_at, self._answered = grown - self.probe.rate, now, 0
         self.probe = Quota(grown, self.probe.per)  # (a refusal of what went before still teaches)
         self._slots = self._needed()
         return True
+
+    def hold(self) -> None:
+        """A refusal came and is explained later (``refused``): the probe grows no more meanwhile."""
+        self._held = True
 
     def in_flight(self) -> int:
         """How many requests may be in flight while probing: one until answers say how long they
@@ -186,14 +212,16 @@ class LimitLearner:
         return True
 
     def refused(self, now: float, sent_at: float, retry_after: float | None, source: str,
-                ticket: int | None = None) -> bool:
-        """The request sent at ``sent_at`` (``ticket``: which of those sent then) was refused at
-        ``now``; room comes back ``retry_after`` seconds later (None: not said). Learn the window
-        and quota that explain it. Answers come back out of order: a refused request sent before
-        the one last explained is a tighter reading of the same overshoot."""
+                ticket: int | None = None, admitted: float | None = None) -> bool:
+        """The request sent at ``sent_at`` (``ticket``: which of those sent then; ``admitted``:
+        when it was admitted, if earlier) was refused at ``now``; room comes back ``retry_after``
+        seconds later (None: not said). Learn the window and quota that explain it. Answers come
+        back out of order: a refused request sent before the one last explained is a tighter
+        reading of the same overshoot."""
         self.refusals += 1
+        self._held = False
         earlier = self._explained is not None and sent_at < self._explained
-        if sent_at < self.learned_at and not earlier:
+        if (sent_at if admitted is None else admitted) < self.learned_at and not earlier:
             return False  # sent before the limits changed (in flight then): what it says is known
         since = self._episode_since if earlier else (self.learned_at if self.learned else -math.inf)
         lowered = None if earlier else self._lowered(sent_at, ticket, retry_after)
@@ -297,6 +325,7 @@ class LimitLearner:
         first = bisect_left(times, since, head, end) if since > -math.inf else head
         best: tuple[float, float, int, bool] | None = None  # (error, window, quota, clock)
         fits: tuple[float, float, int, bool] | None = None  # the same, of any window (explaining or not)
+        sliding: dict[float, float] = {}  # window -> how far its sliding reading misses the wait
         for window in WINDOWS:
             for clock in (False, True):
                 found, peak = self._found(window, sent_at, end, clock, first)
@@ -304,8 +333,8 @@ class LimitLearner:
                     continue
                 explains = peak < found  # else an admitted request found as many
                 if retry_after is None:
-                    if explains:
-                        return window, peak + 1, clock
+                    if explains:  # (a clock window is not told from a sliding one without a wait)
+                        return window, peak + 1, False
                     continue
                 # The vendor said its wait at some instant between the send and the answer: the
                 # window fits when its room, seen from one of those instants, is the wait said.
@@ -315,6 +344,7 @@ class LimitLearner:
                 else:
                     back = times[bisect_right(times, sent_at - window, head)] + window
                     error = _miss(back - now, retry_after, back - sent_at)
+                    sliding[window] = error
                 if explains and (best is None or error < best[0] - 1e-6):
                     best = (error, window, peak + 1, clock)
                 if fits is None or error < fits[0] - 1e-6:
@@ -322,10 +352,19 @@ class LimitLearner:
         # A window that explains the refusal but not its wait (requests reach the vendor in
         # another order than they left, as from several nodes): the wait said is the surer
         # sign; the quota is what the refused request found (a lower one is learned if refused again).
+        chosen = None
         if best is not None and (fits is None or best[0] <= FIT_SLACK or best[0] <= fits[0]):
-            return best[1], best[2], best[3]
-        if fits is not None:
-            return fits[1], max(fits[2], 1), fits[3]
+            chosen = best
+        elif fits is not None:
+            chosen = fits[0], fits[1], max(fits[2], 1), fits[3]
+        if chosen is not None:
+            error, window, quota, clock = chosen
+            # A clock window is learned only when the wait tells it from the sliding one (the
+            # room a clock window gives back at its boundary); else the sliding window of the
+            # same quota, which holds under either (noisy send times can make either explain).
+            if clock and sliding.get(window, math.inf) - error < CLOCK_TELLS:
+                clock = False
+            return window, quota, clock
         return WINDOWS[0], max(end - bisect_right(times, sent_at - WINDOWS[0], head), 1), False
 
     def _found(self, window: float, sent_at: float, end: int, clock: bool, since: int) -> tuple[int, int]:

@@ -260,7 +260,7 @@ class SyncTask:
     logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
     __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "answered",
-                 "node", "_id")
+                 "reached", "node", "_id")
 
     def __init__(
         self,
@@ -279,6 +279,7 @@ class SyncTask:
         self.attempt = 0  # failed attempts so far that counted against the retry policy
         self.admitted = 0.0  # when the limiter last admitted it
         self.answered: float | None = None  # when its answer began (None: still on its way)
+        self.reached: float | None = None  # when it reached the vendor, as well as known (None: when admitted)
         self.node: str | None = None  # the worker node its limits admitted it to (node-scoped limits)
         self.state = TaskState.PENDING
         self.seq = seq

@@ -326,7 +326,7 @@ class Scheduler:
             task = lane.take()
             task.node = gate.chosen
             task.admitted = now
-            task.answered = None
+            task.answered = task.reached = None
             task.state = transition("task", task.state, _RUNNING)
             lane.running.add(task)
             lane.dispatched += 1

@@ -248,6 +248,8 @@ class RayRunner:
         def here(at: float) -> float:  # the node's clock, made the master's: later by the uncertainty, never past now
             return min(at - worker.offset + worker.uncertainty, self.clock())
 
+        if began is not None:  # a node may send it seconds after its dispatch: the vendor counted it about then
+            task.reached = min(began - worker.offset, self.clock())
         if self.observed is not None:
             for observation, at in observations:
                 self.observed(task, observation, here(at))
