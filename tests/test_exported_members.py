@@ -20,6 +20,8 @@ EXPECTED = {
     "PlanMismatch", "StorageFailed", "StateInUse",
     # safe to leave running: storage faults and sinks that moved are errors users can catch
     "SinkMoved", "StateDamaged", "StateUnwritable",
+    # other programs on the same keys take permits from the daemon
+    "Permits", "PermitHeld",
 }
 
 

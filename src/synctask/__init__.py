@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         Vendor,
         task_id,
     )
+    from .permit_client import PermitHeld, Permits
     from .progress import PlanProgress, Progress
     from .retry import RetryPolicy, parse_retry_after
     from .schedule import Schedule, parse_schedule
@@ -78,6 +79,7 @@ _WHERE: dict[str, str] = {
         "Dataset", "PlanState", "Run", "RunState", "Secret", "SyncPlan", "SyncTask", "TaskState", "Vendor",
         "task_id",
     ), "model"),
+    **dict.fromkeys(("PermitHeld", "Permits"), "permit_client"),
     **dict.fromkeys(("PlanProgress", "Progress"), "progress"),
     **dict.fromkeys(("RetryPolicy", "parse_retry_after"), "retry"),
     **dict.fromkeys(("Schedule", "parse_schedule"), "schedule"),
@@ -113,6 +115,8 @@ __all__ = [
     "MemoryStore",
     "OutcomeKind",
     "ParamGrid",
+    "PermitHeld",
+    "Permits",
     "PlanEvent",
     "PlanFile",
     "PlanFileError",

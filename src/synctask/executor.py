@@ -40,6 +40,7 @@ from .learners import Learners
 from .limits import Limit, Limiter
 from .model import Dataset, PlanState, RunState, SyncPlan, SyncTask, Vendor, check_workers
 from .outcomes import Outcomes
+from .permits import PermitDesk
 from .pool import LocalRunner, Runner, TaskPool
 from .progress import Progress
 from .retry import RetryPolicy
@@ -101,6 +102,8 @@ class SyncTaskExecutor:
                                   cursors, cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set,
                                   clock=self._now)
         self._outcomes.learners = learners
+        self.permits = PermitDesk(self.scheduler, lambda: catalog.vendors, lambda: catalog.datasets, self._wake.set,
+                                  self._now)  # other programs' requests, on the same limits
         self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
         self._interrupts = 0

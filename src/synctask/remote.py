@@ -165,6 +165,49 @@ def set_workers(
     out.print(f"workers: {answer['workers']}", markup=False, highlight=False)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def permit(
+    vendor: Annotated[str, typer.Argument(metavar="VENDOR", help="The vendor the command calls.")],
+    command: Annotated[list[str], typer.Argument(metavar="-- COMMAND...", help="The command to run under the permit.")],
+    dataset: Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="Count it in this dataset's "
+                                                   "limits too.")] = None,
+    weight: Annotated[Optional[int], typer.Option("--weight", metavar="N", min=1, help="Its weight (default: the "
+                                                  "dataset's, else 1).")] = None,
+    wait: Annotated[float, typer.Option("--wait", metavar="SECONDS", min=0, help="The longest to wait for room.")
+                    ] = 30.0,
+    hold: Annotated[float, typer.Option("--hold", metavar="SECONDS", min=0.001, help="The longest the command may "
+                                        "run before its request counts as answered.")] = 60.0,
+    limited_exit: Annotated[Optional[int], typer.Option("--limited-exit", metavar="STATUS", help="The exit status "
+                            "by which the command says the vendor refused it (429): the vendor freezes.")] = None,
+    url: _URL = None,
+) -> None:
+    """Run one command under one permit from the daemon: it waits until the daemon's limits let
+    one more request to VENDOR go, counts it like the daemon's own, and frees it when the command
+    ends. The command gets SYNCTASK_PERMIT (its id) and SYNCTASK_KEY (the variable holding the key)."""
+    import os
+    import subprocess
+
+    if not command:
+        fail(ValueError("give the command after --, like: synctask permit tushare -- curl ..."))
+    body: dict[str, Any] = {"vendor": vendor, "dataset": dataset, "wait": wait, "hold": hold}
+    if weight is not None:
+        body["weight"] = weight
+    taken = _daemon(url, "POST", "/api/permits", body, timeout=wait + 30.0)
+    env = {**os.environ, "SYNCTASK_PERMIT": taken["id"]}
+    if taken.get("key"):
+        env["SYNCTASK_KEY"] = taken["key"]
+    outcome = "error"
+    try:
+        status = subprocess.run(command, env=env, check=False).returncode
+        outcome = "done" if status == 0 else "rate_limited" if status == limited_exit else "error"
+    except OSError as exc:
+        err.print(f"error: cannot run {command[0]!r}: {exc}", markup=False, highlight=False)
+        status = 127
+    finally:
+        _daemon(url, "POST", f"/api/permits/{_quote(taken['id'])}/answered", {"outcome": outcome})
+    raise typer.Exit(status)
+
+
 @app.command()
 def events(
     url: _URL = None,
@@ -185,12 +228,12 @@ def events(
 
 
 def _daemon(url: str | None, method: str, path: str, body: object = None, content_type: str | None = None,
-            hint: str | None = None) -> dict[str, Any]:
+            hint: str | None = None, timeout: float = 30.0) -> dict[str, Any]:
     """One call to the daemon; a clear message (and ``hint``) and exit 1 when none answers or it refuses."""
     from .server.client import DaemonError, call
 
     try:
-        return call(url, method, path, body, content_type=content_type)
+        return call(url, method, path, body, timeout, content_type=content_type)
     except DaemonError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         if hint:

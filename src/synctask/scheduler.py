@@ -77,6 +77,7 @@ class Scheduler:
         # Told how long a dataset's next task was held back by limits (freezes included), each
         # time one goes after waiting: for the limit-wait histogram of ``/metrics``.
         self.on_limit_wait: Callable[[str, float], None] | None = None
+        self.before_dispatch: Callable[[float], None] | None = None  # others' waiting requests go first (permits)
 
     # --- setup ---------------------------------------------------------------------------
     def add_dataset(self, dataset: Dataset, vendor: Vendor | None = None) -> None:
@@ -282,6 +283,8 @@ class Scheduler:
     # --- the decision --------------------------------------------------------------------
     def dispatch(self, now: float, slots: int) -> Decision:
         """Admit up to ``slots`` tasks at ``now``, one per queue per round-robin turn."""
+        if self.before_dispatch is not None:
+            self.before_dispatch(now)
         lines = self._lines
         lines.wake_due(now)
         ready = lines.ready

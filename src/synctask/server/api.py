@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from ..events import Event, FreezeEvent, TaskEvent
 from ..executor import SyncTaskExecutor
 from ..history import iso, run_row
 from ..model import MAX_WORKERS, PlanState
+from ..permits import PermitRefused
 from .guard import Policy, Refusal, guard
 from .series import Series
 from .stream import BACKLOG, Broadcast, chunk
@@ -96,6 +98,9 @@ def make_app(executor: SyncTaskExecutor, policy: Policy, *, service: Service | N
     app.router.add_get("/api/openapi.json", _openapi)
     app.router.add_get("/api/events", _events)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/api/permits", _permits)
+    app.router.add_post("/api/permits", _take_permit)
+    app.router.add_post("/api/permits/{id}/answered", _permit_answered)
     return app
 
 
@@ -383,6 +388,69 @@ async def _workers(request: web.Request) -> web.Response:
         return _error(400, f'send {{"workers": N}} with N a whole number from 1 to {MAX_WORKERS:,}')
     executor.set_workers(workers)
     return web.json_response({"workers": executor.workers})
+
+
+async def _take_permit(request: web.Request) -> web.Response:
+    """Wait until one request of another program may go to a vendor, count it like one of the
+    engine's own, and answer its permit: ``{"vendor", "dataset"?, "weight"?, "wait"?, "hold"?}``."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    body = await _object(request)
+    vendor, dataset = body.get("vendor"), body.get("dataset")
+    if not isinstance(vendor, str) or not (dataset is None or isinstance(dataset, str)):
+        return _error(400, 'send {"vendor": NAME} and optionally "dataset", "weight", "wait" and "hold" (seconds)')
+    weight, wait, hold = body.get("weight"), body.get("wait", 30.0), body.get("hold", 60.0)
+    if not all(type(x) in (int, float) for x in (wait, hold)) or not (weight is None or type(weight) is int):
+        return _error(400, '"weight" is a whole number; "wait" and "hold" are seconds')
+    try:
+        permit = await executor.permits.take(vendor, dataset, weight, float(wait), float(hold))
+    except PermitRefused as refused:
+        headers = {}
+        if refused.retry_at is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(refused.retry_at - time.time())))
+        return web.json_response({"error": str(refused)}, status=refused.status, headers=headers)
+    return web.json_response({**permit.view(), "taken": iso(permit.taken), "expires": iso(permit.expires)})
+
+
+async def _permit_answered(request: web.Request) -> web.Response:
+    """The permit's request was answered: ``{"outcome": "done" | "rate_limited" | "error",
+    "retry_after"?: seconds, "scope"?: "vendor" | "dataset", "at"?: epoch seconds}``; its room comes
+    back one window after its answer began."""
+    executor: SyncTaskExecutor = request.app["executor"]
+    body = await _object(request)
+    outcome, retry_after, scope = body.get("outcome", "done"), body.get("retry_after"), body.get("scope", "vendor")
+    at = body.get("at")
+    if not isinstance(outcome, str) or scope not in ("vendor", "dataset") or not all(
+            x is None or type(x) in (int, float) for x in (retry_after, at)):
+        return _error(400, 'send {"outcome": "done" | "rate_limited" | "error"} and optionally "retry_after" '
+                           '(seconds), "scope" ("vendor" or "dataset") and "at" (when the answer began, epoch seconds)')
+    try:
+        permit = executor.permits.answered(request.match_info["id"], outcome, retry_after, scope, at)
+    except PermitRefused as refused:
+        return _error(refused.status, str(refused))
+    return web.json_response({"id": permit.id, "outcome": outcome})
+
+
+async def _permits(request: web.Request) -> web.Response:
+    """Permits out now (per vendor and dataset) and taken in the last minute."""
+    desk = request.app["executor"].permits
+    out = [{"vendor": vendor, "dataset": dataset, "in_flight": count}
+           for (vendor, dataset), count in sorted(desk.in_flight().items(), key=str)]
+    return web.json_response({"in_flight": out, "taken_last_minute": desk.per_minute(),
+                              "taken": [{"vendor": v, "dataset": d, "count": n} for (v, d), n in desk.taken.items()]})
+
+
+async def _object(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body (an empty body: {})."""
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "the body is not JSON"}),
+                                 content_type="application/json") from None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(text=json.dumps({"error": "send a JSON object"}), content_type="application/json")
+    return body
 
 
 async def _metrics(request: web.Request) -> web.Response:

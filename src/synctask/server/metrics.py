@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..events import Event, FreezeEvent, TaskEvent
@@ -105,7 +105,7 @@ class _Gauges(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         executor, now = self.metrics.executor, time.time()
         in_flight = GaugeMetricFamily("synctask_tasks_in_flight", "Tasks running now.", labels=["plan"])
         by_state = GaugeMetricFamily("synctask_plan_tasks", "The current run's tasks by state.",
@@ -156,9 +156,18 @@ class _Gauges(Collector):
             for item in learner.learned.values():
                 learned.add_metric([vendor, scope, item.limit.label, item.how], item.limit.rate)
                 learned_at.add_metric([vendor, scope, item.limit.label], item.at)
+        permits = GaugeMetricFamily("synctask_permits_in_flight", "Permits other programs hold now "
+                                    "(POST /api/permits, not answered yet).", labels=["vendor", "dataset"])
+        for (vendor, dataset), count in executor.permits.in_flight().items():
+            permits.add_metric([vendor, dataset or ""], count)
+        lent = CounterMetricFamily("synctask_permits_taken", "Permits given to other programs since the daemon "
+                                   "started.", labels=["vendor", "dataset"])
+        for (vendor, dataset), count in executor.permits.taken.items():
+            lent.add_metric([vendor, dataset or ""], count)
         workers = GaugeMetricFamily("synctask_workers", "Tasks the executor runs at once.")
         workers.add_metric([], executor.workers)
-        yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, learned, learned_at, workers)
+        yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, learned, learned_at, permits,
+                    lent, workers)
 
     def _vendor(self, scope: str) -> str:
         """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""

@@ -144,6 +144,40 @@ def _paths() -> dict[str, Any]:
                 "type": "object", "required": ["workers"],
                 "properties": {"workers": {"type": "integer", "minimum": 1, "maximum": MAX_WORKERS}}}}}},
             "responses": {"200": _json({"type": "object", "properties": {"workers": _COUNT}}, ok), **_ERRORS}}},
+        "/api/permits": {
+            "get": {"summary": "Permits other programs hold now, and took", "responses": {"200": _json({
+                "type": "object", "properties": {
+                    "in_flight": {"type": "array", "items": {"type": "object", "properties": {
+                        "vendor": {"type": "string"}, "dataset": {"type": ["string", "null"]}, "in_flight": _COUNT}}},
+                    "taken_last_minute": _COUNT,
+                    "taken": {"type": "array", "items": {"type": "object", "properties": {
+                        "vendor": {"type": "string"}, "dataset": {"type": ["string", "null"]}, "count": _COUNT}}}}},
+                ok)}},
+            "post": {"summary": "Wait until one request of another program may go, and count it like the "
+                                "daemon's own (503 with Retry-After: no room within the wait)", "requestBody": {
+                "required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["vendor"], "properties": {
+                        "vendor": {"type": "string"}, "dataset": {"type": ["string", "null"]},
+                        "weight": {"type": "integer", "minimum": 1},
+                        "wait": {"type": "number", "minimum": 0, "description": "seconds to wait for room"},
+                        "hold": {"type": "number", "exclusiveMinimum": 0,
+                                 "description": "seconds after which an unanswered permit counts as answered"}}}}}},
+                "responses": {"200": _json({"type": "object", "properties": {
+                    "id": {"type": "string"}, "vendor": {"type": "string"}, "dataset": {"type": ["string", "null"]},
+                    "weight": _COUNT, "key": {"type": ["string", "null"],
+                                              "description": "the variable holding the key to use (never the key)"},
+                    "taken": {"type": "string"}, "expires": {"type": "string"}}}, ok), **_ERRORS}}},
+        "/api/permits/{id}/answered": {"post": {
+            "summary": "The permit's request was answered: its room comes back one window after; a 429 freezes",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "outcome": {"enum": ["done", "rate_limited", "error"]},
+                    "retry_after": {"type": "number", "minimum": 0},
+                    "scope": {"enum": ["vendor", "dataset"]},
+                    "at": {"type": "number", "description": "when the answer began, epoch seconds"}}}}}},
+            "responses": {"200": _json({"type": "object", "properties": {
+                "id": {"type": "string"}, "outcome": {"type": "string"}}}, ok), **_ERRORS}}},
         "/api/series": {"get": {"summary": "The last hour in 10-second steps (the dashboard's graphs)",
                                 "responses": {"200": _json(_ref("Series"), ok)}}},
         "/api/events": {"get": {
