@@ -187,6 +187,8 @@ def test_the_permit_command_runs_one_command_under_one_permit(tmp_path):
             metrics = answer.read().decode()
         assert 'synctask_permits_taken_total{dataset="d",vendor="v"} 1.0' in metrics
         assert "secret-key-value-123" not in metrics + ran.stdout + ran.stderr
+        status_line = client(tmp_path, url, "status").stdout
+        assert "permits to other programs: 0 out, 1 taken in the last minute" in status_line, status_line
         refused = client(tmp_path, url, "permit", "nope", "--", "true")
         assert refused.returncode == 1 and "no vendor named 'nope'" in refused.stderr
         status, _ = api(url, "POST", "/api/permits", {"vendor": "v"}, token="")

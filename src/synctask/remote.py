@@ -55,6 +55,11 @@ def status(
                 ends = format_duration(max(round(until - time.time()), 1))
                 said += f"; {'banned' if freeze['ban'] else 'frozen'} for {ends}"
             out.print(f"  {scope['scope']}: {said}", markup=False, highlight=False)
+        lent = _daemon(url, "GET", "/api/permits")
+        out_now = sum(item["in_flight"] for item in lent["in_flight"])
+        if out_now or lent["taken_last_minute"]:
+            out.print(f"  permits to other programs: {out_now} out, {lent['taken_last_minute']} taken in the last "
+                      "minute", markup=False, highlight=False)
     if plan:
         _print_failures(answer)
 

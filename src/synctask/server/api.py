@@ -375,7 +375,8 @@ def _progress(executor: SyncTaskExecutor, freezes: dict[str, str]) -> dict[str, 
     return {"type": "progress", "at": iso(now, precise=True), "workers": executor.workers,
             "in_flight": executor.in_flight(), "nodes": nodes,
             "plans": [plan_view(executor, plan.name, now) for plan in executor.catalog.plans.values()],
-            "scopes": scopes_view(executor, freezes)}
+            "scopes": scopes_view(executor, freezes),
+            "permits": {"out": len(executor.permits.out), "last_minute": executor.permits.per_minute()}}
 
 
 async def _workers(request: web.Request) -> web.Response:

@@ -239,6 +239,7 @@ function take(item) {
     view.workers = item.workers;
     view.inFlight = item.in_flight;
     view.nodes = item.nodes;
+    view.permits = item.permits;
     view.snapshotAt = Date.now();
     view.clockSkew = Date.parse(item.at) - Date.now();
     view.asOf = item.at;
@@ -385,8 +386,12 @@ function renderPlans() {
   }
   show($("no-plans"), view.connected && view.loaded && view.plans.length === 0);
   const nodes = Object.entries(view.nodes || {}).map(([node, n]) => `${node}: ${n}`).join(", ");
+  const permits = view.permits || {};
+  const lent = permits.out || permits.last_minute
+    ? `; permits to other programs: ${number.format(permits.out)} out, ${number.format(permits.last_minute)} in the last minute`
+    : "";
   setText($("workers"), view.workers === null ? ""
-    : `${number.format(view.inFlight || 0)} of ${number.format(view.workers)} workers busy${nodes ? ` (${nodes})` : ""}`);
+    : `${number.format(view.inFlight || 0)} of ${number.format(view.workers)} workers busy${nodes ? ` (${nodes})` : ""}${lent}`);
 }
 
 // --- vendors and limits -------------------------------------------------------------------------
