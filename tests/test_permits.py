@@ -193,3 +193,25 @@ def test_the_permit_command_runs_one_command_under_one_permit(tmp_path):
         assert refused.returncode == 1 and "no vendor named 'nope'" in refused.stderr
         status, _ = api(url, "POST", "/api/permits", {"vendor": "v"}, token="")
         assert status == 401  # same token rules as the rest of the API
+
+
+def test_permits_count_in_a_learned_limit_and_their_refusals_teach_it():
+    """A vendor whose limits are learned: other programs' requests are in the learner's count of
+    what was sent, and a 429 one of them got is explained like one of the engine's own."""
+    async def go():
+        text = PLANS.replace('limits = [{ rate = 3, per = "1s" }]', 'limits = "learn"')
+        ex = SyncTaskExecutor(store=None)
+        ex.load(parse_plan_text(text, "plans.toml", {"V_KEY": "k-123456789"}), start=False)
+        learner = ex.learners.by_scope["vendor:v"]
+        for _ in range(2):  # the probe: 2 per 1s, one in flight
+            permit = await ex.permits.take("v", "d", wait=2.0)
+            ex.permits.answered(permit.id)
+        assert learner.recent(1.0, time.time()) == 2
+        permit = await ex.permits.take("v", "d", wait=3.0)
+        ex.permits.answered(permit.id, "rate_limited", retry_after=1)
+        assert learner.refusals == 1 and ex.learners.describe("vendor:v").startswith("learned: "), learner.describe()
+        expired = await ex.permits.take("v", "d", wait=5.0, hold=0.05)
+        await asyncio.sleep(0.1)
+        assert expired.request not in ex.learners._tickets  # its hold ended: answered, for the learner too
+
+    asyncio.run(go())

@@ -103,7 +103,7 @@ class SyncTaskExecutor:
                                   clock=self._now)
         self._outcomes.learners = learners
         self.permits = PermitDesk(self.scheduler, lambda: catalog.vendors, lambda: catalog.datasets, self._wake.set,
-                                  self._now)  # other programs' requests, on the same limits
+                                  self._now, learners)  # other programs' requests, on the same limits
         self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
         self._interrupts = 0

@@ -39,6 +39,7 @@ class Learners:
         self._margin: dict[str, float | None] = {}
         self._weight: dict[str, int] = {}  # scope -> the heaviest request on it (a quota holds one at least)
         self._of_dataset: dict[str, list[str]] = {}  # dataset -> its learning scopes (vendor, dataset)
+        self._of_vendor: dict[str, list[str]] = {}  # vendor -> its learning scope (a permit without a dataset)
         self._tickets: dict[SyncTask, tuple[int, list[int]]] = {}  # a task in flight -> its weight, its ticket in each
         self._saved: dict[str, list[dict[str, Any]]] | None = None
         self._refusals: list[_Refusal] = []  # Ray's, until what was admitted before them is counted where it went
@@ -54,6 +55,8 @@ class Learners:
         if dataset.learn is not None:
             margin = vendor.margin if vendor is not None else None
             scopes.append(self._learner(f"dataset:{dataset.name}", dataset.learn, dataset.limits, margin))
+        if vendor is not None and vendor.learn is not None:
+            self._of_vendor[vendor.name] = scopes[:1]
         if scopes:
             self._of_dataset[dataset.name] = scopes
             for scope in scopes:
@@ -85,14 +88,20 @@ class Learners:
             self._apply(scope, self._clock())
 
     # --- what happened ---------------------------------------------------------------------
-    def sent(self, task: SyncTask, dataset: str, now: float, weight: int) -> None:
-        scopes = self._of_dataset.get(dataset)
+    def scopes_of(self, dataset: str | None, vendor: str | None = None) -> list[str] | None:
+        """The learning scopes a request of ``dataset`` (or, with none, of ``vendor``) counts in."""
+        return self._of_dataset.get(dataset) if dataset is not None else self._of_vendor.get(vendor or "")
+
+    def sent(self, task: SyncTask, dataset: str | None, now: float, weight: int, vendor: str | None = None) -> None:
+        """``task`` (or another program's request, on a permit) was admitted at ``now``."""
+        scopes = self.scopes_of(dataset, vendor)
         if scopes:
             self._tickets[task] = weight, [self.by_scope[scope].sent(now, weight) for scope in scopes]
 
-    def ended(self, task: SyncTask, dataset: str, failure: Failure | None, now: float) -> None:
+    def ended(self, task: SyncTask, dataset: str | None, failure: Failure | None, now: float,
+              vendor: str | None = None) -> None:
         sent = self._tickets.pop(task, None)
-        scopes = self._of_dataset.get(dataset)
+        scopes = self.scopes_of(dataset, vendor)
         if sent is None or not scopes:
             return
         weight, tickets = sent

@@ -22,7 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SyncError, UnknownPlan
+from .errors import Failure, OutcomeKind, SyncError, UnknownPlan
+from .learners import Learners
+from .model import SyncTask
 from .scheduler import Scheduler
 from .windows import Quota
 
@@ -60,6 +62,7 @@ class Permit:
     gate: Any
     node: str | None
     timer: asyncio.TimerHandle | None = None
+    request: SyncTask | None = None  # what the learners know it by, when the vendor's limits are learned
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "vendor": self.vendor, "dataset": self.dataset, "weight": self.weight,
@@ -85,7 +88,7 @@ class PermitDesk:
 
     def __init__(self, scheduler: Scheduler, vendors: Callable[[], dict[str, Any]],
                  datasets: Callable[[], dict[str, Any]], poke: Callable[[], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, learners: Learners | None = None) -> None:
         self.scheduler = scheduler
         self._vendors = vendors
         self._datasets = datasets
@@ -95,6 +98,7 @@ class PermitDesk:
         self.taken: dict[tuple[str, str | None], int] = {}  # (vendor, dataset) -> permits taken so far
         self._recent: deque[float] = deque()  # when permits were taken, for "per minute"
         self.waiters: list[_Waiter] = []  # in the order they asked
+        self.learners: Learners | None = learners
         scheduler.before_dispatch = self.grant
 
     # --- taking ------------------------------------------------------------------------------
@@ -150,6 +154,10 @@ class PermitDesk:
         permit = Permit(f"p{next(_ids)}-{secrets.token_hex(4)}", waiter.vendor, waiter.dataset, waiter.weight,
                         _key_name(token), now, now + waiter.hold, waiter.gate, getattr(waiter.gate, "chosen", None))
         permit.timer = asyncio.get_running_loop().call_later(waiter.hold, self._expire, permit.id)
+        if self.learners is not None and self.learners.scopes_of(waiter.dataset, waiter.vendor):
+            permit.request = SyncTask(f"permit:{permit.id}", {})
+            permit.request.admitted = now
+            self.learners.sent(permit.request, waiter.dataset, now, waiter.weight, waiter.vendor)
         self.out[permit.id] = permit
         self.taken[(waiter.vendor, waiter.dataset)] = self.taken.get((waiter.vendor, waiter.dataset), 0) + 1
         self._recent.append(now)
@@ -193,8 +201,12 @@ class PermitDesk:
         if permit is None:
             raise PermitRefused(f"no permit {permit_id!r} is out (answered already, or its hold ended)", 404)
         now = self._clock()
-        self._give_back(permit, min(at, now) if at is not None and at >= permit.taken else now)
-        if outcome == "rate_limited":
+        limited = outcome == "rate_limited"
+        failure = None if outcome == "done" else Failure(
+            OutcomeKind.RATE_LIMITED if limited else OutcomeKind.SERVER, "another program's request",
+            429 if limited else None, retry_after, scope)
+        self._give_back(permit, min(at, now) if at is not None and at >= permit.taken else now, failure)
+        if limited:
             frozen = f"{scope}:{permit.dataset}" if scope == "dataset" and permit.dataset else f"vendor:{permit.vendor}"
             wait = retry_after if retry_after is not None else self._window(frozen)
             self.scheduler.freeze(frozen, now + wait)
@@ -205,12 +217,14 @@ class PermitDesk:
         if permit is not None:
             self._give_back(permit, self._clock())
 
-    def _give_back(self, permit: Permit, at: float) -> None:
+    def _give_back(self, permit: Permit, at: float, failure: Failure | None = None) -> None:
         self.out.pop(permit.id, None)
         if permit.timer is not None:
             permit.timer.cancel()
         permit.gate.settle(permit.weight, at, permit.node)
         permit.gate.release(permit.node)
+        if permit.request is not None and self.learners is not None:  # what it says teaches the learned limits
+            self.learners.ended(permit.request, permit.dataset, failure, self._clock(), permit.vendor)
         self.scheduler.renewed()
         self._poke()
 
