@@ -81,3 +81,27 @@ def test_a_late_stamping_vendor_counts_each_request_after_reading_it():
 
     sent, answered, stamped = asyncio.run(go())
     assert sent + 0.03 <= stamped <= answered  # counted late, but before the answer left
+
+
+def test_the_hidden_profile_counts_per_key_and_a_revoked_key_is_answered_401():
+    """``--per-key``: each API key has the whole hidden limit (5 per second here); a key revoked
+    mid-run gets 401 while the other goes on."""
+    async def go():
+        config = SimulatorConfig(profile="hidden", hidden_limits=((5, 1.0, False),), hidden_per_key=True)
+        async with Simulator(config) as sim, aiohttp.ClientSession() as http:
+            async def get(key: str) -> int:
+                async with http.get(f"{sim.url}/v1/hidden", params={"i": "1"},
+                                    headers={"Authorization": f"Bearer {key}"}) as answer:
+                    return answer.status
+
+            first = [await get("key-a") for _ in range(5)] + [await get("key-b") for _ in range(5)]
+            over = await get("key-a")
+            async with http.post(f"{sim.url}/_admin/revoke", params={"key": "key-b"}) as answer:
+                assert answer.status == 200
+            revoked = await get("key-b")
+            return first, over, revoked, sim.stats.as_dict()
+
+    first, over, revoked, stats = asyncio.run(go())
+    assert first == [200] * 10 and over == 429 and revoked == 401
+    assert stats["by_key"] == {"key-a": 5, "key-b": 5}
+    assert [(v["kind"], v["key"]) for v in stats["violations"]] == [("over_hidden_limit", "key-a")]

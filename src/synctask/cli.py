@@ -260,6 +260,9 @@ def simulate(
     state_limits: Annotated[bool, typer.Option(
         "--state-limits", help="The hidden profile states its limits after all, in IETF RateLimit-Policy "
         "and RateLimit headers.")] = False,
+    per_key: Annotated[bool, typer.Option(
+        "--per-key", help="The hidden profile counts its limits per API key (the bearer token, or ?key=); "
+        "POST /_admin/revoke?key=K answers that key 401 from then on.")] = False,
 ) -> None:
     """Run the vendor simulator on its own (stats at /_admin/stats); 'all' and 'demo' serve every vendor."""
     from .demo import demo_profiles
@@ -269,7 +272,8 @@ def simulate(
         _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, hidden, all or demo"))
     try:
         config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults),
-                                 hidden_limits=_hidden_limits(hidden), hidden_stated=state_limits)
+                                 hidden_limits=_hidden_limits(hidden), hidden_stated=state_limits,
+                                 hidden_per_key=per_key)
     except ValueError as exc:
         _fail(exc)
     simulator = Simulator(config, host=host, port=port, profiles=demo_profiles() if profile == "demo" else None)

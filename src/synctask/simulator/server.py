@@ -61,6 +61,7 @@ class SimulatorConfig:
     # an answer over one is a 429 with Retry-After alone; 20 of those in 10 s get a 60 s ban (403)
     hidden_limits: tuple[tuple[int, float, bool], ...] = ((50, 1.0, False),)
     hidden_stated: bool = False  # the hidden profile states its limits after all (IETF RateLimit headers)
+    hidden_per_key: bool = False  # count the hidden limits (and bans) per API key: the bearer token or ?key=
 
 
 @dataclass
@@ -71,13 +72,14 @@ class Stats:
     subscriptions: list[int] = field(default_factory=list)  # ws: the sequence number each began at
     violations: list[dict[str, Any]] = field(default_factory=list)
     by_api: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_key: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # hidden, per key: requests served
     faults: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     asked_since: list[dict[str, Any]] = field(default_factory=list)  # /v1/records: each first page's question
 
     def as_dict(self) -> dict[str, Any]:
         return {"served": self.served, "rows": self.rows, "bans": self.bans, "subscriptions": self.subscriptions,
                 "violations": self.violations, "asked_since": self.asked_since,
-                "by_api": dict(self.by_api), "faults": dict(self.faults)}
+                "by_api": dict(self.by_api), "by_key": dict(self.by_key), "faults": dict(self.faults)}
 
 
 class Simulator:
@@ -96,6 +98,8 @@ class Simulator:
         self._weight: dict[int, int] = defaultdict(int)
         self._limited_until = 0.0
         self._banned_until = 0.0
+        self._key_banned: dict[str, float] = {}  # hidden: a key banned until (the only key, "", unless per key)
+        self._revoked: set[str] = set()  # hidden, per key: keys answered 401 (POST /_admin/revoke)
         self._ignored = 0
         self._runner: web.AppRunner | None = None
         # "all": each profile under its own prefix (/tushare, /binance, /rest, /ws) with its own
@@ -121,6 +125,7 @@ class Simulator:
         app = web.Application()
         app.router.add_get("/_admin/stats", self._admin)
         app.router.add_post("/_admin/reset", self._reset)
+        app.router.add_post("/_admin/revoke", self._revoke)
         if self.config.profile == "all":
             for name, child in self.children.items():
                 if name == "tushare":  # Tushare's API is its root: POST http://api.tushare.pro
@@ -186,12 +191,22 @@ class Simulator:
         self.reset()
         return web.json_response({"ok": True})
 
+    async def _revoke(self, request: web.Request) -> web.Response:
+        """``?key=K``: from now on the key is answered 401 (a key revoked while a client uses it)."""
+        key = request.query.get("key", "")
+        self._revoked.add(key)
+        for child in self.children.values():
+            child._revoked.add(key)
+        return web.json_response({"ok": True})
+
     def reset(self) -> None:
         self.stats = Stats()
         self._minute_log.clear()
         self._day_count.clear()
         self._weight.clear()
         self._limited_until = self._banned_until = 0.0
+        self._key_banned.clear()
+        self._revoked.clear()
         self._ignored = 0
         for child in self.children.values():
             child.reset()
@@ -203,8 +218,8 @@ class Simulator:
             return [v for child in self.children.values() for v in child.stats.violations]
         return self.stats.violations
 
-    def _violation(self, kind: str, api: str, now: float) -> None:
-        self.stats.violations.append({"kind": kind, "api": api, "at": now})
+    def _violation(self, kind: str, api: str, now: float, key: str | None = None) -> None:
+        self.stats.violations.append({"kind": kind, "api": api, "at": now, **({"key": key} if key else {})})
 
     # --- faults ---------------------------------------------------------------------------
     async def _stamp(self) -> float:
@@ -460,10 +475,13 @@ class Simulator:
         RateLimit headers): over one, a 429 with Retry-After (whole seconds) and nothing else; a
         client that keeps pushing (20 refusals in 10 s) is banned for a minute."""
         now = time.time()
-        if now < self._banned_until:
-            self._violation("while_banned", "hidden", now)
+        key = _api_key(request) if self.config.hidden_per_key else ""
+        if key in self._revoked:
+            return web.json_response({"error": "invalid API key: it was revoked"}, status=401)
+        if now < self._key_banned.get(key, 0.0):
+            self._violation("while_banned", "hidden", now, key)
             return web.json_response({"error": "banned"}, status=403)
-        log = self._minute_log["hidden"]  # admitted requests, oldest first
+        log = self._minute_log[f"hidden:{key}"]  # admitted requests, oldest first
         longest = max(per for _, per, _ in self.config.hidden_limits) / self.config.scale
         while log and log[0] <= now - longest:
             log.popleft()
@@ -485,13 +503,13 @@ class Simulator:
             fullest = min(fullest, (rate - used, index, reset))
         headers = self._hidden_policy() if self.config.hidden_stated else {}
         if room_at > now:
-            self._violation("over_hidden_limit", "hidden", now)
-            refusals = self._minute_log["hidden_refused"]
+            self._violation("over_hidden_limit", "hidden", now, key)
+            refusals = self._minute_log[f"hidden_refused:{key}"]
             refusals.append(now)
             while refusals and refusals[0] <= now - 10:
                 refusals.popleft()
             if len(refusals) >= 20:
-                self._banned_until = now + 60
+                self._key_banned[key] = now + 60
                 self.stats.bans += 1
             wait = str(max(1, math.ceil(room_at - now)))
             if headers:
@@ -502,6 +520,8 @@ class Simulator:
         self.stats.served += 1
         self.stats.rows += 1
         self.stats.by_api["hidden"] += 1
+        if self.config.hidden_per_key:
+            self.stats.by_key[key] += 1
         if headers:  # what this answer used, in the count of the fullest limit
             left, index, reset = fullest
             headers["RateLimit"] = f'"l{index}";r={max(int(left) - 1, 0)};t={math.ceil(reset)}'
@@ -614,3 +634,11 @@ def _kline_weight(limit: int) -> int:
     if limit <= 1000:
         return 5
     return 10
+
+
+def _api_key(request: web.Request) -> str:
+    """The key a request is made with: its bearer token, else its ``key`` or ``token`` parameter."""
+    said = request.headers.get("Authorization", "")
+    if said.lower().startswith("bearer "):
+        return said[7:].strip()
+    return request.query.get("key") or request.query.get("token") or ""
