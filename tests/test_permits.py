@@ -46,15 +46,16 @@ def test_a_permit_counts_in_the_vendors_window_until_one_window_after_its_answer
         with pytest.raises(PermitRefused) as full:
             await ex.permits.take("v", wait=0)
         assert full.value.status == 503 and full.value.retry_at is None  # held by requests not answered yet
-        answered_at = time.time()
+        before = time.time()
         for permit in taken:
             ex.permits.answered(permit.id, "done")
+        after = time.time()
         with pytest.raises(PermitRefused) as later:
             await ex.permits.take("v", "d", wait=0.2)
-        assert later.value.retry_at == pytest.approx(answered_at + 1.0, abs=0.05)  # room back one window later
-        started = time.monotonic()
-        again = await ex.permits.take("v", "d", wait=2.0)
-        assert 0.5 < time.monotonic() - started < 1.5 and again.dataset == "d"
+        assert later.value.retry_at is not None
+        assert before + 1.0 <= later.value.retry_at <= after + 1.0 + 1e-6  # room back one window after the answers
+        again = await ex.permits.take("v", "d", wait=5.0)
+        assert again.taken >= before + 1.0 and again.dataset == "d"
         ex.permits.answered(again.id)
 
     asyncio.run(go())
@@ -64,8 +65,10 @@ def test_a_refusal_freezes_the_vendor_and_an_unanswered_permit_frees_its_room_wh
     async def go():
         ex = desk()
         permit = await ex.permits.take("v", wait=0)
+        before = time.time()
         ex.permits.answered(permit.id, "rate_limited", retry_after=5)
-        assert ex.scheduler.limiter.frozen_until("vendor:v", time.time()) == pytest.approx(time.time() + 5, abs=0.1)
+        frozen = ex.scheduler.limiter.frozen_until("vendor:v", time.time())
+        assert frozen is not None and before + 5 <= frozen <= time.time() + 5
         with pytest.raises(PermitRefused):
             await ex.permits.take("v", wait=0.1)
         ex.scheduler.thaw("vendor:v")
