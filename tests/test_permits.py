@@ -218,3 +218,25 @@ def test_permits_count_in_a_learned_limit_and_their_refusals_teach_it():
         assert expired.request not in ex.learners._tickets  # its hold ended: answered, for the learner too
 
     asyncio.run(go())
+
+
+def test_a_permit_lent_while_its_caller_went_away_is_given_back_at_once():
+    """The engine's dispatch may lend a waiting permit just as its caller gives up (a client that
+    disconnected): the room is not held until the permit's hold ends."""
+    async def go():
+        ex = SyncTaskExecutor(store=None)
+        ex.load(parse_plan_text(PLANS.replace('{ rate = 3, per = "1s" }', "{ concurrency = 1 }"), "plans.toml",
+                                {"V_KEY": "k-123456789"}), start=False)
+        first = await ex.permits.take("v", wait=0)
+        waiting = asyncio.create_task(ex.permits.take("v", wait=5.0, hold=600.0))
+        await asyncio.sleep(0.05)
+        ex.permits.answered(first.id)
+        ex.permits.grant(time.time())  # as a dispatch turn would: lent, but its caller has not run yet
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert ex.permits.out == {}  # given back, not held for its 600 s hold
+        again = await ex.permits.take("v", wait=0)
+        ex.permits.answered(again.id)
+
+    asyncio.run(go())

@@ -106,7 +106,7 @@ class PermitDesk:
                    wait: float = 30.0, hold: float = 60.0) -> Permit:
         """Wait (up to ``wait`` seconds) until a request of ``weight`` to ``vendor`` (through
         ``dataset``'s limits too, if given) may go, and count it. Raises ``PermitRefused``.
-        Waiting permits of a vendor go in the order they asked, before the engine's own tasks
+        Waiting permits of a dataset go in the order they asked, before the engine's own tasks
         (``grant`` runs at the start of each of its dispatch turns)."""
         gate, weight = self._gate(vendor, dataset, weight)
         if not (0 <= wait <= MAX_WAIT) or not (0 < hold <= MAX_HOLD):
@@ -115,11 +115,13 @@ class PermitDesk:
         waiter = _Waiter(vendor, dataset, weight, hold, gate, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
         deadline = self._clock() + wait
+        given = False
         try:
             while True:
                 now = self._clock()
                 self.grant(now)
                 if waiter.permit.done():
+                    given = True
                     return waiter.permit.result()
                 if now >= deadline or (waiter.when > deadline and not math.isinf(waiter.when)):
                     retry_at = None if math.isinf(waiter.when) else waiter.when
@@ -132,19 +134,23 @@ class PermitDesk:
         finally:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
+            if not given and waiter.permit.done():  # lent while its caller went away: give it back now
+                self._give_back(waiter.permit.result(), self._clock())
 
     def grant(self, now: float) -> None:
-        """Admit the waiting permits that may go now, each vendor's in the order they asked."""
+        """Admit the waiting permits that may go now, those of one vendor and dataset in the
+        order they asked."""
         if not self.waiters:
             return
-        blocked: set[str] = set()
+        blocked: set[tuple[str, str | None]] = set()  # (a permit of another dataset may still find room)
         for waiter in list(self.waiters):
-            if waiter.vendor in blocked or waiter.permit.done():
+            line = (waiter.vendor, waiter.dataset)
+            if line in blocked or waiter.permit.done():
                 continue
             when = waiter.gate.try_acquire(waiter.weight, now)
             if when is not None:
                 waiter.when = when
-                blocked.add(waiter.vendor)
+                blocked.add(line)
                 continue
             self.waiters.remove(waiter)
             waiter.permit.set_result(self._lend(waiter, now))
