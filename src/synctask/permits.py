@@ -12,7 +12,6 @@ answered counts as answered when its hold ends, so a program that dies frees wha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import math
 import secrets
@@ -129,8 +128,8 @@ class PermitDesk:
                     raise PermitRefused(f"no room for a request to {vendor}{_of(dataset)} within {wait:g} s{said}",
                                         503, retry_at)
                 pause = max(min(waiter.when, now + POLL, deadline) - now, 0.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter.permit), pause)
+                # (asyncio.wait, not wait_for: a cancel that lands as the permit is lent must not be swallowed)
+                await asyncio.wait((waiter.permit,), timeout=pause)
         finally:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
