@@ -196,6 +196,10 @@ def test_the_permit_command_runs_one_command_under_one_permit(tmp_path):
         assert refused.returncode == 1 and "no vendor named 'nope'" in refused.stderr
         status, _ = api(url, "POST", "/api/permits", {"vendor": "v"}, token="")
         assert status == 401  # same token rules as the rest of the API
+        status, said = api(url, "POST", "/api/permits", [1])
+        assert status == 400 and "send a JSON object" in said["error"]
+        status, said = api(url, "POST", "/api/permits", {"vendor": "v", "wait": float("nan")})
+        assert status == 400 and "wait must be 0..3600 s" in said["error"]
 
 
 def test_permits_count_in_a_learned_limit_and_their_refusals_teach_it():

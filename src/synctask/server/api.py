@@ -447,10 +447,9 @@ async def _object(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "the body is not JSON"}),
-                                 content_type="application/json") from None
+        raise ValueError('the body is not JSON: send a JSON object, like {"vendor": "NAME"}') from None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(text=json.dumps({"error": "send a JSON object"}), content_type="application/json")
+        raise ValueError('send a JSON object, like {"vendor": "NAME"}')
     return body
 
 
