@@ -230,7 +230,7 @@ class PermitDesk:
         permit.gate.release(permit.node)
         if permit.request is not None and self.learners is not None:  # what it says teaches the learned limits
             self.learners.ended(permit.request, permit.dataset, failure, self._clock(), permit.vendor)
-        self.scheduler.renewed()
+        self.scheduler.room_freed(f"vendor:{permit.vendor}", at)
         self._poke()
 
     def _window(self, scope: str) -> float:

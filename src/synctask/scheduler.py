@@ -276,6 +276,13 @@ class Scheduler:
         for queue in self._queues.values():
             self._lines.poke(queue)
 
+    def room_freed(self, scope: str, now: float) -> None:
+        """A request counted on ``scope`` outside the queues (another program's, on a permit) was
+        answered or ended: the queues waiting on its counters go on, as for one of their own."""
+        for queue in self._queues.values():
+            if scope in queue.scopes.values():
+                self._lines.room_changed(queue, now)
+
     def thaw(self, scope: str) -> None:
         self.limiter.thaw(scope)
         self.renewed()
