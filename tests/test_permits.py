@@ -17,6 +17,7 @@ from synctask import SyncTaskExecutor, parse_plan_text
 from synctask.permits import PermitRefused
 
 from .served import api, client, daemon, env_for, opened, plan, wait_until
+from .test_learned_limits import hidden_rows_plans
 
 PLANS = '''
 [vendors.v]
@@ -98,22 +99,7 @@ def test_a_permit_that_cannot_be_given_says_why(call, status, words):
     asyncio.run(go())
 
 
-HIDDEN_PLANS = '''
-[vendors.quiet]
-connector = "rest"
-base_url = "{url}"
-limits = [{{ rate = 40, per = "1s" }}]
-
-[datasets.rows]
-vendor = "quiet"
-sink = {{ kind = "sqlite", path = "rows.db", key = ["i"] }}
-options = {{ path = "/v1/hidden", query = {{ i = "{{i}}" }}, records = "data" }}
-
-[[plans]]
-name = "rows"
-dataset = "rows"
-params = {{ i = {{ from = 1, to = 2000 }} }}
-'''
+HIDDEN_PLANS = hidden_rows_plans("quiet", 2000).replace('limits = "learn"', 'limits = [{ rate = 40, per = "1s" }]')
 
 SCRIPT = '''
 import asyncio, sys, aiohttp, synctask
@@ -153,7 +139,7 @@ def test_a_script_in_another_process_taking_permits_keeps_the_vendor_under_its_l
     try:
         assert sim.stdout is not None
         sim_url = sim.stdout.readline().split(" on ")[1].split()[0]
-        (tmp_path / "plans.toml").write_text(HIDDEN_PLANS.format(url=sim_url))
+        (tmp_path / "plans.toml").write_text(HIDDEN_PLANS.replace("URL", sim_url))
         (tmp_path / "script.py").write_text(SCRIPT)
         with daemon(tmp_path) as (_, url):
             wait_until(lambda: plan(url, "rows")["done"] >= 40, 60)
