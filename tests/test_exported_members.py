@@ -22,6 +22,8 @@ EXPECTED = {
     "SinkMoved", "StateDamaged", "StateUnwritable",
     # other programs on the same keys take permits from the daemon
     "Permits", "PermitHeld",
+    # several keys per vendor: a key of them, and the event when the vendor refuses one
+    "Key", "KeyEvent",
 }
 
 

@@ -338,3 +338,22 @@ params = { i = { from = FIRST, to = LAST } }
     assert learning < 20, learning  # the probe's one overshoot, across both nodes (a strict vendor bans at 20 in 10 s)
     assert after == learning  # the next run: not one refusal
     assert described_again == described
+
+
+def test_several_keys_on_ray_each_node_sends_with_the_key_the_masters_limits_chose(cluster, tmp_path):
+    from synctask.simulator import Simulator, SimulatorConfig
+
+    from .test_keys import PLANS, VALUES
+
+    async def go():
+        config = SimulatorConfig(profile="hidden", hidden_limits=((50, 1.0, False),), hidden_per_key=True)
+        async with Simulator(config) as sim:
+            ex = SyncTaskExecutor(workers=16, ray=cluster.address, base_dir=tmp_path)
+            ex.load(parse_plan_text(PLANS.replace("URL", sim.url).replace("LAST", "300"), "plans.toml", VALUES))
+            summary = await ex.run()
+            return summary, sim.stats.as_dict()
+
+    summary, stats = asyncio.run(asyncio.wait_for(go(), 120))
+    assert summary.plans["rows"]["done"] == 300
+    assert stats["violations"] == []
+    assert set(stats["by_key"]) == set(VALUES.values()) and min(stats["by_key"].values()) >= 100, stats["by_key"]

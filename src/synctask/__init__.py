@@ -34,13 +34,14 @@ if TYPE_CHECKING:
         UnknownPlan,
         classify,
     )
-    from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+    from .events import Event, FreezeEvent, KeyEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
     from .executor import RunSummary, SyncTaskExecutor
     from .grid import ParamGrid
     from .limits import Concurrency, Gate, Limiter, Quota
     from .lock import StateInUse
     from .model import (
         Dataset,
+        Key,
         PlanState,
         Run,
         RunState,
@@ -70,13 +71,14 @@ _WHERE: dict[str, str] = {
         "StorageFailed",
         "SyncError", "TaskError", "TaskFailed", "TransientError", "UnknownPlan", "classify",
     ), "errors"),
-    **dict.fromkeys(("Event", "FreezeEvent", "PlanEvent", "SkipEvent", "StreamEvent", "TaskEvent"), "events"),
+    **dict.fromkeys(("Event", "FreezeEvent", "KeyEvent", "PlanEvent", "SkipEvent", "StreamEvent", "TaskEvent"),
+                   "events"),
     **dict.fromkeys(("RunSummary", "SyncTaskExecutor"), "executor"),
     **dict.fromkeys(("ParamGrid",), "grid"),
     **dict.fromkeys(("Concurrency", "Gate", "Limiter", "Quota"), "limits"),
     **dict.fromkeys(("StateInUse",), "lock"),
     **dict.fromkeys((
-        "Dataset", "PlanState", "Run", "RunState", "Secret", "SyncPlan", "SyncTask", "TaskState", "Vendor",
+        "Dataset", "Key", "PlanState", "Run", "RunState", "Secret", "SyncPlan", "SyncTask", "TaskState", "Vendor",
         "task_id",
     ), "model"),
     **dict.fromkeys(("PermitHeld", "Permits"), "permit_client"),
@@ -105,6 +107,8 @@ __all__ = [
     "StateDamaged",
     "StateUnwritable",
     "FreezeEvent",
+    "Key",
+    "KeyEvent",
     "Gate",
     "IllegalTransition",
     "InvalidRequest",

@@ -23,7 +23,7 @@ from .errors import ErrorRule, OutcomeKind, PlanFileError, Problem, key_hint
 from .grid import ParamGrid, TemplateError
 from .learning import PROBE_START, parse_rate
 from .limits import Concurrency, Limit, Quota
-from .model import Dataset, Learn, Secret, SyncPlan, Vendor
+from .model import Dataset, Key, Learn, Secret, SyncPlan, Vendor
 from .options import MODELS as CONNECTOR_OPTIONS
 from .options import check_options, template_names
 from .retry import RetryPolicy
@@ -113,6 +113,20 @@ class EnvSecret(_Strict):
     env: str
 
 
+class KeySpec(_Strict):
+    """One of several keys: ``{ env = "KEY_B", account = "team", limits = [...] }``."""
+
+    env: str
+    account: str | None = None
+    limits: list[LimitSpec] = []
+
+
+class AccountSpec(_Strict):
+    """The limits the keys of one account share: ``[vendors.NAME.accounts.team] limits = [...]``."""
+
+    limits: list[LimitSpec] = []
+
+
 def _learn_all(value: Any) -> Any:
     """``limits = "learn"``: every limit of the scope learned from the vendor's answers."""
     if value == "learn":
@@ -125,12 +139,14 @@ def _learn_all(value: Any) -> Any:
 class VendorSpec(_Strict):
     connector: str
     base_url: str | None = None
-    token: EnvSecret | None = None
+    token: EnvSecret | list[KeySpec] | None = None
     limits: list[LimitSpec] = []
 
     _limits = field_validator("limits", mode="before")(classmethod(lambda cls, v: _learn_all(v)))
     margin: Duration | None = None
     options: dict[str, Any] = {}
+    key_order: Literal["spread", "fill-first"] = "spread"
+    accounts: dict[str, AccountSpec] = {}
 
     @field_validator("margin")
     @classmethod
@@ -142,11 +158,13 @@ class VendorSpec(_Strict):
     @field_validator("token", mode="before")
     @classmethod
     def _no_literal_secret(cls, value: Any) -> Any:
-        if isinstance(value, str):
+        if isinstance(value, str) or (isinstance(value, list) and any(isinstance(v, str) for v in value)):
             raise ValueError(
-                'secrets come from the environment: write token = { env = "VENDOR_TOKEN" } '
-                "and export VENDOR_TOKEN"
+                'secrets come from the environment: write token = { env = "VENDOR_TOKEN" } (or, for several keys, '
+                'token = [{ env = "KEY_A" }, { env = "KEY_B" }]) and export the variables'
             )
+        if isinstance(value, list) and not value:
+            raise ValueError('token = [] lists no key; write token = [{ env = "KEY_A" }, ...] or leave it out')
         return value
 
 
@@ -406,7 +424,11 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
     for name, v in spec.vendors.items():
         where = f"vendors.{name}"
         token = None
-        if v.token is not None:
+        keys: list[Key] = []
+        if isinstance(v.token, list):
+            keys = _keys(v, where, env, problems if secrets_required else out.warnings, problems)
+            token = keys[0].secret if keys else None
+        elif v.token is not None:
             value = env.get(v.token.env)
             if not value:
                 missing = Problem(f"{where}.token", f"environment variable {v.token.env} is not set; export it "
@@ -434,8 +456,18 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
                                     '"python:package.module:function"'))
         problems.extend(check_options(v.connector, v.options, f"{where}.options"))
         margin = parse_duration(v.margin) if v.margin is not None else None
+        if learn is not None and isinstance(v.token, list):
+            problems.append(Problem(f"{where}.limits", "limits cannot be learned with several keys yet (each key "
+                                    "would need its own); write the vendor's per-key limits"))
+        accounts = {account: tuple(x for i, lim in enumerate(spec_.limits)
+                                   if (x := _limit(lim, f"{where}.accounts.{account}.limits[{i}]", problems)))
+                    for account, spec_ in v.accounts.items()}
+        if v.accounts and not isinstance(v.token, list):
+            problems.append(Problem(f"{where}.accounts", "accounts group several keys; list them in "
+                                    'token = [{ env = "KEY_A", account = "..." }, ...]'))
         out.vendors[name] = Vendor(name, v.connector, v.base_url, token, tuple(x for x in limits if x),
-                                   tuple(x for x in node_limits if x), v.options, margin, learn)
+                                   tuple(x for x in node_limits if x), v.options, margin, learn, tuple(keys),
+                                   v.key_order, accounts)
     for name, d in spec.datasets.items():
         where = f"datasets.{name}"
         if d.vendor not in spec.vendors:
@@ -458,6 +490,9 @@ def _build(spec: FileSpec, source: str, env: Mapping[str, str], secrets_required
                           tuple(rule.to_rule() for rule in d.errors), dataset_learn)
         _check_weight(dataset, out.vendors.get(d.vendor), where, problems)
         vendor_spec = spec.vendors.get(d.vendor)
+        if dataset_learn is not None and vendor_spec is not None and isinstance(vendor_spec.token, list):
+            problems.append(Problem(f"{where}.limits", f"limits cannot be learned with several keys yet (vendor "
+                                    f"{d.vendor} has them); write the dataset's per-key limits"))
         if vendor_spec is not None and not dataset.api.startswith("python:"):
             problems.extend(check_options(vendor_spec.connector, d.options, f"{where}.options"))
         out.datasets[name] = dataset
@@ -543,6 +578,38 @@ def _check_templates(out: PlanFile, spec: FileSpec, dataset: Dataset, grid: Para
                                 'its request, but the vendor has no token = { env = "..." }'))
 
 
+def _keys(v: VendorSpec, where: str, env: Mapping[str, str], missing: list[Problem],
+          problems: list[Problem]) -> list[Key]:
+    """The vendor's keys from ``token = [...]``, each from its variable (one not set: ``missing``)."""
+    keys: list[Key] = []
+    seen: set[str] = set()
+    for i, k in enumerate(v.token if isinstance(v.token, list) else []):
+        at = f"{where}.token[{i}]"
+        if k.env in seen:
+            problems.append(Problem(f"{at}.env", f"{k.env} is listed twice; each key once"))
+            continue
+        seen.add(k.env)
+        if k.account is not None and k.account not in v.accounts:
+            problems.append(Problem(f"{at}.account", f"no account {k.account!r}: add [{where}.accounts.{k.account}] "
+                                    f"with the limits its keys share{_suggest(k.account, v.accounts)}"))
+        limits: list[Limit] = []
+        for j, lim in enumerate(k.limits):
+            if lim.learn or lim.scope not in (None, "vendor"):
+                problems.append(Problem(f"{at}.limits[{j}]", "a key's limits are written (not learned) and count "
+                                        "the key at its vendor; put dataset or node limits where those are"))
+                continue
+            limit = _limit(lim, f"{at}.limits[{j}]", problems)
+            if limit is not None:
+                limits.append(limit)
+        value = env.get(k.env)
+        if not value:
+            missing.append(Problem(f"{at}.env", f"environment variable {k.env} is not set; export it before "
+                                   "running (its value is never printed)"))
+            continue
+        keys.append(Key(k.env, Secret(value, f"env {k.env}"), k.account, tuple(limits)))
+    return keys
+
+
 def _limit(spec: LimitSpec, where: str, problems: list[Problem]) -> Limit | None:
     try:
         return spec.to_limit()
@@ -553,6 +620,9 @@ def _limit(spec: LimitSpec, where: str, problems: list[Problem]) -> Limit | None
 
 def _check_weight(dataset: Dataset, vendor: Vendor | None, where: str, problems: list[Problem]) -> None:
     limits = list(dataset.limits) + (list(vendor.limits) + list(vendor.node_limits) if vendor else [])
+    if vendor is not None:
+        limits += [limit for key in vendor.keys for limit in key.limits]
+        limits += [limit for shared in vendor.accounts.values() for limit in shared]
     for limit in limits:
         if isinstance(limit, Quota) and dataset.weight > limit.rate:
             problems.append(Problem(f"{where}.weight",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .model import SyncTask
     from .progress import Progress
 
-__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "SkipEvent", "StreamEvent", "EventHub"]
+__all__ = ["Event", "TaskEvent", "PlanEvent", "FreezeEvent", "KeyEvent", "SkipEvent", "StreamEvent", "EventHub"]
 
 _log = logging.getLogger("synctask")
 
@@ -62,6 +62,17 @@ class FreezeEvent(Event):
     until: float
     message: str
     new: bool = True  # False: an answer to a request already in flight extended the same freeze
+
+
+@dataclass(frozen=True)
+class KeyEvent(Event):
+    """The vendor refused one of its several keys (401/403): no task takes ``key`` (the name of
+    the variable holding it) any more; the ``left`` keys go on."""
+
+    vendor: str
+    key: str
+    message: str
+    left: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

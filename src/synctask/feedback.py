@@ -54,6 +54,8 @@ class Feedback:
         if dataset is None:
             return
         scope = f"vendor:{dataset.vendor}" if observation.scope == "vendor" else f"dataset:{dataset.name}"
+        if task.key is not None:  # one of several keys: the vendor counts that key's use
+            scope = f"key:{task.key}:{scope}"
         if self.learners and observation.limit is not None and observation.per is not None:
             self.learners.stated(scope, observation.limit, observation.per, observation.source or "its headers")
         held = self.limiter.observe(scope, observation.used, now, observation.per)

@@ -142,14 +142,15 @@ async def probe(plan: SyncPlan, catalog: Catalog, scheduler: Scheduler, now: Cal
         if when == math.inf:
             raise SyncError(f"plan {plan.name!r}: its concurrency limit is full")
         await asyncio.sleep(when - now())
+    task.node, task.key = gate.chosen, gate.key  # (the key its limits chose, of several)
     try:
         result = await catalog.fetchers[plan.dataset].fetch(task)
     except Exception as exc:
         failure = classify(exc=exc)
         raise TaskFailed(task.id, failure, SECRETS(failure.explain("stopped the probe"))) from None
     finally:
-        gate.settle(weight, now(), gate.chosen)
-        gate.release(gate.chosen)
+        gate.settle(weight, now(), task.node, task.key)
+        gate.release(task.node, task.key)
         await catalog.close_sessions()
     follow_up = None
     if isinstance(result, Page):

@@ -223,6 +223,14 @@ class Queue:
         self.lines: tuple[Waitlist, ...] = ()  # the lines of its gate's counters, in their order
         self.held_since: float | None = None  # when limits began holding back its next task
 
+    def scope_for(self, kind: str | None, key: str | None) -> str:
+        """The scope a failure names (``kind``: "vendor", "dataset"; None: the dataset's) for a
+        task that took ``key``: with several keys, that key's count at the vendor or dataset."""
+        kind = kind or "dataset"
+        if key is not None and kind in ("vendor", "dataset", "key"):
+            return f"key:{key}:{self.scopes['vendor' if kind == 'key' else kind]}"
+        return self.scopes.get(kind, self.scopes["dataset"])
+
     def head(self, now: float) -> Lane | None:
         """The lane whose head task goes next at ``now`` (``lane.head`` has it ready), None, or
         ``BUSY_LANE`` while a lane is still skipping finished tasks."""

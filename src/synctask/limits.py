@@ -53,7 +53,7 @@ from .windows import (
     merge_log,
 )
 
-__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "NodeGate", "AnyGate", "DAY", "WindowUsage"]
+__all__ = ["Quota", "Concurrency", "Limit", "Limiter", "Gate", "NodeGate", "KeyGate", "AnyGate", "DAY", "WindowUsage"]
 
 class _Scope:
     __slots__ = ("name", "quotas", "slots", "frozen_until", "budget")
@@ -70,7 +70,7 @@ class Gate:
     """The scopes one kind of task draws on; admits a task on all of them at once or on none."""
 
     __slots__ = ("scopes", "_quotas", "_slots", "_budgets", "_lease", "has_concurrency", "counters", "blocker",
-                 "chosen")
+                 "chosen", "key")
 
     def __init__(self, scopes: Sequence[_Scope]) -> None:
         self.scopes = tuple(scopes)
@@ -84,6 +84,21 @@ class Gate:
         # when a freeze did. Gates sharing that counter (a vendor's) can wait for it together.
         self.blocker: Counter | None = None
         self.chosen: str | None = None  # a plain gate sends to no node in particular
+        self.key: str | None = None  # nor with a key in particular
+
+    @property
+    def scope_names(self) -> list[str]:
+        return [scope.name for scope in self.scopes]
+
+    def room(self, now: float) -> float:
+        """The share of its tightest limit still free at ``now`` (1.0: no limit): how a key is chosen."""
+        room = 1.0
+        for quota in self._quotas:
+            quota.earliest(0, now)  # (brings its count to ``now``)
+            room = min(room, (quota.rate - quota.used) / quota.rate)
+        for slot in self._slots:
+            room = min(room, (slot.cap - slot.active) / slot.cap)
+        return room
 
     def earliest(self, weight: int, now: float) -> float:
         """The first instant ≥ ``now`` a task of ``weight`` may go; ``inf`` while a cap is full.
@@ -140,7 +155,7 @@ class Gate:
             slot.active += 1
         return None
 
-    def settle(self, weight: int, answered: float, node: str | None = None) -> None:
+    def settle(self, weight: int, answered: float, node: str | None = None, key: str | None = None) -> None:
         """The request admitted through this gate got the first byte of its answer at
         ``answered`` (or failed then): it counts in each sliding window until ``answered + per``.
         Call once per admitted request; a request that never reached the wire settles too."""
@@ -154,7 +169,7 @@ class Gate:
             self.settle(weight, now)
         return when
 
-    def release(self, node: str | None = None) -> None:
+    def release(self, node: str | None = None, key: str | None = None) -> None:
         """A task admitted through this gate has finished: give back its concurrency slots."""
         for slot in self._slots:
             if slot.active > 0:
@@ -167,25 +182,29 @@ class NodeGate:
     first node, in turn, whose own limits have room, and says which in ``chosen``. Nodes not
     ``usable`` (their worker is gone) are skipped."""
 
-    __slots__ = ("gates", "nodes", "usable", "chosen", "blocker", "counters", "has_concurrency", "_next")
+    __slots__ = ("gates", "nodes", "usable", "chosen", "key", "blocker", "counters", "has_concurrency", "_next")
 
     def __init__(self, gates: Mapping[str, Gate]) -> None:
         self.gates = dict(gates)
         self.nodes = list(self.gates)
         self.usable = set(self.nodes)
         self.chosen: str | None = None
+        self.key: str | None = None
         self.blocker: Counter | None = None
-        seen: dict[int, Counter] = {}
-        for gate in self.gates.values():
-            for counter in gate.counters:
-                seen.setdefault(id(counter), counter)
-        self.counters: tuple[Counter, ...] = tuple(seen.values())
+        self.counters = _counters_of(self.gates.values())
         self.has_concurrency = any(g.has_concurrency for g in self.gates.values())
         self._next = 0
+
+    @property
+    def scope_names(self) -> list[str]:
+        return list(dict.fromkeys(name for gate in self.gates.values() for name in gate.scope_names))
 
     def earliest(self, weight: int, now: float) -> float:
         times = [self.gates[n].earliest(weight, now) for n in self.nodes if n in self.usable]
         return min(times) if times else math.inf
+
+    def room(self, now: float) -> float:
+        return max((self.gates[n].room(now) for n in self.nodes if n in self.usable), default=0.0)
 
     def try_acquire(self, weight: int, now: float) -> float | None:
         count = len(self.nodes)
@@ -211,15 +230,88 @@ class NodeGate:
         self.blocker = blocker if len(blockers) == 1 else None
         return best
 
-    def settle(self, weight: int, answered: float, node: str | None = None) -> None:
+    def settle(self, weight: int, answered: float, node: str | None = None, key: str | None = None) -> None:
         gate = self.gates.get(node) if node is not None else None
         if gate is not None:
             gate.settle(weight, answered)
 
-    def release(self, node: str | None = None) -> None:
+    def release(self, node: str | None = None, key: str | None = None) -> None:
         gate = self.gates.get(node) if node is not None else None
         if gate is not None:
             gate.release()
+
+
+class KeyGate:
+    """A gate for tasks that may take any of a vendor's keys, each counted on scopes of its own
+    besides the shared ones: ``spread`` admits through the usable key with the most room (every
+    key's windows are used, none drains first), ``fill-first`` through the first, in order, that
+    has room (a free key before a paid one). Says the key in ``key`` and the node in ``chosen``.
+    Keys not ``usable`` (refused by the vendor) are skipped."""
+
+    __slots__ = ("gates", "keys", "usable", "order", "chosen", "key", "blocker", "counters", "has_concurrency")
+
+    def __init__(self, gates: Mapping[str, Gate | NodeGate], order: str = "spread") -> None:
+        self.gates = dict(gates)
+        self.keys = list(self.gates)
+        self.usable = set(self.keys)
+        self.order = order
+        self.chosen: str | None = None
+        self.key: str | None = None
+        self.blocker: Counter | None = None
+        self.counters = _counters_of(self.gates.values())
+        self.has_concurrency = any(g.has_concurrency for g in self.gates.values())
+
+    @property
+    def scope_names(self) -> list[str]:
+        return list(dict.fromkeys(name for gate in self.gates.values() for name in gate.scope_names))
+
+    def earliest(self, weight: int, now: float) -> float:
+        times = [self.gates[k].earliest(weight, now) for k in self.keys if k in self.usable]
+        return min(times) if times else math.inf
+
+    def room(self, now: float) -> float:
+        return max((self.gates[k].room(now) for k in self.keys if k in self.usable), default=0.0)
+
+    def _in_turn(self, now: float) -> list[str]:
+        usable = [k for k in self.keys if k in self.usable]
+        if self.order == "spread" and len(usable) > 1:
+            rooms = {k: self.gates[k].room(now) for k in usable}
+            usable.sort(key=lambda k: -rooms[k])  # (stable: the same room keeps the written order)
+        return usable
+
+    def try_acquire(self, weight: int, now: float) -> float | None:
+        best = math.inf
+        blockers: set[int] = set()
+        blocker: Counter | None = None
+        for key in self._in_turn(now):
+            gate = self.gates[key]
+            when = gate.try_acquire(weight, now)
+            if when is None:
+                self.key, self.chosen = key, gate.chosen
+                return None
+            best = min(best, when)
+            blockers.add(id(gate.blocker))
+            blocker = gate.blocker
+        self.blocker = blocker if len(blockers) == 1 else None
+        return best
+
+    def settle(self, weight: int, answered: float, node: str | None = None, key: str | None = None) -> None:
+        gate = self.gates.get(key) if key is not None else None
+        if gate is not None:
+            gate.settle(weight, answered, node)
+
+    def release(self, node: str | None = None, key: str | None = None) -> None:
+        gate = self.gates.get(key) if key is not None else None
+        if gate is not None:
+            gate.release(node)
+
+
+def _counters_of(gates: Iterable[Gate | NodeGate]) -> tuple[Counter, ...]:
+    seen: dict[int, Counter] = {}
+    for gate in gates:
+        for counter in gate.counters:
+            seen.setdefault(id(counter), counter)
+    return tuple(seen.values())
 
 
 class Limiter:
@@ -501,5 +593,6 @@ LEASE_SCOPE = "lease"  # the usage record that holds the lease (no scope has thi
 LEASE_FLOOR = 10  # what a scope may admit under a lease at least (its first requests; it doubles per save)
 LEASE_CUSHION = 1.0  # seconds after a lease's end a request sent under it may still be stamped
 
-AnyGate = Union[Gate, NodeGate]
-"""What a dataset's tasks pass: one gate, or one per worker node for node-scoped limits."""
+AnyGate = Union[Gate, NodeGate, KeyGate]
+"""What a dataset's tasks pass: one gate, one per worker node for node-scoped limits, or one per
+key (each a gate or a node gate) for a vendor with several keys."""

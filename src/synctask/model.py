@@ -33,6 +33,7 @@ __all__ = [
     "PLAN_TRANSITIONS",
     "RUN_TRANSITIONS",
     "transition",
+    "Key",
     "Vendor",
     "Dataset",
     "SyncPlan",
@@ -174,10 +175,28 @@ class Learn:
 
 
 @dataclass(frozen=True)
-class Vendor:
-    """A data provider with one set of credentials; its limits are shared by all its datasets.
+class Key:
+    """One of a vendor's API keys: ``name`` is the variable it comes from (safe to show, the value
+    never is); ``limits`` replace the vendor's per-key limits of the same window (a paid tier's);
+    keys of one ``account`` also share that account's limits."""
 
-    ``node_limits`` apply per worker node (per-IP limits), ``limits`` to the whole vendor.
+    name: str
+    secret: Secret
+    account: str | None = None
+    limits: tuple[Limit, ...] = ()
+
+
+KEY_ORDERS = ("spread", "fill-first")
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """A data provider; its limits are shared by all its datasets.
+
+    ``node_limits`` apply per worker node (per-IP limits), ``limits`` to the whole vendor. With
+    several ``keys`` every limit the vendor and its datasets state counts per key (vendors count
+    per key), ``accounts`` limits per account, and each task takes a key at admission:
+    ``key_order`` "spread" (the key with the most room) or "fill-first" (the first with room).
     """
 
     name: str
@@ -189,6 +208,25 @@ class Vendor:
     options: Mapping[str, Any] = field(default_factory=dict)
     margin: float | None = None  # seconds of safety on sliding windows (network jitter); None: none
     learn: Learn | None = None  # its limits are learned from its answers (``learning``)
+    keys: tuple[Key, ...] = ()  # several keys (``token = [...]``): each task takes one; ``token`` is the first
+    key_order: str = "spread"
+    accounts: Mapping[str, tuple[Limit, ...]] = field(default_factory=dict)  # account -> the limits its keys share
+
+    def secret(self, key: str | None) -> Secret | None:
+        """The value of the key a task took (its variable's name), else the vendor's token."""
+        if key is not None:
+            for each in self.keys:
+                if each.name == key:
+                    return each.secret
+        return self.token
+
+    def key_limits(self, key: Key) -> tuple[Limit, ...]:
+        """The vendor's per-key limits with ``key``'s own in place of those of the same window."""
+        def window(limit: Limit) -> Any:
+            return (limit.per, limit.clock, limit.tz) if isinstance(limit, Quota) else "concurrency"
+
+        own = {window(limit) for limit in key.limits}
+        return (*(limit for limit in self.limits if window(limit) not in own), *key.limits)
 
 
 @dataclass(frozen=True)
@@ -212,15 +250,40 @@ class Dataset:
             return scopes
         return (*scopes, f"node:{node}:vendor:{self.vendor}")
 
+    def key_scopes(self, vendor: Vendor, key: Key) -> tuple[str, ...]:
+        """The scopes a request with ``key`` draws on besides the shared ones: the key's count at
+        the vendor and at this dataset, and its account's."""
+        scopes = (f"key:{key.name}:vendor:{vendor.name}", f"key:{key.name}:dataset:{self.name}")
+        return scopes if key.account is None else (*scopes, account_scope(vendor.name, key.account))
+
+
+def vendor_key_scopes(vendor: Vendor, key: Key) -> tuple[str, ...]:
+    """The scopes a request with ``key`` to the vendor (no dataset in particular) draws on."""
+    scope = f"key:{key.name}:vendor:{vendor.name}"
+    return (scope,) if key.account is None else (scope, account_scope(vendor.name, key.account))
+
+
+def account_scope(vendor: str, account: str) -> str:
+    return f"account:{account}:vendor:{vendor}"
+
 
 def scope_parts(scope: str) -> tuple[str, str, str | None]:
     """A limiter scope's kind, name and node, as ``Dataset.scopes`` names them: ``vendor:x`` →
-    (vendor, x, None), ``dataset:d`` → (dataset, d, None), ``node:n:vendor:x`` → (node, x, n)."""
+    (vendor, x, None), ``dataset:d`` → (dataset, d, None), ``node:n:vendor:x`` → (node, x, n);
+    a key's scopes as what they count (``key:K:dataset:d`` → (dataset, d, None), see ``scope_key``)
+    and an account's as its vendor's (``account:a:vendor:x`` → (vendor, x, None))."""
     kind, _, rest = scope.partition(":")
     if kind == "node":
         node, _, vendor = rest.partition(":vendor:")
         return kind, vendor, node
+    if kind in ("key", "account"):
+        return scope_parts(rest.partition(":")[2])
     return kind, rest, None
+
+
+def scope_key(scope: str) -> str | None:
+    """The key (its variable's name) a ``key:K:...`` scope counts, else None."""
+    return scope.split(":", 2)[1] if scope.startswith("key:") else None
 
 
 @dataclass(frozen=True)
@@ -260,7 +323,7 @@ class SyncTask:
     logical time for scheduled runs, ``run_key``, so each scheduled run does its work anew)."""
 
     __slots__ = ("plan", "params", "priority", "timeout", "attempt", "state", "seq", "run_key", "admitted", "answered",
-                 "reached", "node", "_id")
+                 "reached", "node", "key", "_id")
 
     def __init__(
         self,
@@ -281,6 +344,7 @@ class SyncTask:
         self.answered: float | None = None  # when its answer began (None: still on its way)
         self.reached: float | None = None  # when it reached the vendor, as well as known (None: when admitted)
         self.node: str | None = None  # the worker node its limits admitted it to (node-scoped limits)
+        self.key: str | None = None  # the vendor key it took at admission (its variable's name), with several
         self.state = TaskState.PENDING
         self.seq = seq
         self._id: str | None = None

@@ -10,6 +10,7 @@ a checkpoint saved. The decisions are the scheduler's; this room only does what 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from .catalog import Catalog
 from .connectors.base import Page
 from .delivery import Delivery
 from .errors import Failure, OutcomeKind
-from .events import EventHub, FreezeEvent, SkipEvent
+from .events import EventHub, FreezeEvent, KeyEvent, SkipEvent
 from .feedback import Feedback
 from .incremental import Cursors
 from .jobs import Jobs
@@ -27,6 +28,8 @@ from .redact import SECRETS
 from .runs import Runs
 from .scheduler import Scheduler, Verdict
 from .store import TaskRecord
+
+_log = logging.getLogger("synctask")
 
 __all__ = ["Outcomes", "answer_outcome"]
 
@@ -126,6 +129,11 @@ class Outcomes:
         if verdict.frozen is not None:
             scope, until, new = verdict.frozen
             self.hub.emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
+        if verdict.key_refused is not None:
+            vendor, key = verdict.key_refused
+            left = tuple(sorted(set(self.scheduler.key_names(vendor)) - self.scheduler.keys_refused(vendor)))
+            self.hub.emit(KeyEvent(now, task.plan, vendor, key, verdict.message or "", left))
+            _log.warning("%s", verdict.message)  # (masked above)
         if verdict.cancel:
             self._cancel(list(verdict.cancel))
         for name in verdict.stopped:

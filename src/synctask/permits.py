@@ -61,6 +61,7 @@ class Permit:
     gate: Any
     node: str | None
     timer: asyncio.TimerHandle | None = None
+    chose_key: bool = False  # ``key`` is one of the vendor's several keys, chosen by the limits
     request: SyncTask | None = None  # what the learners know it by, when the vendor's limits are learned
 
     def view(self) -> dict[str, Any]:
@@ -155,9 +156,10 @@ class PermitDesk:
             waiter.permit.set_result(self._lend(waiter, now))
 
     def _lend(self, waiter: _Waiter, now: float) -> Permit:
-        token = getattr(self._vendors().get(waiter.vendor), "token", None)
+        chosen = waiter.gate.key  # with several keys: the one the limits chose, which the caller must use
+        key = chosen if chosen is not None else _key_name(getattr(self._vendors().get(waiter.vendor), "token", None))
         permit = Permit(f"p{next(_ids)}-{secrets.token_hex(4)}", waiter.vendor, waiter.dataset, waiter.weight,
-                        _key_name(token), now, now + waiter.hold, waiter.gate, getattr(waiter.gate, "chosen", None))
+                        key, now, now + waiter.hold, waiter.gate, waiter.gate.chosen, chose_key=chosen is not None)
         permit.timer = asyncio.get_running_loop().call_later(waiter.hold, self._expire, permit.id)
         if self.learners is not None and self.learners.scopes_of(waiter.dataset, waiter.vendor):
             permit.request = SyncTask(f"permit:{permit.id}", {})
@@ -181,8 +183,7 @@ class PermitDesk:
             except (KeyError, UnknownPlan):
                 raise PermitRefused(f"dataset {dataset!r} is not loaded in the engine", 404) from None
         else:
-            scope = f"vendor:{vendor}"
-            gate, own = self.scheduler.limiter.gate([scope]), 1
+            gate, own = self.scheduler.vendor_gate(self._vendors()[vendor]), 1
         weight = own if weight is None else weight
         if not isinstance(weight, int) or weight < 1:
             raise PermitRefused(f"weight must be a whole number of at least 1 (got {weight!r})", 400)
@@ -213,6 +214,8 @@ class PermitDesk:
         self._give_back(permit, min(at, now) if at is not None and at >= permit.taken else now, failure)
         if limited:
             frozen = f"{scope}:{permit.dataset}" if scope == "dataset" and permit.dataset else f"vendor:{permit.vendor}"
+            if permit.chose_key:  # the vendor refused that key: its count, not the other keys'
+                frozen = f"key:{permit.key}:{frozen}"
             wait = retry_after if retry_after is not None else self._window(frozen)
             self.scheduler.freeze(frozen, now + wait)
         return permit
@@ -226,8 +229,9 @@ class PermitDesk:
         self.out.pop(permit.id, None)
         if permit.timer is not None:
             permit.timer.cancel()
-        permit.gate.settle(permit.weight, at, permit.node)
-        permit.gate.release(permit.node)
+        key = permit.key if permit.chose_key else None
+        permit.gate.settle(permit.weight, at, permit.node, key)
+        permit.gate.release(permit.node, key)
         if permit.request is not None and self.learners is not None:  # what it says teaches the learned limits
             self.learners.ended(permit.request, permit.dataset, failure, self._clock(), permit.vendor)
         self.scheduler.room_freed(f"vendor:{permit.vendor}", at)
@@ -238,7 +242,9 @@ class PermitDesk:
         return min(quotas) if quotas else DEFAULT_COOLDOWN
 
     def _scopes(self, vendor: str, dataset: str | None) -> list[str]:
-        return [f"vendor:{vendor}"] + ([f"dataset:{dataset}"] if dataset else [])
+        keys = [key.name for key in getattr(self._vendors().get(vendor), "keys", ())]
+        scopes = [f"vendor:{vendor}"] + ([f"dataset:{dataset}"] if dataset else [])
+        return scopes + [f"key:{key}:{scope}" for key in keys for scope in scopes]
 
     # --- what is out -------------------------------------------------------------------------
     def per_minute(self) -> int:

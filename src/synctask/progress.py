@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+from .events import Event, FreezeEvent, KeyEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 
 __all__ = ["Progress", "PlanProgress"]
 
@@ -172,6 +172,8 @@ class Progress:
         elif isinstance(event, FreezeEvent):
             p.freezes += event.new
             p.frozen_until = event.until
+            p.last_message, p.last_message_at = event.message, event.at
+        elif isinstance(event, KeyEvent):
             p.last_message, p.last_message_at = event.message, event.at
         elif isinstance(event, SkipEvent):
             known = min(p.carried, event.count)

@@ -49,6 +49,8 @@ def status(
             said = "; ".join(limit["text"] for limit in scope["limits"])
             if scope.get("learned"):
                 said += f" ({scope['learned']})"
+            if scope.get("key_refused"):
+                said += f"; key {scope['key']} was refused by the vendor and is set aside"
             freeze = scope.get("freeze")
             if freeze is not None:
                 until = datetime.fromisoformat(scope["frozen_until"]).timestamp()

@@ -22,9 +22,19 @@ from typing import Any, NamedTuple
 
 from .errors import Failure, UnknownPlan
 from .lanes import BUSY_LANE, IDLE, READY, SKIP_BUDGET, SLEEPING, DoneAmong, Lane, PlanStats, Queue, RunKey, one_by_one
-from .limits import AnyGate, Limit, Limiter, NodeGate
+from .limits import AnyGate, Gate, KeyGate, Limit, Limiter, NodeGate
 from .lines import Lines
-from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, Vendor, transition
+from .model import (
+    Dataset,
+    PlanState,
+    SyncPlan,
+    SyncTask,
+    TaskState,
+    Vendor,
+    account_scope,
+    transition,
+    vendor_key_scopes,
+)
 from .verdicts import Verdict, Verdicts
 from .windows import Concurrency, WindowUsage
 
@@ -69,11 +79,12 @@ class Scheduler:
         self._lines = Lines()
         self._verdicts = Verdicts(self.limiter, self._freeze, lambda: list(self._lanes.values()),
                                   default_cooldown=default_cooldown, quota_cooldown=quota_cooldown,
-                                  unreachable_after=unreachable_after)
+                                  unreachable_after=unreachable_after, refuse_key=self.key_refused)
         self._order = 0
         self._finished: list[str] = []
         self._nodes: list[str] = []  # worker nodes (Ray) for node-scoped limits; empty: this node only
-        self._node_limited: dict[str, Vendor] = {}  # datasets whose vendor has node-scoped limits
+        self._by_key_or_node: dict[str, Vendor] = {}  # datasets whose vendor has node-scoped limits or several keys
+        self._refused: dict[str, set[str]] = {}  # vendor -> its keys it refused (401/403)
         # Told how long a dataset's next task was held back by limits (freezes included), each
         # time one goes after waiting: for the limit-wait histogram of ``/metrics``.
         self.on_limit_wait: Callable[[str, float], None] | None = None
@@ -86,18 +97,46 @@ class Scheduler:
             raise ValueError(f"dataset {dataset.name!r} is already known")
         scopes = dataset.scopes(self.node if vendor is not None and vendor.node_limits else None)
         margin = vendor.margin if vendor is not None else None
+        keyed = vendor is not None and bool(vendor.keys)  # several keys: every limit counts per key
+        if keyed and vendor is not None and (vendor.learn is not None or dataset.learn is not None):
+            raise ValueError(f"dataset {dataset.name!r}: limits cannot be learned with several keys yet; "
+                             f"write vendor {vendor.name!r}'s per-key limits")
         if vendor is not None:
-            self.limiter.configure(scopes[0], vendor.limits, margin)
+            self.limiter.configure(scopes[0], () if keyed else vendor.limits, margin)
             if len(scopes) > 2:
                 self.limiter.configure(scopes[2], vendor.node_limits, margin)
-        self.limiter.configure(scopes[1], dataset.limits, margin)
+        self.limiter.configure(scopes[1], () if keyed else dataset.limits, margin)
+        if vendor is not None and keyed:
+            self._configure_keys(vendor, dataset)
         gate = self.limiter.gate(scopes, dataset.weight)
-        queue = self._queues[dataset.name] = Queue(dataset, gate, scopes)
+        queue = self._queues[dataset.name] = Queue(dataset, gate, scopes[:2] if keyed else scopes)
+        if vendor is not None and (vendor.node_limits or keyed):
+            self._by_key_or_node[dataset.name] = vendor
+            if self._nodes or keyed:
+                self._split(queue, vendor)
         self._lines.line_up(queue)
-        if vendor is not None and vendor.node_limits:
-            self._node_limited[dataset.name] = vendor
-            if self._nodes:
-                self._split_by_node(queue, vendor)
+
+    def _configure_keys(self, vendor: Vendor, dataset: Dataset | None) -> None:
+        """Each key's scopes (at the vendor, at ``dataset``) and its account's get their limits."""
+        for key in vendor.keys:
+            self.limiter.configure(f"key:{key.name}:vendor:{vendor.name}", vendor.key_limits(key), vendor.margin)
+            if dataset is not None:
+                self.limiter.configure(f"key:{key.name}:dataset:{dataset.name}", dataset.limits, vendor.margin)
+            if key.account is not None:
+                self.limiter.configure(account_scope(vendor.name, key.account), vendor.accounts.get(key.account, ()),
+                                       vendor.margin)
+
+    def vendor_gate(self, vendor: Vendor) -> AnyGate:
+        """The gate a request to ``vendor`` through no dataset passes (another program's, on a
+        permit): the vendor's scope, and with several keys each key's own (and its account's)."""
+        shared = [f"vendor:{vendor.name}"]
+        if not vendor.keys:
+            return self.limiter.gate(shared)
+        self._configure_keys(vendor, None)
+        gate = KeyGate({key.name: self.limiter.gate([*shared, *vendor_key_scopes(vendor, key)])
+                        for key in vendor.keys}, vendor.key_order)
+        gate.usable &= self._usable_keys(vendor.name, gate.keys)
+        return gate
 
     def relimit(self, scope: str, limits: Sequence[Limit], now: float, seeds: Mapping[float, int],
                 margin: float | None = None) -> None:
@@ -109,7 +148,7 @@ class Scheduler:
         for per, used in seeds.items():
             self.limiter.observe(scope, used, now, per)
         for queue in self._queues.values():
-            if scope in queue.scopes.values() and not isinstance(queue.gate, NodeGate):
+            if scope in queue.scopes.values() and isinstance(queue.gate, Gate):
                 queue.gate = self.limiter.gate(list(queue.scopes.values()), queue.weight)
                 self._lines.line_up(queue)
                 waiting = queue.waiting_on
@@ -122,34 +161,86 @@ class Scheduler:
         then counts them per node, ``node:<node>:vendor:<vendor>``, and each admitted task says its
         node (``task.node``). Call before dispatching (queues must not be waiting in lines)."""
         self._nodes = list(dict.fromkeys(nodes))
-        for name, vendor in self._node_limited.items():
-            self._split_by_node(self._queues[name], vendor)
+        for name, vendor in self._by_key_or_node.items():
+            self._split(self._queues[name], vendor)
+            self._lines.line_up(self._queues[name])
 
     def nodes_usable(self, nodes: Collection[str]) -> None:
         """Only these nodes have a worker now: node-limited tasks go to them alone."""
-        for name in self._node_limited:
-            gate = self._queues[name].gate
-            if isinstance(gate, NodeGate):
+        for name in self._by_key_or_node:
+            for gate in _node_gates(self._queues[name].gate):
                 gate.usable = set(nodes) & set(gate.nodes)
         for queue in list(self._lines.parked):
             self._lines.poke(queue)
 
-    def _split_by_node(self, queue: Queue, vendor: Vendor) -> None:
+    def key_refused(self, vendor: str, key: str) -> tuple[list[str], bool]:
+        """The vendor refused ``key`` (401/403): no task takes it any more; returns the keys left
+        and whether this set it aside (False: it was already, or it is the last). The last one is
+        not set aside (none left: the plan stops as on any fatal error, and starting it again
+        tries that key again)."""
+        refused = self._refused.setdefault(vendor, set())
+        left = [each.name for each in self._vendor_keys(vendor) if each.name != key and each.name not in refused]
+        if not left or key in refused:
+            return left, False
+        refused.add(key)
+        for name, known in self._by_key_or_node.items():
+            gate = self._queues[name].gate
+            if known.name == vendor and isinstance(gate, KeyGate):
+                gate.usable.discard(key)
+                self._lines.poke(self._queues[name])
+        return left, True
+
+    def keys_refused(self, vendor: str) -> set[str]:
+        """The keys of ``vendor`` the vendor refused (set aside until the daemon restarts)."""
+        return set(self._refused.get(vendor, ()))
+
+    def key_names(self, vendor: str) -> list[str]:
+        """The names of ``vendor``'s keys (the variables holding them), in the plan file's order."""
+        return [key.name for key in self._vendor_keys(vendor)]
+
+    def _usable_keys(self, vendor: str, keys: Collection[str]) -> set[str]:
+        return set(keys) - self._refused.get(vendor, set())
+
+    def _vendor_keys(self, vendor: str) -> tuple[Any, ...]:
+        for known in self._by_key_or_node.values():
+            if known.name == vendor:
+                return known.keys
+        return ()
+
+    def _split(self, queue: Queue, vendor: Vendor) -> None:
+        """The queue's gate over its vendor's keys (one gate each) and, on Ray with node-scoped
+        limits, its worker nodes (one gate per key and node): a task takes one of each."""
         dataset = queue.dataset
-        shared = dataset.scopes(None)
-        gates = {}
-        for node in self._nodes:
-            scopes = dataset.scopes(node)
-            self.limiter.configure(scopes[2], vendor.node_limits, vendor.margin)
-            gates[node] = self.limiter.gate(scopes, dataset.weight)
-        queue.gate = NodeGate(gates)
+        shared = list(dataset.scopes(None))
+        by_node = bool(self._nodes and vendor.node_limits)
+
+        def gate_for(extra: Sequence[str]) -> Gate | NodeGate:
+            if not by_node:
+                here = [dataset.scopes(self.node)[2]] if vendor.node_limits else []
+                return self.limiter.gate([*shared, *extra, *here], dataset.weight)
+            gates = {}
+            for node in self._nodes:
+                scope = dataset.scopes(node)[2]
+                self.limiter.configure(scope, vendor.node_limits, vendor.margin)
+                gates[node] = self.limiter.gate([*shared, *extra, scope], dataset.weight)
+            return NodeGate(gates)
+
+        gate: AnyGate
+        if vendor.keys:
+            keyed = KeyGate({key.name: gate_for(dataset.key_scopes(vendor, key)) for key in vendor.keys},
+                            vendor.key_order)
+            keyed.usable = self._usable_keys(vendor.name, keyed.keys)
+            gate = keyed
+        else:
+            gate = gate_for(())
+        queue.gate = gate
         queue.scopes = {s.split(":", 1)[0]: s for s in shared}
-        self.limiter.forget(dataset.scopes(self.node)[2])  # this machine's count: not used now
-        self._lines.line_up(queue)
+        if by_node:
+            self.limiter.forget(dataset.scopes(self.node)[2])  # this machine's count: not used now
 
     def remove_dataset(self, name: str) -> None:
         """Forget a dataset's queue; its plans must be removed first."""
-        self._node_limited.pop(name, None)
+        self._by_key_or_node.pop(name, None)
         queue = self._queues.get(name)
         if queue is None:
             return
@@ -335,6 +426,7 @@ class Scheduler:
                 queue.held_since = None
             task = lane.take()
             task.node = gate.chosen
+            task.key = gate.key
             task.admitted = now
             task.answered = task.reached = None
             task.state = transition("task", task.state, _RUNNING)
@@ -386,7 +478,7 @@ class Scheduler:
         lane = self._in_flight.get(task)
         if lane is not None and task.answered is None:
             task.answered = at
-            lane.queue.gate.settle(lane.queue.weight, at, task.node)
+            lane.queue.gate.settle(lane.queue.weight, at, task.node, task.key)
             self._lines.room_changed(lane.queue, at)
 
     # --- outcomes ------------------------------------------------------------------------
@@ -404,9 +496,9 @@ class Scheduler:
         gate = queue.gate
         if task.answered is None:
             task.answered = now
-            gate.settle(queue.weight, now, task.node)
+            gate.settle(queue.weight, now, task.node, task.key)
         if gate.has_concurrency:
-            gate.release(task.node)
+            gate.release(task.node, task.key)
         self._lines.room_changed(queue, now)
         if failure is None:
             task.state = transition("task", task.state, _DONE)
@@ -466,6 +558,11 @@ class Scheduler:
     def time_for(self, dataset: str, tasks: int, now: float) -> float:
         """The least time the dataset's quotas need to admit ``tasks`` more of its tasks from ``now``."""
         queue = self._queues[dataset]
+        gate = queue.gate
+        if isinstance(gate, KeyGate):  # the keys share the work: as long as one key's share takes
+            usable = [k for k in gate.keys if k in gate.usable] or gate.keys
+            scopes = gate.gates[usable[0]].scope_names
+            return self.limiter.time_for(scopes, math.ceil(tasks / len(usable)) * queue.weight, now)
         return self.limiter.time_for(queue.scopes.values(), tasks * queue.weight, now)
 
     def held_by(self, dataset: str, now: float) -> Held | None:
@@ -479,7 +576,7 @@ class Scheduler:
         if room <= now:
             return None
         until = None if room == math.inf else room
-        scopes = list(queue.scopes.values())
+        scopes = queue.gate.scope_names if isinstance(queue.gate, KeyGate) else list(queue.scopes.values())
         for scope in scopes:
             frozen = self.limiter.frozen_until(scope, now)
             if frozen is not None:
@@ -511,3 +608,12 @@ class Scheduler:
         if self._lanes.get(lane.name) is lane:
             del self._lanes[lane.name]
 
+
+
+def _node_gates(gate: AnyGate) -> list[NodeGate]:
+    """The node gates in ``gate`` (itself, or one per key)."""
+    if isinstance(gate, NodeGate):
+        return [gate]
+    if isinstance(gate, KeyGate):
+        return [inner for inner in gate.gates.values() if isinstance(inner, NodeGate)]
+    return []

@@ -4,12 +4,14 @@ A rate-limited answer freezes its scope (vendor or dataset) until Retry-After, o
 the task goes back without using an attempt; an exhausted quota pauses the scope until its reset
 and asks for a checkpoint; network, timeout and server errors retry with backoff until the
 plan's attempts are used up (and connection failures in a row freeze an unreachable vendor);
-an invalid request fails its task; a fatal error stops its plan (or every plan) gracefully.
+an invalid request fails its task; a fatal error stops its plan (or every plan) gracefully,
+unless it refused one of several keys: that key is set aside and the task goes on with another.
 Pure: no I/O, time is an argument.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Callable
 from typing import NamedTuple
@@ -41,6 +43,7 @@ class Verdict(NamedTuple):
     finished: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     frozen: tuple[str, float, bool] | None = None  # (scope, until, is a new freeze) after a freeze
+    key_refused: tuple[str, str] | None = None  # (vendor, key) the vendor refused: set aside, others go on
 
 
 class Verdicts:
@@ -48,8 +51,10 @@ class Verdicts:
 
     def __init__(self, limiter: Limiter, freeze: Callable[[Lane | None, str, float, float], bool],
                  all_lanes: Callable[[], list[Lane]], *, default_cooldown: float, quota_cooldown: float,
-                 unreachable_after: int) -> None:
+                 unreachable_after: int,
+                 refuse_key: Callable[[str, str], tuple[list[str], bool]] = lambda v, k: ([], False)) -> None:
         self.limiter = limiter
+        self._refuse_key = refuse_key  # set a vendor's key aside; the keys left (none: it was the last)
         self._freeze = freeze  # freeze a scope, counted on a lane; True when a freeze began
         self._all_lanes = all_lanes
         self.default_cooldown = default_cooldown
@@ -72,7 +77,7 @@ class Verdicts:
             self._requeue(lane, task)
             return Verdict(task, _PENDING, failure.explain("put the task back in its queue"))
         if kind is OutcomeKind.RATE_LIMITED:
-            scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
+            scope = lane.queue.scope_for(failure.scope, task.key)
             wait = failure.retry_after
             if wait is None:
                 wait = self._window_of(scope) or self.default_cooldown
@@ -82,7 +87,7 @@ class Verdicts:
                 f"froze {scope} for {wait:g}s and will retry the task without using an attempt"),
                 frozen=(scope, now + wait, began))
         if kind is OutcomeKind.QUOTA:
-            scope = lane.queue.scopes.get(failure.scope or "dataset", lane.queue.scopes["dataset"])
+            scope = lane.queue.scope_for(failure.scope, task.key)
             until = now + failure.retry_after if failure.retry_after is not None else None
             if until is None:
                 reset = self.limiter.next_reset(scope, now)
@@ -116,6 +121,19 @@ class Verdicts:
             return Verdict(task, _FAILED, failure.explain("marked the task failed; the plan goes on"))
         # Fatal: the task is not to blame; it returns to pending and its plan (or all) stops.
         self._requeue(lane, task)
+        if task.key is not None and (failure.scope == "key" or failure.status in (401, 403)):
+            vendor = lane.queue.dataset.vendor
+            left, new = self._refuse_key(vendor, task.key)
+            status = f" (HTTP {failure.status})" if failure.status is not None else ""
+            refused = f"the vendor refused key {task.key}{status}"
+            if left:
+                told = dataclasses.replace(failure, happened=refused,
+                                           hint=f"put a valid key in {task.key} and restart synctask to use it again")
+                return Verdict(task, _PENDING, told.explain(
+                    f"set key {task.key} aside and goes on with {', '.join(left)}"),
+                    key_refused=(vendor, task.key) if new else None)
+            failure = dataclasses.replace(failure, happened=refused, hint=f"every key of vendor {vendor} was refused; "
+                                          "check them, then start the plan again")
         if lane.on_fatal == "stop_all":
             lanes = self._all_lanes()
         elif failure.scope == "dataset":  # the dataset itself is broken (its sink): all its plans

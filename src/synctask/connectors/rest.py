@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from ..errors import ErrorRule, FatalError, InvalidRequest, PlanMismatch, RateLimited, TransientError
-from ..model import Dataset, SyncTask, Vendor
+from ..model import Dataset, Secret, SyncTask, Vendor
 from ..retry import parse_retry_after
 from .base import Observation, Page, Request, Response, Row, apply_rules, decode_json, malformed
 from .headers import rate_limit_observations
@@ -43,7 +43,7 @@ class RestConnector:
     def __init__(self, vendor: Vendor, dataset: Dataset, rules: Sequence[ErrorRule] = ()) -> None:
         options = {**dict(vendor.options), **dict(dataset.options)}
         self.base = (vendor.base_url or "").rstrip("/")
-        self.token = vendor.token
+        self.vendor = vendor  # its token, or the key each task took (several keys)
         self.method = str(options.get("method", "GET")).upper()
         self.path = str(options.get("path", f"/{dataset.api}"))
         self.query: Mapping[str, Any] = options.get("query", {})
@@ -60,10 +60,11 @@ class RestConnector:
     def request(self, task: SyncTask) -> Request:
         params = dict(task.params)
         next_url = params.pop("_next_url", None)
-        headers = {k: self._fill(str(v), params, secret=True) for k, v in self.headers.items()}
+        token = self.vendor.secret(task.key)
+        headers = {k: self._fill(str(v), params, token) for k, v in self.headers.items()}
         if next_url is not None:  # a Link rel="next" page: the vendor wrote the whole URL
             return Request(self.method, str(next_url), headers=headers)
-        query = {k: self._fill(str(v), params, secret=True) for k, v in self.query.items()}  # ?apikey={token}
+        query = {k: self._fill(str(v), params, token) for k, v in self.query.items()}  # ?apikey={token}
         page = self.pagination
         if page and page.get("param") in params:
             query[str(page["param"])] = str(params[str(page["param"])])
@@ -78,11 +79,11 @@ class RestConnector:
         texts = [self.path, *map(str, self.query.values()), *map(str, self.headers.values()), str(self.body or "")]
         return any(f"{{{name}}}" in text for text in texts)
 
-    def _fill(self, template: str, params: Mapping[str, Any], secret: bool = False) -> str:
+    def _fill(self, template: str, params: Mapping[str, Any], token: Secret | None = None) -> str:
         def value(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name == "token" and secret and self.token is not None:
-                return self.token.reveal()
+            if name == "token" and token is not None:
+                return token.reveal()
             if name not in params:
                 raise InvalidRequest(f"the template {template!r} needs parameter {name!r}, which the task lacks")
             return str(params[name])
@@ -191,7 +192,7 @@ class RestConnector:
         if status >= 500:
             raise TransientError(f"HTTP {status}: {snippet}", retry_after=retry_after)
         if status in (401, 403):
-            raise FatalError(f"{snippet}; check the credentials", status=status)
+            raise FatalError(f"{snippet}; check the credentials", status=status, scope="key")
         raise InvalidRequest(f"HTTP {status}: {snippet}")
 
 

@@ -27,7 +27,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 class TushareConnector:
     def __init__(self, vendor: Vendor, dataset: Dataset, rules: Sequence[ErrorRule] = ()) -> None:
         self.url = vendor.base_url or "http://api.tushare.pro"
-        self.token = vendor.token
+        self.vendor = vendor  # its token, or the key each task took (several keys)
         self.api = dataset.api
         self.fields = str(dataset.options.get("fields", ""))
         self.rules = tuple(rules)
@@ -38,7 +38,8 @@ class TushareConnector:
 
     def request(self, task: SyncTask) -> Request:
         params = {key: _text(value) for key, value in task.params.items()}
-        token = self.token.reveal() if self.token is not None else ""
+        secret = self.vendor.secret(task.key)
+        token = secret.reveal() if secret is not None else ""
         return Request("POST", self.url, json={"api_name": self.api, "token": token, "params": params,
                                                "fields": self.fields})
 
@@ -66,7 +67,8 @@ class TushareConnector:
             apply_rules(self.rules, response.status, body, "")
             if response.status in (401, 403):
                 raise FatalError(f"tushare answered HTTP {response.status}: the token was refused or may not use "
-                                 f"api {self.api!r} ({body}); check the vendor's token variable and its permissions")
+                                 f"api {self.api!r} ({body}); check the vendor's token variable and its permissions",
+                                 status=response.status, scope="key")
             if response.status == 429:
                 raise RateLimited(f"HTTP 429 from tushare: {body}", retry_after=None if self.has_window else 60.0,
                                   scope="dataset")
@@ -86,7 +88,7 @@ class TushareConnector:
         if "每天最多访问" in msg:
             return QuotaExhausted(msg, retry_after=None if self.has_daily else _until_midnight(now), scope="dataset")
         if code == 40101 or "token" in msg.lower():
-            return FatalError(f"tushare refused the token ({msg}); check the vendor's token variable")
+            return FatalError(f"tushare refused the token ({msg}); check the vendor's token variable", scope="key")
         if "接口名" in msg:
             return FatalError(f"tushare does not know api {self.api!r} ({msg})")
         return InvalidRequest(f"tushare code {code}: {msg}")

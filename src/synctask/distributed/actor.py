@@ -22,7 +22,7 @@ from ..model import SyncTask
 __all__ = ["TaskActor"]
 
 # (key, plan, dataset, params, timeout)
-TaskSpec = tuple[int, str, str, dict[str, Any], "float | None"]
+TaskSpec = tuple[int, str, str, dict[str, Any], "float | None", "str | None"]  # (..., timeout, vendor key's name)
 # (key, failure or None, result, when it ended and when its answer began (None: not told) on
 # this node's clock, the vendor's counts seen in the answer as (observation, at))
 Outcome = tuple[int, "Failure | None", Any, float, "float | None", list[tuple[Any, float]]]
@@ -53,14 +53,17 @@ class TaskActor:
     async def run(self, batch: list[TaskSpec], fetchers: dict[str, tuple[Any, ...]]) -> int:
         for dataset, spec in fetchers.items():
             self._fetchers[dataset] = self._fetcher(spec)
-        for key, plan, dataset, params, timeout in batch:
-            self._running[key] = asyncio.get_running_loop().create_task(self._one(key, plan, dataset, params, timeout))
+        for key, plan, dataset, params, timeout, api_key in batch:
+            self._running[key] = asyncio.get_running_loop().create_task(
+                self._one(key, plan, dataset, params, timeout, api_key))
         return len(self._running)
 
-    async def _one(self, key: int, plan: str, dataset: str, params: dict[str, Any], timeout: float | None) -> None:
+    async def _one(self, key: int, plan: str, dataset: str, params: dict[str, Any], timeout: float | None,
+                   api_key: str | None = None) -> None:
         failure: Failure | None = None
         result: Any = None
         task = SyncTask(plan, params, timeout=timeout)
+        task.key = api_key  # the vendor key the master's limits chose (its name: the fetch spec has the values)
         try:
             fetcher = self._fetchers[dataset]
             if timeout is None:

@@ -235,7 +235,7 @@ class RayRunner:
         key = next(self._keys)
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         worker.pending[key] = (future, task)
-        worker.outbox.append((key, task.plan, dataset, dict(task.params), task.timeout))
+        worker.outbox.append((key, task.plan, dataset, dict(task.params), task.timeout, task.key))
         self._schedule_flush()
         try:
             failure, result, ended, began, observations = await future
@@ -270,7 +270,7 @@ class RayRunner:
             if worker.outbox:
                 batch, worker.outbox = worker.outbox, []
                 fetchers = {}
-                for _, _, dataset, _, _ in batch:
+                for _, _, dataset, *_ in batch:
                     if dataset not in worker.known:
                         worker.known.add(dataset)
                         fetchers[dataset] = self.fetch_spec(dataset)

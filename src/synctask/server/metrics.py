@@ -23,7 +23,7 @@ from prometheus_client.registry import Collector
 
 from ..events import Event, FreezeEvent, TaskEvent
 from ..executor import SyncTaskExecutor
-from ..model import scope_parts
+from ..model import scope_key, scope_parts
 from ..windows import Concurrency
 
 __all__ = ["Metrics", "CONTENT_TYPE"]
@@ -122,10 +122,12 @@ class _Gauges(Collector):
             if plan.name in self.metrics.last_success:
                 success.add_metric([plan.name], self.metrics.last_success[plan.name])
         on_ray = executor.on_ray
-        labels = ["vendor", "scope", "window", *(["node"] if on_ray else [])]
+        keyed = {name: vendor for name, vendor in executor.catalog.vendors.items() if vendor.keys}
+        by = [*(["node"] if on_ray else []), *(["key"] if keyed else [])]  # (a key: its variable's name)
+        labels = ["vendor", "scope", "window", *by]
         used = GaugeMetricFamily("synctask_limit_used", "What counts against each rate limit now.", labels=labels)
         capacity = GaugeMetricFamily("synctask_limit_capacity", "Each rate limit's allowance.", labels=labels)
-        cap_labels = ["vendor", "scope", *(["node"] if on_ray else [])]
+        cap_labels = ["vendor", "scope", *by]
         running = GaugeMetricFamily("synctask_concurrency_in_flight", "Requests in flight under each "
                                     "concurrency cap.", labels=cap_labels)
         cap = GaugeMetricFamily("synctask_concurrency_capacity", "Each concurrency cap.", labels=cap_labels)
@@ -135,6 +137,8 @@ class _Gauges(Collector):
         for scope in limiter.scopes():
             vendor = self._vendor(scope)
             node = [scope_parts(scope)[2] or ""] if on_ray else []
+            if keyed:
+                node.append(scope_key(scope) or "")
             for w in limiter.windows(scope, now):
                 if isinstance(w.limit, Concurrency):
                     running.add_metric([vendor, scope, *node], w.used)
@@ -164,10 +168,17 @@ class _Gauges(Collector):
                                    "started.", labels=["vendor", "dataset"])
         for (vendor, dataset), count in executor.permits.taken.items():
             lent.add_metric([vendor, dataset or ""], count)
+        usable = GaugeMetricFamily("synctask_key_usable", "1 for each key a vendor's tasks take, 0 for one the "
+                                   "vendor refused (set aside); the key is its variable's name.",
+                                   labels=["vendor", "key"])
+        for name, keyed_vendor in keyed.items():
+            refused = executor.scheduler.keys_refused(name)
+            for key in keyed_vendor.keys:
+                usable.add_metric([name, key.name], 0 if key.name in refused else 1)
         workers = GaugeMetricFamily("synctask_workers", "Tasks the executor runs at once.")
         workers.add_metric([], executor.workers)
         yield from (in_flight, by_state, success, used, capacity, running, cap, frozen, learned, learned_at, permits,
-                    lent, workers)
+                    lent, usable, workers)
 
     def _vendor(self, scope: str) -> str:
         """The vendor a scope belongs to (a dataset's scope: its dataset's vendor)."""

@@ -57,6 +57,8 @@ _SCHEMAS: dict[str, Any] = {
         "rows": _COUNT, "retries": _COUNT, "freezes": _COUNT, "message": {"type": ["string", "null"]}}},
     "Scope": {"type": "object", "required": ["scope", "limits", "frozen_until"], "properties": {
         "scope": {"type": "string"}, "vendor": {"type": ["string", "null"]}, "node": {"type": ["string", "null"]},
+        "key": {"type": ["string", "null"], "description": "the variable holding the key a key's scope counts"},
+        "key_refused": {"type": "boolean", "description": "the vendor refused that key: no task takes it now"},
         "limits": {"type": "array", "items": {"type": "object", "required": ["limit", "used", "capacity", "text"],
                                               "properties": {"limit": {"type": "string"}, "used": _COUNT,
                                                              "capacity": _COUNT, "resets_at": _MAYBE_TIME,

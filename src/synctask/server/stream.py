@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..events import Event, FreezeEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
+from ..events import Event, FreezeEvent, KeyEvent, PlanEvent, SkipEvent, StreamEvent, TaskEvent
 from ..history import iso
 from ..redact import SECRETS
 
@@ -125,7 +125,7 @@ def as_dict(event: Event) -> dict[str, Any]:
 
 
 _TYPE: dict[type, str] = {cls: cls.__name__.removesuffix("Event").lower()
-                          for cls in (TaskEvent, PlanEvent, FreezeEvent, SkipEvent, StreamEvent)}
+                          for cls in (TaskEvent, PlanEvent, FreezeEvent, KeyEvent, SkipEvent, StreamEvent)}
 
 
 def chunk(batch: list[dict[str, Any]]) -> bytes:

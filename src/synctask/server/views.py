@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import UnknownPlan
 from ..executor import SyncTaskExecutor
 from ..history import iso
-from ..model import SyncTask, scope_parts
+from ..model import SyncTask, scope_key, scope_parts
 from ..redact import SECRETS
 from ..store import TaskRecord
 
@@ -77,7 +77,9 @@ def scopes_view(executor: SyncTaskExecutor, freezes: dict[str, str]) -> list[dic
                    "text": w.describe()} for w in executor.limiter.windows(scope, now)]
         if not limits and frozen is None:
             continue
-        view: dict[str, Any] = {"scope": scope, "vendor": vendor_of(executor, scope), "node": scope_parts(scope)[2],
+        vendor, key = vendor_of(executor, scope), scope_key(scope)
+        view: dict[str, Any] = {"scope": scope, "vendor": vendor, "node": scope_parts(scope)[2], "key": key,
+                                "key_refused": key is not None and key in executor.scheduler.keys_refused(vendor or ""),
                                 "limits": limits, "frozen_until": iso(frozen, precise=True), "freeze": None,
                                 "learned": executor.learners.describe(scope)}
         if frozen is not None:

@@ -408,6 +408,7 @@ function renderVendors() {
     for (const scope of scopes) {
       const part = el("div", { class: "scope" },
         el("div", { class: "label" }, scope.node ? `node ${scope.node} (per-node limit)` : scope.scope));
+      if (scope.key_refused) part.append(el("div", { class: "ban" }, `key ${scope.key} was refused by the vendor: set aside, the other keys go on`));
       if (scope.learned) part.append(el("div", { class: "learned" }, scope.learned));
       for (const limit of scope.limits) {
         const fraction = limit.capacity ? Math.min(1, limit.used / limit.capacity) : 0;
@@ -458,6 +459,7 @@ function describe(item) {
       `${item.count > 1 ? `since ${said(item.first_at)}, the last: ` : ""}${item.message || ""}`];
     case "freeze": return [item.ban ? "ban" : "freeze",
       `${item.message} (held back ${number.format(item.held)} ${item.held === 1 ? "answer" : "answers"}; until ${said(item.until)})`];
+    case "key": return ["key refused", item.message || `key ${item.key} was refused and set aside`];
     default: return [item.type, item.message || ""];
   }
 }
@@ -473,7 +475,7 @@ function drawEvent(item) {
     lines.set(key, line);
   }
   const list = $("events");
-  setAttr(line.li, "class", item.type === "freeze" && item.ban ? "ban" : kindOf(item));
+  setAttr(line.li, "class", (item.type === "freeze" && item.ban) || item.type === "key" ? "ban" : kindOf(item));
   line.li.dataset.plan = item.plan || "";
   line.li.dataset.kind = item.type === "task" ? (item.kind === "failed" ? "failed" : "task") : item.type;
   setTime(line.time, item.at);
