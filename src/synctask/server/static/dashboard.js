@@ -475,7 +475,7 @@ function drawEvent(item) {
     lines.set(key, line);
   }
   const list = $("events");
-  setAttr(line.li, "class", (item.type === "freeze" && item.ban) || item.type === "key" ? "ban" : kindOf(item));
+  setAttr(line.li, "class", item.type === "freeze" && item.ban ? "ban" : kindOf(item));
   line.li.dataset.plan = item.plan || "";
   line.li.dataset.kind = item.type === "task" ? (item.kind === "failed" ? "failed" : "task") : item.type;
   setTime(line.time, item.at);
