@@ -289,3 +289,20 @@ def test_a_keys_rate_limit_headers_count_and_freeze_that_key_only():
     assert ex.limiter.frozen_until("key:KEY_B:vendor:api", now) == now + 30.0
     assert ex.limiter.frozen_until("key:KEY_A:vendor:api", now) is None
     assert ex.limiter.frozen_until("vendor:api", now) is None
+
+
+def test_the_tushare_and_rest_connectors_send_the_key_the_task_took():
+    from synctask.connectors.rest import RestConnector
+    from synctask.connectors.tushare import TushareConnector
+    from synctask.model import SyncTask
+
+    vendor = keyed_vendor()
+    task = SyncTask("p", {"ts_code": "000001.SZ"})
+    for key in VALUES:
+        task.key = key
+        body = TushareConnector(vendor, Dataset("daily", "v", "daily")).request(task).json
+        assert body["token"] == VALUES[key]
+        rest = RestConnector(vendor, Dataset("d", "v", "d", options={"headers": {"Authorization": "Bearer {token}"},
+                                                                      "query": {"apikey": "{token}"}}))
+        request = rest.request(task)
+        assert request.headers["Authorization"] == f"Bearer {VALUES[key]}" and request.params["apikey"] == VALUES[key]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
+import pytest
 
 from synctask.simulator import Simulator, SimulatorConfig
 
@@ -105,3 +107,37 @@ def test_the_hidden_profile_counts_per_key_and_a_revoked_key_is_answered_401():
     assert first == [200] * 10 and over == 429 and revoked == 401
     assert stats["by_key"] == {"key-a": 5, "key-b": 5}
     assert [(v["kind"], v["key"]) for v in stats["violations"]] == [("over_hidden_limit", "key-a")]
+
+
+def test_limit_overrides_set_each_profiles_limit_at_the_same_pace_over_its_own_window():
+    from synctask.simulator.overrides import limit_overrides
+
+    assert limit_overrides(["rest=1000/1s", "tushare=500/1m", "tushare-daily=10/1h", "binance=100/1s",
+                            "hidden=100/10s", "hidden=5/1s"]) == {
+        "rest_per_minute": 60_000, "tushare_per_minute": 500, "tushare_per_day": 240,
+        "binance_weight_per_minute": 6_000, "hidden_limits": ((100, 10.0, False), (5, 1.0, False))}
+    for wrong, said in [("fast=1/1s", "NAME one of tushare"), ("rest=abc", "like rest=1000/1s"),
+                        ("rest", "NAME=RATE/PER"), ("rest=0/1s", "like rest=1000/1s")]:
+        with pytest.raises(ValueError, match=said):
+            limit_overrides([wrong])
+
+
+def test_simulate_takes_limit_overrides_and_drops_rate_headers_on_request():
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "synctask.cli", "simulate", "--profile", "rest", "--port", "0",
+                             "--limit", "rest=1000000/1s", "--no-rate-headers", "--items-per-day", "500"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "rest_per_minute 60,000,000" in line, line
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/v1/items?day=2024-01-02&page=50&page_size=10",
+                                                           headers={"Authorization": "Bearer demo-token"})) as answer:
+            assert answer.status == 200 and "RateLimit" not in answer.headers
+            assert len(json.loads(answer.read())["data"]["items"]) == 10  # page 50 of 500 items a day
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)

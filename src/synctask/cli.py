@@ -263,6 +263,14 @@ def simulate(
     per_key: Annotated[bool, typer.Option(
         "--per-key", help="The hidden profile counts its limits per API key (the bearer token, or ?key=); "
         "POST /_admin/revoke?key=K answers that key 401 from then on.")] = False,
+    limit: Annotated[list[str] | None, typer.Option(
+        "--limit", metavar="NAME=RATE/PER", help="A profile's limit instead of its own, repeatable: "
+        "tushare, tushare-daily, binance (weight), rest, hidden; e.g. rest=1000000/1s (a per-minute "
+        "profile takes the same pace per minute).")] = None,
+    rate_headers: Annotated[bool, typer.Option(
+        "--rate-headers/--no-rate-headers", help="The rest profile sends IETF RateLimit headers.")] = True,
+    items_per_day: Annotated[int, typer.Option(
+        "--items-per-day", min=1, metavar="N", help="The rest profile's items per day (its rows).")] = 35,
 ) -> None:
     """Run the vendor simulator on its own (stats at /_admin/stats); 'all' and 'demo' serve every vendor."""
     from .demo import demo_profiles
@@ -270,18 +278,26 @@ def simulate(
 
     if profile not in (*PROFILES, "all", "demo"):
         _fail(ValueError(f"unknown profile {profile!r}; use tushare, binance, rest, ws, hidden, all or demo"))
+    from .simulator.overrides import limit_overrides
+
     try:
         config = SimulatorConfig(profile, scale=scale, seed=seed, faults=Faults.parse(faults),
                                  hidden_limits=_hidden_limits(hidden), hidden_stated=state_limits,
-                                 hidden_per_key=per_key)
+                                 hidden_per_key=per_key, rest_rate_headers=rate_headers,
+                                 rest_items_per_day=items_per_day)
+        overrides = limit_overrides(limit or ())
+        config = dataclasses.replace(config, **overrides)
     except ValueError as exc:
         _fail(exc)
+    said = "".join(f"; {name} {_said_hidden(value) if isinstance(value, tuple) else f'{value:,}'}"
+                   for name, value in overrides.items())
     simulator = Simulator(config, host=host, port=port, profiles=demo_profiles() if profile == "demo" else None)
 
     async def serve() -> None:
         async with simulator as sim:
             pace = "the demo's vendors, clocks 60x fast" if profile == "demo" else f"scale {scale:g}"
-            out.print(f"simulating {profile} on {sim.url} ({pace}); token 'demo-token'; Ctrl-C stops")
+            out.print(f"simulating {profile} on {sim.url} ({pace}{said}); token 'demo-token'; Ctrl-C stops",
+                      markup=False, highlight=False)
             await asyncio.Event().wait()
 
     try:
@@ -582,6 +598,10 @@ def _hidden_limits(text: str) -> tuple[tuple[int, float, bool], ...]:
     if not found:
         raise ValueError("--hidden needs at least one limit, like '50 per 1s'")
     return tuple(found)
+
+
+def _said_hidden(limits: tuple[tuple[int, float, bool], ...]) -> str:
+    return ", ".join(f"{rate:,} per {per:g}s" for rate, per, _ in limits)
 
 
 def _limits(limits: tuple[Limit, ...]) -> str:

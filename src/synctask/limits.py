@@ -176,59 +176,79 @@ class Gate:
                 slot.active -= 1
 
 
-class NodeGate:
-    """A gate for tasks that may go to any of several worker nodes, each with limits of its own
-    (a per-IP limit) besides the shared ones: it admits a task through the shared scopes and the
-    first node, in turn, whose own limits have room, and says which in ``chosen``. Nodes not
-    ``usable`` (their worker is gone) are skipped."""
+class _SplitGate:
+    """Gates for the same tasks, one per choice (a node, a key): a task passes through one of the
+    ``usable`` ones, tried in the order ``_in_turn`` gives; ``_took`` notes which."""
 
-    __slots__ = ("gates", "nodes", "usable", "chosen", "key", "blocker", "counters", "has_concurrency", "_next")
+    __slots__ = ("gates", "choices", "usable", "chosen", "key", "blocker", "counters", "has_concurrency")
 
-    def __init__(self, gates: Mapping[str, Gate]) -> None:
+    def __init__(self, gates: Mapping[str, Gate | NodeGate]) -> None:
         self.gates = dict(gates)
-        self.nodes = list(self.gates)
-        self.usable = set(self.nodes)
-        self.chosen: str | None = None
-        self.key: str | None = None
+        self.choices = list(self.gates)
+        self.usable = set(self.choices)
+        self.chosen: str | None = None  # the node the last admitted task goes to
+        self.key: str | None = None  # the key it takes
         self.blocker: Counter | None = None
         self.counters = _counters_of(self.gates.values())
-        self.has_concurrency = any(g.has_concurrency for g in self.gates.values())
-        self._next = 0
+        self.has_concurrency: bool = any(g.has_concurrency for g in self.gates.values())
 
     @property
     def scope_names(self) -> list[str]:
         return list(dict.fromkeys(name for gate in self.gates.values() for name in gate.scope_names))
 
     def earliest(self, weight: int, now: float) -> float:
-        times = [self.gates[n].earliest(weight, now) for n in self.nodes if n in self.usable]
+        times = [self.gates[c].earliest(weight, now) for c in self.choices if c in self.usable]
         return min(times) if times else math.inf
 
     def room(self, now: float) -> float:
-        return max((self.gates[n].room(now) for n in self.nodes if n in self.usable), default=0.0)
+        return max((self.gates[c].room(now) for c in self.choices if c in self.usable), default=0.0)
+
+    def _in_turn(self, now: float) -> list[str]:
+        return [c for c in self.choices if c in self.usable]
+
+    def _took(self, choice: str, gate: Gate | NodeGate) -> None:
+        raise NotImplementedError
 
     def try_acquire(self, weight: int, now: float) -> float | None:
-        count = len(self.nodes)
         best = math.inf
         blockers: set[int] = set()
         blocker: Counter | None = None
-        for k in range(count):
-            i = (self._next + k) % count
-            node = self.nodes[i]
-            if node not in self.usable:
-                continue
-            gate = self.gates[node]
+        for choice in self._in_turn(now):
+            gate = self.gates[choice]
             when = gate.try_acquire(weight, now)
             if when is None:
-                self.chosen = node
-                self._next = (i + 1) % count
+                self._took(choice, gate)
                 return None
             best = min(best, when)
             blockers.add(id(gate.blocker))
             blocker = gate.blocker
-        # One counter held every node back (a shared one): wait in its line; else sleep (or park)
-        # until the first node may go.
+        # One counter held every choice back (a shared one): wait in its line; else sleep (or
+        # park) until the first may go.
         self.blocker = blocker if len(blockers) == 1 else None
         return best
+
+
+class NodeGate(_SplitGate):
+    """A gate for tasks that may go to any of several worker nodes, each with limits of its own
+    (a per-IP limit) besides the shared ones: it admits a task through the shared scopes and the
+    first node, in turn, whose own limits have room, and says which in ``chosen``. Nodes not
+    ``usable`` (their worker is gone) are skipped."""
+
+    __slots__ = ("nodes", "_next")
+
+    def __init__(self, gates: Mapping[str, Gate]) -> None:
+        super().__init__(gates)
+        self.nodes = self.choices
+        self._next = 0
+
+    def _in_turn(self, now: float) -> list[str]:
+        count = len(self.nodes)
+        turn = [self.nodes[(self._next + k) % count] for k in range(count)]
+        return [node for node in turn if node in self.usable]
+
+    def _took(self, choice: str, gate: Gate | NodeGate) -> None:
+        self.chosen = choice
+        self._next = (self.nodes.index(choice) + 1) % len(self.nodes)
 
     def settle(self, weight: int, answered: float, node: str | None = None, key: str | None = None) -> None:
         gate = self.gates.get(node) if node is not None else None
@@ -241,36 +261,19 @@ class NodeGate:
             gate.release()
 
 
-class KeyGate:
+class KeyGate(_SplitGate):
     """A gate for tasks that may take any of a vendor's keys, each counted on scopes of its own
     besides the shared ones: ``spread`` admits through the usable key with the most room (every
     key's windows are used, none drains first), ``fill-first`` through the first, in order, that
     has room (a free key before a paid one). Says the key in ``key`` and the node in ``chosen``.
     Keys not ``usable`` (refused by the vendor) are skipped."""
 
-    __slots__ = ("gates", "keys", "usable", "order", "chosen", "key", "blocker", "counters", "has_concurrency")
+    __slots__ = ("keys", "order")
 
     def __init__(self, gates: Mapping[str, Gate | NodeGate], order: str = "spread") -> None:
-        self.gates = dict(gates)
-        self.keys = list(self.gates)
-        self.usable = set(self.keys)
+        super().__init__(gates)
+        self.keys = self.choices
         self.order = order
-        self.chosen: str | None = None
-        self.key: str | None = None
-        self.blocker: Counter | None = None
-        self.counters = _counters_of(self.gates.values())
-        self.has_concurrency = any(g.has_concurrency for g in self.gates.values())
-
-    @property
-    def scope_names(self) -> list[str]:
-        return list(dict.fromkeys(name for gate in self.gates.values() for name in gate.scope_names))
-
-    def earliest(self, weight: int, now: float) -> float:
-        times = [self.gates[k].earliest(weight, now) for k in self.keys if k in self.usable]
-        return min(times) if times else math.inf
-
-    def room(self, now: float) -> float:
-        return max((self.gates[k].room(now) for k in self.keys if k in self.usable), default=0.0)
 
     def _in_turn(self, now: float) -> list[str]:
         usable = [k for k in self.keys if k in self.usable]
@@ -279,21 +282,8 @@ class KeyGate:
             usable.sort(key=lambda k: -rooms[k])  # (stable: the same room keeps the written order)
         return usable
 
-    def try_acquire(self, weight: int, now: float) -> float | None:
-        best = math.inf
-        blockers: set[int] = set()
-        blocker: Counter | None = None
-        for key in self._in_turn(now):
-            gate = self.gates[key]
-            when = gate.try_acquire(weight, now)
-            if when is None:
-                self.key, self.chosen = key, gate.chosen
-                return None
-            best = min(best, when)
-            blockers.add(id(gate.blocker))
-            blocker = gate.blocker
-        self.blocker = blocker if len(blockers) == 1 else None
-        return best
+    def _took(self, choice: str, gate: Gate | NodeGate) -> None:
+        self.key, self.chosen = choice, gate.chosen
 
     def settle(self, weight: int, answered: float, node: str | None = None, key: str | None = None) -> None:
         gate = self.gates.get(key) if key is not None else None
