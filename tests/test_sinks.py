@@ -304,3 +304,69 @@ def test_sqlite_sink_rows_of_concurrent_tasks_all_land_once(tmp_path):
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("SELECT COUNT(*) FROM t").fetchone()[0] == 600
         assert db.execute("SELECT v FROM t WHERE id = 5").fetchone()[0] == -1
+
+
+JSONL_GROWTH = '''
+import asyncio, sys
+from synctask.sinks.jsonl import JsonlSink
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+async def go(path):
+    sink = JsonlSink(path, ["id"])
+    async def batch(start):
+        await sink.write([{"id": i, "day": "2024-01-02", "value": i * 0.5, "note": "x" * 40}
+                          for i in range(start, start + 1000)])
+    for start in range(0, 50_000, 1000):
+        await batch(start)
+    before = rss()
+    for start in range(50_000, 300_000, 1000):
+        await batch(start)
+    await batch(0)  # a key written again: the close compacts
+    after = rss()
+    await sink.close()
+    print(before, after, rss())
+
+asyncio.run(go(sys.argv[1]))
+'''
+
+
+def test_the_jsonl_sinks_memory_does_not_grow_with_the_rows_it_has_written(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "rows.jsonl"
+    said = subprocess.run([sys.executable, "-c", JSONL_GROWTH, str(path)], capture_output=True, text=True,
+                          timeout=300, check=True).stdout.split()
+    before, after, closed = map(int, said)
+    # 250,000 more rows (about 25 MB of lines): a sink that kept each key and line would grow by
+    # more than that; this one by its index's page cache at most.
+    assert after - before < 12 * 2**20, (before, after)
+    assert closed - before < 12 * 2**20, (before, closed)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 300_000 and len({json.loads(line)["id"] for line in lines}) == 300_000
+
+
+def test_a_jsonl_file_that_no_longer_matches_its_index_is_read_again(tmp_path):
+    from synctask.sinks.jsonl import JsonlSink, index_path
+
+    path = tmp_path / "d.jsonl"
+
+    async def run(rows):
+        sink = JsonlSink(path, ["k"])
+        await sink.write(rows)
+        await sink.close()
+
+    asyncio.run(run([{"k": 1, "v": "a"}, {"k": 2, "v": "b"}]))
+    assert index_path(path).exists()
+    with path.open("a") as edited:  # by hand, or a process killed between the file and its index
+        edited.write('{"k": 2, "v": "B"}\n')
+    asyncio.run(run([{"k": 3, "v": "c"}, {"k": 1, "v": "a"}]))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["k"], r["v"]) for r in rows) == [(1, "a"), (2, "B"), (3, "c")]
+    index_path(path).write_bytes(b"not a database")  # a damaged index is only a cache
+    asyncio.run(run([{"k": 1, "v": "z"}]))
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted((r["k"], r["v"]) for r in rows) == [(1, "z"), (2, "B"), (3, "c")]

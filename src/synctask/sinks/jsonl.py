@@ -1,85 +1,256 @@
-"""Rows into a JSON Lines file, idempotent by key.
+"""Rows into a JSON Lines file, idempotent by key, in memory bounded by what is in flight.
 
 The file is a log: a row whose key is new, or whose content changed, is appended; a row seen
-before with the same content is not written again. When the sink closes (each run's end) and
-when it opens, the file is compacted to the last version of each key (write, fsync, rename), so
-after any run the file holds each key once. ``write`` returns once the lines are flushed to the
-operating system, which survives the process being killed.
+before with the same content is not written again. Which keys the file holds, on which line and
+with what content (a digest) is kept on disk, in a SQLite index beside it (``.NAME.keys``), not
+in memory: ten million rows cost the index's page cache, not ten million dict entries. When the
+sink closes (each run's end), and when it opens, a file where a key was written twice is
+compacted to the last version of each key (a streamed merge of the file with the index's line
+numbers; write, fsync, rename), so after any run the file holds each key once. The index
+records the file's size with every change; a file that does not match (a crash between the
+two, a file edited by hand, an index deleted) has its index rebuilt from the file. ``write``
+returns once the lines are flushed to the operating system, which survives the process being
+killed; writes of tasks that finish together share one index transaction (``GroupCommit``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
-from collections.abc import Sequence
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, row_key
+
+__all__ = ["JsonlSink", "index_path"]
+
+_CHUNK = 500  # keys looked up per query (SQLite's parameter limit is far above)
+COMMIT_EVERY = 1.0  # seconds between commits of the index (a crash meanwhile: it is rebuilt from the file)
+
+
+def index_path(path: Path) -> Path:
+    """Where the index of a JSONL file lives: a hidden file beside it."""
+    return path.with_name(f".{path.name}.keys")
+
+
+def _digest(line: str) -> bytes:
+    return hashlib.blake2b(line.encode(), digest_size=8).digest()
+
+
+_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode  # (made once: not per row)
+_KEY = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def _key_text(row: Row, key: Sequence[str]) -> str:
+    """A row's key as the index's text: ``s<text>`` / ``i<number>`` per column (the usual keys,
+    cheap), else its JSON (which starts with ``[``, so the two never meet)."""
+    values = row_key(row, key)
+    parts = []
+    for value in values:
+        kind = type(value)
+        if kind is str and "\x00" not in value:
+            parts.append("s" + value)
+        elif kind is int:
+            parts.append(f"i{value}")
+        else:
+            return _KEY(values)
+    return "\x00".join(parts)
 
 
 class JsonlSink:
     def __init__(self, path: str | Path, key: Sequence[str]) -> None:
         self.path = Path(path)
         self.key = require_key(key, f"the jsonl sink {path}")
-        self._rows: dict[tuple[Any, ...], str] = {}
-        self._dirty = False
+        self._db: sqlite3.Connection | None = None
         self._file: Any = None
-        self._lock = asyncio.Lock()
+        self._lines = 0  # lines in the file (the next one appended gets this number)
+        self._dirty = False  # some key is in the file more than once (or a line is torn)
+        self._committed = 0.0  # when the index was last committed (monotonic)
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
+        self._write([rows])
+
+    def _write(self, batches: list[Sequence[Row]]) -> None:
+        if self._file is None:
+            self._open()
+        db = self._db
+        assert db is not None
+        latest: dict[str, str] = {}  # key -> its last line in these batches
+        for batch in batches:
+            for row in batch:
+                latest[_key_text(row, self.key)] = _LINE(row)
+        known = dict(self._known(list(latest)))
+        lines: list[str] = []
+        changes: list[tuple[str, bytes, int]] = []
+        for key, line in latest.items():
+            digest = _digest(line)
+            before = known.get(key)
+            if before == digest:
+                continue  # the same row again: nothing to write
+            if before is not None:
+                self._dirty = True
+            changes.append((key, digest, self._lines + len(lines)))
+            lines.append(line + "\n")
+        if not lines:
+            return
+        self._file.writelines(lines)
+        self._file.flush()
+        self._lines += len(lines)
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        db.executemany("INSERT OR REPLACE INTO k(key, digest, line) VALUES (?, ?, ?)", changes)
+        if time.monotonic() - self._committed >= COMMIT_EVERY:
+            self._commit()
+
+    def _commit(self) -> None:
+        """The index as of now, with the file's size and line count (what the next open checks)."""
+        db = self._db
+        assert db is not None and self._file is not None
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        try:
+            self._save_meta(os.fstat(self._file.fileno()).st_size)
+            db.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(db)  # (the next open finds the file larger than the index says: rebuilds it)
+            raise
+        self._committed = time.monotonic()
+
+    def _known(self, keys: list[str]) -> Iterator[tuple[str, bytes]]:
+        assert self._db is not None
+        for i in range(0, len(keys), _CHUNK):
+            part = keys[i:i + _CHUNK]
+            marks = ", ".join("?" * len(part))
+            yield from self._db.execute(f"SELECT key, digest FROM k WHERE key IN ({marks})", part)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            with self.path.open(encoding="utf-8") as existing:
-                for line in existing:
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by a crash: its task runs again
-                    if isinstance(row, dict):
-                        self._rows[row_key(row, self.key)] = line.rstrip("\n")
-                        self._dirty = True
-            self._compact()
+        self._db = self._connect()
+        size = self.path.stat().st_size if self.path.exists() else 0
+        meta = dict(self._db.execute("SELECT name, value FROM meta"))
+        if meta.get("size") != size:
+            self._rebuild()
+        else:
+            self._lines, self._dirty = int(meta.get("lines", 0)), bool(meta.get("dirty", 0))
+        self._compact()
         self._file = self.path.open("a", encoding="utf-8")
 
-    async def write(self, rows: Sequence[Row]) -> None:
-        check_keys(rows, self.key)  # nothing is written under a missing or NULL key
-        async with self._lock:
-            if self._file is None:
-                self._open()
-            lines = []
-            for row in rows:
-                line = json.dumps(row, ensure_ascii=False, sort_keys=True, default=str)
-                key = row_key(row, self.key)
-                if self._rows.get(key) == line:
-                    continue
-                if key in self._rows:
-                    self._dirty = True
-                self._rows[key] = line
-                lines.append(line + "\n")
-            if lines:
-                self._file.writelines(lines)
-                self._file.flush()
+    def _connect(self) -> sqlite3.Connection:
+        where = index_path(self.path)
+        for attempt in (1, 2):
+            db = sqlite3.connect(where, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("CREATE TABLE IF NOT EXISTS k(key TEXT PRIMARY KEY, digest BLOB, line INTEGER) "
+                           "WITHOUT ROWID")
+                db.execute("CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value) WITHOUT ROWID")
+                db.execute("SELECT count(*) FROM meta").fetchone()
+                return db
+            except sqlite3.DatabaseError:
+                db.close()
+                if attempt == 2:
+                    raise
+                for leftover in (where, where.with_name(where.name + "-wal"), where.with_name(where.name + "-shm")):
+                    leftover.unlink(missing_ok=True)  # a damaged index: it is only a cache of the file
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rebuild(self) -> None:
+        """The index from the file itself, streamed (each key's last line wins)."""
+        db = self._db
+        assert db is not None
+        db.execute("BEGIN")
+        db.execute("DELETE FROM k")
+        count = kept = 0
+        dirty = False
+        batch: list[tuple[str, bytes, int]] = []
+        if self.path.exists():
+            with self.path.open(encoding="utf-8", errors="replace") as existing:
+                for number, line in enumerate(existing):
+                    count = number + 1
+                    text = line.rstrip("\n")
+                    try:
+                        row = json.loads(text)
+                        if not line.endswith("\n") or not isinstance(row, dict):
+                            raise ValueError("a torn or foreign line")
+                        batch.append((_key_text(row, self.key), _digest(text), number))
+                    except ValueError:
+                        dirty = True  # a line cut short by a crash (its task runs again): dropped
+                        continue
+                    if len(batch) >= 10_000:
+                        kept += len(batch)
+                        db.executemany("INSERT OR REPLACE INTO k(key, digest, line) VALUES (?, ?, ?)", batch)
+                        batch.clear()
+        kept += len(batch)
+        db.executemany("INSERT OR REPLACE INTO k(key, digest, line) VALUES (?, ?, ?)", batch)
+        keys = db.execute("SELECT count(*) FROM k").fetchone()[0]
+        self._lines, self._dirty = count, dirty or keys < kept
+        self._save_meta(self.path.stat().st_size if self.path.exists() else 0)
+        db.execute("COMMIT")
 
     def _compact(self) -> None:
+        """Keep each key's last line only: a merge of the file with the index's line numbers, in
+        order, so memory stays flat; the index is renumbered in the same step."""
         if not self._dirty:
             return
+        db = self._db
+        assert db is not None
         temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        kept = 0
         with temporary.open("w", encoding="utf-8") as out:
-            out.writelines(line + "\n" for line in self._rows.values())
+            wanted = (line for (line,) in db.execute("SELECT line FROM k ORDER BY line"))
+            target = next(wanted, None)
+            if target is not None and self.path.exists():
+                with self.path.open(encoding="utf-8", errors="replace") as source:
+                    for number, line in enumerate(source):
+                        if number != target:
+                            continue
+                        out.write(line)
+                        kept += 1
+                        target = next(wanted, None)
+                        if target is None:
+                            break
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temporary, self.path)
-        self._dirty = False
+        db.execute("BEGIN")
+        try:
+            db.execute("CREATE TEMP TABLE renumbered AS SELECT key, digest, "
+                       "ROW_NUMBER() OVER (ORDER BY line) - 1 AS line FROM k")
+            db.execute("DELETE FROM k")
+            db.execute("INSERT INTO k(key, digest, line) SELECT key, digest, line FROM renumbered")
+            db.execute("DROP TABLE renumbered")
+            self._lines, self._dirty = kept, False
+            self._save_meta(temporary.stat().st_size)
+            db.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(db)
+            temporary.unlink(missing_ok=True)
+            raise
+        os.replace(temporary, self.path)  # (killed before this: the index does not match the file: rebuilt)
+
+    def _save_meta(self, size: int) -> None:
+        assert self._db is not None
+        self._db.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
+                             [("size", size), ("lines", self._lines), ("dirty", int(self._dirty))])
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._commit()
+            self._file.close()
+            self._file = None
+            self._compact()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     async def close(self) -> None:
-        async with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-                self._dirty = True
-                self._compact()
-            self._rows.clear()
+        await asyncio.to_thread(self._close)
