@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 
 Row = Mapping[str, Any]
 
+try:  # aiohttp's case-insensitive headers (multidict comes with aiohttp)
+    from multidict import CIMultiDict, CIMultiDictProxy
+    _CASELESS: tuple[type, ...] | None = (CIMultiDict, CIMultiDictProxy)
+except ImportError:  # pragma: no cover
+    _CASELESS = None
+
 
 @dataclass(frozen=True)
 class Request:
@@ -32,6 +38,9 @@ class Response:
     body: bytes
 
     def header(self, name: str) -> str | None:
+        """A header's value by name, in any case (aiohttp's headers look it up so themselves)."""
+        if _CASELESS is not None and isinstance(self.headers, _CASELESS):
+            return self.headers.get(name)
         lower = name.lower()
         for key, value in self.headers.items():
             if key.lower() == lower:

@@ -60,18 +60,14 @@ class HttpFetcher:
         session = self.sessions.get(self.vendor)
         # The plan's timeout is the executor's to apply; without one, this default bounds the request.
         default = DEFAULT_TIMEOUT if task.timeout is None else None
-        try:
-            async with asyncio.timeout(default):
-                async with session.request(request.method, request.url, params=request.params, json=request.json,
-                                           headers=dict(request.headers)) as answer:
-                    if self.on_answered is not None:
-                        self.on_answered(task, self.clock())
-                    body = await self._read(answer)
-                    response = Response(answer.status, dict(answer.headers), body)
-        except TimeoutError:
-            if default is None:
-                raise
-            raise TimeoutError(f"no answer within {default:g}s") from None
+        if default is None:  # (no timeout context of its own: the executor's bounds it)
+            response = await self._send(task, session, request)
+        else:
+            try:
+                async with asyncio.timeout(default):
+                    response = await self._send(task, session, request)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {default:g}s") from None
         now = self.clock()
         if self.observe is not None:
             for observation in self.connector.observations(response):
@@ -80,11 +76,22 @@ class HttpFetcher:
             return await asyncio.to_thread(self.connector.parse, response, task, now)
         return self.connector.parse(response, task, now)
 
+    async def _send(self, task: SyncTask, session: aiohttp.ClientSession, request: Any) -> Response:
+        async with session.request(request.method, request.url, params=request.params, json=request.json,
+                                   headers=request.headers) as answer:
+            if self.on_answered is not None:
+                self.on_answered(task, self.clock())
+            body = await self._read(answer)
+            return Response(answer.status, answer.headers, body)  # (aiohttp's headers: found in any case)
+
     async def _read(self, answer: aiohttp.ClientResponse) -> bytes:
         """The body, refused once it grows past the dataset's cap (never all read first)."""
         limit = self.max_answer
-        if answer.content_length is not None and answer.content_length > limit:
-            self._too_large(answer.content_length)
+        if answer.content_length is not None:
+            if answer.content_length > limit:
+                self._too_large(answer.content_length)
+            if "Content-Encoding" not in answer.headers:
+                return await answer.read()  # its length is said, within the cap, and not to be inflated
         body = bytearray()
         async for chunk in answer.content.iter_chunked(1 << 16):
             body += chunk
