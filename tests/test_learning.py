@@ -288,3 +288,18 @@ def test_a_clock_window_is_learned_only_when_the_wait_tells_it_from_a_sliding_on
         minute.sent(float(second))
     ticket = minute.sent(50.0)
     assert minute.explain(50.0, 50.0, 10.0, ticket) == (60.0, 10, True)  # room back at 60 s, as said
+
+
+def test_a_wait_in_whole_seconds_that_fits_several_windows_within_a_second_teaches_the_shortest():
+    """Sends out of order (as from several Ray nodes): no window explains the refusal within its
+    wait, and the wait (3 s, whole seconds) fits both a sliding second and a ten-second window
+    within a second of each other. The shortest is learned: a ten-second window that happened to
+    fit would be learned as a far slower limit (seen on Ray: "37 per 10s" for 40 per 1s)."""
+    sends = [8.92, 10.001, 12.793, 16.349, 16.449, 17.214, 17.429, 17.903, 18.098, 18.222, 18.34, 18.483, 18.492,
+             18.5, 18.532, 18.54, 18.543, 18.598, 18.634, 18.836, 18.844, 18.887, 18.898]
+    learner = LimitLearner()
+    for at in sends:
+        learner.sent(at)
+    ticket = learner.sent(19.16)
+    window, _, _ = learner.explain(19.16, 19.992, 3.0, ticket)
+    assert window == 1.0

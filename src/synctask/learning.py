@@ -325,6 +325,7 @@ class LimitLearner:
         first = bisect_left(times, since, head, end) if since > -math.inf else head
         best: tuple[float, float, int, bool] | None = None  # (error, window, quota, clock)
         fits: tuple[float, float, int, bool] | None = None  # the same, of any window (explaining or not)
+        fitting: list[tuple[float, float, int, bool]] = []  # every window's (error, window, quota, clock)
         sliding: dict[float, float] = {}  # window -> how far its sliding reading misses the wait
         for window in WINDOWS:
             for clock in (False, True):
@@ -347,8 +348,9 @@ class LimitLearner:
                     sliding[window] = error
                 if explains and (best is None or error < best[0] - 1e-6):
                     best = (error, window, peak + 1, clock)
+                fitting.append((error, window, min(found, peak + 1), clock))
                 if fits is None or error < fits[0] - 1e-6:
-                    fits = (error, window, min(found, peak + 1), clock)
+                    fits = fitting[-1]
         # A window that explains the refusal but not its wait (requests reach the vendor in
         # another order than they left, as from several nodes): the wait said is the surer
         # sign; the quota is what the refused request found (a lower one is learned if refused again).
@@ -356,7 +358,12 @@ class LimitLearner:
         if best is not None and (fits is None or best[0] <= FIT_SLACK or best[0] <= fits[0]):
             chosen = best
         elif fits is not None:
-            chosen = fits[0], fits[1], max(fits[2], 1), fits[3]
+            # A wait in whole seconds cannot tell apart windows whose room it fits within a second
+            # of each other: take the shortest (a longer clock window that happened to end then
+            # would be learned as a far slower limit); if it is too loose, the next refusal says so.
+            close = [c for c in fitting if c[0] <= fits[0] + FIT_SLACK]
+            error, window, quota, clock = min(close, key=lambda c: (c[1], c[0]))
+            chosen = error, window, max(quota, 1), clock
         if chosen is not None:
             error, window, quota, clock = chosen
             # A clock window is learned only when the wait tells it from the sliding one (the
