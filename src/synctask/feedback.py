@@ -16,7 +16,7 @@ from .connectors import Observation
 from .events import Event, FreezeEvent, PlanEvent, StreamEvent
 from .learners import Learners
 from .limits import Limiter
-from .model import SyncTask
+from .model import SyncTask, key_scope
 from .runs import Runs
 from .scheduler import Scheduler
 from .store import Store
@@ -55,7 +55,7 @@ class Feedback:
             return
         scope = f"vendor:{dataset.vendor}" if observation.scope == "vendor" else f"dataset:{dataset.name}"
         if task.key is not None:  # one of several keys: the vendor counts that key's use
-            scope = f"key:{task.key}:{scope}"
+            scope = key_scope(task.key, scope)
         if self.learners and observation.limit is not None and observation.per is not None:
             self.learners.stated(scope, observation.limit, observation.per, observation.source or "its headers")
         held = self.limiter.observe(scope, observation.used, now, observation.per)

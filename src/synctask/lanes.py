@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from .limits import AnyGate
-from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, transition
+from .model import Dataset, PlanState, SyncPlan, SyncTask, TaskState, key_scope, transition
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ class Queue:
         task that took ``key``: with several keys, that key's count at the vendor or dataset."""
         kind = kind or "dataset"
         if key is not None and kind in ("vendor", "dataset", "key"):
-            return f"key:{key}:{self.scopes['vendor' if kind == 'key' else kind]}"
+            return key_scope(key, self.scopes["vendor" if kind == "key" else kind])
         return self.scopes.get(kind, self.scopes["dataset"])
 
     def head(self, now: float) -> Lane | None:

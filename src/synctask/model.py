@@ -186,9 +186,6 @@ class Key:
     limits: tuple[Limit, ...] = ()
 
 
-KEY_ORDERS = ("spread", "fill-first")
-
-
 @dataclass(frozen=True)
 class Vendor:
     """A data provider; its limits are shared by all its datasets.
@@ -252,15 +249,19 @@ class Dataset:
 
     def key_scopes(self, vendor: Vendor, key: Key) -> tuple[str, ...]:
         """The scopes a request with ``key`` draws on besides the shared ones: the key's count at
-        the vendor and at this dataset, and its account's."""
-        scopes = (f"key:{key.name}:vendor:{vendor.name}", f"key:{key.name}:dataset:{self.name}")
-        return scopes if key.account is None else (*scopes, account_scope(vendor.name, key.account))
+        the vendor (and its account's) and at this dataset."""
+        return (*vendor_key_scopes(vendor, key), key_scope(key.name, f"dataset:{self.name}"))
 
 
 def vendor_key_scopes(vendor: Vendor, key: Key) -> tuple[str, ...]:
     """The scopes a request with ``key`` to the vendor (no dataset in particular) draws on."""
-    scope = f"key:{key.name}:vendor:{vendor.name}"
+    scope = key_scope(key.name, f"vendor:{vendor.name}")
     return (scope,) if key.account is None else (scope, account_scope(vendor.name, key.account))
+
+
+def key_scope(key: str, scope: str) -> str:
+    """What ``key`` counts of a shared scope: ``key:KEY_A:vendor:x`` for ``vendor:x``."""
+    return f"key:{key}:{scope}"
 
 
 def account_scope(vendor: str, account: str) -> str:

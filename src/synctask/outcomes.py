@@ -130,8 +130,7 @@ class Outcomes:
             scope, until, new = verdict.frozen
             self.hub.emit(FreezeEvent(now, task.plan, scope, until, verdict.message or "", new))
         if verdict.key_refused is not None:
-            vendor, key = verdict.key_refused
-            left = tuple(sorted(set(self.scheduler.key_names(vendor)) - self.scheduler.keys_refused(vendor)))
+            vendor, key, left = verdict.key_refused
             self.hub.emit(KeyEvent(now, task.plan, vendor, key, verdict.message or "", left))
             _log.warning("%s", verdict.message)  # (masked above)
         if verdict.cancel:

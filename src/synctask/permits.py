@@ -23,7 +23,7 @@ from typing import Any
 
 from .errors import Failure, OutcomeKind, SyncError, UnknownPlan
 from .learners import Learners
-from .model import SyncTask
+from .model import SyncTask, key_scope
 from .scheduler import Scheduler
 from .windows import Quota
 
@@ -214,8 +214,8 @@ class PermitDesk:
         self._give_back(permit, min(at, now) if at is not None and at >= permit.taken else now, failure)
         if limited:
             frozen = f"{scope}:{permit.dataset}" if scope == "dataset" and permit.dataset else f"vendor:{permit.vendor}"
-            if permit.chose_key:  # the vendor refused that key: its count, not the other keys'
-                frozen = f"key:{permit.key}:{frozen}"
+            if permit.chose_key and permit.key is not None:  # the vendor refused that key: its count, not the others
+                frozen = key_scope(permit.key, frozen)
             wait = retry_after if retry_after is not None else self._window(frozen)
             self.scheduler.freeze(frozen, now + wait)
         return permit
@@ -244,7 +244,7 @@ class PermitDesk:
     def _scopes(self, vendor: str, dataset: str | None) -> list[str]:
         keys = [key.name for key in getattr(self._vendors().get(vendor), "keys", ())]
         scopes = [f"vendor:{vendor}"] + ([f"dataset:{dataset}"] if dataset else [])
-        return scopes + [f"key:{key}:{scope}" for key in keys for scope in scopes]
+        return scopes + [key_scope(key, scope) for key in keys for scope in scopes]
 
     # --- what is out -------------------------------------------------------------------------
     def per_minute(self) -> int:

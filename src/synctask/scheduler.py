@@ -32,6 +32,7 @@ from .model import (
     TaskState,
     Vendor,
     account_scope,
+    key_scope,
     transition,
     vendor_key_scopes,
 )
@@ -119,9 +120,9 @@ class Scheduler:
     def _configure_keys(self, vendor: Vendor, dataset: Dataset | None) -> None:
         """Each key's scopes (at the vendor, at ``dataset``) and its account's get their limits."""
         for key in vendor.keys:
-            self.limiter.configure(f"key:{key.name}:vendor:{vendor.name}", vendor.key_limits(key), vendor.margin)
+            self.limiter.configure(key_scope(key.name, f"vendor:{vendor.name}"), vendor.key_limits(key), vendor.margin)
             if dataset is not None:
-                self.limiter.configure(f"key:{key.name}:dataset:{dataset.name}", dataset.limits, vendor.margin)
+                self.limiter.configure(key_scope(key.name, f"dataset:{dataset.name}"), dataset.limits, vendor.margin)
             if key.account is not None:
                 self.limiter.configure(account_scope(vendor.name, key.account), vendor.accounts.get(key.account, ()),
                                        vendor.margin)
@@ -193,10 +194,6 @@ class Scheduler:
     def keys_refused(self, vendor: str) -> set[str]:
         """The keys of ``vendor`` the vendor refused (set aside until the daemon restarts)."""
         return set(self._refused.get(vendor, ()))
-
-    def key_names(self, vendor: str) -> list[str]:
-        """The names of ``vendor``'s keys (the variables holding them), in the plan file's order."""
-        return [key.name for key in self._vendor_keys(vendor)]
 
     def _usable_keys(self, vendor: str, keys: Collection[str]) -> set[str]:
         return set(keys) - self._refused.get(vendor, set())

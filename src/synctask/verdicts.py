@@ -43,7 +43,7 @@ class Verdict(NamedTuple):
     finished: tuple[str, ...] = ()
     stopped: tuple[str, ...] = ()
     frozen: tuple[str, float, bool] | None = None  # (scope, until, is a new freeze) after a freeze
-    key_refused: tuple[str, str] | None = None  # (vendor, key) the vendor refused: set aside, others go on
+    key_refused: tuple[str, str, tuple[str, ...]] | None = None  # (vendor, key refused and set aside, keys left)
 
 
 class Verdicts:
@@ -131,7 +131,7 @@ class Verdicts:
                                            hint=f"put a valid key in {task.key} and restart synctask to use it again")
                 return Verdict(task, _PENDING, told.explain(
                     f"set key {task.key} aside and goes on with {', '.join(left)}"),
-                    key_refused=(vendor, task.key) if new else None)
+                    key_refused=(vendor, task.key, tuple(left)) if new else None)
             failure = dataclasses.replace(failure, happened=refused, hint=f"every key of vendor {vendor} was refused; "
                                           "check them, then start the plan again")
         if lane.on_fatal == "stop_all":

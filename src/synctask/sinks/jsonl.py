@@ -77,17 +77,14 @@ class JsonlSink:
         if not rows:
             return
         check_keys(rows, self.key)  # nothing is written under a missing or NULL key
-        self._write([rows])
+        self._write(rows)
 
-    def _write(self, batches: list[Sequence[Row]]) -> None:
+    def _write(self, rows: Sequence[Row]) -> None:
         if self._file is None:
             self._open()
         db = self._db
         assert db is not None
-        latest: dict[str, str] = {}  # key -> its last line in these batches
-        for batch in batches:
-            for row in batch:
-                latest[_key_text(row, self.key)] = _LINE(row)
+        latest = {_key_text(row, self.key): _LINE(row) for row in rows}  # key -> its last line in these rows
         known = dict(self._known(list(latest)))
         lines: list[str] = []
         changes: list[tuple[str, bytes, int]] = []
