@@ -56,7 +56,7 @@ params = {{ i = {{ from = 1, to = {n} }}, pause = ["{pause}"] }}
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def two_nodes(tmp_path_factory):
     """Two Ray nodes on this machine, each its own node id; the tasks' module importable on both."""
     from ray.cluster_utils import Cluster
 
@@ -79,6 +79,20 @@ def cluster(tmp_path_factory):
             os.environ.pop("PYTHONPATH", None)
         else:
             os.environ["PYTHONPATH"] = before
+
+
+@pytest.fixture
+def cluster(two_nodes):
+    """The two-node cluster as each test expects it: a node an earlier test took away (or the machine's load
+    lost) is put back, and both are alive before the test starts."""
+    alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+    for node in two_nodes.worker_nodes.copy():
+        if node.node_id not in alive:
+            two_nodes.remove_node(node, allow_graceful=False)
+    while len(two_nodes.list_all_nodes()) < 2:
+        two_nodes.add_node(num_cpus=1)
+    two_nodes.wait_for_nodes(timeout=120)  # as many alive as the cluster has
+    yield two_nodes
 
 
 def rows(db: Path) -> list[tuple]:
