@@ -178,8 +178,10 @@ def test_the_default_stream_carries_progress_snapshots_and_leaves_routine_task_e
                     time.sleep(0.2)
 
             said: list[str] = []
-            threading.Thread(target=toggle, daemon=True).start()
+            toggler = threading.Thread(target=toggle, daemon=True)
+            toggler.start()
             said.append(followed.stdout.readline())
+            toggler.join(timeout=30)  # its last calls are answered before the daemon goes
             assert json.loads(said[0])["type"] == "plan"  # progress snapshots are left out
         finally:
             followed.kill()
