@@ -267,7 +267,7 @@ def test_group_commit_joins_concurrent_writes_and_fails_only_the_bad_batch():
     calls: list[int] = []
     written: list[dict] = []
 
-    def write_many(batches):
+    def write_many(batches, wait):
         calls.append(len(batches))
         rows = [row for batch in batches for row in batch]
         if any(row.get("bad") for row in rows):
@@ -370,3 +370,57 @@ def test_a_jsonl_file_that_no_longer_matches_its_index_is_read_again(tmp_path):
     asyncio.run(run([{"k": 1, "v": "z"}]))
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted((r["k"], r["v"]) for r in rows) == [(1, "z"), (2, "B"), (3, "c")]
+
+
+def test_sqlite_sink_waits_for_another_writers_lock_off_the_loop_and_keeps_the_order(tmp_path):
+    import asyncio
+    import sqlite3
+    import time
+
+    from synctask.sinks import SQLiteSink
+
+    async def main():
+        sink = SQLiteSink(tmp_path / "s.db", "t", ["id"])
+        await sink.write([{"id": 1, "v": 0}])
+        other = sqlite3.connect(tmp_path / "s.db", isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")  # another program writes to the same file
+        first = asyncio.create_task(sink.write([{"id": 1, "v": 1}]))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(sink.write([{"id": 1, "v": 2}]))  # after it: must not land first
+        started = time.perf_counter()
+        ticks = 0
+        while time.perf_counter() - started < 0.5:  # the loop goes on meanwhile
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not first.done() and not second.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        await sink.close()
+        other.close()
+        return ticks
+
+    assert asyncio.run(main()) >= 20
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT v FROM t WHERE id = 1").fetchall() == [(2,)]
+
+
+def test_sqlite_sink_checkpoints_its_wal_on_a_thread_while_it_runs(tmp_path):
+    import asyncio
+
+    from synctask.sinks import SQLiteSink
+
+    async def main():
+        sink = SQLiteSink(tmp_path / "s.db", "t", ["id"])
+        for start in range(0, 20_000, 1_000):
+            await sink.write([{"id": i, "text": "x" * 50} for i in range(start, start + 1_000)])
+        before = (tmp_path / "s.db").stat().st_size  # the rows are in the WAL
+        for _ in range(50):  # a checkpoint comes within a second or so, copying them into the file
+            await asyncio.sleep(0.1)
+            if (tmp_path / "s.db").stat().st_size > 1_000_000:
+                break
+        after = (tmp_path / "s.db").stat().st_size
+        await sink.close()
+        return before, after
+
+    before, after = asyncio.run(main())
+    assert before < 100_000 < 1_000_000 < after

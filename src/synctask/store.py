@@ -416,9 +416,8 @@ class SQLiteStore:
         self._pending.append(record)
 
     def flush(self) -> None:
-        """Hand the outcomes recorded so far to the writer thread, which commits them (with any
-        handed meanwhile) in one transaction; the event loop never waits for the disk here.
-        Every other method waits for the writer first, so reads see every outcome flushed."""
+        """Commit the outcomes recorded so far in one transaction (a write to the page cache: the
+        checkpoints, which sync the disk, run on the writer's thread of their own)."""
         if self._pending or self._counts:
             batch, self._pending = self._pending, []
             counts, self._counts = self._counts, {}
@@ -555,8 +554,8 @@ class SQLiteStore:
                 self._lock.release()
                 self._lock = None
 
-    # Every statement but the outcomes' runs here, after the writer has committed what it was
-    # handed (so a read sees every flushed outcome, and an update lands after them).
+    # Every statement but the outcomes' runs here (on the same thread as the outcomes' commits, so
+    # a read sees every flushed outcome), and none after a commit of outcomes failed.
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._writer.idle():
             try:
@@ -571,6 +570,7 @@ class SQLiteStore:
 
     def _run_sql(self, sql: str, args: Sequence[Any] = ()) -> None:
         self._all(sql, args)
+        self._writer.wrote()  # (its checkpoints copy this too)
 
 
 @contextlib.contextmanager

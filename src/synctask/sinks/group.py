@@ -1,8 +1,12 @@
 """Group commit for sinks: the rows of tasks that finish together go in one transaction.
 
-A transaction per task caps a run at what one commit costs (a few thousand a second); joined,
-the cost is shared by every task waiting meanwhile. Each caller still returns only once the
-transaction holding its rows has committed, so "durable when ``write`` returns" holds.
+A transaction per task caps a run at what one commit costs; joined, the cost is shared by every
+task that handed rows over in the same turn of the event loop. The transaction runs on the loop
+at the end of that turn: in WAL mode it is a write to the page cache (checkpoints, which sync,
+run on their own thread: see ``checkpoints``), and handing each commit to a thread cost more CPU
+than the commit itself. Only when another writer holds the database's lock does a group go to a
+thread, to wait there (and the groups after it follow it, in order). Each caller still returns
+only once the transaction holding its rows has committed: "durable when ``write`` returns".
 """
 
 from __future__ import annotations
@@ -12,56 +16,86 @@ from collections.abc import Callable, Sequence
 
 from .base import Row
 
-__all__ = ["GroupCommit"]
+__all__ = ["GroupCommit", "WouldWait"]
+
+WriteMany = Callable[[list[Sequence[Row]], bool], None]
+Group = list[tuple[Sequence[Row], asyncio.Future[None]]]
+
+
+class WouldWait(Exception):
+    """Raised by ``write_many(batches, wait=False)`` when another writer holds the lock (nothing
+    written): the group is written again on a thread with ``wait=True``, so the loop never waits."""
 
 
 class GroupCommit:
-    """Runs ``write_many`` (blocking: one transaction for several tasks' rows) in a thread, for
-    every batch of rows handed to ``write`` while the previous transaction was running. When a
-    joined transaction fails, each task's rows are tried alone, so a bad batch fails only its task."""
+    """Runs ``write_many(batches, wait)`` (one transaction for several tasks' rows) once per loop
+    turn, for every batch of rows handed to ``write`` in that turn, groups in the order they came.
+    When a joined transaction fails, each task's rows are tried alone, so a bad batch fails only
+    its task."""
 
-    def __init__(self, write_many: Callable[[list[Sequence[Row]]], None]) -> None:
+    def __init__(self, write_many: WriteMany) -> None:
         self._write_many = write_many
-        self._waiting: list[tuple[Sequence[Row], asyncio.Future[None]]] = []
-        self._committer: asyncio.Task[None] | None = None
+        self._waiting: Group = []
+        self._behind: list[Group] = []  # groups after one that met a lock: written on a thread, in order
+        self._catching_up: asyncio.Task[None] | None = None
 
     async def write(self, rows: Sequence[Row]) -> None:
-        done = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
         self._waiting.append((rows, done))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_all())
+        if len(self._waiting) == 1:
+            loop.call_soon(self._commit_turn)
         await done
 
     async def wait_idle(self) -> None:
         """Until every write handed over so far is committed (or failed)."""
-        if self._committer is not None:
-            await asyncio.shield(self._committer)
+        while self._waiting or self._catching_up is not None:
+            pending = [done for _, done in self._waiting]
+            await asyncio.wait([*pending, *([self._catching_up] if self._catching_up else [])])
 
-    async def _commit_all(self) -> None:
-        while self._waiting:
-            group, self._waiting = self._waiting, []
+    def _commit_turn(self) -> None:
+        group, self._waiting = self._waiting, []
+        if self._catching_up is None:
             try:
-                await asyncio.to_thread(self._write_many, [rows for rows, _ in group])
-            except Exception as exc:
-                if len(group) == 1:
-                    _settle(group[0][1], exc)
-                    continue
-                for rows, done in group:  # find the batch that failed; the others still land
-                    try:
-                        await asyncio.to_thread(self._write_many, [rows])
-                    except Exception as alone:
-                        _settle(done, alone)
-                    else:
-                        _settle(done, None)
-            else:
-                for _, done in group:
-                    _settle(done, None)
+                _settle(group, self._write_group([rows for rows, _ in group], False))
+                return
+            except WouldWait:
+                self._catching_up = asyncio.get_running_loop().create_task(self._catch_up())
+        self._behind.append(group)
+
+    async def _catch_up(self) -> None:
+        try:
+            while self._behind:
+                group = self._behind.pop(0)
+                _settle(group, await asyncio.to_thread(self._write_group, [rows for rows, _ in group], True))
+        finally:
+            self._catching_up = None
+
+    def _write_group(self, batches: list[Sequence[Row]], wait: bool) -> list[Exception | None]:
+        """Each batch's failure (None: written), all in one transaction when none fails."""
+        try:
+            self._write_many(batches, wait)
+            return [None] * len(batches)
+        except WouldWait:
+            raise
+        except Exception as exc:
+            if len(batches) == 1:
+                return [exc]
+        results: list[Exception | None] = []
+        for rows in batches:  # find the batch that failed; the others still land
+            try:
+                self._write_many([rows], True)  # (rare: a bad batch; it may wait for a lock)
+                results.append(None)
+            except Exception as alone:
+                results.append(alone)
+        return results
 
 
-def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
-    if done.done():  # its task was cancelled meanwhile
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+def _settle(group: Group, results: list[Exception | None]) -> None:
+    for (_, done), error in zip(group, results, strict=True):
+        if done.done():  # its task was cancelled meanwhile
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)

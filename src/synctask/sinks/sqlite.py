@@ -1,20 +1,26 @@
 """Rows into a SQLite table, upserted by key; the writes of tasks that finish together share one
-committed transaction (``GroupCommit``)."""
+committed transaction (``GroupCommit``), made on the event loop; checkpoints run on a thread."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..checkpoints import Checkpoints, commit_without_checkpoints
 from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, scalar
-from .group import GroupCommit
+from .group import GroupCommit, WouldWait
+
+BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer's lock (on a thread)
 
 
 class SQLiteSink:
     """Creates the table from the first rows' columns; a unique index on the key makes re-runs
-    overwrite instead of duplicate. Writes run in a thread so the event loop never waits on disk."""
+    overwrite instead of duplicate. A commit is a write to the page cache (WAL, ``synchronous=NORMAL``:
+    durable once the process is gone, not after a power cut); what syncs the disk, the WAL's
+    checkpoints, runs on a thread of its own."""
 
     def __init__(self, path: str | Path, table: str, key: Sequence[str]) -> None:
         self.path = Path(path)
@@ -24,7 +30,10 @@ class SQLiteSink:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.execute("PRAGMA busy_timeout=0")  # a writer elsewhere: met at once (see _write)
+        self._waits = False
+        commit_without_checkpoints(self._db)
+        self._checkpoints = Checkpoints(str(self.path))
         self._columns: list[str] | None = None
         self._group = GroupCommit(self._write)
 
@@ -34,8 +43,21 @@ class SQLiteSink:
         check_keys(rows, self.key)  # nothing is written under a missing or NULL key
         await self._group.write(rows)
 
-    def _write(self, batches: list[Sequence[Row]]) -> None:
-        rows = [row for batch in batches for row in batch]
+    def _write(self, batches: list[Sequence[Row]], wait: bool) -> None:
+        """One transaction for these batches; without ``wait``, ``WouldWait`` (nothing written)
+        when another writer holds the lock, instead of waiting for it on the event loop."""
+        if wait != self._waits:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
+            self._waits = wait
+        try:
+            self._write_rows([row for batch in batches for row in batch])
+        except sqlite3.OperationalError as exc:
+            if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise WouldWait(str(exc)) from exc
+            raise
+        self._checkpoints.committed()
+
+    def _write_rows(self, rows: list[Row]) -> None:
         if self._columns is None:
             self._create(rows[0])
         assert self._columns is not None
@@ -48,7 +70,7 @@ class SQLiteSink:
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
         values = [tuple(scalar(row.get(c)) for c in columns) for row in rows]
-        self._db.execute("BEGIN")
+        self._db.execute("BEGIN IMMEDIATE")  # the lock first: a writer elsewhere is met before any work
         try:
             self._db.executemany(f'INSERT OR REPLACE INTO "{self.table}" ({names}) VALUES ({marks})', values)
             self._db.execute("COMMIT")
@@ -70,7 +92,8 @@ class SQLiteSink:
 
     async def close(self) -> None:
         await self._group.wait_idle()
-        self._db.close()
+        self._checkpoints.close()
+        await asyncio.to_thread(self._db.close)  # (the last connection's close checkpoints what is left)
 
 
 def _ident(name: str) -> str:
