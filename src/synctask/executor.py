@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .alarm import Alarm
 from .catalog import Catalog, FetcherHooks
 from .config import PlanFile
 from .delivery import Delivery
@@ -69,24 +70,24 @@ class SyncTaskExecutor:
         self.grace = grace
         self.flush_interval = flush_interval
         self._workers = workers
-        self._wake = asyncio.Event()
+        self._wake = Alarm()
         self._hub = EventHub(self.progress)
         self.catalog = catalog = Catalog(self.base_dir, remote=ray is not None)
         store = store if store is not None else (None if state else MemoryStore())
         self.delivery = Delivery(catalog, self.limiter, self._now, store, Path(state) if state else None)
         self.delivery.on_failure = self._storage_failed
-        self.delivery.on_lease += [self.scheduler.renewed, self._wake.set]  # queues waiting on a lease go
+        self.delivery.on_lease += [self.scheduler.renewed, self._wake.ring]  # queues waiting on a lease go
         self.cursors = cursors = Cursors(lambda: self.store, catalog.options_of)
         self._runs = runs = Runs(self.scheduler, self.progress, cursors, lambda: self.store, self.emit, self._now,
                                  self.delivery.storing)
         self.delivery.counts, self.delivery.going = runs.counts_going, lambda: {r.id: r.plan for r in runs.unfinished()}
-        self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.set, self.cancel, self._now,
+        self._jobs = Jobs(JobHost(self.progress, self.emit, self._wake.ring, self.cancel, self._now,
                                   lambda: self._running, lambda: self.run(until_idle=True)),
                           catalog, self.scheduler, self._runs)
         self.learners = learners = Learners(self.scheduler, lambda: self.store, self._now)
         self.delivery.before_restore = learners.restore  # learned limits first: usage counts under them
         self._heard = heard = Feedback(catalog, self.limiter, self.scheduler, self._runs, lambda: self.store,
-                                       self.emit, self._wake.set, self._now, learners)
+                                       self.emit, self._wake.ring, self._now, learners)
         catalog.hooks = FetcherHooks(heard.observed, heard.answered, heard.streamed, heard.resume, self._now,
                                      heard.reconnected)
         self._ray = None
@@ -99,10 +100,10 @@ class SyncTaskExecutor:
                 dataset_of=catalog.dataset_of, answered=heard.answered, lost=heard.worker_lost, clock=self._now,
                 observed=heard.observed, nodes_changed=self.scheduler.nodes_usable, local=runner)
         self._outcomes = Outcomes(self.scheduler, catalog, self.delivery, self._runs, self._jobs, self._hub, heard,
-                                  cursors, cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.set,
+                                  cursors, cancel=self.cancel, checkpoint=self._checkpoint, wake=self._wake.ring,
                                   clock=self._now)
         self._outcomes.learners = learners
-        self.permits = PermitDesk(self.scheduler, lambda: catalog.vendors, lambda: catalog.datasets, self._wake.set,
+        self.permits = PermitDesk(self.scheduler, lambda: catalog.vendors, lambda: catalog.datasets, self._wake.ring,
                                   self._now, learners)  # other programs' requests, on the same limits
         self._pool = TaskPool(runner, self._outcomes.deliver, self._outcomes.finish)
         self._stopping = False
@@ -164,7 +165,7 @@ class SyncTaskExecutor:
         self._runs.schedule(plan, datetime.fromtimestamp(self._now(), UTC))
         if start:
             self._runs.start(plan, None)
-        self._wake.set()
+        self._wake.ring()
 
     def remove_dataset(self, name: str) -> None:
         """Forget a dataset (its plans must be removed first); its opened sink waits in the catalog's
@@ -187,7 +188,7 @@ class SyncTaskExecutor:
             if state is PlanState.RUNNING:
                 return
         self._runs.start(plan, None, hold=hold)
-        self._wake.set()
+        self._wake.ring()
 
     def retry_tasks(self, name: str, task_ids: list[str]) -> int:
         """A new run of just these failed tasks of the plan (its run has ended); returns how many
@@ -200,7 +201,7 @@ class SyncTaskExecutor:
         params = [json.loads(r.params) for r in records if r.params]
         if params:
             self._runs.start(plan, None, only=params)
-            self._wake.set()
+            self._wake.ring()
         return len(params)
 
     def recall_plan(self, name: str) -> None:
@@ -232,7 +233,7 @@ class SyncTaskExecutor:
         tasks = self.scheduler.cancel_plan(name)
         self.cancel(tasks)
         self._outcomes.end_run(name, RunState.CANCELLED)
-        self._wake.set()
+        self._wake.ring()
         return tasks
 
     def remove_plan(self, name: str) -> list[SyncTask]:
@@ -250,7 +251,7 @@ class SyncTaskExecutor:
         self.catalog.remove_plan(name)
         self._runs.unschedule(name)
         self.emit(PlanEvent(self._now(), name, "removed"))
-        self._wake.set()
+        self._wake.ring()
         return tasks
 
     def cancel(self, tasks: Iterable[SyncTask]) -> None:
@@ -258,7 +259,7 @@ class SyncTaskExecutor:
 
     def _told(self, name: str, state: str) -> None:
         self.emit(PlanEvent(self._now(), name, state, self._runs.run_id(name)))
-        self._wake.set()
+        self._wake.ring()
 
     async def settled(self, tasks: Iterable[SyncTask], timeout: float) -> None:
         """Wait (up to ``timeout``) until these tasks, cancelled or not, have finished ending."""
@@ -267,7 +268,7 @@ class SyncTaskExecutor:
     def set_workers(self, workers: int) -> None:
         """Change the number of concurrent slots; fewer slots let running tasks finish first."""
         self._workers = check_workers(workers)
-        self._wake.set()
+        self._wake.ring()
 
     @property
     def workers(self) -> int:
@@ -375,13 +376,12 @@ class SyncTaskExecutor:
         if timeout == 0.0:
             await asyncio.sleep(0)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await self._wake.sleep(timeout)
 
     def shutdown(self) -> None:
         """Stop dispatching and end ``run()`` gracefully (as a first Ctrl-C does)."""
         self._stopping = True
-        self._wake.set()
+        self._wake.ring()
 
     def interrupt(self) -> None:
         """What a signal does: the first is graceful, the second cancels everything at once."""
