@@ -10,7 +10,8 @@ numbers; write, fsync, rename), so after any run the file holds each key once. T
 records the file's size with every change; a file that does not match (a crash between the
 two, a file edited by hand, an index deleted) has its index rebuilt from the file. ``write``
 returns once the lines are flushed to the operating system, which survives the process being
-killed; writes of tasks that finish together share one index transaction (``GroupCommit``).
+killed; the rows of tasks that finish in the same loop turn are looked up, appended and indexed
+together (``GroupCommit``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, row_key
+from .group import GroupCommit
 
 __all__ = ["JsonlSink", "index_path"]
 
@@ -72,12 +74,16 @@ class JsonlSink:
         self._lines = 0  # lines in the file (the next one appended gets this number)
         self._dirty = False  # some key is in the file more than once (or a line is torn)
         self._committed = 0.0  # when the index was last committed (monotonic)
+        self._group = GroupCommit(self._write_batches)  # one lookup, one write for a loop turn's rows
 
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
         check_keys(rows, self.key)  # nothing is written under a missing or NULL key
-        self._write(rows)
+        await self._group.write(rows)
+
+    def _write_batches(self, batches: list[Sequence[Row]], wait: bool) -> None:
+        self._write([row for batch in batches for row in batch] if len(batches) > 1 else batches[0])
 
     def _write(self, rows: Sequence[Row]) -> None:
         if self._file is None:
@@ -250,4 +256,5 @@ class JsonlSink:
             self._db = None
 
     async def close(self) -> None:
+        await self._group.wait_idle()
         await asyncio.to_thread(self._close)

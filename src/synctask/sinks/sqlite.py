@@ -13,6 +13,7 @@ from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, scalar
 from .group import GroupCommit, WouldWait
 
+_AS_IS = {str, int, float, type(None)}  # the usual values, taken without a call per value
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer's lock (on a thread)
 
 
@@ -69,7 +70,7 @@ class SQLiteSink:
         columns = self._columns
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
-        values = [tuple(scalar(row.get(c)) for c in columns) for row in rows]
+        values = [[v if type(v) in _AS_IS else scalar(v) for v in map(row.get, columns)] for row in rows]
         self._db.execute("BEGIN IMMEDIATE")  # the lock first: a writer elsewhere is met before any work
         try:
             self._db.executemany(f'INSERT OR REPLACE INTO "{self.table}" ({names}) VALUES ({marks})', values)
