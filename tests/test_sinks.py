@@ -404,23 +404,31 @@ def test_sqlite_sink_waits_for_another_writers_lock_off_the_loop_and_keeps_the_o
         assert db.execute("SELECT v FROM t WHERE id = 1").fetchall() == [(2,)]
 
 
-def test_sqlite_sink_checkpoints_its_wal_on_a_thread_while_it_runs(tmp_path):
+def test_sqlite_sink_and_state_keep_their_wal_bounded_over_many_commits(tmp_path):
     import asyncio
+    import hashlib
+    import os
+    import time
 
     from synctask.sinks import SQLiteSink
+    from synctask.store import RunRecord, SQLiteStore, TaskRecord
 
     async def main():
         sink = SQLiteSink(tmp_path / "s.db", "t", ["id"])
-        for start in range(0, 20_000, 1_000):
-            await sink.write([{"id": i, "text": "x" * 50} for i in range(start, start + 1_000)])
-        before = (tmp_path / "s.db").stat().st_size  # the rows are in the WAL
-        for _ in range(50):  # a checkpoint comes within a second or so, copying them into the file
-            await asyncio.sleep(0.1)
-            if (tmp_path / "s.db").stat().st_size > 1_000_000:
-                break
-        after = (tmp_path / "s.db").stat().st_size
+        store = SQLiteStore(tmp_path / "state.db")
+        store.start_run(RunRecord("r", "p", "t", time.time(), "running", None, None))
+        biggest = [0, 0]
+        for commit in range(3_000):  # random keys: each commit dirties pages all over the index
+            keys = [hashlib.sha1(f"{commit}-{i}".encode()).hexdigest() for i in range(10)]
+            await sink.write([{"id": key, "text": "x" * 100} for key in keys])
+            for key in keys:
+                store.record(TaskRecord(key, "p", "r", "done", 1, None, time.time(), None, None))
+            store.flush()
+            for n, path in enumerate((tmp_path / "s.db-wal", tmp_path / "state.db-wal")):
+                biggest[n] = max(biggest[n], os.path.getsize(path))
         await sink.close()
-        return before, after
+        store.close()
+        return biggest
 
-    before, after = asyncio.run(main())
-    assert before < 100_000 < 1_000_000 < after
+    sink_wal, state_wal = asyncio.run(main())
+    assert sink_wal < 16 * 2**20 and state_wal < 16 * 2**20, (sink_wal, state_wal)  # checkpointed as it goes

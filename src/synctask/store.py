@@ -416,8 +416,7 @@ class SQLiteStore:
         self._pending.append(record)
 
     def flush(self) -> None:
-        """Commit the outcomes recorded so far in one transaction (a write to the page cache: the
-        checkpoints, which sync the disk, run on the writer's thread of their own)."""
+        """Commit the outcomes recorded so far in one transaction (a write to the page cache)."""
         if self._pending or self._counts:
             batch, self._pending = self._pending, []
             counts, self._counts = self._counts, {}
@@ -570,7 +569,6 @@ class SQLiteStore:
 
     def _run_sql(self, sql: str, args: Sequence[Any] = ()) -> None:
         self._all(sql, args)
-        self._writer.wrote()  # (its checkpoints copy this too)
 
 
 @contextlib.contextmanager

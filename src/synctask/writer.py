@@ -2,8 +2,8 @@
 
 The loop hands each turn's outcomes over (``submit``) and they are committed at once, many rows
 per statement. In WAL mode with ``synchronous=NORMAL`` a commit is a write to the page cache;
-the checkpoints, which sync the disk, run on a thread of their own (``checkpoints``). (A writer
-thread cost more CPU than the commits: each hand-over of the GIL wakes two threads.) A failed
+only SQLite's checkpoint, about every 4 MiB of WAL, syncs the disk. (A writer thread cost more
+CPU than the commits: each hand-over of the GIL wakes two threads.) A failed
 commit fails every later call too: outcomes after it were not recorded, and the run must end
 (see ``delivery``).
 """
@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING
 
-from .checkpoints import Checkpoints, commit_without_checkpoints
 from .disk import rollback_quietly
 
 if TYPE_CHECKING:
@@ -39,10 +38,6 @@ class Writer:
         self._path = path
         self._unwritable = unwritable  # the error to keep when a commit fails (it names the path)
         self._error: BaseException | None = None
-        self._checkpoints: Checkpoints | None = None
-        if path != ":memory:":
-            commit_without_checkpoints(db)
-            self._checkpoints = Checkpoints(path)
 
     def submit(self, batch: list[TaskRecord], counts: Sequence[tuple[str, str]] = ()) -> None:
         """Commit ``batch`` and runs' ``counts`` ((JSON, run id) pairs) in one transaction."""
@@ -60,12 +55,6 @@ class Writer:
         except sqlite3.Error as exc:
             self._error = self._unwritable(self._path, exc)
             raise self._error from None
-        self.wrote()
-
-    def wrote(self) -> None:
-        """Something was committed (here or by another statement): the checkpoints copy it."""
-        if self._checkpoints is not None:
-            self._checkpoints.committed()
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[None]:
@@ -74,8 +63,6 @@ class Writer:
         yield
 
     def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.close()
         self._raise_error()
 
     def _insert(self, records: list[TaskRecord]) -> None:

@@ -2,11 +2,11 @@
 
 A transaction per task caps a run at what one commit costs; joined, the cost is shared by every
 task that handed rows over in the same turn of the event loop. The transaction runs on the loop
-at the end of that turn: in WAL mode it is a write to the page cache (checkpoints, which sync,
-run on their own thread: see ``checkpoints``), and handing each commit to a thread cost more CPU
-than the commit itself. Only when another writer holds the database's lock does a group go to a
-thread, to wait there (and the groups after it follow it, in order). Each caller still returns
-only once the transaction holding its rows has committed: "durable when ``write`` returns".
+at the end of that turn: in WAL mode it is a write to the page cache, and handing each commit to
+a thread cost more CPU than the commit itself (each hand-over of the GIL wakes two threads).
+Only when another writer holds the database's lock does a group go to a thread, to wait there
+(and the groups after it follow it, in order). Each caller still returns only once the
+transaction holding its rows has committed: "durable when ``write`` returns".
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Rows into a SQLite table, upserted by key; the writes of tasks that finish together share one
-committed transaction (``GroupCommit``), made on the event loop; checkpoints run on a thread."""
+committed transaction (``GroupCommit``), made on the event loop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoints import Checkpoints, commit_without_checkpoints
 from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, scalar
 from .group import GroupCommit, WouldWait
@@ -20,8 +19,8 @@ BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer's lock (on a
 class SQLiteSink:
     """Creates the table from the first rows' columns; a unique index on the key makes re-runs
     overwrite instead of duplicate. A commit is a write to the page cache (WAL, ``synchronous=NORMAL``:
-    durable once the process is gone, not after a power cut); what syncs the disk, the WAL's
-    checkpoints, runs on a thread of its own."""
+    durable once the process is gone, not after a power cut); only SQLite's checkpoint, about
+    every 4 MiB of WAL, syncs the disk."""
 
     def __init__(self, path: str | Path, table: str, key: Sequence[str]) -> None:
         self.path = Path(path)
@@ -33,8 +32,6 @@ class SQLiteSink:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=0")  # a writer elsewhere: met at once (see _write)
         self._waits = False
-        commit_without_checkpoints(self._db)
-        self._checkpoints = Checkpoints(str(self.path))
         self._columns: list[str] | None = None
         self._group = GroupCommit(self._write)
 
@@ -56,7 +53,6 @@ class SQLiteSink:
             if not wait and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                 raise WouldWait(str(exc)) from exc
             raise
-        self._checkpoints.committed()
 
     def _write_rows(self, rows: list[Row]) -> None:
         if self._columns is None:
@@ -93,7 +89,6 @@ class SQLiteSink:
 
     async def close(self) -> None:
         await self._group.wait_idle()
-        self._checkpoints.close()
         await asyncio.to_thread(self._db.close)  # (the last connection's close checkpoints what is left)
 
 
