@@ -3,9 +3,8 @@
 The loop hands each turn's outcomes over (``submit``) and they are committed at once, many rows
 per statement. In WAL mode with ``synchronous=NORMAL`` a commit is a write to the page cache;
 only SQLite's checkpoint, about every 4 MiB of WAL, syncs the disk. (A writer thread cost more
-CPU than the commits: each hand-over of the GIL wakes two threads.) A failed
-commit fails every later call too: outcomes after it were not recorded, and the run must end
-(see ``delivery``).
+CPU than the commits: each hand-over of the GIL wakes two threads.) A failed commit fails every
+later call too: outcomes after it were not recorded, and the run must end (see ``delivery``).
 """
 
 from __future__ import annotations
