@@ -416,7 +416,9 @@ class SQLiteStore:
         self._pending.append(record)
 
     def flush(self) -> None:
-        """Commit the outcomes recorded so far in one transaction (a write to the page cache)."""
+        """Hand the outcomes recorded so far to the writer thread, which commits them (with any
+        handed meanwhile) in one transaction; the event loop never waits for the disk here.
+        Every other method waits for the writer first, so reads see every outcome flushed."""
         if self._pending or self._counts:
             batch, self._pending = self._pending, []
             counts, self._counts = self._counts, {}
@@ -553,8 +555,8 @@ class SQLiteStore:
                 self._lock.release()
                 self._lock = None
 
-    # Every statement but the outcomes' runs here (on the same thread as the outcomes' commits, so
-    # a read sees every flushed outcome), and none after a commit of outcomes failed.
+    # Every statement but the outcomes' runs here, after the writer has committed what it was
+    # handed (so a read sees every flushed outcome, and an update lands after them).
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._writer.idle():
             try:

@@ -1,10 +1,8 @@
-"""The state's writer: task outcomes committed in batches, on the event loop.
+"""The state's writer thread: task outcomes committed in batches, off the event loop.
 
-The loop hands each turn's outcomes over (``submit``) and they are committed at once, many rows
-per statement. In WAL mode with ``synchronous=NORMAL`` a commit is a write to the page cache;
-only SQLite's checkpoint, about every 4 MiB of WAL, syncs the disk. (A writer thread cost more
-CPU than the commits: each hand-over of the GIL wakes two threads.) A failed commit fails every
-later call too: outcomes after it were not recorded, and the run must end (see ``delivery``).
+The event loop only hands batches over (``submit``); one thread commits whatever was handed
+meanwhile in one transaction, many rows per statement. A failed commit fails every later call
+too: outcomes after it were not recorded, and the run must end (see ``delivery``).
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import TYPE_CHECKING
@@ -25,48 +24,101 @@ __all__ = ["Writer"]
 
 
 class Writer:
-    """Commits batches of task outcomes (with runs' counts) in one transaction each."""
+    """Commits batches of task outcomes on a thread of its own, so the event loop never waits
+    for SQLite: each transaction takes every batch handed to it meanwhile (the slower the disk,
+    the larger the group commit). A failure is raised in the caller's thread at the next call."""
 
-    # Rows per INSERT, 9 parameters each, within SQLite's limit (999 before 3.32, 32,766 since):
-    # one statement per batch, not one per row.
+    MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
+    # Rows per INSERT, 9 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
+    # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
+    # every statement) it waits up to the interpreter's switch interval (5 ms).
     _ROWS = 3_600 if sqlite3.sqlite_version_info >= (3, 32) else 110
-
     def __init__(self, db: sqlite3.Connection, path: str, unwritable: Callable[[str, BaseException], Exception]
                  ) -> None:
         self._db = db
         self._path = path
         self._unwritable = unwritable  # the error to keep when a commit fails (it names the path)
+        self._changed = threading.Condition()
+        self._batches: list[list[TaskRecord]] = []
+        self._counts: dict[str, str] = {}  # run id → its counts (JSON), updated in the same transaction
+        self._queued = 0  # outcomes in _batches
+        self._busy = False
+        self._closed = False
         self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def submit(self, batch: list[TaskRecord], counts: Sequence[tuple[str, str]] = ()) -> None:
-        """Commit ``batch`` and runs' ``counts`` ((JSON, run id) pairs) in one transaction."""
-        self._raise_error()
-        try:
-            self._db.execute("BEGIN")
-            try:
-                self._insert(batch)
-                if counts:
-                    self._db.executemany("UPDATE runs SET summary = ? WHERE id = ?", counts)
-                self._db.execute("COMMIT")
-            except BaseException:
-                rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
-                raise
-        except sqlite3.Error as exc:
-            self._error = self._unwritable(self._path, exc)
-            raise self._error from None
+        """Queue ``batch`` (and runs' ``counts``: (JSON, run id) pairs) for the next transaction.
+        When ``MAX_BACKLOG`` outcomes are already waiting (the disk is slower than the tasks),
+        wait until the writer takes them: memory stays bounded, and the run goes at the pace the
+        disk allows."""
+        with self._changed:
+            self._raise_error()
+            self._batches.append(batch)
+            for summary, run_id in counts:
+                self._counts[run_id] = summary
+            self._queued += len(batch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="synctask-store-writer", daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+            while self._queued > self.MAX_BACKLOG and self._error is None:
+                self._changed.wait()
 
     @contextlib.contextmanager
     def idle(self) -> Iterator[None]:
-        """Around every other statement: after a failed commit, nothing more is written."""
-        self._raise_error()
-        yield
+        """Wait until every batch handed over is committed, and keep the writer out meanwhile."""
+        with self._changed:
+            while self._batches or self._busy:
+                self._changed.wait()
+            self._raise_error()
+            yield
 
     def close(self) -> None:
-        self._raise_error()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._changed:
+            self._raise_error()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._batches and not self._closed:
+                    self._changed.wait()
+                if not self._batches:
+                    return
+                batches, self._batches = self._batches, []
+                counts, self._counts = self._counts, {}
+                self._queued = 0
+                self._busy = True
+                self._changed.notify_all()
+            try:
+                self._db.execute("BEGIN")
+                try:
+                    self._insert([record for batch in batches for record in batch])
+                    if counts:
+                        self._db.executemany("UPDATE runs SET summary = ? WHERE id = ?",
+                                             [(summary, run_id) for run_id, summary in counts.items()])
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
+                    raise
+            except BaseException as exc:  # kept for the caller: this thread has no one to tell
+                with self._changed:
+                    self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
 
     def _insert(self, records: list[TaskRecord]) -> None:
-        """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES: one step, where
-        ``executemany`` steps once per row)."""
+        """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES): ``executemany``
+        would hand the GIL back and take it again after every row, and with the event loop busy
+        each take waits, so the writer would crawl while the loop runs."""
         start, left = 0, len(records)
         while left:
             # _ROWS at a time, then the rest in power-of-two statements: few distinct statements
