@@ -399,7 +399,7 @@ def test_sqlite_sink_waits_for_another_writers_lock_off_the_loop_and_keeps_the_o
         other.close()
         return ticks
 
-    assert asyncio.run(main()) >= 20
+    assert asyncio.run(main()) >= 5  # (about 50 on an idle machine; a loop blocked on the lock: 1)
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("SELECT v FROM t WHERE id = 1").fetchall() == [(2,)]
 
