@@ -169,6 +169,27 @@ def test_sqlite_writer_keeps_every_field_of_every_record_in_any_batch_size(tmp_p
     assert [TaskRecord(*row) for row in rows] == records
 
 
+def test_sqlite_store_commits_a_small_batch_at_once_and_hands_a_large_one_to_its_writer(tmp_path):
+    """A turn's few outcomes are committed in the caller's thread (no hand-over to a thread, whose
+    GIL hand-overs cost the event loop more than the commit); many go to the writer thread."""
+    import sqlite3
+    import threading
+
+    store = SQLiteStore(tmp_path / "state.db")
+    for i in range(5):
+        store.record(TaskRecord(f"p:{i}", "p", "r1", "done", 0, None, 1.0))
+    store.flush()
+    with sqlite3.connect(tmp_path / "state.db") as other:  # committed when flush returned
+        assert other.execute("SELECT COUNT(*) FROM tasks").fetchone() == (5,)
+    assert "synctask-store-writer" not in {thread.name for thread in threading.enumerate()}
+    for i in range(5, 5 + 1000):
+        store.record(TaskRecord(f"p:{i}", "p", "r1", "done", 0, None, 1.0))
+    store.flush()
+    assert "synctask-store-writer" in {thread.name for thread in threading.enumerate()}
+    assert store.task_states("p") == {"done": 1005}
+    store.close()
+
+
 def _corrupt_inside(path):
     """A valid header with random pages inside, as `dd if=/dev/urandom seek=5 count=3 conv=notrunc` leaves it."""
     import random

@@ -416,8 +416,8 @@ class SQLiteStore:
         self._pending.append(record)
 
     def flush(self) -> None:
-        """Hand the outcomes recorded so far to the writer thread, which commits them (with any
-        handed meanwhile) in one transaction; the event loop never waits for the disk here.
+        """Commit the outcomes recorded so far: a few at once, many by the writer thread (with any
+        handed meanwhile, in one transaction), so the event loop never waits for a big commit.
         Every other method waits for the writer first, so reads see every outcome flushed."""
         if self._pending or self._counts:
             batch, self._pending = self._pending, []

@@ -1,8 +1,11 @@
-"""The state's writer thread: task outcomes committed in batches, off the event loop.
+"""The state's writer: task outcomes committed in batches, large ones off the event loop.
 
-The event loop only hands batches over (``submit``); one thread commits whatever was handed
-meanwhile in one transaction, many rows per statement. A failed commit fails every later call
-too: outcomes after it were not recorded, and the run must end (see ``delivery``).
+A turn's few outcomes are committed at once by the caller (a WAL commit of a few rows costs
+less than waking a thread: each GIL hand-over between the two slowed the loop's socket calls);
+a large batch, or any while the thread is still busy, is handed over (``submit``) and one
+thread commits whatever was handed meanwhile in one transaction, many rows per statement. A
+failed commit fails every later call too: outcomes after it were not recorded, and the run must
+end (see ``delivery``).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ __all__ = ["Writer"]
 
 
 class Writer:
-    """Commits batches of task outcomes on a thread of its own, so the event loop never waits
-    for SQLite: each transaction takes every batch handed to it meanwhile (the slower the disk,
-    the larger the group commit). A failure is raised in the caller's thread at the next call."""
+    """Commits batches of task outcomes: small ones at once, large ones on a thread of its own,
+    so the event loop never waits for a big transaction: each of the thread's transactions takes
+    every batch handed to it meanwhile (the slower the disk, the larger the group commit). A
+    failure is raised in the caller's thread (the thread's: at the next call)."""
 
+    INLINE = 32  # outcomes committed at once in the caller's thread when the writer is idle
     MAX_BACKLOG = 50_000  # outcomes waiting for the writer before submit waits (about 15 MB)
     # Rows per INSERT, 9 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
     # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
@@ -48,12 +53,17 @@ class Writer:
         self._thread: threading.Thread | None = None
 
     def submit(self, batch: list[TaskRecord], counts: Sequence[tuple[str, str]] = ()) -> None:
-        """Queue ``batch`` (and runs' ``counts``: (JSON, run id) pairs) for the next transaction.
-        When ``MAX_BACKLOG`` outcomes are already waiting (the disk is slower than the tasks),
-        wait until the writer takes them: memory stays bounded, and the run goes at the pace the
-        disk allows."""
+        """Commit ``batch`` (and runs' ``counts``: (JSON, run id) pairs): at once, in the caller's
+        thread, when it is small and the writer has nothing in hand (a hand-over would cost more
+        than the commit: the two threads' GIL hand-overs slowed every socket call of the loop);
+        else queued for the writer's next transaction. When ``MAX_BACKLOG`` outcomes are already
+        waiting (the disk is slower than the tasks), wait until the writer takes them: memory
+        stays bounded, and the run goes at the pace the disk allows."""
         with self._changed:
             self._raise_error()
+            if len(batch) <= self.INLINE and not self._batches and not self._busy:
+                self._commit_now(batch, counts)  # (holding the lock: the writer cannot start meanwhile)
+                return
             self._batches.append(batch)
             for summary, run_id in counts:
                 self._counts[run_id] = summary
@@ -97,16 +107,8 @@ class Writer:
                 self._busy = True
                 self._changed.notify_all()
             try:
-                self._db.execute("BEGIN")
-                try:
-                    self._insert([record for batch in batches for record in batch])
-                    if counts:
-                        self._db.executemany("UPDATE runs SET summary = ? WHERE id = ?",
-                                             [(summary, run_id) for run_id, summary in counts.items()])
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
-                    raise
+                self._transaction([record for batch in batches for record in batch],
+                                  [(summary, run_id) for run_id, summary in counts.items()])
             except BaseException as exc:  # kept for the caller: this thread has no one to tell
                 with self._changed:
                     self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
@@ -114,6 +116,25 @@ class Writer:
                 with self._changed:
                     self._busy = False
                     self._changed.notify_all()
+
+    def _commit_now(self, batch: list[TaskRecord], counts: Sequence[tuple[str, str]]) -> None:
+        """A small batch committed in the caller's thread; a failure is kept like the writer's."""
+        try:
+            self._transaction(batch, counts)
+        except BaseException as exc:
+            self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
+            raise self._error from None
+
+    def _transaction(self, records: list[TaskRecord], counts: Sequence[tuple[str, str]]) -> None:
+        self._db.execute("BEGIN")
+        try:
+            self._insert(records)
+            if counts:
+                self._db.executemany("UPDATE runs SET summary = ? WHERE id = ?", counts)
+            self._db.execute("COMMIT")
+        except BaseException:
+            rollback_quietly(self._db)  # after a full disk SQLite may have rolled back itself
+            raise
 
     def _insert(self, records: list[TaskRecord]) -> None:
         """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES): ``executemany``
