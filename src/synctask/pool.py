@@ -15,6 +15,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from .deadlines import Deadlines
 from .errors import Failure, OutcomeKind, classify
 from .fetchers import Fetcher
 from .model import SyncTask
@@ -37,13 +38,16 @@ class LocalRunner:
     def __init__(self, fetchers: Mapping[str, Fetcher], dataset_of: Callable[[SyncTask], str]) -> None:
         self.fetchers = fetchers
         self.dataset_of = dataset_of
+        self._timeouts: dict[float, Deadlines] = {}  # one timer per timeout a plan sets
 
     async def run(self, task: SyncTask) -> Any:
         fetcher = self.fetchers[self.dataset_of(task)]
         if task.timeout is None:
             return await fetcher.fetch(task)
-        async with asyncio.timeout(task.timeout):
-            return await fetcher.fetch(task)
+        deadlines = self._timeouts.get(task.timeout)
+        if deadlines is None:
+            deadlines = self._timeouts[task.timeout] = Deadlines(task.timeout)
+        return await deadlines.bound(fetcher.fetch(task))
 
 
 class TaskPool:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 from ..errors import ErrorRule, OutcomeKind, RateLimited, TaskError, TransientError
 from ..model import SyncTask
 
@@ -76,7 +78,13 @@ class Connector(Protocol):
 
 
 def decode_json(response: Response, where: str) -> Any:
-    """The body as JSON, or a retryable failure quoting where it broke (never the whole body)."""
+    """The body as JSON, or a retryable failure quoting where it broke (never the whole body).
+    orjson decodes about three times faster; what it refuses and the standard library accepts
+    (NaN, integers above 64 bits, broken UTF-8 replaced) is decoded as before."""
+    try:
+        return orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        pass
     text = response.body.decode("utf-8", errors="replace")
     try:
         return json.loads(text)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..connectors.base import Connector, Observation, Response
 from ..connectors.streamed import STREAM_ABOVE
+from ..deadlines import Deadlines
 from ..errors import InvalidRequest
 from ..model import Dataset, SyncTask, Vendor
 
@@ -54,20 +55,16 @@ class HttpFetcher:
         self.sessions = sessions
         self.observe = observe
         self.clock = clock
+        self._default_timeout = Deadlines(DEFAULT_TIMEOUT)
 
     async def fetch(self, task: SyncTask) -> Any:
         request = self.connector.request(task)
         session = self.sessions.get(self.vendor)
         # The plan's timeout is the executor's to apply; without one, this default bounds the request.
-        default = DEFAULT_TIMEOUT if task.timeout is None else None
-        if default is None:  # (no timeout context of its own: the executor's bounds it)
-            response = await self._send(task, session, request)
+        if task.timeout is None:
+            response = await self._default_timeout.bound(self._send(task, session, request))
         else:
-            try:
-                async with asyncio.timeout(default):
-                    response = await self._send(task, session, request)
-            except TimeoutError:
-                raise TimeoutError(f"no answer within {default:g}s") from None
+            response = await self._send(task, session, request)
         now = self.clock()
         if self.observe is not None:
             for observation in self.connector.observations(response):
