@@ -9,11 +9,16 @@ import pytest
 from synctask.deadlines import Deadlines
 
 
+async def bound(deadlines, awaitable):
+    with deadlines.start():
+        return await awaitable
+
+
 def test_an_await_past_its_deadline_raises_timeout_and_the_others_finish():
     async def main():
         deadlines = Deadlines(0.2)
-        slow = asyncio.create_task(deadlines.bound(asyncio.sleep(5, "slow")))
-        quick = [asyncio.create_task(deadlines.bound(asyncio.sleep(0.01 * k, k))) for k in range(5)]
+        slow = asyncio.create_task(bound(deadlines, asyncio.sleep(5, "slow")))
+        quick = [asyncio.create_task(bound(deadlines, asyncio.sleep(0.01 * k, k))) for k in range(5)]
         assert await asyncio.gather(*quick) == list(range(5))
         with pytest.raises(TimeoutError, match=r"no answer within 0.2s"):
             await slow
@@ -25,7 +30,7 @@ def test_an_await_past_its_deadline_raises_timeout_and_the_others_finish():
 def test_a_cancellation_from_elsewhere_stays_a_cancellation():
     async def main():
         deadlines = Deadlines(5)
-        task = asyncio.create_task(deadlines.bound(asyncio.sleep(5)))
+        task = asyncio.create_task(bound(deadlines, asyncio.sleep(5)))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -37,10 +42,10 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation():
 def test_ended_awaits_behind_a_slow_one_do_not_pile_up():
     async def main():
         deadlines = Deadlines(30)
-        slow = asyncio.create_task(deadlines.bound(asyncio.sleep(30)))
+        slow = asyncio.create_task(bound(deadlines, asyncio.sleep(30)))
         await asyncio.sleep(0)
         for _ in range(5_000):
-            await deadlines.bound(asyncio.sleep(0))
+            await bound(deadlines, asyncio.sleep(0))
         assert len(deadlines._entries) <= 64 + 4 * 2
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -53,10 +58,10 @@ def test_each_deadline_counts_from_its_own_start():
     async def main():
         loop = asyncio.get_running_loop()
         deadlines = Deadlines(0.3)
-        first = asyncio.create_task(deadlines.bound(asyncio.sleep(5)))
+        first = asyncio.create_task(bound(deadlines, asyncio.sleep(5)))
         await asyncio.sleep(0.2)
         started = loop.time()
-        second = asyncio.create_task(deadlines.bound(asyncio.sleep(5)))
+        second = asyncio.create_task(bound(deadlines, asyncio.sleep(5)))
         with pytest.raises(TimeoutError):
             await first
         with pytest.raises(TimeoutError):

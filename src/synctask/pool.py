@@ -47,7 +47,8 @@ class LocalRunner:
         deadlines = self._timeouts.get(task.timeout)
         if deadlines is None:
             deadlines = self._timeouts[task.timeout] = Deadlines(task.timeout)
-        return await deadlines.bound(fetcher.fetch(task))
+        with deadlines.start():
+            return await fetcher.fetch(task)
 
 
 class TaskPool:

@@ -62,7 +62,8 @@ class HttpFetcher:
         session = self.sessions.get(self.vendor)
         # The plan's timeout is the executor's to apply; without one, this default bounds the request.
         if task.timeout is None:
-            response = await self._default_timeout.bound(self._send(task, session, request))
+            with self._default_timeout.start():
+                response = await self._send(task, session, request)
         else:
             response = await self._send(task, session, request)
         now = self.clock()
