@@ -14,6 +14,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from .catalog import Catalog
 from .connectors.base import Page
 from .delivery import Delivery
@@ -116,7 +118,7 @@ class Outcomes:
             if state is TaskState.FAILED or verdict.stopped:
                 job_failures[f"mini-task {task.seq} {dict(task.params)}"] = verdict.message or "failed"
         elif state in (TaskState.DONE, TaskState.FAILED) and run is not None:
-            follow = json.dumps(dict(follow_up), default=str) if follow_up is not None else None
+            follow = _json(follow_up) if follow_up is not None else None
             params = json.dumps(dict(task.params), default=str) if state is TaskState.FAILED else None
             self.delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
                                             now, follow, params))
@@ -150,3 +152,12 @@ class Outcomes:
     def end_run(self, name: str, state: RunState, message: str | None = None) -> None:
         """End the plan's run (a job's is not recorded in the store: it has none)."""
         self.runs.end(name, state, None if self.jobs.results_of(name) is not None else self.runs.counts(name), message)
+
+
+def _json(params: Mapping[str, Any]) -> str:
+    """A follow-up's parameters as the state keeps them (read back as JSON): orjson, several
+    times faster for every page of a paginated plan; json where orjson refuses (huge integers)."""
+    try:
+        return orjson.dumps(dict(params), default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(dict(params), default=str)

@@ -27,6 +27,8 @@ def rows_of(result: Any) -> list[Mapping[str, Any]]:
         return []
     if isinstance(result, Mapping):
         return [result]
+    if type(result) is list and all(type(r) is dict for r in result):
+        return result  # (the usual answer, decoded JSON: no copy, and no ABC check per row)
     if isinstance(result, (list, tuple)) and all(isinstance(r, Mapping) for r in result):
         return list(result)
     return []
