@@ -27,6 +27,11 @@ class Alarm:
         if sleeper is not None and not sleeper.done():
             sleeper.set_result(None)
 
+    @property
+    def rung(self) -> bool:
+        """Rung since the last ``clear``."""
+        return self._rung
+
     def clear(self) -> None:
         """Forget rings so far: the turn that follows sees what they announced."""
         self._rung = False

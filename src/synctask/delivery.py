@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from pathlib import Path
 from typing import Any
 
+from .alarm import Alarm
 from .catalog import Catalog
 from .connectors.streamed import RowStream
 from .disk import failure_words
@@ -31,6 +32,8 @@ __all__ = ["Delivery"]
 SINKS = "sinks"  # the state-store key of where each dataset's sink wrote
 SAVE_EVERY = 0.25  # seconds between saves of usage (and leases), at least: what a crash leaves unknown
 LEASE = 1.5  # seconds a lease lasts: saves come well within it, so a running process never waits for one
+RENEWED_WITHIN = LEASE / 2 + SAVE_EVERY  # the longest a lease goes before the saver renews it
+RENEW_EARLY = 0.02  # seconds at least between early renewals (a scope that used its whole allowance)
 
 
 class Delivery:
@@ -50,6 +53,8 @@ class Delivery:
         self.sink_failures: list[str] = []  # sinks that could not be closed (a full disk at the end)
         self._commit_due = False
         self._usage_restored = False
+        self._leased_at: float | None = None  # when the current lease began
+        self._renew = Alarm()  # rung when a scope used its whole allowance: renew the lease now
         self.before_restore: Callable[[], None] | None = None  # learned limits, taken up before usage
         # Runs' counts go into the state with their outcomes (and every save, for the runs still
         # going), so a restarted process shows what its predecessor did: ``counts`` of a run that
@@ -149,24 +154,39 @@ class Delivery:
             self.store.save_usage(records)
             return
         until = now if last else now + LEASE
-        allowances = {} if last else self.limiter.next_allowances(LEASE)
+        # What a scope admitted in the last lease's time, scaled to the longest the next one may
+        # go before its renewal: a scope admitting at a steady rate is never parked waiting.
+        since = now - self._leased_at if self._leased_at is not None else RENEWED_WITHIN
+        stretch = max(1.0, RENEWED_WITHIN / max(since, 1e-3))
+        allowances = {} if last else self.limiter.next_allowances(LEASE, stretch)
         records.append(self.limiter.lease_record(until, allowances))
         self.store.save_usage(records)
         self.limiter.lease(until, allowances)
+        self._leased_at = now
         for hook in self.on_lease:
             hook()
+
+    def renew_soon(self) -> None:
+        """A scope used its whole allowance: renew the lease at once rather than at the next
+        periodic save (it would wait there for up to ``RENEWED_WITHIN`` seconds)."""
+        self._renew.ring()
 
     async def save_usage_periodically(self, interval: float) -> None:
         """Quota usage and a new lease about every ``SAVE_EVERY`` seconds, so a process killed
         with -9 and restarted knows what it sent, to the lease (outcomes are committed each loop
         turn, by ``record``). A huge log (a sliding day of sends) takes longer to export: then it
-        is saved less often, up to half a lease apart, keeping the cost near 1% of time."""
+        is saved less often, up to half a lease apart, keeping the cost near 1% of time. A scope
+        that used its whole allowance is not left waiting for the next save: ``renew_soon``."""
         loop = asyncio.get_running_loop()
         next_usage = loop.time() + SAVE_EVERY
         # In memory nothing outlives the process: no lease to renew, saves only as often as asked.
         every = interval if isinstance(self.store, MemoryStore) else min(interval, SAVE_EVERY)
         while True:
-            await asyncio.sleep(every)
+            self._renew.clear()
+            await self._renew.sleep(every)
+            if self._renew.rung and self.limiter.lease_starved:  # parked on its allowance: renew now
+                next_usage = min(next_usage, loop.time())
+                await asyncio.sleep(RENEW_EARLY)  # (a burst of parked scopes shares one renewal)
             if loop.time() >= next_usage:
                 started = time.perf_counter()
                 with self.storing():

@@ -357,6 +357,8 @@ class SyncTaskExecutor:
                     pool.start(task)
                 for name in decision.finished:
                     self._outcomes.end_run(name, RunState.COMPLETED)
+                if self.limiter.lease_starved:  # a scope used its whole allowance: renew the lease now
+                    self.delivery.renew_soon()
                 wake_at = decision.wake_at
                 if decision.tasks and scheduler.has_ready and len(pool) < capacity:
                     await asyncio.sleep(0)  # let workers start; more may be admissible right now

@@ -146,6 +146,7 @@ class Gate:
             for budget in self._budgets:
                 if budget.remaining < weight or now >= self._lease.until:
                     self.blocker = None  # parked until the next lease (``Scheduler.renewed``)
+                    self._lease.starved = True  # (the saver renews it early: ``Limiter.lease_starved``)
                     return math.inf
             for budget in self._budgets:
                 budget.remaining -= weight
@@ -477,23 +478,31 @@ class Limiter:
     def lease(self, until: float, allowances: Mapping[str, int]) -> None:
         """From now until ``until`` each scope may admit at most its allowance (others nothing):
         the promise the state was just told, so a restarted process can count on it."""
-        self._lease.active, self._lease.until = True, until
+        self._lease.active, self._lease.until, self._lease.starved = True, until, False
         for name, state in self._scopes.items():
             budget = state.budget
             budget.allowance = budget.remaining = allowances.get(name, 0) if state.quotas else math.inf
 
-    def next_allowances(self, period: float) -> dict[str, int]:
+    @property
+    def lease_starved(self) -> bool:
+        """True when a scope used its whole allowance under the current lease and waits for the
+        next one (renewing it now lets it go on: ``Delivery`` does)."""
+        return self._lease.starved
+
+    def next_allowances(self, period: float, stretch: float = 1.0) -> dict[str, int]:
         """Each limited scope's allowance for the next lease: twice what it admitted since the last
-        one began (at least ``LEASE_FLOOR``, so a quiet scope can start and a busy one can grow),
-        never more than its windows could admit in ``period``. A restart counts it as sent, so it
-        stays near what the process really sends: a crash costs a window what was in use, not all."""
+        one began, times ``stretch`` (how much longer than the last one the next lease may have
+        to last before it is renewed), at least ``LEASE_FLOOR`` (so a quiet scope can start and a
+        busy one can grow), never more than its windows could admit in ``period``. A restart
+        counts it as sent, so it stays near what the process really sends: a crash costs a window
+        what was in use, not all."""
         out = {}
         for name, state in self._scopes.items():
             if not state.quotas:
                 continue
             most = min(q.spec.rate * (math.floor(period / q.spec.per) + 1) for q in state.quotas)
             spent = state.budget.spent if self._lease.active else 0
-            out[name] = int(min(most, max(2 * spent, LEASE_FLOOR)))
+            out[name] = int(min(most, max(2 * spent * stretch, LEASE_FLOOR)))
         return out
 
     def export_usage(self, now: float, min_period: float = 0.0) -> list[dict[str, Any]]:

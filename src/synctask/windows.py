@@ -311,11 +311,12 @@ class Lease:
     """Until when the limiter's budgets hold (``active`` once a lease was saved; without one, no
     state and no probe is limited by budgets)."""
 
-    __slots__ = ("active", "until")
+    __slots__ = ("active", "until", "starved")
 
     def __init__(self) -> None:
         self.active = False
         self.until = math.inf
+        self.starved = False  # a scope used its whole allowance: it waits for the next lease
 
 
 class Budget:
