@@ -168,7 +168,13 @@ async def run_baseline(url: str, items: int, rate: float) -> tuple[float, int]:
 def measure(url: str, client: str, items: int, run: object) -> Result:
     admin(url, "reset", "POST")
     time.sleep(1.1)  # a full window after the last client
-    outcome = asyncio.run(run)  # type: ignore[arg-type]
+    if UVLOOP and client.startswith("synctask"):  # as `synctask run` runs it
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            outcome = runner.run(run)  # type: ignore[arg-type]
+    else:
+        outcome = asyncio.run(run)  # type: ignore[arg-type]
     stats = admin(url, "stats")
     result = Result(client, outcome[0], stats["served"], outcome[1], len(stats["violations"]), stats["bans"] > 0)
     if len(outcome) > 2:
@@ -177,6 +183,7 @@ def measure(url: str, client: str, items: int, run: object) -> Result:
 
 
 RAY: str | None = None  # the cluster's address with --ray
+UVLOOP = False  # --uvloop: synctask on uvloop, as `synctask run` runs it
 
 
 def main() -> None:
@@ -191,6 +198,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="repeat each synctask margin this many times")
     parser.add_argument("--load", action="store_true", help="keep both cores busy meanwhile")
     parser.add_argument("--ray", action="store_true", help="synctask's tasks run on a local two-node Ray cluster")
+    parser.add_argument("--uvloop", action="store_true", help="synctask on uvloop, as `synctask run` runs it")
     args = parser.parse_args()
 
     spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(2 if args.load else 0)]
@@ -201,7 +209,8 @@ def main() -> None:
                                      daemon=True)
     server.start()
     url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-    global RAY
+    global RAY, UVLOOP
+    UVLOOP = args.uvloop
     cluster = contextlib.ExitStack()
     if args.ray:  # after forking the vendor: it must not inherit Ray
         from ray_cluster import two_nodes

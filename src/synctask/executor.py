@@ -109,6 +109,7 @@ class SyncTaskExecutor:
         self._stopping = False
         self._interrupts = 0
         self._epoch: float | None = None
+        self._ticks: Callable[[], float] = time.monotonic  # the loop's clock (see _bind_loop)
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._running = False
         if plans is not None:
@@ -426,11 +427,14 @@ class SyncTaskExecutor:
 
     # --- helpers -------------------------------------------------------------------------
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        """Take the running loop's clock as the executor's (so a virtual-time loop moves it too)."""
+        """Take the running loop's clock as the executor's (so a virtual-time loop moves it too).
+        uvloop's ``time()`` is the same monotonic clock read once per loop turn, in milliseconds:
+        the limiter needs the instant itself, so there the executor reads the clock directly."""
         loop = asyncio.get_running_loop()
         self._loop_ref = self.delivery.loop = loop
+        self._ticks = time.monotonic if type(loop).__module__.startswith("uvloop") else loop.time
         if self._epoch is None:
-            self._epoch = time.time() - loop.time()
+            self._epoch = time.time() - self._ticks()
         return loop
 
     def _now(self) -> float:
@@ -438,7 +442,7 @@ class SyncTaskExecutor:
         loop = self._loop_ref
         if self._epoch is None or loop is None or loop.is_closed():
             return time.time()
-        return self._epoch + loop.time()
+        return self._epoch + self._ticks()
 
     def _summary(self) -> RunSummary:
         summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self.delivery.failure,
