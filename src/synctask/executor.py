@@ -109,7 +109,7 @@ class SyncTaskExecutor:
         self._stopping = False
         self._interrupts = 0
         self._epoch: float | None = None
-        self._ticks: Callable[[], float] = time.monotonic  # the loop's clock (see _bind_loop)
+        self._uvloop: asyncio.AbstractEventLoop | None = None  # a loop whose time() is too coarse (see _bind_loop)
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self._running = False
         if plans is not None:
@@ -432,9 +432,10 @@ class SyncTaskExecutor:
         the limiter needs the instant itself, so there the executor reads the clock directly."""
         loop = asyncio.get_running_loop()
         self._loop_ref = self.delivery.loop = loop
-        self._ticks = time.monotonic if type(loop).__module__.startswith("uvloop") else loop.time
+        if type(loop).__module__.startswith("uvloop"):
+            self._uvloop = loop
         if self._epoch is None:
-            self._epoch = time.time() - self._ticks()
+            self._epoch = time.time() - (time.monotonic() if loop is self._uvloop else loop.time())
         return loop
 
     def _now(self) -> float:
@@ -442,7 +443,7 @@ class SyncTaskExecutor:
         loop = self._loop_ref
         if self._epoch is None or loop is None or loop.is_closed():
             return time.time()
-        return self._epoch + self._ticks()
+        return self._epoch + (time.monotonic() if loop is self._uvloop else loop.time())
 
     def _summary(self) -> RunSummary:
         summary = RunSummary(interrupted=self._interrupts > 0 or self._stopping, failure=self.delivery.failure,
