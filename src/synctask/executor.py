@@ -428,8 +428,8 @@ class SyncTaskExecutor:
     # --- helpers -------------------------------------------------------------------------
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         """Take the running loop's clock as the executor's (so a virtual-time loop moves it too).
-        uvloop's ``time()`` is the same monotonic clock read once per loop turn, in milliseconds:
-        the limiter needs the instant itself, so there the executor reads the clock directly."""
+        uvloop's ``time()`` is the same monotonic clock in whole milliseconds: the limiter needs
+        the instant itself, so there the executor reads the clock directly."""
         loop = asyncio.get_running_loop()
         self._loop_ref = self.delivery.loop = loop
         if type(loop).__module__.startswith("uvloop"):
