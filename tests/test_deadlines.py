@@ -14,6 +14,13 @@ async def bound(deadlines, awaitable):
         return await awaitable
 
 
+async def cancelled(task):
+    """Cancel ``task`` and check it ends cancelled (not timed out)."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_an_await_past_its_deadline_raises_timeout_and_the_others_finish():
     async def main():
         deadlines = Deadlines(0.2)
@@ -32,9 +39,7 @@ def test_a_cancellation_from_elsewhere_stays_a_cancellation():
         deadlines = Deadlines(5)
         task = asyncio.create_task(bound(deadlines, asyncio.sleep(5)))
         await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancelled(task)
 
     asyncio.run(main())
 
@@ -47,9 +52,7 @@ def test_ended_awaits_behind_a_slow_one_do_not_pile_up():
         for _ in range(5_000):
             await bound(deadlines, asyncio.sleep(0))
         assert len(deadlines._entries) <= 64 + 4 * 2
-        slow.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await slow
+        await cancelled(slow)
 
     asyncio.run(main())
 

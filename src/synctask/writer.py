@@ -38,6 +38,7 @@ class Writer:
     # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
     # every statement) it waits up to the interpreter's switch interval (5 ms).
     _ROWS = 3_600 if sqlite3.sqlite_version_info >= (3, 32) else 110
+
     def __init__(self, db: sqlite3.Connection, path: str, unwritable: Callable[[str, BaseException], Exception]
                  ) -> None:
         self._db = db
@@ -111,7 +112,7 @@ class Writer:
                                   [(summary, run_id) for run_id, summary in counts.items()])
             except BaseException as exc:  # kept for the caller: this thread has no one to tell
                 with self._changed:
-                    self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
+                    self._keep(exc)
             finally:
                 with self._changed:
                     self._busy = False
@@ -122,8 +123,12 @@ class Writer:
         try:
             self._transaction(batch, counts)
         except BaseException as exc:
-            self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
-            raise self._error from None
+            raise self._keep(exc) from None
+
+    def _keep(self, exc: BaseException) -> BaseException:
+        """Keep a failed commit's error (SQLite's named by the path) for every later call."""
+        self._error = self._unwritable(self._path, exc) if isinstance(exc, sqlite3.Error) else exc
+        return self._error
 
     def _transaction(self, records: list[TaskRecord], counts: Sequence[tuple[str, str]]) -> None:
         self._db.execute("BEGIN")
