@@ -234,3 +234,27 @@ def test_wait_starts_when_the_first_process_ends(workdir):
     _, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, err
     assert_complete(workdir)
+
+
+def test_after_kill_9_the_runs_record_has_its_done_and_rows_exactly(workdir):
+    """Counts are saved every quarter second, not with each outcome: done, failed and rows come
+    from the outcomes themselves (each done task keeps its rows), read without the run's process."""
+    proc = start(workdir)
+    wait_for_rows(workdir, 40)
+    time.sleep(random.Random(3).uniform(0.0, 0.4))
+    proc.kill()
+    proc.communicate(timeout=10)
+    done = len(done_ids(workdir))
+    shown = subprocess.run([sys.executable, "-m", "synctask.cli", "history", "numbers", "--state",
+                            ".synctask/state.db", "--json"], cwd=workdir, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    import json
+
+    [run] = json.loads(shown.stdout)["runs"]
+    assert (run["done"], run["failed"], run["rows"]) == (done, 0, done), run  # one row per task
+    finish(workdir)
+    assert_complete(workdir)
+    [run] = json.loads(subprocess.run([sys.executable, "-m", "synctask.cli", "history", "numbers", "--state",
+                                       ".synctask/state.db", "--json"], cwd=workdir, capture_output=True,
+                                      text=True, timeout=60).stdout)["runs"]
+    assert (run["state"], run["done"], run["rows"]) == ("completed", TASKS, TASKS), run  # the run taken up

@@ -74,6 +74,54 @@ def test_counts_noted_are_written_with_the_next_outcomes(store):
         "p:2", "gone", 3, '{"day": "2026-11-25"}')
 
 
+def test_a_runs_rows_are_recounted_from_the_outcomes_of_its_done_tasks(store):
+    store.start_run(RunRecord("p:r", "p", "2026-11-25T00:00:00+00:00", 1.0, "running"))
+    store.record(TaskRecord("p:1", "p", "p:r", "done", 1, None, 1.0, rows=10))
+    store.record(TaskRecord("p:2", "p", "p:r", "done", 1, None, 1.0, '{"cursor": "b"}', rows=20))
+    store.record(TaskRecord("p:3", "p", "p:r", "failed", 3, "gone", 2.0, None, "{}"))
+    store.record(TaskRecord("p:4", "p", "p:other", "done", 1, None, 1.0, rows=5))
+    store.note_counts("p:r", {"done": 2, "failed": 1, "rows": 30})
+    store.flush()
+    assert store.run_rows("p", "p:r") == 30 and store.run_rows("p", "p:nope") == 0
+
+
+def test_a_state_file_from_before_rows_were_kept_opens_and_keeps_them_from_then_on(tmp_path):
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as db:  # the tasks table as it was (no rows column)
+        db.execute("CREATE TABLE tasks (task_id TEXT PRIMARY KEY, plan TEXT NOT NULL, run_id TEXT NOT NULL, "
+                   "state TEXT NOT NULL, attempts INTEGER NOT NULL, message TEXT, at REAL NOT NULL, "
+                   "follow_up TEXT, params TEXT)")
+        db.execute("INSERT INTO tasks VALUES ('p:1', 'p', 'p:r', 'done', 1, NULL, 1.0, NULL, NULL)")
+    db.close()
+    store = SQLiteStore(path)
+    assert store.is_done("p:1") and store.run_rows("p", "p:r") == 0
+    store.record(TaskRecord("p:2", "p", "p:r", "done", 1, None, 2.0, rows=7))
+    store.flush()
+    assert store.run_rows("p", "p:r") == 7
+    store.close()
+
+
+def test_history_read_from_a_file_recounts_a_run_whose_record_is_not_final(tmp_path):
+    """A run killed mid-way left its counts as last saved; its outcomes say more, exactly."""
+    from synctask.store import read_history
+
+    store = SQLiteStore(tmp_path / "state.db")
+    store.start_run(RunRecord("p:r", "p", "2026-11-25T00:00:00+00:00", 1.0, "running"))
+    store.start_run(RunRecord("p:q", "p", "2026-11-24T00:00:00+00:00", 0.5, "running"))
+    store.end_run("p:q", "completed", 0.9, {"done": 1, "failed": 0, "rows": 3, "retries": 2})
+    store.note_counts("p:r", {"done": 1, "failed": 0, "rows": 10, "retries": 4})
+    store.record(TaskRecord("p:1", "p", "p:r", "done", 1, None, 1.0, rows=10))
+    store.flush()
+    store.record(TaskRecord("p:2", "p", "p:r", "done", 1, None, 1.0, rows=20))
+    store.record(TaskRecord("p:3", "p", "p:r", "failed", 3, "gone", 2.0, None, "{}"))
+    store.flush()  # (no counts noted with these: a kill -9 now)
+    runs, plans = read_history(tmp_path / "state.db", "p")
+    assert plans == ["p"] and [r.id for r in runs] == ["p:r", "p:q"]
+    assert runs[0].summary == {"done": 2, "failed": 1, "rows": 30, "retries": 4}
+    assert runs[1].summary == {"done": 1, "failed": 0, "rows": 3, "retries": 2}  # final: as recorded
+    store.close()
+
+
 def test_usage_round_trips(store):
     records = [{"scope": "dataset:d", "rate": 10, "per": 86400.0, "clock": True, "tz": None,
                 "window_start": 0.0, "used": 3}]

@@ -56,13 +56,13 @@ class Delivery:
         self._leased_at: float | None = None  # when the current lease began
         self._renew = Alarm()  # rung when a scope used its whole allowance: renew the lease now
         self.before_restore: Callable[[], None] | None = None  # learned limits, taken up before usage
-        # Runs' counts go into the state with their outcomes (and every save, for the runs still
-        # going), so a restarted process shows what its predecessor did: ``counts`` of a run that
-        # still goes (None once it ended: its record is final), ``going`` the runs that go (run
-        # id → plan). Set by the executor.
+        # Runs' counts go into the state with every save, for the runs still going, so a restarted
+        # process shows what its predecessor did (done, failed and rows it recounts from the
+        # outcomes, which carry each done task's rows): ``counts`` of a run that still goes (None
+        # once it ended: its record is final), ``going`` the runs that go (run id → plan). Set by
+        # the executor.
         self.counts: Callable[[str, str], dict[str, Any] | None] = lambda run_id, plan: None
         self.going: Callable[[], Mapping[str, str]] = dict
-        self._touched: dict[str, str] = {}  # run id → plan: outcomes recorded this turn
 
     # --- the store -----------------------------------------------------------------------
     @property
@@ -90,8 +90,6 @@ class Delivery:
         of the turn (group commit): a kill -9 forgets at most tasks still in flight, never one
         whose rows were written a turn ago."""
         self.store.record(record)
-        if record.run_id:
-            self._touched[record.run_id] = record.plan
         if not self._commit_due:
             self._commit_due = True
             loop = self.loop
@@ -103,8 +101,6 @@ class Delivery:
     def _commit(self) -> None:
         self._commit_due = False
         with self.storing():
-            self._note_counts(self._touched)
-            self._touched = {}
             self.store.flush()
 
     def _note_counts(self, runs: Mapping[str, str]) -> None:

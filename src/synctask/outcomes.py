@@ -121,7 +121,7 @@ class Outcomes:
             follow = _json(follow_up) if follow_up is not None else None
             params = json.dumps(dict(task.params), default=str) if state is TaskState.FAILED else None
             self.delivery.record(TaskRecord(task.id, task.plan, run.id, state.value, task.attempt, verdict.message,
-                                            now, follow, params))
+                                            now, follow, params, rows if state is TaskState.DONE else 0))
             if state is TaskState.DONE and task.run_key is not None and self.catalog.plan(task.plan).rolling:
                 # A rolling range's newest task, fetched again by each run: done for the plan too,
                 # so the runs after, where it is no longer the newest, skip it. (No run counts it.)

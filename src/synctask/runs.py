@@ -138,10 +138,13 @@ class Runs:
         self.progress.recall(plan, last.state if ended else "idle", last.id, self._recorded(last))
 
     def _recorded(self, run: RunRecord) -> dict[str, Any]:
-        """A run's counts as recorded: done and failed exact from its outcomes, the rest as last
-        saved (with the outcomes, so a kill -9 loses only retries and skips since)."""
-        exact = self._store().run_counts(run.plan, run.id)
-        return {**(run.summary or {}), "done": exact.get("done", 0), "failed": exact.get("failed", 0)}
+        """A run's counts as recorded: done, failed and rows exact from its outcomes (a stream's
+        rows, which no outcome holds until it ends, as last saved), the rest as last saved (a
+        kill -9 loses the retries, freezes and skips of the last quarter second)."""
+        store, saved = self._store(), run.summary or {}
+        exact = store.run_counts(run.plan, run.id)
+        rows = max(int(saved.get("rows") or 0), store.run_rows(run.plan, run.id))
+        return {**saved, "done": exact.get("done", 0), "failed": exact.get("failed", 0), "rows": rows}
 
     def next_wake(self) -> float | None:
         """The earliest instant a plan comes due (epoch seconds); at once when a due time waits

@@ -16,7 +16,7 @@ import shlex
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -40,6 +40,7 @@ class TaskRecord(NamedTuple):
     at: float = 0.0
     follow_up: str | None = None  # JSON parameters of the task this one asked for (a next page)
     params: str | None = None  # a failed task's own parameters (JSON): what to show, and what a retry runs
+    rows: int = 0  # rows a done task wrote: a run's rows are recounted from its outcomes after a kill -9
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Store(Protocol):
     def history(self, plan: str, limit: int | None = None) -> list[RunRecord]: ...
     def last_run(self, plan: str) -> RunRecord | None: ...
     def run_counts(self, plan: str, run_id: str) -> dict[str, int]: ...
+    def run_rows(self, plan: str, run_id: str) -> int: ...
     def failures(self, plan: str, limit: int) -> list[TaskRecord]: ...
     def failed_ids(self, plan: str, run_id: str) -> set[str]: ...
     def failed_tasks(self, plan: str, task_ids: Sequence[str]) -> list[TaskRecord]: ...
@@ -206,6 +208,11 @@ class MemoryStore:
         run = self._runs.get(run_id)
         return {"done": int((run.summary or {}).get("done", 0)) if run else 0, "failed": failed}
 
+    def run_rows(self, plan: str, run_id: str) -> int:
+        """Rows as the run's counts say (this store keeps no done task's rows)."""
+        run = self._runs.get(run_id)
+        return int((run.summary or {}).get("rows", 0)) if run else 0
+
     def failures(self, plan: str, limit: int) -> list[TaskRecord]:
         self.flush()
         return sorted((r for r in self._failed.values() if r.plan == plan), key=lambda r: r.at, reverse=True)[:limit]
@@ -296,7 +303,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     message TEXT,
     at REAL NOT NULL,
     follow_up TEXT,
-    params TEXT
+    params TEXT,
+    rows INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS tasks_by_plan ON tasks (plan, state);
 CREATE TABLE IF NOT EXISTS runs (
@@ -383,6 +391,8 @@ class SQLiteStore:
             db.execute("ALTER TABLE tasks ADD COLUMN follow_up TEXT")
         if "params" not in columns:  # a state file from before failed tasks kept their parameters
             db.execute("ALTER TABLE tasks ADD COLUMN params TEXT")
+        if "rows" not in columns:  # a state file from before runs' rows were recounted from their outcomes
+            db.execute("ALTER TABLE tasks ADD COLUMN rows INTEGER NOT NULL DEFAULT 0")
 
     def is_done(self, task_id: str) -> bool:
         row = self._one("SELECT state FROM tasks WHERE task_id = ?", (task_id,))
@@ -438,8 +448,8 @@ class SQLiteStore:
                           (run.plan, run.plan, keep))
 
     def note_counts(self, run_id: str, counts: dict[str, Any]) -> None:
-        """A running run's counts so far, written with the next batch of outcomes (in the same
-        transaction: after a kill -9 the counts and the outcomes agree)."""
+        """A running run's counts so far, written with the next batch of outcomes (each usage save
+        notes the runs still going; their done, failed and rows are recounted from the outcomes)."""
         self._counts[run_id] = json.dumps(counts)
 
     def end_run(self, run_id: str, state: str, ended_at: float, summary: dict[str, Any] | None = None) -> None:
@@ -507,6 +517,11 @@ class SQLiteStore:
         """How many tasks the run left done and failed, as recorded (exact after a kill -9)."""
         return dict(self._all("SELECT state, COUNT(*) FROM tasks WHERE plan = ? AND run_id = ? GROUP BY state",
                               (plan, run_id)))
+
+    def run_rows(self, plan: str, run_id: str) -> int:
+        """The rows the run's done tasks wrote, as recorded with their outcomes (exact after a kill -9)."""
+        row = self._one("SELECT SUM(rows) FROM tasks WHERE plan = ? AND run_id = ? AND state = 'done'", (plan, run_id))
+        return int(row[0] or 0) if row else 0
 
     def last_run(self, plan: str) -> RunRecord | None:
         row = self._one("SELECT id, plan, logical_time, started_at, state, ended_at, summary FROM runs "
@@ -683,9 +698,24 @@ def read_history(path: str | Path, plan: str, limit: int | None = None) -> tuple
             rows = db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE plan = ? ORDER BY started_at DESC LIMIT ?",
                               (plan, -1 if limit is None else limit)).fetchall()
             plans = [r[0] for r in db.execute("SELECT DISTINCT plan FROM runs ORDER BY plan")]
+            runs = [_recounted(db, run) if run.state == "running" else run for run in map(_run, rows)]
     except sqlite3.Error as exc:
         raise _unusable(str(path), exc) from None
-    return [_run(row) for row in rows], plans
+    return runs, plans
+
+
+def _recounted(db: sqlite3.Connection, run: RunRecord) -> RunRecord:
+    """A run whose record is not final (it goes, or its process was killed): its done, failed and
+    rows from its outcomes, exact to the last commit (the rest of its counts as last saved)."""
+    has_rows = any(column[1] == "rows" for column in db.execute("PRAGMA table_info(tasks)"))
+    found = db.execute(f"SELECT state, COUNT(*), {'SUM(rows)' if has_rows else '0'} FROM tasks "
+                       "WHERE plan = ? AND run_id = ? GROUP BY state", (run.plan, run.id)).fetchall()
+    counts = {state: (count, rows) for state, count, rows in found}
+    saved = dict(run.summary or {})
+    done, rows = counts.get("done", (0, 0))
+    saved.update(done=done, failed=counts.get("failed", (0, 0))[0],
+                 rows=max(int(saved.get("rows") or 0), int(rows or 0)))
+    return replace(run, summary=saved)
 
 
 def _run(row: Iterable[Any]) -> RunRecord:
