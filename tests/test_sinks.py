@@ -306,6 +306,32 @@ def test_sqlite_sink_rows_of_concurrent_tasks_all_land_once(tmp_path):
         assert db.execute("SELECT v FROM t WHERE id = 5").fetchone()[0] == -1
 
 
+@pytest.mark.parametrize("count", [1, 3, 255, 257, 1_000])
+def test_sqlite_sink_writes_many_rows_per_statement_in_order_whatever_their_number(tmp_path, count):
+    """Rows go in several per INSERT (then powers of two): every one lands, a key met twice in one
+    batch keeps its later row, and a column that first appears mid-batch is added."""
+    import asyncio
+    import sqlite3
+
+    from synctask.sinks import SQLiteSink
+
+    rows = [{"id": i % 700, "v": i, "note": {"i": i}} for i in range(count)]
+    if count > 2:
+        rows[count // 2] = {**rows[count // 2], "late": "yes"}
+
+    async def main():
+        sink = SQLiteSink(tmp_path / "s.db", "t", ["id"])
+        await sink.write(rows)
+        await sink.close()
+
+    asyncio.run(main())
+    expected = {row["id"]: row for row in rows}  # the last row of each key
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        found = {i: (v, note, late) for i, v, note, late in db.execute('SELECT id, v, note, late FROM t')} \
+            if count > 2 else {i: (v, note, None) for i, v, note in db.execute("SELECT id, v, note FROM t")}
+    assert found == {k: (r["v"], str(r["note"]), r.get("late")) for k, r in expected.items()}
+
+
 JSONL_GROWTH = '''
 import asyncio, sys
 from synctask.sinks.jsonl import JsonlSink
