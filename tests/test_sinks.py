@@ -398,6 +398,74 @@ def test_a_jsonl_file_that_no_longer_matches_its_index_is_read_again(tmp_path):
     assert sorted((r["k"], r["v"]) for r in rows) == [(1, "z"), (2, "B"), (3, "c")]
 
 
+def test_a_jsonl_line_is_compact_sorted_json_and_values_json_lacks_keep_their_text(tmp_path):
+    import datetime
+    import enum
+    import math
+
+    from synctask.sinks.jsonl import JsonlSink
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    class Code(str):
+        pass
+
+    stamp = datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    rows = [{"k": 1, "b": [1.5, None, True], "a": "ü\n\u2028"},
+            {"k": 2, "when": stamp, "day": stamp.date(), "code": Code("x")},
+            {"k": 3, "big": 2 ** 70, "nested": {1: "one"}},
+            {"k": 4, "nan": math.nan, "colour": Colour.RED}]
+    path = tmp_path / "d.jsonl"
+
+    async def run():
+        sink = JsonlSink(path, ["k"])
+        await sink.write(rows)
+        await sink.write(rows)  # the same rows again: nothing appended
+        await sink.close()
+
+    asyncio.run(run())
+    assert path.read_text(encoding="utf-8").split("\n") == [
+        '{"a":"ü\\n\u2028","b":[1.5,null,true],"k":1}',
+        '{"code":"x","day":"2024-01-02","k":2,"when":"2024-01-02 03:04:05+00:00"}',  # str(), as before
+        '{"big":1180591620717411303424,"k":3,"nested":{"1":"one"}}',
+        '{"colour":"red","k":4,"nan":null}', '']  # (\u2028 is no line end in JSON Lines)
+    asyncio.run(run())
+    assert path.read_text(encoding="utf-8").count("\n") == 4
+
+
+def test_a_jsonl_index_made_by_an_earlier_version_is_rebuilt_and_its_rows_are_not_written_again(tmp_path):
+    """Before, lines had spaces and the index digested their text: the same rows fetched again
+    must not look changed (a rewrite of the file) once the index is made the new way."""
+    import hashlib
+    import sqlite3
+
+    from synctask.sinks.jsonl import JsonlSink, index_path
+
+    path = tmp_path / "d.jsonl"
+    old = ['{"k": 1, "v": "a"}', '{"k": 2, "v": "b"}']
+    path.write_text("".join(line + "\n" for line in old))
+    with sqlite3.connect(index_path(path)) as db:  # the index as the earlier version left it
+        db.execute("CREATE TABLE k(key TEXT PRIMARY KEY, digest BLOB, line INTEGER) WITHOUT ROWID")
+        db.execute("CREATE TABLE meta(name TEXT PRIMARY KEY, value) WITHOUT ROWID")
+        db.executemany("INSERT INTO k VALUES (?, ?, ?)",
+                       [(f"i{n + 1}", hashlib.blake2b(line.encode(), digest_size=8).digest(), n)
+                        for n, line in enumerate(old)])
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("size", path.stat().st_size), ("lines", 2), ("dirty", 0)])
+    db.close()
+    before = path.read_bytes()
+
+    async def run(rows):
+        sink = JsonlSink(path, ["k"])
+        await sink.write(rows)
+        await sink.close()
+
+    asyncio.run(run([{"k": 1, "v": "a"}, {"k": 2, "v": "b"}]))
+    assert path.read_bytes() == before  # unchanged rows: nothing appended, nothing compacted
+    asyncio.run(run([{"k": 2, "v": "B"}]))
+    assert path.read_text().splitlines() == ['{"k": 1, "v": "a"}', '{"k":2,"v":"B"}']
+
+
 def test_sqlite_sink_waits_for_another_writers_lock_off_the_loop_and_keeps_the_order(tmp_path):
     import asyncio
     import sqlite3

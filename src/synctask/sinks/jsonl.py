@@ -11,7 +11,8 @@ records the file's size with every change; a file that does not match (a crash b
 two, a file edited by hand, an index deleted) has its index rebuilt from the file. ``write``
 returns once the lines are flushed to the operating system, which survives the process being
 killed; the rows of tasks that finish in the same loop turn are looked up, appended and indexed
-together (``GroupCommit``).
+together (``GroupCommit``). A line is the row's JSON with its keys sorted and no spaces; an
+index whose digests were made otherwise (by an earlier version) is rebuilt once when it opens.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from ..disk import rollback_quietly
 from .base import Row, check_keys, require_key, row_key
 from .group import GroupCommit
@@ -36,22 +39,57 @@ _CHUNK = 500  # keys looked up per query (SQLite's parameter limit is far above)
 COMMIT_EVERY = 1.0  # seconds between commits of the index (a crash meanwhile: it is rebuilt from the file)
 
 
+def _parse(text: str) -> Any:
+    """A line read back: orjson, or json for what only it reads (NaN, integers above 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def index_path(path: Path) -> Path:
     """Where the index of a JSONL file lives: a hidden file beside it."""
     return path.with_name(f".{path.name}.keys")
 
 
-def _digest(line: str) -> bytes:
-    return hashlib.blake2b(line.encode(), digest_size=8).digest()
+def _digest(line: bytes) -> bytes:
+    return hashlib.blake2b(line, digest_size=8).digest()
 
 
-_LINE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str).encode  # (made once: not per row)
+# orjson writes a row several times faster than json; what it would write differently (dates,
+# dataclasses and subclasses of the JSON types, whose text is their str() as before), or refuses
+# (integers above 64 bits, keys that are not text), json writes, in the same compact form.
+_ORJSON = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+           | orjson.OPT_PASSTHROUGH_SUBCLASS)
+_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, separators=(",", ":")).encode
 _KEY = json.JSONEncoder(ensure_ascii=False, default=str).encode
+DIGESTS = "compact-1"  # how the index's digests are made: an index made otherwise is rebuilt
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(type(value).__name__)
+
+
+def _line(row: Row) -> bytes:
+    """A row as its line, without the newline: JSON, keys sorted, no spaces (NaN and infinities
+    are null: JSON has neither). The same row always gives the same bytes: their digest is what
+    tells a changed row from one written before."""
+    try:
+        return orjson.dumps(row, default=_refuse, option=_ORJSON)
+    except orjson.JSONEncodeError:
+        return _JSON(row).encode()
 
 
 def _key_text(row: Row, key: Sequence[str]) -> str:
     """A row's key as the index's text: ``s<text>`` / ``i<number>`` per column (the usual keys,
     cheap), else its JSON (which starts with ``[``, so the two never meet)."""
+    if len(key) == 1:  # the usual case, without a tuple per row
+        value = row.get(key[0])
+        if type(value) is str:
+            if "\x00" not in value:
+                return "s" + value
+        elif type(value) is int:
+            return f"i{value}"
     values = row_key(row, key)
     parts = []
     for value in values:
@@ -90,9 +128,9 @@ class JsonlSink:
             self._open()
         db = self._db
         assert db is not None
-        latest = {_key_text(row, self.key): _LINE(row) for row in rows}  # key -> its last line in these rows
+        latest = {_key_text(row, self.key): _line(row) for row in rows}  # key -> its last line in these rows
         known = dict(self._known(list(latest)))
-        lines: list[str] = []
+        lines: list[bytes] = []
         changes: list[tuple[str, bytes, int]] = []
         for key, line in latest.items():
             digest = _digest(line)
@@ -102,7 +140,7 @@ class JsonlSink:
             if before is not None:
                 self._dirty = True
             changes.append((key, digest, self._lines + len(lines)))
-            lines.append(line + "\n")
+            lines.append(line + b"\n")
         if not lines:
             return
         self._file.writelines(lines)
@@ -140,12 +178,12 @@ class JsonlSink:
         self._db = self._connect()
         size = self.path.stat().st_size if self.path.exists() else 0
         meta = dict(self._db.execute("SELECT name, value FROM meta"))
-        if meta.get("size") != size:
+        if meta.get("size") != size or meta.get("digests") != DIGESTS:
             self._rebuild()
         else:
             self._lines, self._dirty = int(meta.get("lines", 0)), bool(meta.get("dirty", 0))
         self._compact()
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self.path.open("ab")
 
     def _connect(self) -> sqlite3.Connection:
         where = index_path(self.path)
@@ -182,10 +220,11 @@ class JsonlSink:
                     count = number + 1
                     text = line.rstrip("\n")
                     try:
-                        row = json.loads(text)
+                        row = _parse(text)
                         if not line.endswith("\n") or not isinstance(row, dict):
                             raise ValueError("a torn or foreign line")
-                        batch.append((_key_text(row, self.key), _digest(text), number))
+                        # (the digest of the row as it is written now, whatever the line's spacing)
+                        batch.append((_key_text(row, self.key), _digest(_line(row)), number))
                     except ValueError:
                         dirty = True  # a line cut short by a crash (its task runs again): dropped
                         continue
@@ -243,7 +282,8 @@ class JsonlSink:
     def _save_meta(self, size: int) -> None:
         assert self._db is not None
         self._db.executemany("INSERT OR REPLACE INTO meta(name, value) VALUES (?, ?)",
-                             [("size", size), ("lines", self._lines), ("dirty", int(self._dirty))])
+                             [("size", size), ("lines", self._lines), ("dirty", int(self._dirty)),
+                              ("digests", DIGESTS)])
 
     def _close(self) -> None:
         if self._file is not None:
