@@ -41,3 +41,18 @@ def test_without_fast_the_engine_runs_on_asyncio_own_loop():
         return type(asyncio.get_running_loop()).__module__
 
     assert _run_engine(main(), fast=False).startswith("asyncio")
+
+
+def test_the_engine_runs_with_fewer_cycle_collections_and_puts_the_collector_back_after():
+    import gc
+
+    from synctask.cli import GC_THRESHOLDS
+
+    before = gc.get_threshold()
+
+    async def main() -> tuple[tuple[int, int, int], int]:
+        return gc.get_threshold(), gc.get_freeze_count()
+
+    during, frozen = _run_engine(main())
+    assert during == GC_THRESHOLDS and frozen > 1000  # what the start made is left alone
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
