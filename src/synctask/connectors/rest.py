@@ -23,6 +23,7 @@ limiter: ``RateLimit-Policy``/``RateLimit`` (IETF), ``X-RateLimit-Remaining``/``
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence, Sized
 from typing import Any
@@ -49,6 +50,8 @@ class RestConnector:
         self.query: Mapping[str, Any] = options.get("query", {})
         self.body: Any = options.get("json")
         self.headers: Mapping[str, Any] = options.get("headers", {})
+        self._query_texts = [(k, str(v)) for k, v in self.query.items()]
+        self._header_texts = [(k, str(v)) for k, v in self.headers.items()]
         self.records = str(options.get("records", ""))
         self.dataset = dataset.name
         self.pagination: Mapping[str, Any] = options.get("pagination", {})
@@ -61,10 +64,10 @@ class RestConnector:
         params = dict(task.params)
         next_url = params.pop("_next_url", None)
         token = self.vendor.secret(task.key)
-        headers = {k: self._fill(str(v), params, token) for k, v in self.headers.items()}
+        headers = {k: self._fill(v, params, token) for k, v in self._header_texts}
         if next_url is not None:  # a Link rel="next" page: the vendor wrote the whole URL
             return Request(self.method, str(next_url), headers=headers)
-        query = {k: self._fill(str(v), params, token) for k, v in self.query.items()}  # ?apikey={token}
+        query = {k: self._fill(v, params, token) for k, v in self._query_texts}  # ?apikey={token}
         page = self.pagination
         if page and page.get("param") in params:
             query[str(page["param"])] = str(params[str(page["param"])])
@@ -80,15 +83,20 @@ class RestConnector:
         return any(f"{{{name}}}" in text for text in texts)
 
     def _fill(self, template: str, params: Mapping[str, Any], token: Secret | None = None) -> str:
-        def value(match: re.Match[str]) -> str:
-            name = match.group(1)
+        pieces = _pieces(template)  # text, name, text, name, ..., text
+        if len(pieces) == 1:
+            return template  # (the usual constant: nothing to fill)
+        filled = [pieces[0]]
+        for at in range(1, len(pieces), 2):
+            name = pieces[at]
             if name == "token" and token is not None:
-                return token.reveal()
-            if name not in params:
+                filled.append(token.reveal())
+            elif name in params:
+                filled.append(str(params[name]))
+            else:
                 raise InvalidRequest(f"the template {template!r} needs parameter {name!r}, which the task lacks")
-            return str(params[name])
-
-        return _PLACEHOLDER.sub(value, template)
+            filled.append(pieces[at + 1])
+        return "".join(filled)
 
     # --- answers --------------------------------------------------------------------------
     def observations(self, response: Response) -> list[Observation]:
@@ -235,6 +243,12 @@ def _dig(data: Any, path: str) -> Any:
             return None
         data = data.get(part)
     return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _pieces(template: str) -> tuple[str, ...]:
+    """A template cut at its placeholders, once: the text between them and their names, in turn."""
+    return tuple(_PLACEHOLDER.split(template))
 
 
 def _fill_json(template: Any, params: Mapping[str, Any]) -> Any:

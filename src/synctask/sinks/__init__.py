@@ -23,12 +23,12 @@ __all__ = ["Row", "Sink", "MemorySink", "SQLiteSink", "CallbackSink", "StreamSin
 
 def rows_of(result: Any) -> list[Mapping[str, Any]]:
     """The rows in a task's result: a list of dicts, one dict, or none (None, or any other value)."""
+    if type(result) is list and all(type(r) is dict for r in result):
+        return result  # (the usual answer, decoded JSON: no copy, and no ABC check per row)
     if result is None:
         return []
     if isinstance(result, Mapping):
         return [result]
-    if type(result) is list and all(type(r) is dict for r in result):
-        return result  # (the usual answer, decoded JSON: no copy, and no ABC check per row)
     if isinstance(result, (list, tuple)) and all(isinstance(r, Mapping) for r in result):
         return list(result)
     return []
