@@ -288,6 +288,27 @@ def test_group_commit_joins_concurrent_writes_and_fails_only_the_bad_batch():
     assert calls[0] > 1  # the first transaction took many tasks' rows at once
 
 
+def test_a_small_group_waits_one_loop_turn_for_the_rows_that_come_next_and_a_large_one_does_not():
+    from synctask.sinks.group import GATHER, GroupCommit
+
+    calls: list[int] = []
+
+    async def main():
+        group = GroupCommit(lambda batches, wait: calls.append(len(batches)))
+
+        async def later(turns: int, i: int) -> None:
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await group.write([{"i": i}])
+
+        await asyncio.gather(group.write([{"i": 0}]), later(1, 1))  # the next turn's rows join the first's
+        await asyncio.gather(*(group.write([{"i": i}]) for i in range(GATHER)), later(1, -1))
+        await asyncio.gather(group.write([{"i": 0}]), later(4, 1))  # too late: a transaction of its own
+
+    asyncio.run(main())
+    assert calls == [2, GATHER, 1, 1, 1]
+
+
 def test_sqlite_sink_rows_of_concurrent_tasks_all_land_once(tmp_path):
     import asyncio
     import sqlite3
