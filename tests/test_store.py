@@ -296,3 +296,10 @@ def test_a_symlink_to_the_state_shares_its_lock(tmp_path):
             SQLiteStore(tmp_path / "sub" / ".." / "state.db")
     finally:
         first.close()
+
+
+def test_the_store_knows_a_task_records_fields_in_order():
+    """The writer inserts a record's fields as its own list of columns (it cannot import the record)."""
+    from synctask.writer import _COLUMNS
+
+    assert _COLUMNS == TaskRecord._fields

@@ -11,7 +11,6 @@ end (see ``delivery``).
 from __future__ import annotations
 
 import contextlib
-import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +18,7 @@ from itertools import chain
 from typing import TYPE_CHECKING
 
 from .disk import rollback_quietly
+from .upsert import insert_rows
 
 if TYPE_CHECKING:
     from .store import TaskRecord
@@ -37,7 +37,7 @@ class Writer:
     # Rows per INSERT, 10 parameters each, within SQLite's limit (999 before 3.32, 32,766 since).
     # Large on purpose: while the event loop runs, each time this thread takes the GIL back (after
     # every statement) it waits up to the interpreter's switch interval (5 ms).
-    _ROWS = 3_200 if sqlite3.sqlite_version_info >= (3, 32) else 99
+    _ROWS = 3_200  # (fewer where SQLite is older than 3.32: insert_rows keeps within its limit)
 
     def __init__(self, db: sqlite3.Connection, path: str, unwritable: Callable[[str, BaseException], Exception]
                  ) -> None:
@@ -145,13 +145,7 @@ class Writer:
         """Insert ``records``, up to ``_ROWS`` per statement (multi-row VALUES): ``executemany``
         would hand the GIL back and take it again after every row, and with the event loop busy
         each take waits, so the writer would crawl while the loop runs."""
-        start, left = 0, len(records)
-        while left:
-            # _ROWS at a time, then the rest in power-of-two statements: few distinct statements
-            # (SQLite keeps them prepared), few GIL takes.
-            rows = self._ROWS if left >= self._ROWS else 1 << (left.bit_length() - 1)
-            self._db.execute(_insert_sql(rows), list(chain.from_iterable(records[start:start + rows])))
-            start, left = start + rows, left - rows
+        insert_rows(self._db, _INSERT, len(_COLUMNS), list(chain.from_iterable(records)), self._ROWS)
 
     def _raise_error(self) -> None:
         """A failed commit fails every later call too: outcomes after it were not recorded."""
@@ -159,8 +153,6 @@ class Writer:
             raise self._error
 
 
-@functools.cache
-def _insert_sql(rows: int) -> str:
-    """INSERT of ``rows`` task outcomes in one statement."""
-    return ("INSERT OR REPLACE INTO tasks (task_id, plan, run_id, state, attempts, message, at, follow_up, params, "
-            "rows) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows))
+# TaskRecord's fields, in its order
+_COLUMNS = ("task_id", "plan", "run_id", "state", "attempts", "message", "at", "follow_up", "params", "rows")
+_INSERT = f"INSERT OR REPLACE INTO tasks ({', '.join(_COLUMNS)})"

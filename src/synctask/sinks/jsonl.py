@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from ..disk import rollback_quietly
+from ..upsert import insert_rows
 from .base import Row, check_keys, require_key, row_key
 from .group import GroupCommit
 
@@ -131,7 +132,7 @@ class JsonlSink:
         latest = {_key_text(row, self.key): _line(row) for row in rows}  # key -> its last line in these rows
         known = dict(self._known(list(latest)))
         lines: list[bytes] = []
-        changes: list[tuple[str, bytes, int]] = []
+        changes: list[Any] = []  # key, digest, line number, flat
         for key, line in latest.items():
             digest = _digest(line)
             before = known.get(key)
@@ -139,7 +140,7 @@ class JsonlSink:
                 continue  # the same row again: nothing to write
             if before is not None:
                 self._dirty = True
-            changes.append((key, digest, self._lines + len(lines)))
+            changes += (key, digest, self._lines + len(lines))
             lines.append(line + b"\n")
         if not lines:
             return
@@ -148,7 +149,7 @@ class JsonlSink:
         self._lines += len(lines)
         if not db.in_transaction:
             db.execute("BEGIN")
-        db.executemany("INSERT OR REPLACE INTO k(key, digest, line) VALUES (?, ?, ?)", changes)
+        insert_rows(db, "INSERT OR REPLACE INTO k(key, digest, line)", 3, changes)
         if time.monotonic() - self._committed >= COMMIT_EVERY:
             self._commit()
 

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..disk import rollback_quietly
+from ..upsert import insert_rows
 from .base import Row, check_keys, require_key, scalar
 from .group import GroupCommit, WouldWait
 
 _AS_IS = {str, int, float, type(None)}  # the usual values, taken without a call per value
 BUSY_TIMEOUT_MS = 5000  # how long a write waits for another writer's lock (on a thread)
-_MOST_ROWS = 256  # rows per INSERT statement at most
-_MOST_PARAMETERS = 32_766 if sqlite3.sqlite_version_info >= (3, 32) else 999  # SQLite's limit per statement
 
 
 class SQLiteSink:
@@ -67,17 +66,10 @@ class SQLiteSink:
                     self._db.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{_ident(column)}"')
                     self._columns.append(column)
         columns = self._columns
-        width = len(columns)
         values = [v if type(v) in _AS_IS else scalar(v) for row in rows for v in map(row.get, columns)]
-        most = max(1, min(_MOST_ROWS, _MOST_PARAMETERS // width))
         self._db.execute("BEGIN IMMEDIATE")  # the lock first: a writer elsewhere is met before any work
         try:
-            start, left = 0, len(rows)
-            while left:  # many rows per statement: executemany steps (and hands the GIL over) per row
-                count = most if left >= most else 1 << (left.bit_length() - 1)  # (few distinct statements)
-                self._db.execute(_upsert(self.table, tuple(columns), count),
-                                 values[start * width:(start + count) * width])
-                start, left = start + count, left - count
+            insert_rows(self._db, _head(self.table, tuple(columns)), len(columns), values)
             self._db.execute("COMMIT")
         except BaseException:
             rollback_quietly(self._db)  # a full disk may have rolled it back already
@@ -100,12 +92,10 @@ class SQLiteSink:
         await asyncio.to_thread(self._db.close)  # (the last connection's close checkpoints what is left)
 
 
-@functools.lru_cache(maxsize=256)
-def _upsert(table: str, columns: tuple[str, ...], rows: int) -> str:
-    """INSERT OR REPLACE of ``rows`` rows in one statement (SQLite keeps it prepared)."""
+@functools.lru_cache(maxsize=64)
+def _head(table: str, columns: tuple[str, ...]) -> str:
     names = ", ".join(f'"{c}"' for c in columns)
-    marks = "(" + ", ".join("?" * len(columns)) + ")"
-    return f'INSERT OR REPLACE INTO "{table}" ({names}) VALUES ' + ", ".join([marks] * rows)
+    return f'INSERT OR REPLACE INTO "{table}" ({names})'
 
 
 def _ident(name: str) -> str:
