@@ -1,9 +1,10 @@
 """Delivery: rows to sinks and outcomes to the state store, so that "done" means durable.
 
 A task's rows are written (its sink returns only once they are durable) before its outcome is
-recorded; the outcomes of one loop turn are committed together at its end (group commit), so a
-kill -9 forgets at most what was still in flight. Quota usage is saved about every second and
-at each checkpoint; each sink repairs what a killed process left before a run fetches anything.
+recorded; outcomes are committed together a few milliseconds after they are recorded (group
+commit), so a kill -9 forgets at most what was still in flight and those last milliseconds.
+Quota usage is saved about every second and at each checkpoint; each sink repairs what a killed
+process left before a run fetches anything.
 When the state cannot be written, ``on_failure`` hears it once: the run must end at once.
 """
 
@@ -172,8 +173,8 @@ class Delivery:
 
     async def save_usage_periodically(self, interval: float) -> None:
         """Quota usage and a new lease about every ``SAVE_EVERY`` seconds, so a process killed
-        with -9 and restarted knows what it sent, to the lease (outcomes are committed each loop
-        turn, by ``record``). A huge log (a sliding day of sends) takes longer to export: then it
+        with -9 and restarted knows what it sent, to the lease (outcomes are committed within
+        ``COMMIT_WITHIN``, by ``record``). A huge log (a sliding day of sends) takes longer to export: then it
         is saved less often, up to half a lease apart, keeping the cost near 1% of time. A scope
         that used its whole allowance is not left waiting for the next save: ``renew_soon``."""
         loop = asyncio.get_running_loop()

@@ -31,7 +31,7 @@ from .lanes import RunKey
 from .model import PlanState, RunState, SyncPlan
 from .progress import Progress
 from .scheduler import Scheduler
-from .store import RunRecord, Store
+from .store import RunRecord, Store, recounted
 
 __all__ = ["Runs", "Run", "RunSummary"]
 
@@ -141,10 +141,9 @@ class Runs:
         """A run's counts as recorded: done, failed and rows exact from its outcomes (a stream's
         rows, which no outcome holds until it ends, as last saved), the rest as last saved (a
         kill -9 loses the retries, freezes and skips of the last quarter second)."""
-        store, saved = self._store(), run.summary or {}
+        store = self._store()
         exact = store.run_counts(run.plan, run.id)
-        rows = max(int(saved.get("rows") or 0), store.run_rows(run.plan, run.id))
-        return {**saved, "done": exact.get("done", 0), "failed": exact.get("failed", 0), "rows": rows}
+        return recounted(run.summary, exact.get("done", 0), exact.get("failed", 0), store.run_rows(run.plan, run.id))
 
     def next_wake(self) -> float | None:
         """The earliest instant a plan comes due (epoch seconds); at once when a due time waits

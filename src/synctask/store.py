@@ -711,11 +711,15 @@ def _recounted(db: sqlite3.Connection, run: RunRecord) -> RunRecord:
     found = db.execute(f"SELECT state, COUNT(*), {'SUM(rows)' if has_rows else '0'} FROM tasks "
                        "WHERE plan = ? AND run_id = ? GROUP BY state", (run.plan, run.id)).fetchall()
     counts = {state: (count, rows) for state, count, rows in found}
-    saved = dict(run.summary or {})
     done, rows = counts.get("done", (0, 0))
-    saved.update(done=done, failed=counts.get("failed", (0, 0))[0],
-                 rows=max(int(saved.get("rows") or 0), int(rows or 0)))
-    return replace(run, summary=saved)
+    return replace(run, summary=recounted(run.summary, done, counts.get("failed", (0, 0))[0], int(rows or 0)))
+
+
+def recounted(summary: dict[str, Any] | None, done: int, failed: int, rows: int) -> dict[str, Any]:
+    """A run's counts as last saved, with done, failed and rows as its outcomes say (rows saved
+    are kept when more: a stream's rows are in no outcome until it ends)."""
+    saved = summary or {}
+    return {**saved, "done": done, "failed": failed, "rows": max(int(saved.get("rows") or 0), rows)}
 
 
 def _run(row: Iterable[Any]) -> RunRecord:
