@@ -172,6 +172,30 @@ def test_sqlite_sink_adds_columns_that_appear_later(tmp_path):
     assert db.execute("SELECT k, a, b FROM t ORDER BY k").fetchall() == [(1, "x", None), (2, "y", 3)]
 
 
+
+def test_sqlite_sink_rows_missing_columns_odd_values_and_a_key_only_table(tmp_path):
+    """The fast path (every column there, plain values) and the slow one give the same table."""
+    import datetime
+    import decimal
+
+    sink = SQLiteSink(tmp_path / "x.db", "t", ["k"])
+    keys_only = SQLiteSink(tmp_path / "x.db", "only", ["k"])
+    day = datetime.date(2024, 1, 2)
+
+    async def go():
+        await sink.write([{"k": 1, "a": "x", "b": 1.5}, {"k": 2, "a": "y", "b": None}])
+        await sink.write([{"k": 3, "b": 2}, {"a": "z", "k": 4, "b": 3}])  # a row without "a"; another order
+        await sink.write([{"k": 5, "a": day, "b": decimal.Decimal("1.25")}, {"k": 6, "a": True, "b": b"\x00"}])
+        await keys_only.write([{"k": 1}, {"k": 2}])
+        await sink.close()
+        await keys_only.close()
+
+    asyncio.run(go())
+    db = sqlite3.connect(tmp_path / "x.db")
+    assert db.execute("SELECT k, a, b FROM t ORDER BY k").fetchall() == [
+        (1, "x", 1.5), (2, "y", None), (3, None, 2), (4, "z", 3), (5, "2024-01-02", "1.25"), (6, 1, b"\x00")]
+    assert db.execute("SELECT k FROM only ORDER BY k").fetchall() == [(1,), (2,)]
+
 def test_a_row_without_its_key_columns_is_refused_with_the_column_named():
     sink = MemorySink(["code"])
     with pytest.raises(ValueError, match="missing key column 'code'"):
@@ -418,6 +442,46 @@ def test_a_jsonl_file_that_no_longer_matches_its_index_is_read_again(tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted((r["k"], r["v"]) for r in rows) == [(1, "z"), (2, "B"), (3, "c")]
 
+
+
+def test_jsonl_new_keys_go_without_a_lookup_and_a_known_key_among_them_still_ends_once(tmp_path):
+    """All-new batches are appended without looking their keys up; a batch where some key was
+    written before (same or changed) appends it again, and the next batches are looked up first:
+    a repeat appends nothing. Opened again (as after a kill) or closed, each key is there once,
+    its last version."""
+    from synctask.sinks.jsonl import JsonlSink
+
+    path = tmp_path / "d.jsonl"
+
+    def lines() -> list[tuple[int, str]]:
+        return [(r["k"], r["v"]) for r in map(json.loads, path.read_text().splitlines())]
+
+    async def run():
+        sink = JsonlSink(path, ["k"])
+        await sink.write([{"k": 1, "v": "a"}, {"k": 2, "v": "b"}])
+        await sink.write([{"k": 3, "v": "c"}])  # all new: the quick way
+        assert lines() == [(1, "a"), (2, "b"), (3, "c")]
+        await sink.write([{"k": 4, "v": "d"}, {"k": 2, "v": "B"}, {"k": 3, "v": "c"}])  # one new, one changed, one same
+        assert lines()[3:] == [(4, "d"), (2, "B"), (3, "c")]  # (all appended: the index said which was known)
+        await sink.write([{"k": 4, "v": "d"}, {"k": 2, "v": "B"}])  # looked up now: nothing new
+        assert len(lines()) == 6
+        await sink.write([{"k": 5, "v": "e"}])  # looked up, all new: the quick way again
+        await sink.write([{"k": 1, "v": "A"}])
+        sink._commit()  # a kill -9 here: the index is as of now, the file not compacted
+        sink._file.close()
+        sink._db.close()
+
+    asyncio.run(run())
+    assert lines()[-2:] == [(5, "e"), (1, "A")]
+
+    async def reopen():
+        sink = JsonlSink(path, ["k"])
+        await sink.write([{"k": 6, "v": "f"}])
+        await sink.close()
+
+    asyncio.run(reopen())
+    assert sorted(lines()) == [(1, "A"), (2, "B"), (3, "c"), (4, "d"), (5, "e"), (6, "f")]
+    assert len(lines()) == 6
 
 def test_a_jsonl_line_is_compact_sorted_json_and_values_json_lacks_keep_their_text(tmp_path):
     import datetime

@@ -1,7 +1,9 @@
 """Rows into a JSON Lines file, idempotent by key, in memory bounded by what is in flight.
 
 The file is a log: a row whose key is new, or whose content changed, is appended; a row seen
-before with the same content is not written again. Which keys the file holds, on which line and
+before with the same content is not written again (except in a batch of new keys, which is
+appended before its keys are indexed, without a lookup: a known key among them has a second
+line until compaction, and the batches after it are looked up first). Which keys the file holds, on which line and
 with what content (a digest) is kept on disk, in a SQLite index beside it (``.NAME.keys``), not
 in memory: ten million rows cost the index's page cache, not ten million dict entries. When the
 sink closes (each run's end), and when it opens, a file where a key was written twice is
@@ -53,8 +55,11 @@ def index_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.keys")
 
 
+_blake2b = hashlib.blake2b
+
+
 def _digest(line: bytes) -> bytes:
-    return hashlib.blake2b(line, digest_size=8).digest()
+    return _blake2b(line, digest_size=8).digest()
 
 
 # orjson writes a row several times faster than json; what it would write differently (dates,
@@ -112,6 +117,7 @@ class JsonlSink:
         self._file: Any = None
         self._lines = 0  # lines in the file (the next one appended gets this number)
         self._dirty = False  # some key is in the file more than once (or a line is torn)
+        self._fresh = False  # the last batch's keys were all new: the next is appended without a lookup first
         self._committed = 0.0  # when the index was last committed (monotonic)
         self._group = GroupCommit(self._write_batches)  # one lookup, one write for a loop turn's rows
 
@@ -129,29 +135,78 @@ class JsonlSink:
             self._open()
         db = self._db
         assert db is not None
-        latest = {_key_text(row, self.key): _line(row) for row in rows}  # key -> its last line in these rows
+        latest = self._latest(rows)
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        if self._fresh:
+            self._append_new(db, latest)
+        else:
+            self._append_changed(db, latest)
+        if time.monotonic() - self._committed >= COMMIT_EVERY:
+            self._commit()
+
+    def _append_new(self, db: sqlite3.Connection, latest: dict[str, bytes]) -> None:
+        """Rows whose keys the file most likely lacks (the last batch's all did): appended, and
+        indexed by a plain INSERT, which fails if a key is known after all. Then each known key
+        has a second line (the same or a changed row; compaction keeps the last) and the index
+        takes the new lines; later batches are looked up first, until one is all new again."""
+        base = self._lines
+        changes: list[Any] = []  # key, digest, line number, flat
+        for number, (key, line) in enumerate(latest.items(), base):
+            changes += (key, _blake2b(line, digest_size=8).digest(), number)
+        self._append(list(latest.values()))
+        try:
+            insert_rows(db, "INSERT INTO k(key, digest, line)", 3, changes)
+        except sqlite3.IntegrityError:  # some key was there (the failed statement changed nothing)
+            self._dirty = True
+            self._fresh = False
+            insert_rows(db, "INSERT OR REPLACE INTO k(key, digest, line)", 3, changes)
+
+    def _append_changed(self, db: sqlite3.Connection, latest: dict[str, bytes]) -> None:
+        """Rows of which some were written before: each looked up, and only the new or changed
+        appended and indexed."""
         known = dict(self._known(list(latest)))
         lines: list[bytes] = []
         changes: list[Any] = []  # key, digest, line number, flat
         for key, line in latest.items():
-            digest = _digest(line)
+            digest = _blake2b(line, digest_size=8).digest()  # (_digest, without a call of ours per row)
             before = known.get(key)
             if before == digest:
                 continue  # the same row again: nothing to write
             if before is not None:
                 self._dirty = True
             changes += (key, digest, self._lines + len(lines))
-            lines.append(line + b"\n")
-        if not lines:
-            return
-        self._file.writelines(lines)
+            lines.append(line)
+        self._fresh = not known  # none was known: the next batch goes the quick way
+        if lines:
+            self._append(lines)
+            insert_rows(db, "INSERT OR REPLACE INTO k(key, digest, line)", 3, changes)
+
+    def _append(self, lines: list[bytes]) -> None:
+        """Lines (without their newlines) at the end of the file, flushed to the system."""
+        self._file.write(b"\n".join(lines) + b"\n")
         self._file.flush()
         self._lines += len(lines)
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        insert_rows(db, "INSERT OR REPLACE INTO k(key, digest, line)", 3, changes)
-        if time.monotonic() - self._committed >= COMMIT_EVERY:
-            self._commit()
+
+    def _latest(self, rows: Sequence[Row]) -> dict[str, bytes]:
+        """Each key's last line in ``rows``, by its index text (``_key_text`` and ``_line``, with
+        the usual single text key and orjson's line taken without a call of ours per row)."""
+        latest: dict[str, bytes] = {}
+        key = self.key
+        if len(key) != 1:
+            for row in rows:
+                latest[_key_text(row, key)] = _line(row)
+            return latest
+        column = key[0]
+        dumps = orjson.dumps
+        for row in rows:
+            value = row.get(column)
+            text = "s" + value if type(value) is str and "\x00" not in value else _key_text(row, key)
+            try:
+                latest[text] = dumps(row, default=_refuse, option=_ORJSON)
+            except orjson.JSONEncodeError:
+                latest[text] = _JSON(row).encode()
+        return latest
 
     def _commit(self) -> None:
         """The index as of now, with the file's size and line count (what the next open checks)."""

@@ -7,7 +7,10 @@ import asyncio
 import functools
 import sqlite3
 from collections.abc import Sequence
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 
 from ..disk import rollback_quietly
 from ..upsert import insert_rows
@@ -35,6 +38,7 @@ class SQLiteSink:
         self._db.execute("PRAGMA busy_timeout=0")  # a writer elsewhere: met at once (see _write)
         self._waits = False
         self._columns: list[str] | None = None
+        self._known: frozenset[str] = frozenset()  # the table's columns
         self._group = GroupCommit(self._write)
 
     async def write(self, rows: Sequence[Row]) -> None:
@@ -61,12 +65,10 @@ class SQLiteSink:
             self._create(rows[0])
         assert self._columns is not None
         for row in rows:
-            for column in row:
-                if column not in self._columns:
-                    self._db.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{_ident(column)}"')
-                    self._columns.append(column)
+            if not self._known.issuperset(row):  # (one C call per row: the usual row adds no column)
+                self._add_columns(row)
         columns = self._columns
-        values = [v if type(v) in _AS_IS else scalar(v) for row in rows for v in map(row.get, columns)]
+        values = _values(rows, columns)
         self._db.execute("BEGIN IMMEDIATE")  # the lock first: a writer elsewhere is met before any work
         try:
             insert_rows(self._db, _head(self.table, tuple(columns)), len(columns), values)
@@ -86,10 +88,35 @@ class SQLiteSink:
         keys = ", ".join(f'"{_ident(c)}"' for c in self.key)
         self._db.execute(f'CREATE UNIQUE INDEX IF NOT EXISTS "{table}_key" ON "{table}" ({keys})')
         self._columns = existing
+        self._known = frozenset(existing)
+
+    def _add_columns(self, row: Row) -> None:
+        """A column the table lacks: added (earlier rows have NULL there)."""
+        assert self._columns is not None
+        for column in row:
+            if column not in self._known:
+                self._db.execute(f'ALTER TABLE "{self.table}" ADD COLUMN "{_ident(column)}"')
+                self._columns.append(column)
+                self._known = frozenset(self._columns)
 
     async def close(self) -> None:
         await self._group.wait_idle()
         await asyncio.to_thread(self._db.close)  # (the last connection's close checkpoints what is left)
+
+
+def _values(rows: Sequence[Row], columns: list[str]) -> list[Any]:
+    """The rows' values, flat, in ``columns`` order (None where a row lacks one), each as SQLite
+    takes it. The usual rows (every column there, plain values) take a few C calls per row."""
+    if len(columns) > 1:
+        try:
+            values = list(chain.from_iterable(map(itemgetter(*columns), rows)))
+        except KeyError:  # a row without some column
+            values = [v for row in rows for v in map(row.get, columns)]
+    else:
+        values = [row.get(columns[0]) for row in rows]
+    if _AS_IS.issuperset(map(type, values)):
+        return values
+    return [v if type(v) in _AS_IS else scalar(v) for v in values]
 
 
 @functools.lru_cache(maxsize=64)
