@@ -519,16 +519,19 @@ def test_a_jsonl_line_is_compact_sorted_json_and_values_json_lacks_keep_their_te
     assert path.read_text(encoding="utf-8").count("\n") == 4
 
 
-def test_a_jsonl_index_made_by_an_earlier_version_is_rebuilt_and_its_rows_are_not_written_again(tmp_path):
-    """Before, lines had spaces and the index digested their text: the same rows fetched again
-    must not look changed (a rewrite of the file) once the index is made the new way."""
+@pytest.mark.parametrize("era", ["spaced lines", "compact-1"])
+def test_a_jsonl_index_made_by_an_earlier_version_is_rebuilt_and_its_rows_are_not_written_again(tmp_path, era):
+    """Before, lines had spaces and the index digested their text; then lines were compact and
+    their digests blake2b blobs ('compact-1'). The same rows fetched again must not look changed
+    (a rewrite of the file) once the index is made the new way."""
     import hashlib
     import sqlite3
 
     from synctask.sinks.jsonl import JsonlSink, index_path
 
     path = tmp_path / "d.jsonl"
-    old = ['{"k": 1, "v": "a"}', '{"k": 2, "v": "b"}']
+    old = (['{"k": 1, "v": "a"}', '{"k": 2, "v": "b"}'] if era == "spaced lines"
+           else ['{"k":1,"v":"a"}', '{"k":2,"v":"b"}'])
     path.write_text("".join(line + "\n" for line in old))
     with sqlite3.connect(index_path(path)) as db:  # the index as the earlier version left it
         db.execute("CREATE TABLE k(key TEXT PRIMARY KEY, digest BLOB, line INTEGER) WITHOUT ROWID")
@@ -536,7 +539,8 @@ def test_a_jsonl_index_made_by_an_earlier_version_is_rebuilt_and_its_rows_are_no
         db.executemany("INSERT INTO k VALUES (?, ?, ?)",
                        [(f"i{n + 1}", hashlib.blake2b(line.encode(), digest_size=8).digest(), n)
                         for n, line in enumerate(old)])
-        db.executemany("INSERT INTO meta VALUES (?, ?)", [("size", path.stat().st_size), ("lines", 2), ("dirty", 0)])
+        db.executemany("INSERT INTO meta VALUES (?, ?)", [("size", path.stat().st_size), ("lines", 2), ("dirty", 0)]
+                       + ([("digests", "compact-1")] if era == "compact-1" else []))
     db.close()
     before = path.read_bytes()
 
@@ -548,7 +552,10 @@ def test_a_jsonl_index_made_by_an_earlier_version_is_rebuilt_and_its_rows_are_no
     asyncio.run(run([{"k": 1, "v": "a"}, {"k": 2, "v": "b"}]))
     assert path.read_bytes() == before  # unchanged rows: nothing appended, nothing compacted
     asyncio.run(run([{"k": 2, "v": "B"}]))
-    assert path.read_text().splitlines() == ['{"k": 1, "v": "a"}', '{"k":2,"v":"B"}']
+    assert path.read_text().splitlines() == [old[0], '{"k":2,"v":"B"}']
+    with sqlite3.connect(index_path(path)) as db:  # digests are integers now, one per key
+        assert [type(digest) for (digest,) in db.execute("SELECT digest FROM k")] == [int, int]
+    db.close()
 
 
 def test_sqlite_sink_waits_for_another_writers_lock_off_the_loop_and_keeps_the_order(tmp_path):
